@@ -1,0 +1,65 @@
+"""Strict JSON param_str parsing shared by the project's Python layers.
+
+Every layer declares its keys with a default and a type; ``parse_params`` rejects
+unknown keys, wrong types and malformed JSON with a message that names the layer
+and says what to fix. No eval, no YAML.
+
+    SPEC = {"M": (10.0, float), "workers": (2, int)}
+    p = parse_params(param_str, SPEC, "CountingLossLayer")
+    p["M"]  -> 10.0
+"""
+import json
+
+
+class ParamError(ValueError):
+    """A layer's param_str is wrong; the message says which key and why."""
+
+
+_TYPE_NAMES = {float: "a number", int: "an integer", str: "a string", bool: "true/false",
+               list: "a list", dict: "an object"}
+
+
+def _coerce(layer, key, value, typ):
+    if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if typ is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if typ in (str, bool, list, dict) and isinstance(value, typ):
+        return value
+    if isinstance(typ, tuple):  # a choice among literal values
+        if value in typ:
+            return value
+        raise ParamError("%s: param_str key '%s' must be one of %s, got %r"
+                         % (layer, key, ", ".join(repr(t) for t in typ), value))
+    raise ParamError("%s: param_str key '%s' must be %s, got %r (%s)"
+                     % (layer, key, _TYPE_NAMES.get(typ, typ), value, type(value).__name__))
+
+
+def parse_params(param_str, spec, layer="layer", required=()):
+    """Parse ``param_str`` (JSON object or empty) against ``spec``.
+
+    spec: {key: (default, type)} where type is float/int/str/bool/list/dict or a
+    tuple of allowed literal values. Keys in ``required`` must be present.
+    Returns a dict with every key of spec.
+    """
+    text = (param_str or "").strip()
+    if text:
+        try:
+            given = json.loads(text)
+        except ValueError as e:
+            raise ParamError("%s: param_str is not valid JSON (%s): %r" % (layer, e, text))
+        if not isinstance(given, dict):
+            raise ParamError("%s: param_str must be a JSON object like {\"key\": value}, got %r" % (layer, text))
+    else:
+        given = {}
+    unknown = sorted(set(given) - set(spec))
+    if unknown:
+        raise ParamError("%s: unknown param_str key(s) %s; allowed keys: %s"
+                         % (layer, ", ".join(repr(k) for k in unknown), ", ".join(sorted(spec))))
+    missing = [k for k in required if k not in given]
+    if missing:
+        raise ParamError("%s: param_str is missing required key(s) %s" % (layer, ", ".join(repr(k) for k in missing)))
+    out = {}
+    for key, (default, typ) in spec.items():
+        out[key] = _coerce(layer, key, given[key], typ) if key in given else default
+    return out

@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# setup.sh -- build (or adopt) real BVLC Caffe and make the project environment.
+#
+#   ./setup.sh                      # apt deps, Caffe from Debian's pinned source, .venv/
+#   ./setup.sh --caffe PATH         # use an existing Caffe build/install instead
+#   CAFFE_ROOT=PATH ./setup.sh      # same as --caffe PATH
+#   ./setup.sh --cuda               # build Caffe with CUDA for the GPU present (untested here)
+#   ./setup.sh --rebuild            # ignore the cached Caffe build
+#
+# After it: `source .venv/bin/activate` puts `caffe`, `convert_imageset`, ... on PATH,
+# `import caffe` works and python_layers/ is importable.
+#
+# The compiled Caffe is cached outside the work tree, in
+#   ${LTC_CACHE:-$HOME/.cache/learning-to-count}/caffe-<key>
+# where <key> hashes the source version, the archives' checksums, the project's patches
+# and the build flags; a new clone on the same machine reuses it.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+VENV="$REPO/.venv"
+CACHE_ROOT="${LTC_CACHE:-$HOME/.cache/learning-to-count}"
+
+CAFFE_SRC_PKG=caffe
+CAFFE_SRC_VERSION="1.0.0+git20180821.99bd997-8"
+CAFFE_UPSTREAM_VERSION="1.0.0+git20180821.99bd997"
+CAFFE_SRC_SUITE=bullseye
+ORIG_SHA256=e0eb3f06794f7402c77b7dec8e8480273ee1a1bb192e9122b621a69d4147ad0c
+DEBIAN_SHA256=07cf073227494a6b07234e40cb5df91db566616593eef9baafdc4d06ad159f21
+PATCH_DIR="$REPO/tools/caffe/patches"
+
+APT_PACKAGES=(
+  build-essential cmake pkg-config patch ca-certificates
+  libboost-dev libboost-system-dev libboost-thread-dev libboost-filesystem-dev
+  libboost-python-dev libgflags-dev libgoogle-glog-dev libhdf5-dev liblmdb-dev
+  libleveldb-dev libsnappy-dev libopenblas-dev libprotobuf-dev protobuf-compiler
+  libopencv-dev python3-dev python3-venv libpython3-dev
+)
+
+USE_CUDA=0
+REBUILD=0
+EXISTING="${CAFFE_ROOT:-}"
+
+die() { echo "setup.sh: error: $*" >&2; exit 1; }
+say() { echo "==> $*"; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --caffe) [ $# -ge 2 ] || die "--caffe needs a path"; EXISTING="$2"; shift 2 ;;
+    --caffe=*) EXISTING="${1#--caffe=}"; shift ;;
+    --cuda) USE_CUDA=1; shift ;;
+    --rebuild) REBUILD=1; shift ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    *) die "unknown option '$1' (see ./setup.sh --help)" ;;
+  esac
+done
+
+# ---------------------------------------------------------------- platform checks
+[ -r /etc/os-release ] || die "cannot read /etc/os-release: this script supports Debian 12 / Ubuntu with apt only"
+. /etc/os-release
+case " ${ID:-} ${ID_LIKE:-} " in
+  *" debian "*|*" ubuntu "*) ;;
+  *) die "unsupported OS '${PRETTY_NAME:-unknown}': this script needs Debian/Ubuntu with apt. On other systems build Caffe yourself and run ./setup.sh --caffe /path/to/caffe" ;;
+esac
+command -v apt-get >/dev/null || die "apt-get not found: this script needs apt. Build Caffe yourself and use --caffe PATH"
+PY=/usr/bin/python3
+
+need_apt=0
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  need_apt=1
+  [ "$(id -u)" = 0 ] || die "missing system packages (${missing[*]}) and not root: run as root (or sudo ./setup.sh), or install them with apt-get first"
+  say "installing system packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq || die "apt-get update failed: check the network / the apt sources in /etc/apt"
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    || die "apt-get install failed for: ${missing[*]}"
+fi
+
+# Python must match Boost.Python (Debian ships libboost_python3XX for one 3.X).
+PYVER="$($PY -c 'import sys; print("%d%d" % sys.version_info[:2])')"
+BOOST_PY="$(ls /usr/lib/*/libboost_python3*.so 2>/dev/null | head -n1 || true)"
+[ -n "$BOOST_PY" ] || die "Boost.Python not found (libboost-python-dev)"
+BOOST_PYVER="$(basename "$BOOST_PY" | sed -E 's/libboost_python([0-9]+)\.so/\1/')"
+[ "$PYVER" = "$BOOST_PYVER" ] || die "$PY is Python $PYVER but Boost.Python is built for Python $BOOST_PYVER: install the matching python3 (apt-get install python3-dev) or use --caffe with a Caffe built for your Python"
+
+# ---------------------------------------------------------------- python venv
+REQ_HASH="$(sha256sum "$REPO/requirements.txt" | cut -c1-16)"
+if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$VENV/.requirements.sha" 2>/dev/null)" != "$REQ_HASH" ]; then
+  say "creating $VENV from requirements.txt"
+  [ -x "$VENV/bin/python" ] || $PY -m venv "$VENV" || die "python3 -m venv failed (apt-get install python3-venv)"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REPO/requirements.txt" \
+    || die "pip install -r requirements.txt failed: check access to the Python package index"
+  echo "$REQ_HASH" > "$VENV/.requirements.sha"
+fi
+VPY="$VENV/bin/python"
+SITE="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+
+# ---------------------------------------------------------------- choose / build Caffe
+if [ -n "$EXISTING" ]; then
+  say "using existing Caffe at $EXISTING"
+  "$VPY" "$REPO/tools/check_caffe.py" --locate "$EXISTING" > "$VENV/.caffe_locations" \
+    || die "the Caffe at '$EXISTING' cannot be used (see the message above)"
+  # shellcheck disable=SC1091
+  . "$VENV/.caffe_locations"
+else
+  FLAGS="-DCPU_ONLY=ON -DBLAS=Open"
+  if [ "$USE_CUDA" = 1 ]; then
+    command -v nvcc >/dev/null || die "--cuda: nvcc not found; install the CUDA toolkit first"
+    ARCH="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n1 | tr -d ' .')"
+    [ -n "$ARCH" ] || die "--cuda: nvidia-smi did not report a GPU compute capability"
+    CUDNN=OFF
+    for h in /usr/include/cudnn_version.h /usr/include/cudnn.h /usr/local/cuda/include/cudnn.h; do
+      if [ -r "$h" ] && grep -qE '#define CUDNN_MAJOR +[5-7]$' "$h"; then CUDNN=ON; fi
+    done
+    FLAGS="-DCPU_ONLY=OFF -DUSE_CUDNN=$CUDNN -DCUDA_ARCH_NAME=Manual -DCUDA_ARCH_BIN=$ARCH -DCUDA_ARCH_PTX=$ARCH -DBLAS=Open"
+  fi
+  FLAGS="$FLAGS -DBUILD_python=ON -DBUILD_python_layer=ON -Dpython_version=${PYVER:0:1}.${PYVER:1} -DUSE_OPENCV=ON -DUSE_LMDB=ON -DUSE_LEVELDB=ON -DBUILD_docs=OFF -DCMAKE_BUILD_TYPE=Release"
+  NUMPY_VER="$("$VPY" -c 'import numpy; print(numpy.__version__)')"
+  KEY="$( { echo "$CAFFE_SRC_VERSION $ORIG_SHA256 $DEBIAN_SHA256 py$PYVER numpy$NUMPY_VER"; echo "$FLAGS";
+           cat "$PATCH_DIR"/*.patch "$REPO/tools/caffe/build_caffe.sh"; } | sha256sum | cut -c1-16)"
+  PREFIX="$CACHE_ROOT/caffe-$KEY"
+  if [ "$REBUILD" = 1 ] || [ ! -f "$PREFIX/.complete" ]; then
+    say "building Caffe $CAFFE_SRC_VERSION into $PREFIX (a few minutes)"
+    rm -rf "$PREFIX"
+    CAFFE_SRC_PKG="$CAFFE_SRC_PKG" CAFFE_SRC_VERSION="$CAFFE_SRC_VERSION" \
+    CAFFE_UPSTREAM_VERSION="$CAFFE_UPSTREAM_VERSION" CAFFE_SRC_SUITE="$CAFFE_SRC_SUITE" \
+    ORIG_SHA256="$ORIG_SHA256" DEBIAN_SHA256="$DEBIAN_SHA256" PATCH_DIR="$PATCH_DIR" \
+    FLAGS="$FLAGS" VPY="$VPY" CACHE_ROOT="$CACHE_ROOT" \
+      bash "$REPO/tools/caffe/build_caffe.sh" "$PREFIX" || die "Caffe build failed (log above)"
+  else
+    say "Caffe already built: $PREFIX"
+  fi
+  "$VPY" "$REPO/tools/check_caffe.py" --locate "$PREFIX" > "$VENV/.caffe_locations" \
+    || die "the freshly built Caffe at $PREFIX fails its check"
+  . "$VENV/.caffe_locations"
+fi
+
+# ---------------------------------------------------------------- wire it into the venv
+# CAFFE_BIN_DIR, CAFFE_PY_DIR, CAFFE_LIB_DIR come from .caffe_locations
+printf '%s\n%s\n%s\n' "$CAFFE_PY_DIR" "$REPO/python_layers" "$REPO" > "$SITE/learning_to_count.pth"
+# The `caffe` binary embeds the system libpython: give it the venv's packages and the
+# project's layers through PYTHONPATH, in a wrapper per tool.
+for tool in "$CAFFE_BIN_DIR"/*; do
+  [ -f "$tool" ] && [ -x "$tool" ] || continue
+  name="$(basename "$tool")"; name="${name%.bin}"
+  cat > "$VENV/bin/$name" <<EOF
+#!/bin/sh
+# generated by setup.sh: runs $tool inside the project environment
+PYTHONPATH="$CAFFE_PY_DIR:$REPO/python_layers:$REPO:$SITE\${PYTHONPATH:+:\$PYTHONPATH}"
+LD_LIBRARY_PATH="$CAFFE_LIB_DIR\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+export PYTHONPATH LD_LIBRARY_PATH
+exec "$tool" "\$@"
+EOF
+  chmod +x "$VENV/bin/$name"
+done
+# activate also exports LD_LIBRARY_PATH so that `import caffe` finds libcaffe
+grep -q "learning-to-count" "$VENV/bin/activate" || cat >> "$VENV/bin/activate" <<EOF
+# learning-to-count
+export LD_LIBRARY_PATH="$CAFFE_LIB_DIR\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+EOF
+
+"$VPY" "$REPO/tools/check_caffe.py" --venv "$VENV" || die "environment check failed"
+say "done. Next: source .venv/bin/activate && make demo   (tests: make test)"

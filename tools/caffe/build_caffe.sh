@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# build_caffe.sh PREFIX -- fetch Debian's pinned Caffe source, patch, build, install to PREFIX.
+# Called by setup.sh, which passes the pins and flags through the environment.
+#
+# The source comes from `apt-get source` with a private, temporary apt configuration
+# whose single deb-src line reuses the Debian mirror this machine's apt already names:
+# no host is written anywhere in the project.
+set -euo pipefail
+PREFIX="$1"
+: "${CAFFE_SRC_PKG:?}" "${CAFFE_SRC_VERSION:?}" "${CAFFE_UPSTREAM_VERSION:?}" "${CAFFE_SRC_SUITE:?}"
+: "${ORIG_SHA256:?}" "${DEBIAN_SHA256:?}" "${PATCH_DIR:?}" "${FLAGS:?}" "${VPY:?}" "${CACHE_ROOT:?}"
+
+die() { echo "build_caffe.sh: error: $*" >&2; exit 1; }
+say() { echo "==> $*"; }
+
+mkdir -p "$CACHE_ROOT/src"
+WORK="$(mktemp -d "$CACHE_ROOT/build.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+DL="$CACHE_ROOT/src"   # downloaded archives are kept (verified by checksum before every use)
+
+ORIG_GLOB="${CAFFE_SRC_PKG}_${CAFFE_UPSTREAM_VERSION}.orig.tar."
+DEB_GLOB="${CAFFE_SRC_PKG}_${CAFFE_SRC_VERSION}.debian.tar."
+
+verify() {  # verify FILE SHA
+  local got; got="$(sha256sum "$1" | cut -d' ' -f1)"
+  [ "$got" = "$2" ] || { echo "checksum mismatch for $(basename "$1"): expected $2, got $got" >&2; return 1; }
+}
+
+have_archives() {
+  local o d
+  o="$(ls "$DL/$ORIG_GLOB"* 2>/dev/null | head -n1 || true)"
+  d="$(ls "$DL/$DEB_GLOB"* 2>/dev/null | head -n1 || true)"
+  [ -n "$o" ] && [ -n "$d" ] && verify "$o" "$ORIG_SHA256" 2>/dev/null && verify "$d" "$DEBIAN_SHA256" 2>/dev/null
+}
+
+mirror_uri() {
+  # The first Debian archive URI in the machine's own apt configuration
+  # (deb822 .sources files or one-line .list files), skipping security/updates suites.
+  local f
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -r "$f" ] || continue
+    awk 'BEGIN{RS=""; FS="\n"}
+      { uri=""; suites=""; types="";
+        for (i=1;i<=NF;i++) { line=$i; if (line ~ /^#/) continue;
+          if (line ~ /^URIs:/) { sub(/^URIs:[ \t]*/, "", line); split(line, a, /[ \t]+/); uri=a[1] }
+          if (line ~ /^Suites:/) { suites=line }
+          if (line ~ /^Types:/) { types=line } }
+        if (uri != "" && types ~ /deb/ && suites !~ /security/ && uri ~ /debian\/?$/) { print uri; exit } }' "$f"
+  done
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [ -r "$f" ] || continue
+    awk '$1=="deb" { for (i=2;i<=NF;i++) if ($i !~ /^\[/ && $i ~ /:\/\//) { if ($i ~ /debian\/?$/ && $(i+1) !~ /security/) { print $i; exit } ; break } }' "$f"
+  done
+}
+
+if have_archives; then
+  say "source archives already downloaded and verified"
+else
+  URI="$(mirror_uri | head -n1)"
+  [ -n "$URI" ] || die "no Debian mirror found in /etc/apt/sources.list(.d): add a Debian 'deb' source first"
+  say "fetching $CAFFE_SRC_PKG=$CAFFE_SRC_VERSION ($CAFFE_SRC_SUITE) with apt-get source, from the mirror in this machine's apt configuration"
+  APTDIR="$WORK/apt"
+  mkdir -p "$APTDIR/lists/partial" "$APTDIR/cache/archives/partial" "$APTDIR/parts"
+  KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+  [ -r "$KEYRING" ] || die "$KEYRING missing (apt-get install debian-archive-keyring)"
+  echo "deb-src [signed-by=$KEYRING] $URI $CAFFE_SRC_SUITE main" > "$APTDIR/sources.list"
+  APTOPT=(-o "Dir::Etc::SourceList=$APTDIR/sources.list" -o "Dir::Etc::SourceParts=$APTDIR/parts"
+          -o "Dir::State::Lists=$APTDIR/lists" -o "Dir::Cache=$APTDIR/cache"
+          -o "APT::Sandbox::User=root")
+  apt-get "${APTOPT[@]}" update -qq || die "apt-get update of the temporary $CAFFE_SRC_SUITE deb-src list failed (network?)"
+  ( cd "$DL" && apt-get "${APTOPT[@]}" source --download-only -qq "$CAFFE_SRC_PKG=$CAFFE_SRC_VERSION" ) \
+    || die "apt-get source $CAFFE_SRC_PKG=$CAFFE_SRC_VERSION failed"
+fi
+
+ORIG="$(ls "$DL/$ORIG_GLOB"* | head -n1)"
+DEB="$(ls "$DL/$DEB_GLOB"* | head -n1)"
+verify "$ORIG" "$ORIG_SHA256" || { rm -f "$ORIG"; die "the orig tarball failed its sha256 check (deleted; run again)"; }
+verify "$DEB" "$DEBIAN_SHA256" || { rm -f "$DEB"; die "the debian tarball failed its sha256 check (deleted; run again)"; }
+say "sha256 verified: $(basename "$ORIG"), $(basename "$DEB")"
+
+SRC="$WORK/src"
+mkdir -p "$SRC"
+tar -xf "$ORIG" -C "$SRC"
+# the orig tarball may or may not have a top-level folder
+if [ ! -f "$SRC/CMakeLists.txt" ] && [ "$(ls "$SRC" | wc -l)" = 1 ]; then
+  top="$SRC/$(ls "$SRC")"; mv "$top"/* "$top"/.[!.]* "$SRC"/ 2>/dev/null || true; rmdir "$top"
+fi
+tar -xf "$DEB" -C "$SRC"
+# Debian's quilt series, in order
+if [ -f "$SRC/debian/patches/series" ]; then
+  while read -r p _; do
+    case "$p" in ''|'#'*) continue ;; esac
+    patch -d "$SRC" -p1 -s --forward < "$SRC/debian/patches/$p" || die "Debian patch $p failed to apply"
+  done < "$SRC/debian/patches/series"
+  say "applied $(grep -cvE '^(#|$)' "$SRC/debian/patches/series") Debian patches"
+fi
+for p in "$PATCH_DIR"/*.patch; do
+  [ -f "$p" ] || continue
+  patch -d "$SRC" -p1 -s --forward < "$p" || die "project patch $(basename "$p") failed to apply"
+  say "applied project patch $(basename "$p")"
+done
+
+PYINC="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+PYLIB="$(ls /usr/lib/*/libpython3.*.so 2>/dev/null | head -n1)"
+NPINC="$("$VPY" -c 'import numpy; print(numpy.get_include())')"
+mkdir -p "$SRC/build"
+# shellcheck disable=SC2086
+( cd "$SRC/build" && cmake .. $FLAGS \
+    -DCMAKE_INSTALL_PREFIX="$PREFIX" \
+    -DCMAKE_INSTALL_RPATH="$PREFIX/lib" -DCMAKE_INSTALL_RPATH_USE_LINK_PATH=ON \
+    -DPYTHON_EXECUTABLE="$VPY" -DPYTHON_INCLUDE_DIR="$PYINC" -DPYTHON_LIBRARY="$PYLIB" \
+    -DNUMPY_INCLUDE_DIR="$NPINC" > "$WORK/cmake.log" 2>&1 ) \
+  || { tail -n 40 "$WORK/cmake.log"; die "cmake configure failed"; }
+say "compiling with $(nproc) jobs"
+( cd "$SRC/build" && make -j"$(nproc)" all pycaffe > "$WORK/make.log" 2>&1 ) \
+  || { grep -E 'error|Error' "$WORK/make.log" | head -n 30; die "compilation failed"; }
+( cd "$SRC/build" && make install > "$WORK/install.log" 2>&1 ) \
+  || { tail -n 30 "$WORK/install.log"; die "make install failed"; }
+cp "$WORK/cmake.log" "$PREFIX/cmake.log"
+echo "$CAFFE_SRC_VERSION $FLAGS" > "$PREFIX/.complete"
+say "Caffe installed in $PREFIX"
