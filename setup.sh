@@ -101,8 +101,9 @@ SITE="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 # ---------------------------------------------------------------- choose / build Caffe
 if [ -n "$EXISTING" ]; then
   say "using existing Caffe at $EXISTING"
-  "$VPY" "$REPO/tools/check_caffe.py" --locate "$EXISTING" > "$VENV/.caffe_locations" \
-    || die "the Caffe at '$EXISTING' cannot be used (see the message above)"
+  "$VPY" "$REPO/tools/check_caffe.py" --locate "$EXISTING" > "$VENV/.caffe_locations.new" \
+    || { rm -f "$VENV/.caffe_locations.new"; die "the Caffe at '$EXISTING' cannot be used (see the message above); the environment was left unchanged"; }
+  mv "$VENV/.caffe_locations.new" "$VENV/.caffe_locations"
   # shellcheck disable=SC1091
   . "$VENV/.caffe_locations"
 else
@@ -133,8 +134,9 @@ else
   else
     say "Caffe already built: $PREFIX"
   fi
-  "$VPY" "$REPO/tools/check_caffe.py" --locate "$PREFIX" > "$VENV/.caffe_locations" \
-    || die "the freshly built Caffe at $PREFIX fails its check"
+  "$VPY" "$REPO/tools/check_caffe.py" --locate "$PREFIX" > "$VENV/.caffe_locations.new" \
+    || { rm -f "$VENV/.caffe_locations.new"; die "the freshly built Caffe at $PREFIX fails its check"; }
+  mv "$VENV/.caffe_locations.new" "$VENV/.caffe_locations"
   . "$VENV/.caffe_locations"
 fi
 

@@ -1,0 +1,40 @@
+# learning-to-count: the commands the README names.
+#   make setup   build (or reuse the cached) Caffe and the .venv        (= ./setup.sh)
+#   make demo    build the bundled sample LMDBs if missing, then train the CPU demo
+#   make test    set up if the environment is missing, then run the test suite
+#   make data    the embedded sample photos and the Fashion-MNIST counting scenes
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+CAFFE := $(VENV)/bin/caffe
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test data sample fashion clean-demo
+
+$(CAFFE):
+	bash setup.sh
+
+setup:
+	bash setup.sh
+
+sample: $(CAFFE)
+	@if [ -f data/sample/train_lmdb/data.mdb ] && [ -f data/sample/val_lmdb/data.mdb ]; then \
+	  echo "data/sample LMDBs present"; \
+	else $(PY) data_prep/embedded.py; fi
+
+fashion: $(CAFFE)
+	@if [ -f data/fashion/scenes_train_lmdb/data.mdb ] && [ -f data/fashion/items_train_lmdb/data.mdb ]; then \
+	  echo "data/fashion LMDBs present"; \
+	else $(PY) data_prep/fashion_scenes.py; fi
+
+data: sample fashion
+
+demo: sample
+	mkdir -p runs/demo
+	$(CAFFE) train -solver prototxt/demo/solver.prototxt 2>&1 | tee runs/demo/train.log
+
+test: $(CAFFE)
+	$(PY) -m pytest tests -q $(PYTEST_ARGS)
+
+clean-demo:
+	rm -rf runs/demo
