@@ -1,0 +1,154 @@
+"""The contrastive counting loss of Noroozi et al. (ICCV 2017), eq. 4, as a Caffe Python layer.
+
+For one sample with counting vectors (all K-dimensional)
+    t_j = phi(T_j x), j = 1..4   (the four tiles of x)
+    a   = phi(D x)               (x downsampled by 2)
+    b   = phi(D y)               (another image y, downsampled)
+    s   = t_1 + t_2 + t_3 + t_4
+the loss is
+    l(x, y) = |a - s|^2 + max(0, M - |b - s|^2)
+with squared Euclidean norms over the *whole* vector (the hinge is on the squared
+norm, not per dimension). The layer's loss is the mean of l over the N samples.
+
+The maths lives in the plain numpy functions ``counting_loss_forward`` and
+``counting_loss_backward`` (float64 inside, testable without Caffe); the layer is
+a thin shell around them.
+
+Layer contract
+--------------
+bottoms, one of two layouts:
+  * six bottoms  phi(T1), phi(T2), phi(T3), phi(T4), phi(Dx), phi(Dy), each N x K
+    (or N x K x 1 x 1): the six-branch siamese net;
+  * one bottom   6N x K, the six blocks stacked along the batch axis in that same
+    order (the stacked-trunk variant).
+top: the scalar loss (shape ``()``; use ``loss_weight: 1`` in the prototxt).
+
+param_str (JSON), every key optional:
+  M       number > 0, default 10   the margin of the hinge term (paper: M = 10)
+
+Example::
+
+    layer { name: "loss" type: "Python" top: "loss" loss_weight: 1
+            bottom: "fc8" bottom: "fc8_t2" bottom: "fc8_t3" bottom: "fc8_t4"
+            bottom: "fc8_dx" bottom: "fc8_dy"
+            python_param { module: "counting_loss" layer: "CountingLossLayer"
+                           param_str: '{"M": 10}' } }
+
+Backward honours ``propagate_down`` per bottom. At the hinge's kink
+(|b - s|^2 == M exactly) the hinge is treated as inactive.
+"""
+import numpy as np
+
+try:
+    import caffe
+    _LayerBase = caffe.Layer
+except ImportError:  # the numpy core stays usable without Caffe
+    caffe = None
+    _LayerBase = object
+
+from ltc_params import ParamError, parse_params
+
+DEFAULT_M = 10.0
+PARAM_SPEC = {"M": (DEFAULT_M, float)}
+INPUT_NAMES = ("phi(T1)", "phi(T2)", "phi(T3)", "phi(T4)", "phi(Dx)", "phi(Dy)")
+
+
+def counting_loss_forward(tiles, dx, dy, M=DEFAULT_M):
+    """Eq. 4 averaged over the batch.
+
+    tiles: sequence of four N x K arrays; dx, dy: N x K arrays.
+    Returns (loss, per_sample, cache) where cache feeds ``counting_loss_backward``.
+    """
+    if len(tiles) != 4:
+        raise ValueError("counting loss needs exactly four tile features, got %d" % len(tiles))
+    t = [np.asarray(x, dtype=np.float64).reshape(len(x), -1) for x in tiles]
+    a = np.asarray(dx, dtype=np.float64).reshape(len(dx), -1)
+    b = np.asarray(dy, dtype=np.float64).reshape(len(dy), -1)
+    s = t[0] + t[1] + t[2] + t[3]
+    r_pos = a - s                      # should be small: D x counts what the tiles count
+    r_neg = b - s                      # should be large: another image counts differently
+    d_pos = np.einsum("nk,nk->n", r_pos, r_pos)
+    d_neg = np.einsum("nk,nk->n", r_neg, r_neg)
+    hinge = M - d_neg
+    active = hinge > 0
+    per_sample = d_pos + np.where(active, hinge, 0.0)
+    loss = per_sample.mean() if len(per_sample) else 0.0
+    return loss, per_sample, (r_pos, r_neg, active)
+
+
+def counting_loss_backward(cache, scale=1.0):
+    """Gradients of the batch-mean loss (times ``scale``, Caffe's top diff).
+
+    Returns (g_tile, g_dx, g_dy): the gradient for each of the four tiles (all
+    equal, since each tile enters through the sum s), for phi(Dx) and phi(Dy).
+    """
+    r_pos, r_neg, active = cache
+    n = r_pos.shape[0]
+    c = 2.0 * scale / max(n, 1)
+    g_dx = c * r_pos
+    g_dy = -c * active[:, None] * r_neg
+    g_tile = -g_dx - g_dy          # d/ds = -2 r_pos + 2 [active] r_neg
+    return g_tile, g_dx, g_dy
+
+
+def parse_loss_params(param_str):
+    """Validated param_str of the loss layer (see PARAM_SPEC); raises ParamError."""
+    params = parse_params(param_str, PARAM_SPEC, "CountingLossLayer")
+    if not params["M"] > 0:
+        raise ParamError("CountingLossLayer: param_str key 'M' must be > 0, got %r" % params["M"])
+    return params
+
+
+class CountingLossLayer(_LayerBase):
+    """Caffe Python layer for eq. 4 (see the module docstring for the contract)."""
+
+    def setup(self, bottom, top):
+        self.params = parse_loss_params(self.param_str)
+        if len(bottom) not in (1, 6):
+            raise Exception("CountingLossLayer needs 6 bottoms (phi(T1..T4), phi(Dx), phi(Dy)) "
+                            "or 1 stacked 6N x K bottom, got %d" % len(bottom))
+        if len(top) != 1:
+            raise Exception("CountingLossLayer has exactly one top (the loss), got %d" % len(top))
+        self.stacked = len(bottom) == 1
+
+    def reshape(self, bottom, top):
+        if self.stacked:
+            shape = bottom[0].data.shape
+            if shape[0] % 6:
+                raise Exception("CountingLossLayer: the stacked bottom's batch axis must be 6N "
+                                "(blocks T1,T2,T3,T4,Dx,Dy), got shape %s" % (shape,))
+            self.n = shape[0] // 6
+            self.k = int(np.prod(shape[1:]))
+        else:
+            shape0 = bottom[0].data.shape
+            for i in range(6):
+                sh = bottom[i].data.shape
+                if sh != shape0:
+                    raise Exception("CountingLossLayer: bottom %d (%s) has shape %s but bottom 0 (%s) has %s; "
+                                    "all six counting vectors must have the same N x K shape"
+                                    % (i, INPUT_NAMES[i], sh, INPUT_NAMES[0], shape0))
+            self.n = shape0[0]
+            self.k = int(np.prod(shape0[1:]))
+        top[0].reshape()
+
+    def _inputs(self, bottom):
+        if self.stacked:
+            x = bottom[0].data.reshape(6, self.n, self.k)
+            return [x[i] for i in range(6)]
+        return [bottom[i].data.reshape(self.n, self.k) for i in range(6)]
+
+    def forward(self, bottom, top):
+        f = self._inputs(bottom)
+        loss, _, self.cache = counting_loss_forward(f[:4], f[4], f[5], self.params["M"])
+        top[0].data[...] = loss
+
+    def backward(self, top, propagate_down, bottom):
+        g_tile, g_dx, g_dy = counting_loss_backward(self.cache, float(top[0].diff))
+        grads = [g_tile, g_tile, g_tile, g_tile, g_dx, g_dy]
+        if self.stacked:
+            if propagate_down[0]:
+                bottom[0].diff[...] = np.stack(grads).reshape(bottom[0].diff.shape)
+            return
+        for i in range(6):
+            if propagate_down[i]:
+                bottom[i].diff[...] = grads[i].reshape(bottom[i].diff.shape)
