@@ -1,0 +1,344 @@
+"""Batch pipeline of the counting data layer: LMDB -> prepared batches, made by worker processes.
+
+``BatchPipeline`` is what ``counting_data.CountingDataLayer`` wraps; it needs no Caffe net
+and can be driven from any script (benchmarks, tests):
+
+    with BatchPipeline("data/sample/train_lmdb", batch_size=32, workers=2, seed=1701) as pipe:
+        batch = pipe.next_batch()        # float32 6 x 32 x 3 x 114 x 114: t1,t2,t3,t4,dx,dy
+        plan = pipe.plan(0)              # the random choices behind batch 0 (count_transforms.BatchPlan)
+
+Design:
+- Batch b is fully determined by (seed, phase, b) (count_transforms.plan_batch), so the
+  batches do not depend on the number of workers; the consumer gets them in index order.
+- ``workers`` processes are forked at construction (before the caller starts threads of its
+  own, if possible). Batch b goes to worker b mod workers and is written straight into slot
+  b mod prefetch of a ring of ``prefetch`` batch buffers in anonymous shared memory (mmap
+  made before the fork); only (batch, slot) pairs travel through pipes. prefetch >=
+  workers + 1 keeps every worker busy.
+- ``next_batch`` returns a view of the slot; the slot goes back to work at the next call,
+  so copy what you need before calling again.
+- Shutdown: ``close()`` (also from ``__del__`` / ``with``) stops and reaps the workers. If
+  the owning process dies without closing (the ``caffe`` binary never runs atexit nor
+  finalises Python), each worker gets SIGTERM through prctl(PR_SET_PDEATHSIG) and also
+  notices the new parent pid within a second while idle, and exits.
+- workers = 0 makes each batch in the calling process (for debugging).
+"""
+import ctypes
+import mmap
+import os
+import signal
+import sys
+import time
+import traceback
+from multiprocessing.connection import Pipe, wait
+
+import cv2
+import numpy as np
+
+import count_transforms as ct
+from lmdb_io import LmdbError, datum_to_image, open_lmdb, resolve_path
+
+_PR_SET_PDEATHSIG = 1
+_POLL_S = 1.0          # how often an idle worker checks that its parent still lives
+_JOIN_S = 5.0          # how long close() waits for a worker before SIGKILL
+
+
+def read_key_array(env):
+    """All keys of an LMDB in key order as a numpy bytes array (no values read; fork-friendly)."""
+    with env.begin() as txn:
+        keys = list(txn.cursor().iternext(keys=True, values=False))
+    return np.array(keys, dtype=np.bytes_)
+
+
+def decode_chw(value, key, source):
+    """Datum bytes -> 3 x H x W uint8 BGR (raw Datums are CHW already: no copy beyond the parse)."""
+    try:
+        from caffe.proto import caffe_pb2
+        d = caffe_pb2.Datum()
+        d.ParseFromString(bytes(value))
+        if not d.encoded and d.channels == 3 and len(d.data) == 3 * d.height * d.width:
+            return np.frombuffer(d.data, np.uint8).reshape(3, d.height, d.width)
+        img, _ = datum_to_image(d)
+    except LmdbError as e:
+        raise LmdbError("LMDB '%s', key %r: %s" % (source, key, e))
+    except Exception as e:  # a value that is no Datum at all
+        raise LmdbError("LMDB '%s', key %r: cannot parse the value as a Caffe Datum (%s)" % (source, key, e))
+    return np.ascontiguousarray(img.transpose(2, 0, 1))
+
+
+class _Maker:
+    """Makes batches: reads the member images of a plan from the LMDB and fills a buffer."""
+
+    def __init__(self, cfg, keys):
+        self.cfg, self.keys = cfg, keys
+        self.env = None
+        self.perm_cache = {}
+
+    def plan(self, b):
+        c = self.cfg
+        return ct.plan_batch(c["seed"], c["phase"], b, len(self.keys), c["batch_size"], c["interpolation"],
+                             c["gray_prob"], c["test_batches"], self.perm_cache)
+
+    def make(self, b, out):
+        c = self.cfg
+        if self.env is None:
+            self.env = open_lmdb(c["source"], c["who"])
+        plan = self.plan(b)
+        crop = c["crop_size"]
+        cache = {}
+        images = []
+        with self.env.begin(buffers=True) as txn:
+            for idx in plan.index:
+                idx = int(idx)
+                img = cache.get(idx)
+                if img is None:
+                    key = self.keys[idx]
+                    value = txn.get(key)
+                    if value is None:
+                        raise LmdbError("%s: key %r vanished from LMDB '%s'" % (c["who"], key, c["source"]))
+                    img = decode_chw(value, key, c["source"])
+                    if img.shape[1] < crop or img.shape[2] < crop:
+                        raise LmdbError("%s: LMDB '%s', key %r: image is %dx%d, smaller than crop_size %d"
+                                        % (c["who"], c["source"], key, img.shape[1], img.shape[2], crop))
+                    cache[idx] = img
+                images.append(img)
+        ct.fill_batch(images, plan, crop, out, c["eps"])
+
+    def close(self):
+        if self.env is not None:
+            self.env.close()
+            self.env = None
+
+
+def _set_pdeathsig():
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the getppid polling still applies
+        pass
+
+
+def _worker_main(maker, slots, tasks, results, parent_pid):
+    """Worker loop (forked child): wait for (batch, slot), fill the slot, answer (batch, slot)."""
+    # The caffe binary installs glog's failure handler for SIGTERM, which would print
+    # "*** Aborted at ..." when the death signal arrives: a worker just dies quietly.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
+    _set_pdeathsig()
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        return
+    cv2.setNumThreads(1)
+    while True:
+        if not tasks.poll(_POLL_S):
+            if os.getppid() != parent_pid:
+                return
+            continue
+        try:
+            msg = tasks.recv()
+        except EOFError:
+            return
+        if msg is None:
+            return
+        b, slot = msg
+        try:
+            maker.make(b, slots[slot])
+        except Exception:
+            results.send(("error", b, traceback.format_exc()))
+            return
+        results.send(("ok", b, slot))
+
+
+class BatchPipeline:
+    """Prepared counting batches from an LMDB; see the module docstring.
+
+    source: LMDB path (cwd first, then repo root); batch_size >= 2; crop_size 228 or 224;
+    interpolation: "per_batch" | "per_sample" | "linear" | "cubic" | "area" | "lanczos";
+    gray_prob in [0, 1]; seed >= 0; phase "train" | "test"; workers >= 0; prefetch >= 1
+    (ring slots, used when workers > 0); eps > 0; test_batches >= 0 (0: one pass over the DB).
+    Errors: ValueError for a bad argument, lmdb_io.LmdbError for a missing/empty/bad LMDB,
+    RuntimeError when a worker fails (with its traceback).
+    """
+
+    def __init__(self, source, batch_size, crop_size=228, interpolation="per_batch", gray_prob=0.67, seed=1701,
+                 phase="train", workers=2, prefetch=4, eps=1e-5, test_batches=0, who="BatchPipeline"):
+        self._pids = []
+        self._closed = True
+        self._owner = os.getpid()
+        checks = [(batch_size >= 2, "batch_size must be >= 2 (y comes from another member of the batch)"),
+                  (crop_size in ct.CROP_SIZES, "crop_size must be 228 or 224"),
+                  (interpolation in ct.INTERPOLATION_MODES, "interpolation must be one of %s"
+                   % ", ".join(ct.INTERPOLATION_MODES)),
+                  (0.0 <= gray_prob <= 1.0, "gray_prob must be in [0, 1]"),
+                  (seed >= 0, "seed must be >= 0"),
+                  (phase in ct.PHASES, "phase must be 'train' or 'test'"),
+                  (workers >= 0, "workers must be >= 0 (0 = make batches in this process)"),
+                  (prefetch >= 1, "prefetch must be >= 1"),
+                  (eps > 0, "eps must be > 0"),
+                  (test_batches >= 0, "test_batches must be >= 0 (0 = one pass over the LMDB)")]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError("%s: %s (got batch_size=%r crop_size=%r interpolation=%r gray_prob=%r seed=%r "
+                                 "phase=%r workers=%r prefetch=%r eps=%r test_batches=%r)"
+                                 % (who, msg, batch_size, crop_size, interpolation, gray_prob, seed, phase,
+                                    workers, prefetch, eps, test_batches))
+        self.source = resolve_path(source)
+        env = open_lmdb(source, who)
+        try:
+            keys = read_key_array(env)
+            with env.begin() as txn:
+                first = decode_chw(txn.get(keys[0]), keys[0], source)
+        finally:
+            env.close()
+        if len(keys) < 2:
+            raise LmdbError("%s: LMDB '%s' holds %d image; y must come from a different image, so at least 2 "
+                            "are needed" % (who, self.source, len(keys)))
+        if first.shape[1] < crop_size or first.shape[2] < crop_size:
+            raise LmdbError("%s: LMDB '%s', key %r: image is %dx%d, smaller than crop_size %d"
+                            % (who, self.source, keys[0], first.shape[1], first.shape[2], crop_size))
+        self.n_db = len(keys)
+        self.batch_size, self.crop_size, self.phase = batch_size, crop_size, phase
+        self.workers, self.prefetch = workers, prefetch
+        self.test_batches = test_batches or -(-self.n_db // batch_size)
+        self.shape = ct.batch_shape(batch_size, crop_size)
+        self.cfg = dict(source=self.source, batch_size=batch_size, crop_size=crop_size, interpolation=interpolation,
+                        gray_prob=gray_prob, seed=seed, phase=phase, eps=eps, test_batches=test_batches, who=who)
+        self.who = who
+        self._maker = _Maker(self.cfg, keys)
+        self._next = 0           # index of the next batch next_batch returns
+        self._held = None        # slot handed out by the previous next_batch
+        nslots = prefetch if workers > 0 else 1
+        nbytes = int(np.prod(self.shape)) * 4
+        self._mm = mmap.mmap(-1, nslots * nbytes)   # MAP_SHARED | MAP_ANONYMOUS: shared with forked workers
+        self._slots = np.frombuffer(self._mm, np.float32).reshape((nslots,) + self.shape)
+        self._closed = False
+        if workers > 0:
+            self._start_workers()
+
+    # ------------------------------------------------------------------ workers
+    def _start_workers(self):
+        self._tasks, self._results, self._done = [], [], {}
+        parent = os.getpid()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for w in range(self.workers):
+            t_recv, t_send = Pipe(duplex=False)
+            r_recv, r_send = Pipe(duplex=False)
+            pid = os.fork()
+            if pid == 0:  # child
+                code = 0
+                try:
+                    t_send.close()
+                    r_recv.close()
+                    for c in self._tasks + self._results:
+                        c.close()
+                    _worker_main(self._maker, self._slots, t_recv, r_send, parent)
+                except BaseException:
+                    code = 1
+                    try:
+                        traceback.print_exc()
+                    except BaseException:
+                        pass
+                finally:
+                    os._exit(code)
+            t_recv.close()
+            r_send.close()
+            self._pids.append(pid)
+            self._tasks.append(t_send)
+            self._results.append(r_recv)
+        self._in_flight = {}     # slot -> batch index
+        for b in range(self.prefetch):
+            self._dispatch(b)
+
+    def _dispatch(self, b):
+        slot = b % self.prefetch
+        self._in_flight[slot] = b
+        self._tasks[b % self.workers].send((b, slot))
+
+    def _wait_for(self, b):
+        while b not in self._done:
+            ready = wait(self._results, timeout=_POLL_S * 5)
+            for conn in ready:
+                try:
+                    msg = conn.recv()
+                except EOFError:
+                    w = self._results.index(conn)
+                    raise RuntimeError("%s: data worker %d (pid %d) exited unexpectedly"
+                                       % (self.who, w, self._pids[w]))
+                if msg[0] == "error":
+                    raise RuntimeError("%s: data worker failed on batch %d:\n%s" % (self.who, msg[1], msg[2]))
+                self._done[msg[1]] = msg[2]
+            if not ready:
+                for w, pid in enumerate(self._pids):
+                    if os.waitpid(pid, os.WNOHANG)[0] != 0:
+                        raise RuntimeError("%s: data worker %d (pid %d) died" % (self.who, w, pid))
+        return self._done.pop(b)
+
+    # ------------------------------------------------------------------ public
+    @property
+    def worker_pids(self):
+        return list(self._pids)
+
+    def plan(self, b):
+        """The random choices behind batch b (count_transforms.BatchPlan); cheap, no images read."""
+        return self._maker.plan(b)
+
+    def next_batch(self):
+        """The next batch (float32 6 x N x 3 x S x S, blocks t1,t2,t3,t4,dx,dy), valid until the next call."""
+        if self._closed:
+            raise RuntimeError("%s: next_batch() after close()" % self.who)
+        b = self._next
+        self._next += 1
+        if self.workers == 0:
+            self._maker.make(b, self._slots[0])
+            return self._slots[0]
+        if self._held is not None:       # the previous batch's slot is free again
+            self._dispatch(self._in_flight[self._held] + self.prefetch)
+            self._held = None
+        slot = self._wait_for(b)
+        self._held = slot
+        return self._slots[slot]
+
+    def close(self):
+        """Stop and reap the workers (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._pids and os.getpid() == self._owner:
+            for conn in self._tasks:
+                try:
+                    conn.send(None)
+                except (OSError, ValueError):
+                    pass
+            deadline = time.monotonic() + _JOIN_S
+            for pid in self._pids:
+                while True:
+                    try:
+                        done = os.waitpid(pid, os.WNOHANG)[0] != 0
+                    except ChildProcessError:
+                        done = True
+                    if done:
+                        break
+                    if time.monotonic() > deadline:
+                        try:
+                            os.kill(pid, signal.SIGKILL)
+                            os.waitpid(pid, 0)
+                        except (ProcessLookupError, ChildProcessError):
+                            pass
+                        break
+                    time.sleep(0.01)
+            for conn in self._tasks + self._results:
+                conn.close()
+        self._pids = []
+        self._maker.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

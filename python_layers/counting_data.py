@@ -1,0 +1,124 @@
+"""Caffe Python data layer of the counting pretext task: ``CountingDataLayer``.
+
+A thin shell over ``count_pipeline.BatchPipeline`` (workers, shared memory) and
+``count_transforms`` (crop, tiles, D, gray, normalisation, derangement; SPEC section 2).
+
+Tops (no bottoms), S = crop_size / 2 (114 by default):
+    stack false (default): six tops t1, t2, t3, t4, dx, dy, each N x 3 x S x S float32 --
+                 the four tiles (TL, TR, BL, BR) of a random crop x, D(x), and D(y) of
+                 another source image y of the batch;
+    stack true:  one top (``data``) of 6N x 3 x S x S, blocks in the order t1,t2,t3,t4,dx,dy
+                 (rows k*N .. k*N+N-1 hold input k), for the stacked single-trunk net.
+Every input has zero mean and unit std on its own (over all its pixels and channels).
+
+param_str (JSON; unknown keys or wrong types raise ltc_params.ParamError in setup):
+    source        (required) LMDB of 256x256 BGR Datums (path: cwd first, then repo root);
+                  missing / empty / too-small images raise lmdb_io.LmdbError naming the path
+    batch_size    256      samples per batch (>= 2)
+    crop_size     228      228 -> 114x114 inputs, or 224 -> 112x112
+    interpolation "per_batch"  D's OpenCV method: "per_batch" (one random draw among linear,
+                  cubic, area, lanczos per batch), "per_sample", or a fixed "linear" | "cubic" |
+                  "area" | "lanczos" (the Table 4 ablations)
+    gray_prob     0.67     probability that a sample is gray (all six inputs); 1.0 gray only,
+                  0.0 colour only
+    seed          1701     every random choice of batch b is seeded with (seed, phase, b)
+    workers       2        batch-making processes (forked in setup); 0 = in the caffe process
+    prefetch      4        batches prepared ahead (shared-memory slots); >= workers + 1
+                  keeps all workers busy; memory = prefetch x 6N x 3 x S x S x 4 bytes
+    eps           1e-5     normalisation (v - mean) / (std + eps), pixels on the 0..255 scale
+    stack         false    one stacked top instead of six (see above)
+    test_batches  0        TEST phase: the net sees batches 0 .. test_batches-1 over and over,
+                  in LMDB key order, each with reproducible crops/modes; 0 = ceil(n_db / N)
+                  (one pass over the LMDB). Set the solver's test_iter to this number for
+                  identical test passes.
+    TRAIN phase: batches walk a fresh seeded permutation of the LMDB per epoch.
+
+Example:
+    layer { name: "data" type: "Python" top: "t1" top: "t2" top: "t3" top: "t4" top: "dx" top: "dy"
+      python_param { module: "counting_data" layer: "CountingDataLayer"
+        param_str: "{\"source\": \"data/sample/train_lmdb\", \"batch_size\": 32, \"workers\": 1}" } }
+"""
+import sys
+
+import caffe
+
+from count_pipeline import BatchPipeline
+from count_transforms import CROP_SIZES, INPUT_NAMES, INTERPOLATION_MODES
+from ltc_params import ParamError, parse_params
+
+PARAM_SPEC = {
+    "source": ("", str),
+    "batch_size": (256, int),
+    "crop_size": (228, CROP_SIZES),
+    "interpolation": ("per_batch", INTERPOLATION_MODES),
+    "gray_prob": (0.67, float),
+    "seed": (1701, int),
+    "workers": (2, int),
+    "prefetch": (4, int),
+    "eps": (1e-5, float),
+    "stack": (False, bool),
+    "test_batches": (0, int),
+}
+
+
+class CountingDataLayer(caffe.Layer):
+    """Counting pretext inputs t1..t4, dx, dy (or one stacked top); see the module docstring."""
+
+    NAME = "CountingDataLayer"
+
+    def setup(self, bottom, top):
+        self.pipeline = None
+        p = parse_params(self.param_str, PARAM_SPEC, self.NAME, required=("source",))
+        if len(bottom) != 0:
+            raise ParamError("%s takes no bottoms, got %d" % (self.NAME, len(bottom)))
+        want = 1 if p["stack"] else len(INPUT_NAMES)
+        if len(top) != want:
+            raise ParamError("%s: %s needs %d top(s) (%s), got %d"
+                             % (self.NAME, "stack: true" if p["stack"] else "stack: false", want,
+                                "data" if p["stack"] else ", ".join(INPUT_NAMES), len(top)))
+        phase = "test" if self.phase == caffe.TEST else "train"
+        try:
+            self.pipeline = BatchPipeline(
+                p["source"], p["batch_size"], crop_size=p["crop_size"], interpolation=p["interpolation"],
+                gray_prob=p["gray_prob"], seed=p["seed"], phase=phase, workers=p["workers"],
+                prefetch=p["prefetch"], eps=p["eps"], test_batches=p["test_batches"], who=self.NAME)
+        except ValueError as e:
+            if type(e) is ValueError:  # argument range checks -> the param_str's fault
+                raise ParamError(str(e))
+            raise
+        self.p = p
+        pl = self.pipeline
+        s = pl.crop_size // 2
+        self.top_shape = (6 * pl.batch_size, 3, s, s) if p["stack"] else (pl.batch_size, 3, s, s)
+        extra = (", %d test batches per pass" % pl.test_batches) if phase == "test" else ""
+        print("%s[%s]: %s (%d images), batch %d, crop %d -> %dx%d, interpolation %s, gray_prob %.2f, seed %d, "
+              "workers %d%s%s" % (self.NAME, phase, pl.source, pl.n_db, pl.batch_size, pl.crop_size, s, s,
+                                  p["interpolation"], p["gray_prob"], p["seed"], pl.workers,
+                                  " (pids %s)" % " ".join(map(str, pl.worker_pids)) if pl.workers else "", extra),
+              file=sys.stderr, flush=True)
+
+    def reshape(self, bottom, top):
+        for t in range(len(top)):
+            top[t].reshape(*self.top_shape)
+
+    def forward(self, bottom, top):
+        batch = self.pipeline.next_batch()
+        if self.p["stack"]:
+            top[0].data[...] = batch.reshape(self.top_shape)
+        else:
+            for k in range(len(INPUT_NAMES)):
+                top[k].data[...] = batch[k]
+
+    def backward(self, top, propagate_down, bottom):
+        pass
+
+    def close(self):
+        """Stop the worker processes now (also happens on deletion and when the process dies)."""
+        if getattr(self, "pipeline", None) is not None:
+            self.pipeline.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,42 @@
+"""Shared pytest fixtures."""
+import os
+
+import cv2
+import lmdb
+import numpy as np
+import pytest
+
+from lmdb_io import image_to_datum
+
+
+def write_test_lmdb(path, n, encoded=False, seed=0, size=256):
+    """Write ``n`` distinct smooth random size x size BGR images (label i) into an LMDB at ``path``.
+
+    Keys follow the project format ``%08d_img<i>.png``; encoded=True stores PNG bytes.
+    Returns the list of HxWx3 uint8 images in key order.
+    """
+    rng = np.random.default_rng(seed)
+    os.makedirs(path, exist_ok=True)
+    images = []
+    env = lmdb.open(str(path), map_size=max(1 << 24, n * size * size * 3 * 4))
+    with env.begin(write=True) as txn:
+        for i in range(n):
+            noise = rng.integers(0, 256, (size // 8, size // 8, 3), dtype=np.uint8)
+            img = cv2.resize(noise, (size, size), interpolation=cv2.INTER_CUBIC)
+            img = cv2.add(img, rng.integers(0, 64, (size, size, 3), dtype=np.uint8))
+            if encoded:
+                ok, buf = cv2.imencode(".png", img)
+                assert ok
+                datum = image_to_datum(img, label=i, encoded_bytes=buf.tobytes())
+            else:
+                datum = image_to_datum(img, label=i)
+            txn.put(b"%08d_img%d.png" % (i, i), datum.SerializeToString())
+            images.append(img)
+    env.close()
+    return images
+
+
+@pytest.fixture
+def make_test_lmdb():
+    """make_test_lmdb(path, n, encoded=False, seed=0) -> list of the written HxWx3 images."""
+    return write_test_lmdb
