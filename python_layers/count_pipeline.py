@@ -50,15 +50,65 @@ def read_key_array(env):
     return np.array(keys, dtype=np.bytes_)
 
 
+def _varint(buf, pos):
+    result, shift = 0, 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+
+
+def datum_fields(buf):
+    """Scan a serialised Datum without copying: {field number: int, or (offset, length) for bytes}.
+
+    Datum fields: 1 channels, 2 height, 3 width, 4 data, 5 label, 6 float_data, 7 encoded.
+    Raises ValueError on a malformed message.
+    """
+    fields, pos, n = {}, 0, len(buf)
+    while pos < n:
+        key, pos = _varint(buf, pos)
+        wire = key & 7
+        if wire == 0:
+            fields[key >> 3], pos = _varint(buf, pos)
+        elif wire == 2:
+            length, pos = _varint(buf, pos)
+            fields[key >> 3] = (pos, length)
+            pos += length
+        elif wire == 5:
+            pos += 4
+        elif wire == 1:
+            pos += 8
+        else:
+            raise ValueError("unexpected protobuf wire type %d" % wire)
+    if pos != n:
+        raise ValueError("truncated message")
+    return fields
+
+
 def decode_chw(value, key, source):
-    """Datum bytes -> 3 x H x W uint8 BGR (raw Datums are CHW already: no copy beyond the parse)."""
+    """Datum bytes/buffer -> 3 x H x W uint8 BGR.
+
+    A raw Datum comes back as a zero-copy view of ``value`` (CHW already), so with an LMDB
+    buffer it is only valid inside the read transaction; encoded Datums are decoded by
+    OpenCV straight from the buffer. Anything unusual goes through lmdb_io.datum_to_image
+    for its error message.
+    """
     try:
-        from caffe.proto import caffe_pb2
-        d = caffe_pb2.Datum()
-        d.ParseFromString(bytes(value))
-        if not d.encoded and d.channels == 3 and len(d.data) == 3 * d.height * d.width:
-            return np.frombuffer(d.data, np.uint8).reshape(3, d.height, d.width)
-        img, _ = datum_to_image(d)
+        f = datum_fields(value)
+        c, h, w = f.get(1, 0), f.get(2, 0), f.get(3, 0)
+        data = f.get(4, (0, 0))
+        if not isinstance(data, tuple):
+            raise ValueError("field 'data' is not bytes")
+        if f.get(7, 0):
+            img = cv2.imdecode(np.frombuffer(value, np.uint8, count=data[1], offset=data[0]), cv2.IMREAD_COLOR)
+            if img is not None:
+                return np.ascontiguousarray(img.transpose(2, 0, 1))
+        elif c == 3 and data[1] == c * h * w and h > 0:
+            return np.frombuffer(value, np.uint8, count=data[1], offset=data[0]).reshape(c, h, w)
+        img, _ = datum_to_image(bytes(value))
     except LmdbError as e:
         raise LmdbError("LMDB '%s', key %r: %s" % (source, key, e))
     except Exception as e:  # a value that is no Datum at all
@@ -79,10 +129,22 @@ class _Maker:
         return ct.plan_batch(c["seed"], c["phase"], b, len(self.keys), c["batch_size"], c["interpolation"],
                              c["gray_prob"], c["test_batches"], self.perm_cache)
 
-    def make(self, b, out):
+    def make(self, b, out, keep_open=False):
+        """Fill ``out`` with batch b. keep_open=False closes the LMDB again afterwards: py-lmdb refuses
+        a second open of an environment in one process, and a forked child inherits that
+        bookkeeping, so the consumer process must not hold the LMDB open (two layers on one
+        LMDB, or workers forked later by another layer, would fail)."""
         c = self.cfg
         if self.env is None:
             self.env = open_lmdb(c["source"], c["who"])
+        try:
+            self._make(b, out)
+        finally:
+            if not keep_open:
+                self.close()
+
+    def _make(self, b, out):
+        c = self.cfg
         plan = self.plan(b)
         crop = c["crop_size"]
         cache = {}
@@ -102,7 +164,7 @@ class _Maker:
                                         % (c["who"], c["source"], key, img.shape[1], img.shape[2], crop))
                     cache[idx] = img
                 images.append(img)
-        ct.fill_batch(images, plan, crop, out, c["eps"])
+            ct.fill_batch(images, plan, crop, out, c["eps"])   # inside the txn: raw images are views of it
 
     def close(self):
         if self.env is not None:
@@ -141,7 +203,7 @@ def _worker_main(maker, slots, tasks, results, parent_pid):
             return
         b, slot = msg
         try:
-            maker.make(b, slots[slot])
+            maker.make(b, slots[slot], keep_open=True)
         except Exception:
             results.send(("error", b, traceback.format_exc()))
             return
@@ -342,3 +404,51 @@ class BatchPipeline:
             self.close()
         except Exception:
             pass
+
+
+def main(argv=None):
+    """Throughput check: python python_layers/count_pipeline.py --source LMDB --workers 1 2."""
+    import argparse
+    ap = argparse.ArgumentParser(description="Measure BatchPipeline throughput (samples/s; one sample = six inputs).",
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--source", default="data/sample/train_lmdb", help="LMDB of 256x256 Datums")
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--crop-size", type=int, default=228, choices=ct.CROP_SIZES)
+    ap.add_argument("--interpolation", default="per_batch", choices=ct.INTERPOLATION_MODES)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to measure")
+    ap.add_argument("--batches", type=int, default=16, help="timed batches per worker count")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed batches first")
+    ap.add_argument("--prefetch", type=int, default=4, help="shared-memory slots (at least workers + 1 is used)")
+    ap.add_argument("--seed", type=int, default=1701)
+    args = ap.parse_args(argv)
+    print("resolved args:", vars(args), flush=True)
+    results = {}
+    for w in args.workers:
+        with BatchPipeline(args.source, args.batch_size, crop_size=args.crop_size, interpolation=args.interpolation,
+                           seed=args.seed, workers=w, prefetch=max(w + 1, args.prefetch)) as pipe:
+            for _ in range(args.warmup):
+                pipe.next_batch()
+            pids = pipe.worker_pids or [os.getpid()]
+            cpu0 = sum(_cpu_seconds(p) for p in pids)
+            t0 = time.perf_counter()
+            for _ in range(args.batches):
+                pipe.next_batch()
+            dt = time.perf_counter() - t0
+            cpu = sum(_cpu_seconds(p) for p in pids) - cpu0
+        n = args.batches * args.batch_size
+        results[w] = n / dt
+        print("workers %d: %.0f samples/s wall (%d batches of %d in %.2f s); batch makers used %.2f CPU s "
+              "= %.0f samples per CPU second" % (w, results[w], args.batches, args.batch_size, dt, cpu, n / cpu),
+              flush=True)
+    return results
+
+
+def _cpu_seconds(pid):
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+if __name__ == "__main__":
+    main()

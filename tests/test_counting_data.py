@@ -1,0 +1,285 @@
+"""Tests of the counting data layer: BatchPipeline (workers, shared memory) and CountingDataLayer in caffe."""
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import cv2
+import lmdb
+import numpy as np
+import pytest
+
+import caffe
+import count_transforms as ct
+from conftest import write_test_lmdb
+from count_pipeline import BatchPipeline
+from lmdb_io import LmdbError, image_to_datum
+from ltc_params import ParamError
+from test_count_transforms import reference_sample
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CAFFE_BIN = os.path.join(REPO, ".venv", "bin", "caffe")
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory):
+    """A 24-image raw LMDB (smaller than a 32 batch, like data/sample) and its images."""
+    path = str(tmp_path_factory.mktemp("lmdb") / "raw_lmdb")
+    return path, write_test_lmdb(path, 24, seed=1)
+
+
+def batches(path, n, **kw):
+    with BatchPipeline(path, **kw) as pipe:
+        return [pipe.next_batch().copy() for _ in range(n)], [pipe.plan(b) for b in range(n)]
+
+
+def check_against_reference(batch, plan, images, crop=228):
+    for i in range(len(plan.index)):
+        assert plan.index[plan.partner[i]] != plan.index[i]
+        for k, ref in enumerate(reference_sample(images, plan, i, crop)):
+            np.testing.assert_allclose(batch[k, i], ref, atol=2e-4,
+                                       err_msg="sample %d input %s" % (i, ct.INPUT_NAMES[k]))
+
+
+def test_pipeline_batches_are_the_planned_inputs_with_batch_larger_than_db(db):
+    path, images = db
+    got, plans = batches(path, 2, batch_size=32, workers=1, seed=4, interpolation="per_sample")
+    for batch, plan in zip(got, plans):
+        assert batch.shape == (6, 32, 3, 114, 114) and batch.dtype == np.float32
+        assert len(set(plan.index)) < 32  # some images occur twice in a batch
+        check_against_reference(batch, plan, images)
+        m = batch.mean(axis=(2, 3, 4))
+        sd = batch.std(axis=(2, 3, 4))
+        assert np.abs(m).max() < 1e-4 and np.abs(sd - 1).max() < 1e-4
+
+
+def test_encoded_lmdb_and_crop_224(tmp_path):
+    images = write_test_lmdb(str(tmp_path / "enc"), 5, encoded=True, seed=2)
+    got, plans = batches(str(tmp_path / "enc"), 1, batch_size=4, crop_size=224, workers=0, seed=1)
+    assert got[0].shape == (6, 4, 3, 112, 112)
+    check_against_reference(got[0], plans[0], images, crop=224)
+
+
+def test_worker_count_does_not_change_the_batches(db):
+    path, _ = db
+    ref, _ = batches(path, 5, batch_size=8, workers=0, seed=9, prefetch=1)
+    for workers, prefetch in [(1, 2), (2, 3), (3, 5)]:
+        got, _ = batches(path, 5, batch_size=8, workers=workers, seed=9, prefetch=prefetch)
+        assert all(np.array_equal(a, b) for a, b in zip(ref, got)), (workers, prefetch)
+
+
+def test_same_seed_same_batches_different_seed_different(db):
+    path, _ = db
+    a, _ = batches(path, 2, batch_size=8, workers=1, seed=5)
+    b, _ = batches(path, 2, batch_size=8, workers=1, seed=5)
+    c, _ = batches(path, 2, batch_size=8, workers=1, seed=6)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], a[1])
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_test_phase_is_deterministic_and_repeats_each_pass(db):
+    path, _ = db
+    kw = dict(batch_size=10, workers=2, seed=5, phase="test", prefetch=3)
+    a, plans = batches(path, 6, **kw)   # 24 images / 10 -> 3 batches per pass
+    b, _ = batches(path, 6, **kw)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert all(np.array_equal(a[i], a[i + 3]) for i in range(3))
+    assert not np.array_equal(a[0], a[1])
+    assert list(plans[0].index) == list(range(10)) and list(plans[2].index) == list(range(20, 24)) + list(range(6))
+
+
+def test_two_pipelines_on_one_lmdb_in_one_process(db):
+    """py-lmdb refuses a second open of one LMDB per process (and forked children inherit that):
+    an in-process pipeline must not keep the LMDB open while another forks its workers."""
+    path, _ = db
+    with BatchPipeline(path, batch_size=4, workers=0, seed=1) as a:
+        first = a.next_batch().copy()
+        with BatchPipeline(path, batch_size=4, workers=1, prefetch=2, seed=1) as b:
+            assert np.array_equal(b.next_batch(), first)
+            assert np.array_equal(b.next_batch(), a.next_batch())
+
+
+def test_close_stops_the_workers(db):
+    path, _ = db
+    pipe = BatchPipeline(path, batch_size=4, workers=2, prefetch=3)
+    pids = pipe.worker_pids
+    assert len(pids) == 2 and all(os.path.exists("/proc/%d" % p) for p in pids)
+    pipe.next_batch()
+    pipe.close()
+    assert not any(os.path.exists("/proc/%d" % p) for p in pids)  # exited and reaped
+    with pytest.raises(RuntimeError, match="after close"):
+        pipe.next_batch()
+
+
+def test_a_bad_image_inside_the_lmdb_is_reported_with_its_key(tmp_path):
+    path = str(tmp_path / "bad")
+    write_test_lmdb(path, 4)
+    env = lmdb.open(path, map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        txn.put(b"00000009_small.png", image_to_datum(np.zeros((100, 100, 3), np.uint8)).SerializeToString())
+    env.close()
+    with BatchPipeline(path, batch_size=5, workers=1, phase="test") as pipe:
+        with pytest.raises(RuntimeError, match="00000009_small.png.*smaller than crop_size 228"):
+            pipe.next_batch()
+
+
+def test_workers_exit_when_their_parent_dies_without_closing(db):
+    path, _ = db
+    code = ("import os, sys; sys.path[:0] = [%r, %r]\n"
+            "from count_pipeline import BatchPipeline\n"
+            "p = BatchPipeline(%r, batch_size=4, workers=2, prefetch=3); p.next_batch()\n"
+            "print(*p.worker_pids, flush=True); os._exit(0)\n") % (REPO, os.path.join(REPO, "python_layers"), path)
+    t0 = time.monotonic()
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert time.monotonic() - t0 < 30
+    pids = [int(p) for p in res.stdout.split()]
+    assert len(pids) == 2
+    assert_processes_gone(pids)
+
+
+def assert_processes_gone(pids, within=5.0):
+    """Each pid has exited (absent, or a zombie waiting for init to reap it)."""
+    deadline = time.monotonic() + within
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if _running(p)]
+        time.sleep(0.05)
+    assert not alive, "worker processes still running: %s" % alive
+
+
+def _running(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+# ----------------------------------------------------------------------------- the layer in caffe
+
+TOPS6 = ("t1", "t2", "t3", "t4", "dx", "dy")
+
+
+def net_prototxt(tmp_path, params, tops=TOPS6, raw_param_str=None):
+    param_str = raw_param_str if raw_param_str is not None else json.dumps(params)
+    text = ('name: "data_only"\nlayer { name: "data" type: "Python" %s\n'
+            '  python_param { module: "counting_data" layer: "CountingDataLayer" param_str: %s } }\n'
+            % (" ".join('top: "%s"' % t for t in tops), json.dumps(param_str)))
+    path = tmp_path / "net.prototxt"
+    path.write_text(text)
+    return str(path)
+
+
+def test_layer_produces_six_tops_equal_to_the_pipeline(db, tmp_path):
+    path, _ = db
+    params = dict(source=path, batch_size=6, workers=1, prefetch=2, seed=3)
+    net = caffe.Net(net_prototxt(tmp_path, params), caffe.TRAIN)
+    net.forward()
+    first = {t: net.blobs[t].data.copy() for t in TOPS6}
+    net.forward()
+    ref, _ = batches(path, 2, batch_size=6, workers=0, seed=3)
+    for k, t in enumerate(TOPS6):
+        assert net.blobs[t].data.shape == (6, 3, 114, 114)
+        assert np.array_equal(first[t], ref[0][k]) and np.array_equal(net.blobs[t].data, ref[1][k])
+    del net
+
+
+def test_layer_stacked_single_top_and_crop_224(db, tmp_path):
+    path, _ = db
+    params = dict(source=path, batch_size=4, workers=0, seed=3, stack=True, crop_size=224)
+    net = caffe.Net(net_prototxt(tmp_path, params, tops=("data",)), caffe.TRAIN)
+    net.forward()
+    ref, _ = batches(path, 1, batch_size=4, workers=0, seed=3, crop_size=224)
+    assert net.blobs["data"].data.shape == (24, 3, 112, 112)
+    for k in range(6):
+        assert np.array_equal(net.blobs["data"].data[k * 4:(k + 1) * 4], ref[0][k])
+
+
+def test_layer_test_phase_uses_the_test_stream(db, tmp_path):
+    path, _ = db
+    params = dict(source=path, batch_size=4, workers=0, seed=3)
+    net = caffe.Net(net_prototxt(tmp_path, params), caffe.TEST)
+    net.forward()
+    ref, plans = batches(path, 1, batch_size=4, workers=0, seed=3, phase="test")
+    assert list(plans[0].index) == [0, 1, 2, 3]
+    assert np.array_equal(net.blobs["dy"].data, ref[0][5])
+
+
+@pytest.mark.parametrize("params,error,match", [
+    (dict(batch_size=4, bogus=1), ParamError, "unknown param_str key.*'bogus'"),
+    (dict(batch_size="4"), ParamError, "'batch_size' must be an integer"),
+    (dict(batch_size=4, interpolation="nearest"), ParamError, "'interpolation' must be one of"),
+    (dict(batch_size=4, crop_size=227), ParamError, "'crop_size' must be one of"),
+    (dict(batch_size=1), ParamError, "batch_size must be >= 2"),
+    (dict(batch_size=4, gray_prob=1.5), ParamError, r"gray_prob must be in \[0, 1\]"),
+    (dict(batch_size=4, stack="yes"), ParamError, "'stack' must be true/false"),
+])
+def test_bad_param_str_raises_param_error_from_caffe_net(db, tmp_path, params, error, match):
+    params = dict(params, source=db[0], workers=0)
+    with pytest.raises(error, match=match):
+        caffe.Net(net_prototxt(tmp_path, params), caffe.TRAIN)
+
+
+def test_missing_source_key_and_wrong_top_count(db, tmp_path):
+    with pytest.raises(ParamError, match="missing required key.*'source'"):
+        caffe.Net(net_prototxt(tmp_path, None, raw_param_str='{"batch_size": 4}'), caffe.TRAIN)
+    with pytest.raises(ParamError, match="needs 1 top"):
+        caffe.Net(net_prototxt(tmp_path, dict(source=db[0], stack=True, workers=0)), caffe.TRAIN)
+    with pytest.raises(ParamError, match="not valid JSON"):
+        caffe.Net(net_prototxt(tmp_path, None, raw_param_str="{source: x}"), caffe.TRAIN)
+
+
+def test_missing_lmdb_raises_lmdb_error_naming_the_path(tmp_path):
+    missing = str(tmp_path / "no_such_lmdb")
+    with pytest.raises(LmdbError, match="no_such_lmdb.*does not exist"):
+        caffe.Net(net_prototxt(tmp_path, dict(source=missing, batch_size=4)), caffe.TRAIN)
+
+
+def test_empty_lmdb_raises_lmdb_error_naming_the_path(tmp_path):
+    empty = tmp_path / "empty_lmdb"
+    lmdb.open(str(empty), map_size=1 << 20).close()
+    with pytest.raises(LmdbError, match="empty_lmdb.*is empty"):
+        caffe.Net(net_prototxt(tmp_path, dict(source=str(empty), batch_size=4)), caffe.TRAIN)
+
+
+def test_single_image_lmdb_is_refused(tmp_path):
+    write_test_lmdb(str(tmp_path / "one"), 1)
+    with pytest.raises(LmdbError, match="at least 2"):
+        caffe.Net(net_prototxt(tmp_path, dict(source=str(tmp_path / "one"), batch_size=4)), caffe.TRAIN)
+
+
+def test_caffe_train_exits_promptly_and_leaves_no_workers(db, tmp_path):
+    path, _ = db
+
+    def data_layer(phase, params):
+        return ('layer { name: "data" type: "Python" %s include { phase: %s }\n'
+                '  python_param { module: "counting_data" layer: "CountingDataLayer" param_str: %s } }\n'
+                % (" ".join('top: "%s"' % t for t in TOPS6), phase, json.dumps(json.dumps(params))))
+
+    net = (data_layer("TRAIN", dict(source=path, batch_size=4, workers=2, prefetch=3))
+           + data_layer("TEST", dict(source=path, batch_size=4, workers=1, prefetch=2, seed=2))
+           + 'layer { name: "conv" type: "Convolution" bottom: "t1" top: "c"\n'
+           '  convolution_param { num_output: 3 kernel_size: 1 weight_filler { type: "constant" value: 0.001 } } }\n'
+           'layer { name: "loss" type: "EuclideanLoss" bottom: "c" bottom: "dx" top: "loss" }\n'
+           'layer { name: "rest" type: "Silence" bottom: "t2" bottom: "t3" bottom: "t4" bottom: "dy" }\n')
+    (tmp_path / "net.prototxt").write_text(net)
+    (tmp_path / "solver.prototxt").write_text(
+        'net: "%s"\nbase_lr: 0.0001\nlr_policy: "fixed"\nmax_iter: 4\ndisplay: 1\ntest_iter: 1\n'
+        'test_interval: 2\nsolver_mode: CPU\nsnapshot_after_train: false\n' % (tmp_path / "net.prototxt"))
+    assert os.path.exists(CAFFE_BIN), "the caffe binary is missing: run ./setup.sh"
+    t0 = time.monotonic()
+    res = subprocess.run([CAFFE_BIN, "train", "-solver", str(tmp_path / "solver.prototxt")],
+                         capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+    elapsed = time.monotonic() - t0
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Optimization Done" in res.stderr
+    assert "Aborted" not in res.stderr
+    assert elapsed < 60
+    pids = [int(p) for line in re.findall(r"CountingDataLayer\[\w+\].*\(pids ([\d ]+)\)", res.stderr)
+            for p in line.split()]
+    assert len(pids) == 3, res.stderr[-3000:]
+    assert_processes_gone(pids)
