@@ -1,0 +1,50 @@
+"""Test helper (not a test module): small counting-net snapshots saved by real Caffe.
+
+``build_counting_model(path, layout)`` builds the project's counting net with
+tools/make_prototxt.py (layout "six", "stacked" or "deploy"), shrinks fc6/fc7 to ``head``
+outputs so the files stay small (fc6 still takes the 3x3x256 pool5), fills every parameter
+with seeded random values, saves it with ``net.save`` and returns the caffe.Net.
+"""
+import os
+import sys
+
+import numpy as np
+
+import caffe
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if os.path.join(REPO, "tools") not in sys.path:
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+import make_prototxt as mp  # noqa: E402
+
+PLAIN = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+
+
+def counting_netparam(layout="six", head=64, dim=20, batch=1):
+    cfg = dict(mp.DEFAULTS, batch=batch, dim=dim, layout="six" if layout == "deploy" else layout)
+    netp = mp.deploy_net(cfg) if layout == "deploy" else mp.counting_net(cfg, inputs="input")
+    for layer in netp.layer:
+        if layer.name.split("_")[0] in ("fc6", "fc7"):
+            layer.inner_product_param.num_output = head
+    return netp
+
+
+def randomize(net, seed=0):
+    """Seeded random weights (std 1/sqrt(fan in)) and biases in the plain-named layers."""
+    rng = np.random.RandomState(seed)
+    for name in PLAIN:
+        w, b = net.params[name][0], net.params[name][1]
+        fan_in = int(np.prod(w.data.shape[1:]))
+        w.data[...] = rng.normal(0, 1.0 / np.sqrt(fan_in), w.data.shape)
+        b.data[...] = rng.normal(0.05, 0.02, b.data.shape)
+
+
+def build_counting_model(path, layout="six", head=64, dim=20, seed=0, netparam=None):
+    netp = netparam if netparam is not None else counting_netparam(layout, head, dim)
+    proto = str(path) + ".prototxt"
+    with open(proto, "w") as f:
+        f.write(str(netp))
+    net = caffe.Net(proto, caffe.TEST)
+    randomize(net, seed)
+    net.save(str(path))
+    return net

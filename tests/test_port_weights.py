@@ -1,0 +1,240 @@
+"""tools/port_weights.py: a counting snapshot (six-branch, stacked or deploy) becomes a CaffeNet
+conv1..conv5 model that loads into the transfer nets in real Caffe with exactly the source
+weights and computes the same features; bad files are refused with a message naming them."""
+import os
+import sys
+
+import cv2
+import lmdb
+import numpy as np
+import pytest
+
+import caffe
+from caffe.proto import caffe_pb2
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tools"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import make_transfer_prototxt as mtp  # noqa: E402
+import port_weights as pw  # noqa: E402
+from counting_models import build_counting_model, counting_netparam  # noqa: E402
+from lmdb_io import image_to_datum  # noqa: E402
+
+CONVS = ("conv1", "conv2", "conv3", "conv4", "conv5")
+SHAPES = {"conv1": (96, 3, 11, 11), "conv2": (256, 48, 5, 5), "conv3": (384, 256, 3, 3),
+          "conv4": (384, 192, 3, 3), "conv5": (256, 192, 3, 3)}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Source counting snapshots of every layout, with different random weights, and their ports."""
+    d = tmp_path_factory.mktemp("port")
+    out = {}
+    for seed, layout in enumerate(("six", "stacked", "deploy")):
+        src = d / ("%s.caffemodel" % layout)
+        net = build_counting_model(src, layout, seed=seed)
+        ported = d / ("%s_ported.caffemodel" % layout)
+        assert pw.main([str(src), str(ported)]) == 0
+        params = {k: [b.data.copy() for b in net.params[k]] for k in CONVS + ("fc6", "fc7", "fc8")}
+        out[layout] = dict(src=src, ported=ported, params=params, net=net)
+    return out
+
+
+def write_proto(path, netparam):
+    with open(str(path), "w") as f:
+        f.write(str(netparam))
+    return str(path)
+
+
+def ported_layers(path):
+    net = caffe_pb2.NetParameter()
+    with open(str(path), "rb") as f:
+        net.ParseFromString(f.read())
+    return net
+
+
+def test_detects_every_layout(models):
+    for layout, kind in (("six", "six-branch"), ("stacked", "stacked"), ("deploy", "deploy")):
+        assert pw.CountingModel(str(models[layout]["src"])).kind == kind
+
+
+def test_ported_model_is_caffenet_conv1_to_conv5(models):
+    for layout in ("six", "stacked", "deploy"):
+        net = ported_layers(models[layout]["ported"])
+        assert [l.name for l in net.layer] == list(CONVS)
+        for layer in net.layer:
+            assert layer.type == "Convolution"
+            assert tuple(layer.blobs[0].shape.dim) == SHAPES[layer.name]
+            assert tuple(layer.blobs[1].shape.dim) == (SHAPES[layer.name][0],)
+
+
+def test_loads_into_linear_probe_and_fcn_with_exact_blobs(models, tmp_path):
+    probe = write_proto(tmp_path / "probe.prototxt", mtp.linear_probe_net(dict(batch=1, num_classes=10), inputs="input"))
+    fcn = write_proto(tmp_path / "fcn.prototxt", mtp.fcn_alexnet(dict(size=64)))
+    for layout in ("six", "deploy"):
+        for proto in (probe, fcn):
+            net = caffe.Net(proto, caffe.TRAIN)
+            net.copy_from(str(models[layout]["ported"]))
+            for name in CONVS:
+                for i in range(2):
+                    assert np.array_equal(net.params[name][i].data, models[layout]["params"][name][i]), (layout, proto, name)
+
+
+def test_ported_features_equal_the_counting_branch(models, tmp_path):
+    """The plain CaffeNet conv trunk (counting geometry: no pad, 114 input) with the ported
+    weights computes the counting branch's conv5/pool5 on the same input."""
+    src = models["six"]["net"]
+    feat = caffe.Net(write_proto(tmp_path / "feat.prototxt", mtp.features_deploy(size=114)), caffe.TEST)
+    feat.copy_from(str(models["six"]["ported"]))
+    rng = np.random.RandomState(3)
+    x = rng.normal(0, 1, (1, 3, 114, 114)).astype(np.float32)
+    for name in ("t1", "t2", "t3", "t4", "dx", "dy"):
+        src.blobs[name].data[...] = rng.normal(0, 1, src.blobs[name].data.shape)
+    src.blobs["t1"].data[...] = x
+    src.forward()
+    feat.blobs["data"].data[...] = x
+    feat.forward()
+    assert feat.blobs["pool5"].data.shape == (1, 256, 3, 3)
+    assert np.abs(src.blobs["pool5"].data).max() > 0  # a non-trivial comparison
+    for blob in ("conv5", "pool5"):
+        assert np.array_equal(feat.blobs[blob].data, src.blobs[blob].data), blob
+
+
+def test_keep_head_renames_and_downstream_ignores_it(models, tmp_path):
+    out = tmp_path / "head.caffemodel"
+    assert pw.main([str(models["stacked"]["src"]), str(out), "--keep-head"]) == 0
+    net = ported_layers(out)
+    assert [l.name for l in net.layer] == list(CONVS) + ["count_fc6", "count_fc7", "count_fc8"]
+    by = {l.name: l for l in net.layer}
+    assert tuple(by["count_fc6"].blobs[0].shape.dim) == (64, 2304)
+    np.testing.assert_array_equal(pw.blob_array(by["count_fc8"].blobs[0]), models["stacked"]["params"]["fc8"][0])
+    probe = caffe.Net(write_proto(tmp_path / "p.prototxt", mtp.linear_probe_net(dict(batch=1), inputs="input")), caffe.TEST)
+    probe.copy_from(str(out))  # count_* match no layer there: silently ignored by name
+    assert np.array_equal(probe.params["conv1"][0].data, models["stacked"]["params"]["conv1"][0])
+
+
+def test_fold_std_value_scales_conv1_exactly(models, tmp_path):
+    out = tmp_path / "fold.caffemodel"
+    assert pw.main([str(models["deploy"]["src"]), str(out), "--fold-std-value", "57.5"]) == 0
+    by = {l.name: l for l in ported_layers(out).layer}
+    src = models["deploy"]["params"]
+    assert np.array_equal(pw.blob_array(by["conv1"].blobs[0]), src["conv1"][0] / np.float32(57.5))
+    assert np.array_equal(pw.blob_array(by["conv1"].blobs[1]), src["conv1"][1])      # bias unchanged
+    assert np.array_equal(pw.blob_array(by["conv2"].blobs[0]), src["conv2"][0])      # other layers unchanged
+
+
+def _constant_colour_lmdb(path, n=3):
+    env = lmdb.open(str(path), map_size=1 << 24)
+    img = np.empty((256, 256, 3), np.uint8)
+    img[..., 0], img[..., 1], img[..., 2] = 0, 100, 200   # B, G, R: every view's std is std(0, 100, 200)
+    with env.begin(write=True) as txn:
+        for i in range(n):
+            txn.put(b"%08d_c%d.png" % (i, i), image_to_datum(img, label=0).SerializeToString())
+    env.close()
+
+
+def test_fold_std_measures_the_counting_inputs(models, tmp_path, capsys):
+    db = tmp_path / "const_lmdb"
+    _constant_colour_lmdb(db)
+    expected = float(np.std([0.0, 100.0, 200.0]))
+    s, n = pw.measure_input_std(str(db), n_images=3)
+    assert n == 3 * 6 and abs(s - expected) < 1e-9
+    s_gray, _ = pw.measure_input_std(str(db), n_images=3, gray_prob=1.0)
+    assert s_gray < 1e-6   # gray mode averages the channels: a uniform image
+    out = tmp_path / "fold.caffemodel"
+    assert pw.main([str(models["deploy"]["src"]), str(out), "--fold-std", str(db), "--fold-std-images", "3"]) == 0
+    assert "measured input std 81.6497" in capsys.readouterr().out
+    conv1 = pw.blob_array(ported_layers(out).layer[0].blobs[0])
+    assert np.array_equal(conv1, models["deploy"]["params"]["conv1"][0] / np.float32(s))
+
+
+def _refused(capsys, argv):
+    assert pw.main(argv) == 1
+    return capsys.readouterr().err
+
+
+def test_refuses_truncated_file(models, tmp_path, capsys):
+    data = open(str(models["six"]["src"]), "rb").read()
+    cut = tmp_path / "cut.caffemodel"
+    cut.write_bytes(data[: len(data) * 3 // 5])
+    err = _refused(capsys, [str(cut), str(tmp_path / "o.caffemodel")])
+    assert str(cut) in err and "truncated" in err
+    assert not (tmp_path / "o.caffemodel").exists()
+
+
+def test_refuses_file_cut_between_layers(models, tmp_path, capsys):
+    """Cut exactly after a whole layer message: protobuf parses it, the tool must not."""
+    data = open(str(models["deploy"]["src"]), "rb").read()
+    model = pw.CountingModel(str(models["deploy"]["src"]))
+    cut = tmp_path / "cut.caffemodel"
+    cut.write_bytes(data[: model.spans["relu7"][1]])   # everything up to relu7; fc8, relu8 lost
+    err = _refused(capsys, [str(cut), str(tmp_path / "o.caffemodel")])
+    assert str(cut) in err and "truncated" in err and "fc8" in err
+
+
+def test_refuses_garbage_and_empty(tmp_path, capsys):
+    junk = tmp_path / "junk.caffemodel"
+    junk.write_bytes(bytes(range(7, 200)) * 10)
+    err = _refused(capsys, [str(junk), str(tmp_path / "o.caffemodel")])
+    assert str(junk) in err and ("truncated" in err or "not a Caffe" in err)
+    empty = tmp_path / "empty.caffemodel"
+    empty.write_bytes(b"")
+    assert "empty" in _refused(capsys, [str(empty), str(tmp_path / "o.caffemodel")])
+    assert "no such file" in _refused(capsys, [str(tmp_path / "missing.caffemodel"), str(tmp_path / "o.caffemodel")])
+
+
+LENET = """name: "lenet"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1 dim: 28 dim: 28 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 20 kernel_size: 5 weight_filler { type: "xavier" } } }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "ip1" type: "InnerProduct" bottom: "pool1" top: "ip1"
+        inner_product_param { num_output: 10 weight_filler { type: "xavier" } } }
+"""
+
+
+def test_refuses_non_counting_lenet(tmp_path, capsys):
+    proto = tmp_path / "lenet.prototxt"
+    proto.write_text(LENET)
+    model = tmp_path / "lenet.caffemodel"
+    caffe.Net(str(proto), caffe.TEST).save(str(model))
+    err = _refused(capsys, [str(model), str(tmp_path / "o.caffemodel")])
+    assert str(model) in err and "not a counting net" in err
+
+
+def test_refuses_imagenet_caffenet(tmp_path, capsys):
+    """conv1..conv5 fine, but fc6 takes 6x6x256: a CaffeNet, not a counting net."""
+    netp = mtp.features_deploy(size=227)
+    fc = netp.layer.add(name="fc6", type="InnerProduct", bottom=["pool5"], top=["fc6"])
+    fc.inner_product_param.num_output = 8
+    for name, bottom, k in (("fc7", "fc6", 8), ("fc8", "fc7", 4)):
+        l = netp.layer.add(name=name, type="InnerProduct", bottom=[bottom], top=[name])
+        l.inner_product_param.num_output = k
+    netp.layer.add(name="relu8", type="ReLU", bottom=["fc8"], top=["fc8"])
+    model = tmp_path / "caffenet.caffemodel"
+    caffe.Net(write_proto(tmp_path / "c.prototxt", netp), caffe.TEST).save(str(model))
+    err = _refused(capsys, [str(model), str(tmp_path / "o.caffemodel")])
+    assert "not a counting net" in err and "9216" in err and "ImageNet CaffeNet" in err
+
+
+def test_refuses_shape_mismatch(tmp_path, capsys):
+    netp = counting_netparam("deploy")
+    for layer in netp.layer:
+        if layer.name == "conv2":
+            layer.convolution_param.group = 1   # 256x96x5x5 instead of CaffeNet's 256x48x5x5
+    model = tmp_path / "nogroup.caffemodel"
+    build_counting_model(model, netparam=netp)
+    err = _refused(capsys, [str(model), str(tmp_path / "o.caffemodel")])
+    assert str(model) in err and "shape mismatch" in err and "256x96x5x5" in err and "256x48x5x5" in err
+
+
+def test_refuses_unshared_branches(models, tmp_path, capsys):
+    net = caffe_pb2.NetParameter()
+    net.ParseFromString(open(str(models["six"]["src"]), "rb").read())
+    for layer in net.layer:
+        if layer.name == "conv3_dx":
+            layer.blobs[0].data[5] += 1.0
+    bad = tmp_path / "unshared.caffemodel"
+    bad.write_bytes(net.SerializeToString())
+    err = _refused(capsys, [str(bad), str(tmp_path / "o.caffemodel")])
+    assert "conv3_dx" in err and "do not share" in err

@@ -1,0 +1,442 @@
+#!/usr/bin/env python3
+"""Port a trained counting net into a plain CaffeNet-layout .caffemodel (conv1..conv5).
+
+    python tools/port_weights.py runs/demo/counting_demo_iter_300.caffemodel runs/demo/caffenet_counting.caffemodel
+    python tools/port_weights.py TRAINED.caffemodel OUT.caffemodel --fold-std data/imagenet/train_lmdb
+    python tools/port_weights.py TRAINED.caffemodel OUT.caffemodel --keep-head      # + count_fc6..count_fc8
+
+Input: a snapshot of any counting net of this project -- the six-branch training net
+(prototxt/train_val.prototxt and variants), the stacked trunk (prototxt/stacked) or the deploy
+net -- read directly from the binary NetParameter (no prototxt needed; the kind is detected
+from the layer names). Caffe stores a copy of every shared blob under each branch's layer
+(conv1, conv1_t2, ..., conv1_dy); the copies must be identical and the plain-named one is used.
+
+Output: a NetParameter holding layers ``conv1``..``conv5`` (Convolution, CaffeNet shapes
+96x3x11x11, 256x48x5x5, 384x256x3x3, 384x192x3x3, 256x192x3x3, with biases), which Caffe's
+``-weights`` / ``Net.copy_from`` load by layer name into any CaffeNet-layout net (the linear
+probe, FCN-AlexNet, Fast R-CNN in prototxt/transfer/). The counting head fc6-fc8 (fc6 is
+4096x2304: it fits no CaffeNet fc6, which is 4096x9216) is dropped, or with ``--keep-head``
+kept as ``count_fc6``..``count_fc8`` -- names no downstream net uses, so they are ignored
+there. Every blob is logged as copied / dropped / renamed with its shape.
+
+Refused (exit status 1, message naming the file): a file that is truncated or not a
+NetParameter, a net that is not a counting net (no conv1..conv5, or an fc6 that does not
+take 3x3x256 inputs), CaffeNet shapes that disagree, branches whose copies differ.
+
+Input statistics (``--fold-std LMDB``): the counting net saw each input normalised on its
+own, (v - mean) / std over its pixels and channels (0-255 scale). Downstream pipelines
+(linear probe, FCN, Fast R-CNN) only subtract BGR pixel means (~104, 117, 123). With
+--fold-std the tool measures the average per-image std s of the counting inputs (tiles and
+D(x) of random 228 crops, as the data layer makes them, colour by default) over N images of
+the LMDB and writes conv1 weights W / s (bias unchanged), so that conv1 on a mean-subtracted
+image x - mu gives W (x - mu) / s + b, the response the net learned for a normalised input.
+Use it for every downstream protocol that feeds mean-subtracted 0-255 BGR images (all of
+prototxt/transfer/); omit it only if the downstream data layer itself normalises per image.
+``--fold-std-value S`` folds a given std instead of measuring one.
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for _p in (REPO, os.path.join(REPO, "python_layers")):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+from caffe.proto import caffe_pb2  # noqa: E402
+
+CONV_SHAPES = (("conv1", (96, 3, 11, 11)), ("conv2", (256, 48, 5, 5)), ("conv3", (384, 256, 3, 3)),
+               ("conv4", (384, 192, 3, 3)), ("conv5", (256, 192, 3, 3)))
+CONV_NAMES = tuple(n for n, _ in CONV_SHAPES)
+HEAD_NAMES = ("fc6", "fc7", "fc8")
+POOL5_DIM = 256 * 3 * 3          # what the counting fc6 takes (CaffeNet's ImageNet fc6 takes 9216)
+BRANCH_SUFFIXES = ("_t2", "_t3", "_t4", "_dx", "_dy")
+HEAD_PREFIX = "count_"
+TRUNK_LAYERS = ("conv1", "relu1", "pool1", "norm1", "conv2", "relu2", "pool2", "norm2", "conv3", "relu3", "conv4",
+                "relu4", "conv5", "relu5", "pool5", "fc6", "relu6", "fc7", "relu7", "fc8", "relu8")
+# every layer name a counting net of tools/make_prototxt.py can hold (branch layers, inputs, data, loss)
+COUNTING_LAYER_NAMES = frozenset([t + s for t in TRUNK_LAYERS for s in ("",) + BRANCH_SUFFIXES]
+                                 + ["t1", "t2", "t3", "t4", "dx", "dy", "data", "loss"])
+
+# Top-level fields of NetParameter that hold layers (caffe.proto): layer = 100, legacy layers = 2.
+_LAYER_FIELD, _V1_LAYER_FIELD = 100, 2
+
+
+class PortError(ValueError):
+    """The source model cannot be ported; the message names the file and the reason."""
+
+
+# ----------------------------------------------------------------------------- reading
+def _varint(buf, pos, end):
+    result, shift = 0, 0
+    while True:
+        if pos >= end:
+            raise IndexError
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _scan_fields(buf, start, end):
+    """Yield (field_number, wire_type, value_start, value_end) of one message's fields.
+
+    Raises IndexError when a field runs past ``end`` (a truncated file) and ValueError on
+    an impossible wire type (not a protobuf message).
+    """
+    pos = start
+    while pos < end:
+        field_start = pos
+        key, pos = _varint(buf, pos, end)
+        field, wt = key >> 3, key & 7
+        if field == 0:
+            raise ValueError("field number 0 at byte %d" % field_start)
+        if wt == 0:
+            _, pos = _varint(buf, pos, end)
+            yield field, wt, field_start, pos
+        elif wt == 1:
+            pos += 8
+        elif wt == 2:
+            n, pos = _varint(buf, pos, end)
+            if pos + n > end:
+                raise IndexError("field %d at byte %d claims %d bytes, only %d remain"
+                                 % (field, field_start, n, end - pos))
+            yield field, wt, pos, pos + n
+            pos += n
+        elif wt == 5:
+            pos += 4
+        else:
+            raise ValueError("wire type %d at byte %d" % (wt, field_start))
+        if pos > end:
+            raise IndexError("field %d at byte %d runs past the end" % (field, field_start))
+
+
+def _layer_name_type(buf, start, end):
+    name = typ = None
+    for field, wt, a, b in _scan_fields(buf, start, end):
+        if field == 1 and wt == 2:
+            name = bytes(buf[a:b]).decode("utf-8", "replace")
+        elif field == 2 and wt == 2:
+            typ = bytes(buf[a:b]).decode("utf-8", "replace")
+        if name is not None and typ is not None:
+            break
+    return name, typ
+
+
+class CountingModel(object):
+    """A counting-net .caffemodel, indexed lazily: layers are parsed only when asked for.
+
+    Attributes: path, kind ("six-branch", "stacked" or "deploy"), names (layer names in
+    file order), types ({name: type string}).
+    """
+
+    def __init__(self, path):
+        self.path = path
+        if not os.path.isfile(path):
+            raise PortError("%s: no such file" % path)
+        with open(path, "rb") as f:
+            self.buf = memoryview(f.read())
+        if len(self.buf) == 0:
+            raise PortError("%s: the file is empty" % path)
+        self.spans, self.names, self.types = {}, [], {}
+        try:
+            for field, wt, a, b in _scan_fields(self.buf, 0, len(self.buf)):
+                if field == _V1_LAYER_FIELD and wt == 2:
+                    raise PortError("%s: a legacy (V1 'layers') caffemodel; upgrade it first with Caffe's "
+                                    "upgrade_net_proto_binary" % path)
+                if field == _LAYER_FIELD and wt == 2:
+                    name, typ = _layer_name_type(self.buf, a, b)
+                    if name is None:
+                        raise ValueError("a layer without a name at byte %d" % a)
+                    self.spans[name] = (a, b)
+                    self.names.append(name)
+                    self.types[name] = typ
+        except IndexError as e:
+            raise PortError("%s: truncated or corrupt caffemodel (%s, file size %d bytes); "
+                            "re-copy or re-snapshot it" % (path, e or "a field runs past the end", len(self.buf)))
+        except ValueError as e:
+            raise PortError("%s: not a Caffe NetParameter (.caffemodel) file: %s" % (path, e))
+        if not self.names:
+            raise PortError("%s: holds no layers; not a Caffe .caffemodel (or an empty net)" % path)
+        self.kind = self._detect()
+
+    def layer(self, name):
+        """The parsed LayerParameter (V1LayerParameter for legacy files) of ``name``."""
+        a, b = self.spans[name]
+        msg = caffe_pb2.LayerParameter()
+        try:
+            msg.ParseFromString(bytes(self.buf[a:b]))
+        except Exception as e:  # protobuf raises DecodeError (message varies by backend)
+            raise PortError("%s: layer '%s' is corrupt (%s)" % (self.path, name, e))
+        return msg
+
+    def _detect(self):
+        p = self.path
+        present = [n for n in CONV_NAMES + HEAD_NAMES if n in self.spans]
+        if not present:
+            raise PortError("%s: not a counting net: it has none of the layers %s (its layers: %s)"
+                            % (p, ", ".join(CONV_NAMES + HEAD_NAMES), _short(self.names)))
+        foreign = [n for n in self.names if n not in COUNTING_LAYER_NAMES and self.types.get(n) != "Split"]
+        if foreign:
+            raise PortError("%s: not a counting net: layers %s are not part of one (a counting net has %s)"
+                            % (p, _short(foreign), ", ".join(TRUNK_LAYERS)))
+        missing = [n for n in CONV_NAMES + HEAD_NAMES if n not in self.spans]
+        if missing:
+            raise PortError("%s: not a complete counting net: layers %s are missing (truncated file?)"
+                            % (p, ", ".join(missing)))
+        six = [n + s for s in BRANCH_SUFFIXES for n in CONV_NAMES + HEAD_NAMES]
+        present = [n for n in six if n in self.spans]
+        if present:
+            absent = [n for n in six if n not in self.spans]
+            if absent:
+                raise PortError("%s: six-branch counting net with branch layers missing: %s (truncated file?)"
+                                % (p, ", ".join(absent[:8])))
+            kind = "six-branch"
+        else:
+            kind = None
+        loss = [n for n in self.names if self.types.get(n) == "Python" and self._is_counting_loss(n)]
+        if kind is None:
+            kind = "stacked" if loss else "deploy"
+        # Caffe writes layers in net order: a training net ends with the loss, deploy with relu8.
+        last = self.names[-1]
+        expected = loss[-1] if loss else "relu8"
+        if last != expected:
+            raise PortError("%s: the file ends after layer '%s' but a complete %s counting net ends with '%s' "
+                            "(truncated file?)" % (p, last, kind, expected))
+        return kind
+
+    def _is_counting_loss(self, name):
+        layer = self.layer(name)
+        return layer.python_param.module == "counting_loss"
+
+
+def _short(names, k=10):
+    return ", ".join(names[:k]) + (" ..." if len(names) > k else "")
+
+
+def blob_shape(blob):
+    """Shape tuple of a BlobProto (new ``shape`` or legacy num/channels/height/width)."""
+    if blob.HasField("shape"):
+        return tuple(int(d) for d in blob.shape.dim)
+    dims = (blob.num, blob.channels, blob.height, blob.width)
+    while len(dims) > 1 and dims[0] == 1:  # legacy InnerProduct weights are 1 x 1 x O x I
+        dims = dims[1:]
+    return tuple(int(d) for d in dims)
+
+
+def blob_array(blob):
+    """float32 numpy array of a BlobProto in its shape."""
+    data = blob.data if len(blob.data) else blob.double_data
+    return np.asarray(data, dtype=np.float32).reshape(blob_shape(blob))
+
+
+def _check_blobs(model, name, layer, weight_shape):
+    p = model.path
+    if len(layer.blobs) != 2:
+        raise PortError("%s: layer '%s' holds %d blobs; a counting-net layer has 2 (weights, bias)"
+                        % (p, name, len(layer.blobs)))
+    for i, blob in enumerate(layer.blobs):
+        n = int(np.prod(blob_shape(blob)))
+        got = len(blob.data) or len(blob.double_data)
+        if got != n:
+            raise PortError("%s: blob %d of layer '%s' has shape %s (%d values) but holds %d values "
+                            "(truncated or corrupt file)" % (p, i, name, "x".join(map(str, blob_shape(blob))), n, got))
+    w, b = blob_shape(layer.blobs[0]), blob_shape(layer.blobs[1])
+    if weight_shape is not None and w != weight_shape:
+        raise PortError("%s: shape mismatch: '%s' weights are %s, CaffeNet's %s is %s"
+                        % (p, name, "x".join(map(str, w)), name, "x".join(map(str, weight_shape))))
+    if b != (w[0],):
+        raise PortError("%s: shape mismatch: '%s' bias is %s for %d outputs" % (p, name, "x".join(map(str, b)), w[0]))
+
+
+def read_counting_model(path, verify_branches=True, log=print):
+    """Read and validate a counting-net caffemodel.
+
+    Returns (kind, {layer name: LayerParameter}) for conv1..conv5 and fc6..fc8 (plain names).
+    With verify_branches, every branch copy of a six-branch net must equal the plain one.
+    """
+    model = CountingModel(path)
+    layers = {}
+    for name, shape in CONV_SHAPES:
+        layer = model.layer(name)
+        if model.types[name] != "Convolution":
+            raise PortError("%s: layer '%s' is a %s layer, expected Convolution" % (path, name, model.types[name]))
+        _check_blobs(model, name, layer, shape)
+        layers[name] = layer
+    prev = POOL5_DIM
+    for name in HEAD_NAMES:
+        layer = model.layer(name)
+        _check_blobs(model, name, layer, None)
+        w = blob_shape(layer.blobs[0])
+        if len(w) != 2 or w[1] != prev:
+            hint = ""
+            if name == "fc6" and len(w) == 2 and w[1] == 256 * 6 * 6:
+                hint = " (this looks like an ImageNet CaffeNet, whose fc6 takes 6x6x256 = 9216 inputs)"
+            raise PortError("%s: not a counting net: '%s' weights are %s, a counting net's %s takes %d inputs%s"
+                            % (path, name, "x".join(map(str, w)), name, prev, hint))
+        prev = w[0]
+        layers[name] = layer
+    if model.kind == "six-branch" and verify_branches:
+        for name in CONV_NAMES + HEAD_NAMES:
+            ref = [b.SerializeToString() for b in layers[name].blobs]
+            for s in BRANCH_SUFFIXES:
+                other = model.layer(name + s)
+                if [b.SerializeToString() for b in other.blobs] != ref:
+                    raise PortError("%s: branch layer '%s' differs from '%s': the six branches do not share "
+                                    "their parameters, so this is not a siamese counting net" % (path, name + s, name))
+        log("verified: the %d branch copies (%s) of each layer equal the plain-named layer"
+            % (len(BRANCH_SUFFIXES), ", ".join(BRANCH_SUFFIXES)))
+    return model.kind, layers
+
+
+# ----------------------------------------------------------------------------- input statistics
+def measure_input_std(lmdb_path, n_images=256, crop=228, gray_prob=0.0, seed=1701, interp="linear"):
+    """Average per-image std (0-255 scale, over pixels and channels) of counting-net inputs.
+
+    For each of ``n_images`` images (in key order) the six inputs are made as the counting
+    data layer makes them (random crop of ``crop``, four tiles and D(x), D(y) with the
+    OpenCV method ``interp``), grayscale with probability ``gray_prob``; returns
+    (mean std, number of inputs measured).
+    """
+    import count_transforms as ct
+    import lmdb_io
+
+    rng = np.random.RandomState(seed)
+    stds = []
+    images = list(lmdb_io.iter_images(lmdb_path, limit=n_images))
+    if not images:
+        raise PortError("%s: no images to measure the std on" % lmdb_path)
+    try:
+        from tqdm import tqdm
+        it = tqdm(images, desc="measuring input std", disable=len(images) < 64)
+    except ImportError:  # pragma: no cover
+        it = images
+    for i, (_, img, _) in enumerate(it):
+        chw = np.ascontiguousarray(img.transpose(2, 0, 1))
+        other = images[(i + 1) % len(images)][1].transpose(2, 0, 1) if len(images) > 1 else chw
+        views = ct.sample_views(chw, np.ascontiguousarray(other), rng.rand(2), rng.rand(2), crop,
+                                ct.INTERP_FLAGS[interp])
+        gray = rng.rand() < gray_prob
+        for v in views:
+            v = ct.to_gray(v) if gray else v.astype(np.float64)
+            stds.append(float(np.std(v)))
+    return float(np.mean(stds)), len(stds)
+
+
+# ----------------------------------------------------------------------------- writing
+def _out_layer(name, src, typ, blobs):
+    layer = caffe_pb2.LayerParameter(name=name, type=typ)
+    if typ == "Convolution":
+        layer.convolution_param.CopyFrom(src.convolution_param)
+        for f in ("weight_filler", "bias_filler"):
+            layer.convolution_param.ClearField(f)
+    else:
+        layer.inner_product_param.CopyFrom(src.inner_product_param)
+        for f in ("weight_filler", "bias_filler"):
+            layer.inner_product_param.ClearField(f)
+    for b in blobs:
+        layer.blobs.add().CopyFrom(b)
+    return layer
+
+
+def _fmt(shape):
+    return "x".join(map(str, shape))
+
+
+def port(src_path, out_path, keep_head=False, fold_std=None, log=print):
+    """Port ``src_path`` to ``out_path``; fold_std: None or the std s (conv1 weights / s).
+
+    Returns the written NetParameter.
+    """
+    kind, layers = read_counting_model(src_path, log=log)
+    log("source: %s (%s counting net)" % (src_path, kind))
+    net = caffe_pb2.NetParameter(name="caffenet_from_counting")
+    for name in CONV_NAMES:
+        src = layers[name]
+        blobs = [caffe_pb2.BlobProto() for _ in src.blobs]
+        for dst, b in zip(blobs, src.blobs):
+            dst.CopyFrom(b)
+        if name == "conv1" and fold_std is not None:
+            w = blob_array(src.blobs[0]) / np.float32(fold_std)
+            blobs[0].ClearField("data")
+            blobs[0].ClearField("double_data")
+            blobs[0].data.extend(w.ravel().tolist())
+            log("copied  %-6s -> %-10s weights %s  (x 1/%.4f: folded input std)" % (name, name, _fmt(blob_shape(src.blobs[0])), fold_std))
+        else:
+            log("copied  %-6s -> %-10s weights %s" % (name, name, _fmt(blob_shape(src.blobs[0]))))
+        log("copied  %-6s -> %-10s bias    %s" % (name, name, _fmt(blob_shape(src.blobs[1]))))
+        for b in blobs:  # always write the modern shape field
+            if not b.HasField("shape"):
+                shape = blob_shape(b)
+                for f in ("num", "channels", "height", "width"):
+                    b.ClearField(f)
+                b.shape.dim.extend(shape)
+        net.layer.extend([_out_layer(name, src, "Convolution", blobs)])
+    for name in HEAD_NAMES:
+        src = layers[name]
+        if keep_head:
+            new = HEAD_PREFIX + name
+            net.layer.extend([_out_layer(new, src, "InnerProduct", src.blobs)])
+            log("renamed %-6s -> %-10s weights %s" % (name, new, _fmt(blob_shape(src.blobs[0]))))
+            log("renamed %-6s -> %-10s bias    %s" % (name, new, _fmt(blob_shape(src.blobs[1]))))
+        else:
+            log("dropped %-6s               weights %s (counting head)" % (name, _fmt(blob_shape(src.blobs[0]))))
+            log("dropped %-6s               bias    %s" % (name, _fmt(blob_shape(src.blobs[1]))))
+    if kind == "six-branch":
+        log("dropped the %d branch copies of each layer (%s): identical to the plain-named layers"
+            % (len(BRANCH_SUFFIXES), ", ".join(BRANCH_SUFFIXES)))
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    with open(out_path, "wb") as f:
+        f.write(net.SerializeToString())
+    log("wrote %s (%d layers: %s)" % (out_path, len(net.layer), ", ".join(l.name for l in net.layer)))
+    return net
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("trained", help="counting-net .caffemodel (six-branch, stacked or deploy)")
+    ap.add_argument("out", help="output CaffeNet-layout .caffemodel")
+    ap.add_argument("--keep-head", action="store_true",
+                    help="keep fc6-fc8 as %sfc6..%sfc8 (ignored by downstream nets)" % (HEAD_PREFIX, HEAD_PREFIX))
+    g = ap.add_argument_group("input statistics (fold 1/std into conv1; see the module docstring)")
+    g.add_argument("--fold-std", metavar="LMDB", help="measure the average per-image input std on this LMDB and fold it")
+    g.add_argument("--fold-std-value", type=float, help="fold this std instead of measuring one")
+    g.add_argument("--fold-std-images", type=int, default=256, help="images to measure on")
+    g.add_argument("--fold-std-gray-prob", type=float, default=0.0,
+                   help="probability of the grayscale mode while measuring (downstream nets see colour)")
+    g.add_argument("--fold-std-crop", type=int, default=228, help="random crop of the counting pipeline")
+    g.add_argument("--seed", type=int, default=1701, help="seed of the crops used for measuring")
+    args = ap.parse_args(argv)
+    print("port_weights:", vars(args))
+    try:
+        fold = None
+        if args.fold_std and args.fold_std_value is not None:
+            raise PortError("give --fold-std LMDB or --fold-std-value S, not both")
+        if args.fold_std_value is not None:
+            if not args.fold_std_value > 0:
+                raise PortError("--fold-std-value must be > 0, got %r" % args.fold_std_value)
+            fold = args.fold_std_value
+        elif args.fold_std:
+            import lmdb_io
+            try:
+                fold, n = measure_input_std(args.fold_std, args.fold_std_images, args.fold_std_crop,
+                                            args.fold_std_gray_prob, args.seed)
+            except lmdb_io.LmdbError as e:
+                raise PortError(str(e))
+            print("measured input std %.4f (0-255 scale) over %d inputs of %s" % (fold, n, args.fold_std))
+        port(args.trained, args.out, keep_head=args.keep_head, fold_std=fold)
+    except PortError as e:
+        print("port_weights: error: %s" % e, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
