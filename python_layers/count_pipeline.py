@@ -22,6 +22,11 @@ Design:
   finalises Python), each worker gets SIGTERM through prctl(PR_SET_PDEATHSIG) and also
   notices the new parent pid within a second while idle, and exits.
 - workers = 0 makes each batch in the calling process (for debugging).
+- Raw Datums are scanned without copies (the image is a view of the LMDB page during the
+  read transaction); OpenCV runs single-threaded in workers.
+
+Throughput check (samples/s; one sample = six inputs; also CPU seconds used by the makers):
+    python python_layers/count_pipeline.py --source data/sample/train_lmdb --workers 1 2
 """
 import ctypes
 import mmap

@@ -33,6 +33,12 @@ param_str (JSON; unknown keys or wrong types raise ltc_params.ParamError in setu
                   identical test passes.
     TRAIN phase: batches walk a fresh seeded permutation of the LMDB per epoch.
 
+Workers: they are forked in setup and stop on ``close()``, or by themselves when the process
+that owns them ends (also under the ``caffe`` binary, which never finalises Python). pycaffe
+never frees a Python layer (the C++ layer and its Python object keep each other alive), so
+deleting a ``caffe.Net`` does not stop them: in a long-lived process call
+``net.layers[i].close()`` on the data layer before dropping a net.
+
 Example:
     layer { name: "data" type: "Python" top: "t1" top: "t2" top: "t3" top: "t4" top: "dx" top: "dy"
       python_param { module: "counting_data" layer: "CountingDataLayer"

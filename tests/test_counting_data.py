@@ -144,10 +144,10 @@ def test_workers_exit_when_their_parent_dies_without_closing(db):
 def assert_processes_gone(pids, within=5.0):
     """Each pid has exited (absent, or a zombie waiting for init to reap it)."""
     deadline = time.monotonic() + within
-    alive = list(pids)
+    alive = [p for p in pids if _running(p)]
     while alive and time.monotonic() < deadline:
-        alive = [p for p in alive if _running(p)]
         time.sleep(0.05)
+        alive = [p for p in alive if _running(p)]
     assert not alive, "worker processes still running: %s" % alive
 
 
@@ -185,7 +185,11 @@ def test_layer_produces_six_tops_equal_to_the_pipeline(db, tmp_path):
     for k, t in enumerate(TOPS6):
         assert net.blobs[t].data.shape == (6, 3, 114, 114)
         assert np.array_equal(first[t], ref[0][k]) and np.array_equal(net.blobs[t].data, ref[1][k])
-    del net
+    layer = net.layers[list(net._layer_names).index("data")]
+    pids = layer.pipeline.worker_pids
+    assert len(pids) == 1 and _running(pids[0])
+    layer.close()
+    assert_processes_gone(pids, within=0.0)
 
 
 def test_layer_stacked_single_top_and_crop_224(db, tmp_path):
