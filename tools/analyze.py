@@ -388,7 +388,7 @@ def cmd_log(args):
         res = al.parse_caffe_log(f.read())
     if not res["train"] and not res["test"]:
         raise al.AnalysisError("log '%s' holds no 'Iteration N ..., loss = ...' or 'Test net output' lines; is it a "
-                               "Caffe training log (stderr of caffe train)?" % path)
+                               "Caffe training log (stderr of caffe train, written with GLOG_minloglevel=0)?" % path)
     out = _out_dir(args)
     files = [al.write_csv(os.path.join(out, "train.csv"), res["train"]),
              al.write_csv(os.path.join(out, "test.csv"), res["test"])]
@@ -439,16 +439,30 @@ def cmd_log(args):
 
 
 # ============================================================================ argument parsing
+def _pos_int(text):
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError("must be >= 1, got %s" % text)
+    return v
+
+
+def _fraction(text):
+    v = float(text)
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError("must be in [0, 1], got %s" % text)
+    return v
+
+
 def _image_args(p, source=DEFAULT_SOURCE):
     p.add_argument("--deploy", default=DEFAULT_DEPLOY, help="deploy prototxt (input blob data, output blob fc8)")
     p.add_argument("--weights", default=DEFAULT_WEIGHTS, help=".caffemodel of a counting net")
     p.add_argument("--source", default=source, help="LMDB (project format) or folder of images")
     p.add_argument("--out", default=None, help="output folder (default runs/analysis/<subcommand>)")
-    p.add_argument("--max-images", type=int, default=1000, help="use the first N images (key / file-name order)")
-    p.add_argument("--batch", type=int, default=64, help="images per forward pass")
+    p.add_argument("--max-images", type=_pos_int, default=1000, help="use the first N images (key / file-name order)")
+    p.add_argument("--batch", type=_pos_int, default=64, help="images per forward pass")
     p.add_argument("--view", choices=al.VIEWS, default="full",
                    help="full: whole image resized to the input size; center: central --crop region downsampled")
-    p.add_argument("--crop", type=int, default=228, help="crop size of --view center (input size = crop / 2)")
+    p.add_argument("--crop", type=_pos_int, default=228, help="crop size of --view center (input size = crop / 2)")
     p.add_argument("--interp", choices=al.METHODS, default="area", help="OpenCV interpolation of the resize")
     p.add_argument("--color-mode", choices=al.COLOR_MODES, default="color", help="feed colour or gray inputs")
     p.add_argument("--seed", type=int, default=1701, help="seed of every random choice")
@@ -467,10 +481,10 @@ def build_parser():
                    help="the downsampling each model was trained with, one per --weights (mixed = random per batch)")
     p.add_argument("--source", default=DEFAULT_SOURCE, help="LMDB or image folder (images >= --crop on each side)")
     p.add_argument("--out", default=None, help="output folder (default runs/analysis/table5)")
-    p.add_argument("--max-images", type=int, default=1000, help="use the first N images")
-    p.add_argument("--batch", type=int, default=64, help="inputs per forward pass")
-    p.add_argument("--crop", type=int, default=228, help="pretext crop x (tiles and D(x) are crop/2)")
-    p.add_argument("--gray-prob", type=float, default=0.67, help="probability of gray inputs per image (as training)")
+    p.add_argument("--max-images", type=_pos_int, default=1000, help="use the first N images")
+    p.add_argument("--batch", type=_pos_int, default=64, help="inputs per forward pass")
+    p.add_argument("--crop", type=_pos_int, default=228, help="pretext crop x (tiles and D(x) are crop/2)")
+    p.add_argument("--gray-prob", type=_fraction, default=0.67, help="probability of gray inputs per image (as training)")
     p.add_argument("--seed", type=int, default=1701, help="seed of the crops, colour modes and mixed methods")
 
     p = sub.add_parser("mean-vector", formatter_class=fmt, help="Fig. 3: mean counting vector and its sparsity")
@@ -479,26 +493,26 @@ def build_parser():
 
     p = sub.add_parser("norm-ranking", formatter_class=fmt, help="Fig. 4: highest / lowest norm images")
     _image_args(p)
-    p.add_argument("--k", type=int, default=16, help="images per contact sheet")
+    p.add_argument("--k", type=_pos_int, default=16, help="images per contact sheet")
 
     p = sub.add_parser("crop-scale", formatter_class=fmt, help="Fig. 5-6: norm against crop scale")
     _image_args(p)
-    p.add_argument("--set-size", type=int, default=100, help="images in the highest- and lowest-norm sets")
-    p.add_argument("--crops", type=int, default=10, help="random crops per image")
-    p.add_argument("--min-area", type=float, default=0.5, help="smallest crop area (fraction of the image)")
-    p.add_argument("--max-area", type=float, default=0.95, help="largest crop area (fraction of the image)")
-    p.add_argument("--bins", type=int, default=5, help="crop-scale bins of the plot")
+    p.add_argument("--set-size", type=_pos_int, default=100, help="images in the highest- and lowest-norm sets")
+    p.add_argument("--crops", type=_pos_int, default=10, help="random crops per image")
+    p.add_argument("--min-area", type=_fraction, default=0.5, help="smallest crop area (fraction of the image)")
+    p.add_argument("--max-area", type=_fraction, default=0.95, help="largest crop area (fraction of the image)")
+    p.add_argument("--bins", type=_pos_int, default=5, help="crop-scale bins of the plot")
 
     p = sub.add_parser("neighbours", formatter_class=fmt, help="Fig. 7: nearest neighbours in counting space")
     _image_args(p)
     p.add_argument("--database", default=None, help="LMDB/folder searched (default: --source, query excluded)")
-    p.add_argument("--queries", type=int, default=8, help="random queries drawn from --source")
-    p.add_argument("--k", type=int, default=7, help="neighbours per query")
+    p.add_argument("--queries", type=_pos_int, default=8, help="random queries drawn from --source")
+    p.add_argument("--k", type=_pos_int, default=7, help="neighbours per query")
 
     p = sub.add_parser("neurons", formatter_class=fmt, help="Fig. 8: top images of the most active neurons")
     _image_args(p)
-    p.add_argument("--neurons", type=int, default=4, help="how many of the most active neurons")
-    p.add_argument("--k", type=int, default=8, help="images per neuron")
+    p.add_argument("--neurons", type=_pos_int, default=4, help="how many of the most active neurons")
+    p.add_argument("--k", type=_pos_int, default=8, help="images per neuron")
 
     p = sub.add_parser("count-check", formatter_class=fmt, help="Spearman(norm, true object count) on scenes")
     _image_args(p, source=DEFAULT_SCENES)
