@@ -1,0 +1,510 @@
+#!/usr/bin/env python
+"""Benchmark one SGD iteration (forward + backward + update) of the counting net on the CPU.
+
+Rows, each in a child process of its own (so that BLAS settings differ per row and the
+row's peak RSS is its own):
+  caffe six      the faithful six-branch siamese net (tools/make_prototxt.py), Input blobs
+                 filled with random normalised data (data layer excluded)
+  caffe stacked  one trunk on the six inputs stacked along the batch axis (same loss)
+  caffe plain    the same trunk on the same 6N images with a trivial C++ loss (Reduction SUM):
+                 the plain network, to price the counting loss and the data layer
+  caffe six+data / stacked+data   the real training net: counting data layer on an LMDB
+                 (time inside the data layer's forward = solver wait on data)
+  torch stacked / torch six / torch plain   the same network (CaffeNet body, groups, LRN,
+                 ceil-mode pooling), loss (eq. 4) and SGD (momentum 0.9, weight decay 5e-4 on
+                 weights, lr x2 and no decay on biases) in PyTorch on the CPU: the peer
+  gemm           sgemm rate of the BLAS library that pycaffe links (found with ldd), in the
+                 same process environment as the Caffe rows: the practical limit
+FLOPs per step: 2 x multiply-adds of every conv / fc layer, x3 for forward, weight and
+input gradients (x2 for conv1, which computes no input gradient).
+
+BLAS settings (--blas, one or more): default, threads1, skylakex, skylakex1, openmp,
+openmp-skylakex (see bench/benchlib.py: OPENBLAS_CORETYPE / OPENBLAS_NUM_THREADS /
+LD_LIBRARY_PATH to the OpenMP flavour); unavailable ones are skipped with the reason.
+
+PyTorch is used only here, from bench/.venv-torch (git-ignored); if it is missing the
+torch rows are skipped and the install command is printed.
+
+Examples:
+  python bench/train_step.py                                   # demo batch 16 + batch 64
+  python bench/train_step.py --batches 16 --blas default skylakex --layouts six stacked plain
+  python bench/train_step.py --memory                          # peak RSS at batch 256 and 16
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib as bl  # noqa: E402
+
+LAYOUTS = ("six", "stacked", "plain")
+
+
+# ============================================================================ child: caffe
+def _caffe_net_files(layout, batch, inputs, lmdb, workers, folder, dim=1000):
+    """Write the train net and its solver into folder; returns the solver path."""
+    import caffe
+    from caffe import layers as L, params as P
+    import make_prototxt as mp
+
+    cfg = dict(mp.DEFAULTS, batch=batch, layout="stacked" if layout == "plain" else layout, dim=dim,
+               train_lmdb=lmdb or "unused", val_lmdb=lmdb or "unused", workers=workers,
+               prefetch=max(4, workers + 2), snapshot_prefix=os.path.join(folder, "snap"))
+    if layout == "plain":
+        if inputs != "input":
+            raise SystemExit("the plain trunk row runs on Input blobs only")
+        n = caffe.NetSpec()
+        n.data = L.Input(shape=dict(dim=[6 * batch, 3, 114, 114]))
+        fc8 = mp.branch(n, n.data, "", dim, cfg["filler"])
+        n.loss = L.Reduction(fc8, operation=P.Reduction.SUM, loss_weight=1)
+        net = n.to_proto()
+        net.name = "plain_trunk"
+    else:
+        net = mp.counting_net(cfg, inputs=inputs)
+    net_path = os.path.join(folder, "train.prototxt")
+    with open(net_path, "w") as f:
+        f.write(str(net))
+    s = mp.solver(cfg, net_path)
+    del s.test_iter[:]
+    s.ClearField("test_interval")
+    s.test_initialization = False
+    s.display = 0
+    s.snapshot = 0
+    s.max_iter = 10 ** 8
+    solver_path = os.path.join(folder, "solver.prototxt")
+    with open(solver_path, "w") as f:
+        f.write(str(s))
+    return solver_path
+
+
+class _Timed:
+    """Wraps a Python layer's forward/backward (looked up per call by Caffe) with a clock."""
+
+    def __init__(self, layer, names=("forward", "backward")):
+        self.total = 0.0
+        for name in names:
+            orig = getattr(layer, name)
+            setattr(layer, name, self._wrap(orig))
+
+    def _wrap(self, fn):
+        def timed(*a):
+            t = time.perf_counter()
+            try:
+                return fn(*a)
+            finally:
+                self.total += time.perf_counter() - t
+        return timed
+
+
+def child_caffe(a):
+    import numpy as np
+    import caffe
+    caffe.set_mode_cpu()
+    caffe.set_random_seed(1701)
+    res = dict(kind="caffe", layout=a.layout, inputs=a.inputs, batch=a.batch)
+    with tempfile.TemporaryDirectory() as tmp:
+        solver_path = _caffe_net_files(a.layout, a.batch, a.inputs, a.lmdb, a.workers, tmp)
+        t = time.perf_counter()
+        solver = caffe.SGDSolver(solver_path)
+        res["setup_s"] = time.perf_counter() - t
+        net = solver.net
+        rng = np.random.default_rng(0)
+        data_timer = loss_timer = None
+        if a.inputs == "input":
+            for name in (["data"] if a.layout in ("stacked", "plain") else ["t1", "t2", "t3", "t4", "dx", "dy"]):
+                blob = net.blobs[name].data
+                blob[...] = rng.standard_normal(blob.shape, dtype=np.float32)
+        for name, layer in zip(net._layer_names, net.layers):
+            if layer.type == "Python" and name == "data":
+                data_timer = _Timed(layer, ("forward",))
+            elif layer.type == "Python" and name == "loss":
+                loss_timer = _Timed(layer)
+        for _ in range(a.warmup):
+            solver.step(1)
+        if data_timer:
+            data_timer.total = 0.0
+        if loss_timer:
+            loss_timer.total = 0.0
+        times = []
+        for _ in range(a.iters):
+            t = time.perf_counter()
+            solver.step(1)
+            times.append(time.perf_counter() - t)
+        loss = float(np.asarray(net.blobs["loss"].data).ravel()[0])
+        if not np.isfinite(loss):
+            raise SystemExit("loss is not finite: %r" % loss)
+        macs = bl.net_macs(net)
+        lib = bl.caffe_blas_library()
+        _, core, threads = bl.blas_info(lib)
+        res.update(step_s=statistics.median(times), mean_s=statistics.mean(times), min_s=min(times),
+                   max_s=max(times), iters=len(times), loss=loss, flops=bl.train_flops(macs),
+                   fwd_macs_per_image=sum(m for _, m in macs.values()) / (6 * a.batch),
+                   blas_lib=lib, blas_core=core, blas_threads=threads)
+        if data_timer:
+            res["data_s"] = data_timer.total / len(times)
+        if loss_timer:
+            res["loss_s"] = loss_timer.total / len(times)
+        # close the data layer's workers before measuring the GEMM limit on the same cores
+        del solver, net
+        import gc
+        gc.collect()
+        if a.gemm:
+            res["gemm_gflops"] = bl.sgemm_gflops(lib)
+    bl.child_print(res)
+
+
+def child_gemm(a):
+    lib = bl.caffe_blas_library()
+    _, core, threads = bl.blas_info(lib)
+    shapes = [(2048, 2048, 2048), (96, 676, 363), (128, 36, 1728), (384, 4096, 2304)]
+    res = dict(kind="gemm", blas_lib=lib, blas_core=core, blas_threads=threads)
+    for m, n, k in shapes:
+        res["gemm_%dx%dx%d" % (m, n, k)] = bl.sgemm_gflops(lib, m, n, k, reps=7)
+    res["gemm_gflops"] = res["gemm_2048x2048x2048"]
+    bl.child_print(res)
+
+
+# ============================================================================ child: torch
+def child_torch(a):
+    import numpy as np
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+    torch.manual_seed(1701)
+    torch.set_num_threads(a.threads)
+
+    class Trunk(nn.Module):
+        """CaffeNet body at 114x114 -> fc8 (ReLU), as in tools/make_prototxt.py."""
+
+        def __init__(self, dim):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 96, 11, stride=4)
+            self.conv2 = nn.Conv2d(96, 256, 5, padding=2, groups=2)
+            self.conv3 = nn.Conv2d(256, 384, 3, padding=1)
+            self.conv4 = nn.Conv2d(384, 384, 3, padding=1, groups=2)
+            self.conv5 = nn.Conv2d(384, 256, 3, padding=1, groups=2)
+            self.fc6 = nn.Linear(256 * 3 * 3, 4096)
+            self.fc7 = nn.Linear(4096, 4096)
+            self.fc8 = nn.Linear(4096, dim)
+            for m in self.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    nn.init.xavier_uniform_(m.weight)
+                    nn.init.constant_(m.bias, 0.1 if isinstance(m, nn.Linear) else 0.0)
+
+        def forward(self, x):
+            pool = lambda v: F.max_pool2d(v, 3, 2, ceil_mode=True)  # noqa: E731 (Caffe rounds up)
+            lrn = lambda v: F.local_response_norm(v, 5, alpha=1e-4, beta=0.75, k=1.0)  # noqa: E731
+            x = lrn(pool(F.relu(self.conv1(x))))
+            x = lrn(pool(F.relu(self.conv2(x))))
+            x = F.relu(self.conv3(x))
+            x = F.relu(self.conv4(x))
+            x = pool(F.relu(self.conv5(x)))
+            x = F.relu(self.fc6(x.flatten(1)))
+            x = F.relu(self.fc7(x))
+            return F.relu(self.fc8(x))
+
+    def counting_loss(f, n, margin=10.0):
+        t1, t2, t3, t4, dx, dy = f.split(n)
+        s = t1 + t2 + t3 + t4
+        d_pos = (dx - s).pow(2).sum(1)
+        d_neg = (dy - s).pow(2).sum(1)
+        return (d_pos + F.relu(margin - d_neg)).mean()
+
+    net = Trunk(1000)
+    weights = [p for name, p in net.named_parameters() if name.endswith("weight")]
+    biases = [p for name, p in net.named_parameters() if name.endswith("bias")]
+    opt = torch.optim.SGD([dict(params=weights, lr=1e-4, weight_decay=5e-4),
+                           dict(params=biases, lr=2e-4, weight_decay=0.0)], lr=1e-4, momentum=0.9)
+    n = a.batch
+    x = torch.randn(6 * n, 3, 114, 114)
+    xs = list(x.split(n))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        if a.layout == "plain":
+            loss = net(x).sum()
+        elif a.layout == "stacked":
+            loss = counting_loss(net(x), n)
+        else:  # six separate calls of the shared trunk (a siamese net written branch by branch)
+            loss = counting_loss(torch.cat([net(v) for v in xs]), n)
+        loss.backward()
+        opt.step()
+        return loss
+
+    for _ in range(a.warmup):
+        step()
+    times = []
+    for _ in range(a.iters):
+        t = time.perf_counter()
+        loss = step()
+        times.append(time.perf_counter() - t)
+    loss = float(loss.detach())
+    if not np.isfinite(loss):
+        raise SystemExit("loss is not finite: %r" % loss)
+    g = 2048
+    ma, mb = torch.randn(g, g), torch.randn(g, g)
+    torch.mm(ma, mb)
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        torch.mm(ma, mb)
+        best = min(best, time.perf_counter() - t)
+    cfg = torch.__config__.show()
+    bl.child_print(dict(kind="torch", layout=a.layout, inputs="input", batch=n,
+                        step_s=statistics.median(times), mean_s=statistics.mean(times), min_s=min(times),
+                        max_s=max(times), iters=len(times), loss=loss, torch_version=torch.__version__,
+                        blas_core="mkldnn" if "USE_MKLDNN=ON" in cfg.replace(" ", "") else "?",
+                        blas_threads=torch.get_num_threads(), gemm_gflops=2.0 * g ** 3 / best / 1e9))
+
+
+# ============================================================================ parent
+def ensure_lmdb(path, n=512, seed=0):
+    """An LMDB of n 256x256 BGR raw Datums; builds a synthetic one from bundled photos if path is missing."""
+    from lmdb_io import resolve_path
+    real = resolve_path(path)
+    if os.path.isdir(real) and os.path.isfile(os.path.join(real, "data.mdb")):
+        return real
+    target = os.path.join(bl.CACHE, "photos_lmdb_%d" % n)
+    if os.path.isfile(os.path.join(target, "data.mdb")):
+        return target
+    import cv2
+    import lmdb
+    import numpy as np
+    from lmdb_io import image_to_datum
+    photos = bundled_photos()
+    rng = np.random.default_rng(seed)
+    os.makedirs(target, exist_ok=True)
+    env = lmdb.open(target, map_size=n * 256 * 256 * 3 * 2 + (1 << 24))
+    with env.begin(write=True) as txn:
+        for i in range(n):
+            img = photos[i % len(photos)]
+            h, w = img.shape[:2]
+            s = int(rng.integers(min(h, w) // 2, min(h, w) + 1))
+            y, x = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
+            crop = cv2.resize(img[y:y + s, x:x + s], (256, 256), interpolation=cv2.INTER_AREA)
+            txn.put(b"%08d_synth%d.png" % (i, i), image_to_datum(crop, label=0).SerializeToString())
+    env.close()
+    print("built %s (%d synthetic 256x256 crops of bundled photos; %s not found)" % (target, n, path))
+    return target
+
+
+def bundled_photos():
+    """Colour photos shipped with scikit-image, scikit-learn and matplotlib (no downloads)."""
+    import cv2
+    import matplotlib
+    import skimage
+    import sklearn.datasets
+    sk = os.path.join(os.path.dirname(skimage.__file__), "data")
+    paths = [os.path.join(sk, n) for n in ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg",
+                                           "motorcycle_left.png", "motorcycle_right.png", "hubble_deep_field.jpg")]
+    paths += [os.path.join(os.path.dirname(sklearn.datasets.__file__), "images", n) for n in ("china.jpg", "flower.jpg")]
+    paths.append(os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg"))
+    imgs = [cv2.imread(p, cv2.IMREAD_COLOR) for p in paths if os.path.isfile(p)]
+    imgs = [im for im in imgs if im is not None and min(im.shape[:2]) >= 256]
+    if not imgs:
+        raise SystemExit("no bundled photos found (scikit-image / scikit-learn / matplotlib data)")
+    return imgs
+
+
+def row_name(r):
+    name = "%s %s" % (r["kind"], r["layout"])
+    if r.get("inputs") == "data_layer":
+        name += "+data(w%d)" % r["workers"]
+    return name
+
+
+def run_rows(specs, a):
+    rows = []
+    for spec in specs:
+        kind, layout, inputs, batch, blas = spec["kind"], spec["layout"], spec["inputs"], spec["batch"], spec["blas"]
+        iters = spec.get("iters", a.iters)
+        warmup = spec.get("warmup", a.warmup)
+        env, skip = bl.blas_env(blas) if kind != "torch" else (dict(os.environ), None)
+        row = dict(kind=kind, layout=layout, inputs=inputs, batch=batch, images=6 * batch, blas=blas,
+                   workers=spec.get("workers", 0), load_before=bl.load_avg())
+        if kind == "torch":
+            if not os.path.isfile(a.torch_python):
+                skip = "PyTorch not found at %s; install: %s" % (a.torch_python, bl.TORCH_INSTALL_HINT)
+            threads = int(blas)
+            cmd = [a.torch_python, os.path.abspath(__file__), "--child", "torch", "--layout", layout,
+                   "--batch", str(batch), "--iters", str(iters), "--warmup", str(warmup), "--threads", str(threads)]
+            row["blas"] = "torch/%dt" % threads
+        elif kind == "gemm":
+            cmd = [sys.executable, os.path.abspath(__file__), "--child", "gemm"]
+        else:
+            cmd = [sys.executable, os.path.abspath(__file__), "--child", "caffe", "--layout", layout,
+                   "--inputs", inputs, "--batch", str(batch), "--iters", str(iters), "--warmup", str(warmup),
+                   "--workers", str(row["workers"]), "--lmdb", spec.get("lmdb") or ""]
+            if spec.get("gemm", True):
+                cmd.append("--gemm")
+        row["name"] = row_name(row)
+        if skip:
+            print("skip %-22s batch %-4d blas %-16s: %s" % (row["name"], batch, blas, skip), flush=True)
+            continue
+        print("run  %-22s batch %-4d blas %-16s iters %d ..." % (row["name"], batch, blas, iters), end=" ", flush=True)
+        res, rss, wall, err = bl.run_child(cmd, env=env, timeout=a.timeout)
+        if res is None:
+            print("FAILED\n%s" % err, flush=True)
+            row["error"] = err.strip().splitlines()[-1][:200] if err.strip() else "failed"
+            rows.append(row)
+            continue
+        row.update(res)
+        row["peak_rss_mib"] = rss
+        if "step_s" in res:
+            row["samples_s"] = batch / res["step_s"]
+            row["images_s"] = 6 * batch / res["step_s"]
+            row["step_ms"] = 1000 * res["step_s"]
+            row["best_images_s"] = 6 * batch / res["min_s"]
+            row["noise_pct"] = 100.0 * (res["max_s"] - res["min_s"]) / res["step_s"]
+            if res.get("flops"):
+                row["gflops"] = res["flops"] / res["step_s"] / 1e9
+                if res.get("gemm_gflops"):
+                    row["pct_limit"] = 100.0 * row["gflops"] / res["gemm_gflops"]
+            if res.get("data_s") is not None:
+                row["data_wait_pct"] = 100.0 * res["data_s"] / res["step_s"]
+            if res.get("loss_s") is not None:
+                row["loss_pct"] = 100.0 * res["loss_s"] / res["step_s"]
+            print("%.0f ms/step, %.1f images/s (wall %.0f s)" % (row["step_ms"], row["images_s"], wall), flush=True)
+        else:
+            print("%.1f GFLOP/s (%s)" % (res.get("gemm_gflops", 0), res.get("blas_core")), flush=True)
+        rows.append(row)
+    return rows
+
+
+def add_ratios(rows):
+    """vs_torch: images/s over the torch row of the same layout family, batch and thread count;
+    vs_plain: step time over caffe plain (same batch and BLAS) - 1 (the loss/data overhead)."""
+    def threads(r):
+        return r.get("blas_threads")
+    for r in rows:
+        if "images_s" not in r:
+            continue
+        peers = [p for p in rows if p["kind"] == "torch" and p["batch"] == r["batch"] and "images_s" in p
+                 and threads(p) == threads(r) and p["layout"] == ("plain" if r["layout"] == "plain" else "stacked")]
+        if peers and r["kind"] == "caffe":
+            r["vs_torch"] = r["images_s"] / peers[0]["images_s"]
+        plain = [p for p in rows if p["kind"] == "caffe" and p["layout"] == "plain" and p["batch"] == r["batch"]
+                 and p["blas"] == r["blas"] and "step_s" in p]
+        if plain and r["kind"] == "caffe" and r["layout"] != "plain":
+            r["vs_plain_pct"] = 100.0 * (r["step_s"] / plain[0]["step_s"] - 1.0)
+
+
+COLUMNS = [("name", "row", 0), ("blas", "BLAS", 0), ("blas_core", "core", 0), ("blas_threads", "thr", 0),
+           ("batch", "batch", 0), ("images", "images", 0), ("step_ms", "ms/step", 0), ("noise_pct", "+-%", 0),
+           ("samples_s", "samples/s", 1), ("images_s", "images/s", 1), ("best_images_s", "best img/s", 1), ("gflops", "GFLOP/s", 1),
+           ("gemm_gflops", "sgemm GFLOP/s", 1), ("pct_limit", "% of sgemm", 0), ("vs_torch", "x torch", 2),
+           ("vs_plain_pct", "+% vs plain", 1), ("data_wait_pct", "data wait %", 1), ("loss_pct", "loss %", 1),
+           ("peak_rss_mib", "peak RSS MiB", 0)]
+CSV_COLUMNS = [c for c, _, _ in COLUMNS] + ["layout", "inputs", "workers", "step_s", "mean_s", "min_s", "max_s",
+                                            "iters", "loss", "flops", "data_s", "loss_s", "setup_s", "blas_lib",
+                                            "load_before", "torch_version", "error"]
+
+
+def build_specs(a, lmdb):
+    specs = []
+    for blas in a.blas:
+        for batch in a.batches:
+            for layout in a.layouts:
+                specs.append(dict(kind="caffe", layout=layout, inputs="input", batch=batch, blas=blas))
+            if a.data_layer:
+                for layout in [l for l in a.layouts if l != "plain"]:
+                    for w in a.workers:
+                        specs.append(dict(kind="caffe", layout=layout, inputs="data_layer", batch=batch, blas=blas,
+                                          workers=w, lmdb=lmdb))
+    if a.torch:
+        for tb in a.torch_threads:
+            for batch in a.batches:
+                for layout in a.layouts:
+                    specs.append(dict(kind="torch", layout=layout, inputs="input", batch=batch, blas=tb))
+    return specs
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--batches", type=int, nargs="+", default=[16, 64], help="samples per batch (6 images each)")
+    ap.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=list(LAYOUTS))
+    ap.add_argument("--blas", nargs="+", choices=sorted(bl.blas_presets()), default=["env", "auto"],
+                    help="BLAS settings of the Caffe rows")
+    ap.add_argument("--torch-threads", type=int, nargs="+", default=[os.cpu_count() or 1],
+                    help="torch.set_num_threads of the torch rows")
+    ap.add_argument("--no-torch", dest="torch", action="store_false", help="skip the PyTorch peer")
+    ap.add_argument("--no-data-layer", dest="data_layer", action="store_false", help="skip the data-layer rows")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1], help="data-layer worker processes")
+    ap.add_argument("--lmdb", default="data/sample/train_lmdb",
+                    help="LMDB for the data-layer rows (a synthetic one is built in bench/.cache if missing)")
+    ap.add_argument("--iters", type=int, default=5, help="timed iterations per row (median reported)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
+    ap.add_argument("--memory", action="store_true",
+                    help="instead: peak RSS of training at batch 256 and 16 (six+data, stacked+data, six Input)")
+    ap.add_argument("--torch-python", default=bl.TORCH_VENV_PY, help="python of the PyTorch venv")
+    ap.add_argument("--timeout", type=float, default=1800, help="seconds per row")
+    ap.add_argument("--csv", default=None, help="CSV path (default bench/results/train_step[_memory].csv)")
+    # child mode (internal)
+    ap.add_argument("--child", choices=("caffe", "torch", "gemm"), help=argparse.SUPPRESS)
+    ap.add_argument("--layout", default="six", help=argparse.SUPPRESS)
+    ap.add_argument("--inputs", default="input", help=argparse.SUPPRESS)
+    ap.add_argument("--batch", type=int, default=16, help=argparse.SUPPRESS)
+    ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--gemm", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.child:
+        a.workers = a.workers[0] if isinstance(a.workers, list) else a.workers
+        return {"caffe": child_caffe, "torch": child_torch, "gemm": child_gemm}[a.child](a) or 0
+    if any(b < 2 for b in a.batches):
+        ap.error("--batches: each batch needs at least 2 samples (y is another image of the batch)")
+    print("train_step:", json.dumps(vars(a), sort_keys=True))
+    print(bl.machine_line())
+    for name, (desc, _, skip) in sorted(bl.blas_presets().items()):
+        if name in a.blas:
+            print("  blas %-16s %s%s" % (name, desc, "  [skipped: %s]" % skip if skip else ""))
+
+    if a.memory:
+        lmdb = ensure_lmdb(a.lmdb)
+        blas = a.blas[-1]
+        specs = []
+        for batch in (256, 16):
+            specs.append(dict(kind="caffe", layout="six", inputs="data_layer", batch=batch, blas=blas, workers=1,
+                              lmdb=lmdb, iters=2, warmup=1, gemm=False))
+            specs.append(dict(kind="caffe", layout="stacked", inputs="data_layer", batch=batch, blas=blas, workers=1,
+                              lmdb=lmdb, iters=2, warmup=1, gemm=False))
+            specs.append(dict(kind="caffe", layout="six", inputs="input", batch=batch, blas=blas,
+                              iters=2, warmup=1, gemm=False))
+        rows = run_rows(specs, a)
+        cols = [c for c in COLUMNS if c[0] in ("name", "blas", "batch", "images", "step_ms", "images_s",
+                                               "peak_rss_mib")]
+        cols.append(("children_peak_rss_mib", "worker RSS MiB", 0))
+        print()
+        bl.print_table(rows, cols, title="Peak memory of training (RSS of the solver process; data workers separately)")
+        bl.write_csv(rows, a.csv or os.path.join(bl.RESULTS, "train_step_memory.csv"),
+                     CSV_COLUMNS + ["children_peak_rss_mib"])
+        return 0
+
+    lmdb = ensure_lmdb(a.lmdb) if a.data_layer else None
+    specs = [dict(kind="gemm", layout="-", inputs="-", batch=0, blas=b) for b in a.blas] + build_specs(a, lmdb)
+    rows = run_rows(specs, a)
+    add_ratios(rows)
+    for r in rows:
+        if r["kind"] == "gemm":
+            r["name"] = "sgemm 2048^3 (limit)"
+            r["batch"] = r["images"] = None
+    print()
+    bl.print_table(rows, COLUMNS, title="One SGD step of the counting net (median of %d timed steps; +-%% = "
+                   "(max-min)/median)" % a.iters)
+    gem = [r for r in rows if r["kind"] == "gemm"]
+    if gem:
+        print()
+        shape_cols = [("blas", "BLAS", 0), ("blas_core", "core", 0), ("blas_threads", "thr", 0)] + \
+            [(k, k[5:].replace("x", "x"), 1) for k in sorted(gem[0]) if k.startswith("gemm_") and k[5].isdigit()]
+        bl.print_table(gem, shape_cols, title="sgemm GFLOP/s of Caffe's BLAS by shape (M x N x K; conv1 per image, "
+                       "conv5 per image and group, fc6 at batch 64)")
+    bl.write_csv(rows, a.csv or os.path.join(bl.RESULTS, "train_step.csv"), CSV_COLUMNS)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Tests of the benchmark helpers and a small end-to-end run of each bench/ script."""
+import csv
+import json
+import os
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "bench"))
+sys.path.insert(0, os.path.join(REPO, "tools"))
+
+import benchlib as bl  # noqa: E402
+
+# CaffeNet at 114x114 (SPEC 3), multiply-adds per image, worked out by hand:
+HAND_MACS = {
+    "conv1": 96 * 26 * 26 * 3 * 11 * 11,
+    "conv2": 256 * 13 * 13 * 48 * 5 * 5,
+    "conv3": 384 * 6 * 6 * 256 * 3 * 3,
+    "conv4": 384 * 6 * 6 * 192 * 3 * 3,
+    "conv5": 256 * 6 * 6 * 192 * 3 * 3,
+    "fc6": 2304 * 4096,
+    "fc7": 4096 * 4096,
+    "fc8": 4096 * 1000,
+}
+
+
+def _net(layout, batch, tmp_path):
+    import caffe
+    import make_prototxt as mp
+    cfg = dict(mp.DEFAULTS, batch=batch, layout=layout)
+    path = tmp_path / ("%s.prototxt" % layout)
+    path.write_text(str(mp.counting_net(cfg, inputs="input")))
+    return caffe.Net(str(path), caffe.TRAIN)
+
+
+@pytest.mark.parametrize("layout", ["six", "stacked"])
+def test_net_macs_match_hand_count(layout, tmp_path):
+    batch = 2
+    macs = bl.net_macs(_net(layout, batch, tmp_path))
+    per_layer = {}
+    for name, (_, m) in macs.items():
+        per_layer[name.split("_")[0]] = per_layer.get(name.split("_")[0], 0) + m
+    assert per_layer == {k: v * 6 * batch for k, v in HAND_MACS.items()}
+    flops = bl.train_flops(macs)
+    total = sum(HAND_MACS.values()) * 6 * batch
+    # forward + weight grad + input grad, except conv1 (no input gradient)
+    assert flops == 2 * (3 * total - HAND_MACS["conv1"] * 6 * batch)
+
+
+def test_blas_env_sets_and_removes_variables(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "7")
+    env, skip = bl.blas_env("auto")
+    assert skip is None and "OPENBLAS_CORETYPE" not in env and "OPENBLAS_NUM_THREADS" not in env
+    env, _ = bl.blas_env("auto1")
+    assert env["OPENBLAS_NUM_THREADS"] == "1" and "OPENBLAS_CORETYPE" not in env
+    env, _ = bl.blas_env("env")
+    assert env["OPENBLAS_CORETYPE"] == "Haswell" and env["OPENBLAS_NUM_THREADS"] == "7"
+    env, _ = bl.blas_env("haswell")
+    assert env["OPENBLAS_CORETYPE"] == "Haswell" and "OPENBLAS_NUM_THREADS" not in env
+    with pytest.raises(KeyError):
+        bl.blas_env("no-such-blas")
+
+
+def test_sgemm_of_caffes_blas():
+    lib = bl.caffe_blas_library()
+    assert os.path.exists(lib)
+    path, core, threads = bl.blas_info(lib)
+    assert os.path.exists(path)
+    assert bl.sgemm_gflops(lib, 256, 256, 256, reps=2) > 0.1
+
+
+def test_run_child_reads_last_json_line_and_reports_failures():
+    res, rss, wall, _ = bl.run_child([sys.executable, "-c", "print('noise'); print('{\"a\": 1, \"peak_rss_mib\": 5}')"])
+    assert res == {"a": 1, "peak_rss_mib": 5} and rss == 5 and wall > 0
+    res, rss, _, err = bl.run_child([sys.executable, "-c", "import sys; sys.stderr.write('boom'); sys.exit(3)"])
+    assert res is None and rss is None and "exit 3" in err and "boom" in err
+
+
+def test_table_and_csv(tmp_path, capsys):
+    rows = [dict(name="a", x=1.2345, y=None), dict(name="bb", x=10.0, y=3)]
+    bl.print_table(rows, [("name", "row", 0), ("x", "x", 2), ("y", "y", 0)], title="T")
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "T" and "1.23" in out[3] and out[3].rstrip().endswith("-")
+    bl.write_csv(rows, str(tmp_path / "r.csv"), ["name", "x", "y"])
+    got = list(csv.DictReader(open(tmp_path / "r.csv")))
+    assert [r["name"] for r in got] == ["a", "bb"] and got[1]["y"] == "3"
+
+
+def test_train_step_end_to_end(tmp_path, make_test_lmdb):
+    import train_step
+    make_test_lmdb(str(tmp_path / "db"), 8)
+    out = tmp_path / "ts.csv"
+    rc = train_step.main(["--batches", "2", "--layouts", "six", "plain", "--blas", "env", "--no-torch",
+                          "--lmdb", str(tmp_path / "db"), "--iters", "1", "--warmup", "0", "--csv", str(out)])
+    assert rc == 0
+    rows = {r["name"]: r for r in csv.DictReader(open(out))}
+    assert set(rows) == {"sgemm 2048^3 (limit)", "caffe six", "caffe plain", "caffe six+data(w1)"}
+    for name in ("caffe six", "caffe plain", "caffe six+data(w1)"):
+        r = rows[name]
+        assert not r["error"], r["error"]
+        assert float(r["images_s"]) == pytest.approx(6 * float(r["samples_s"]))
+        assert float(r["gflops"]) > 0 and float(r["gemm_gflops"]) > 0 and float(r["peak_rss_mib"]) > 50
+    assert 0 <= float(rows["caffe six+data(w1)"]["data_wait_pct"]) < 100
+    assert float(rows["caffe six"]["loss_pct"]) > 0
+    assert rows["caffe six"]["vs_plain_pct"] != ""
+
+
+def test_train_step_rejects_batch_of_one(tmp_path):
+    import train_step
+    with pytest.raises(SystemExit):
+        train_step.main(["--batches", "1", "--no-torch", "--csv", str(tmp_path / "x.csv")])
