@@ -238,3 +238,39 @@ def test_refuses_unshared_branches(models, tmp_path, capsys):
     bad.write_bytes(net.SerializeToString())
     err = _refused(capsys, [str(bad), str(tmp_path / "o.caffemodel")])
     assert "conv3_dx" in err and "do not share" in err
+
+
+def test_rescale_normalises_the_random_layers(models, tmp_path, make_test_lmdb):
+    """--rescale (Kraehenbuehl et al. within-layer init): every channel of fc6, fc7, score_fr
+    has zero-mean unit-std pre-activations on the images used; conv1..conv5 stay ported."""
+    make_test_lmdb(str(tmp_path / "imgs"), 3)
+    net_path = write_proto(tmp_path / "fcn.prototxt", mtp.fcn_alexnet(dict(size=64)))
+    out = tmp_path / "init.caffemodel"
+    assert pw.main([str(models["deploy"]["src"]), str(out), "--rescale", str(tmp_path / "imgs"), "--rescale-net", net_path,
+                    "--rescale-images", "3", "--rescale-size", "64"]) == 0
+    net = caffe.Net(net_path, caffe.TEST)
+    net.copy_from(str(out))
+    for name in CONVS:
+        assert np.array_equal(net.params[name][0].data, models["deploy"]["params"][name][0])
+    imgs = [im for _, im, _ in __import__("lmdb_io").iter_images(str(tmp_path / "imgs"))]
+    batch = np.stack([cv2.resize(im, (64, 64), interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1) for im in imgs])
+    net.blobs["data"].reshape(3, 3, 64, 64)
+    net.blobs["label"].reshape(3, 1, 64, 64)
+    net.reshape()
+    net.blobs["data"].data[...] = batch - np.array([104, 117, 123], np.float32).reshape(1, 3, 1, 1)
+    for name in ("fc6", "fc7", "score_fr"):
+        net.forward(end=name)
+        z = net.blobs[name].data
+        np.testing.assert_allclose(z.mean(axis=(0, 2, 3)), 0, atol=1e-3)
+        np.testing.assert_allclose(z.std(axis=(0, 2, 3)), 1, atol=1e-2)
+    assert "Input blob 'data'" in _refused_rescale(models, tmp_path)
+
+
+def _refused_rescale(models, tmp_path):
+    import subprocess
+    probe = write_proto(tmp_path / "probe.prototxt", mtp.linear_probe_net({}))   # images from a Data layer
+    r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "port_weights.py"), str(models["deploy"]["src"]),
+                        str(tmp_path / "x.caffemodel"), "--rescale", str(tmp_path / "imgs"), "--rescale-net", probe],
+                       capture_output=True, text=True)
+    assert r.returncode == 1
+    return r.stderr

@@ -147,6 +147,7 @@ def test_linear_probe_feature_sizes_and_frozen_step(ported, tmp_path):
     solver_p = mtp.probe_solver(cfg, tv)
     solver_p.ClearField("test_iter")
     solver_p.ClearField("test_interval")
+    solver_p.snapshot_prefix = str(tmp_path / "probe")
     sp = write_proto(tmp_path / "solver.prototxt", solver_p)
     solver = caffe.SGDSolver(sp)
     net = solver.net
@@ -188,6 +189,7 @@ def test_fcn_alexnet_structure_and_one_step(ported, tmp_path):
     sp.ClearField("test_net")
     sp.ClearField("test_iter")
     sp.ClearField("test_interval")
+    sp.snapshot_prefix = str(tmp_path / "fcn")
     solver = caffe.SGDSolver(write_proto(tmp_path / "solver.prototxt", sp))
     net = solver.net
     net.copy_from(ported["path"])
@@ -320,3 +322,16 @@ def test_linear_probe_tool_trains_and_reports(ported, tmp_path, capsys):
     assert lp.main(["--random-init", "--train-lmdb", str(tmp_path / "nope"), "--val-lmdb", str(tmp_path / "val_lmdb"),
                     "--out-dir", str(out)]) == 1
     assert "nope" in capsys.readouterr().err
+
+
+def test_transfer_check_tool(ported, tmp_path, make_test_lmdb, capsys):
+    import transfer_check as tc
+    make_test_lmdb(str(tmp_path / "imgs"), 3)
+    assert tc.main([ported["path"], "--lmdb", str(tmp_path / "imgs"), "--batch", "3", "--fcn-size", "128",
+                    "--out-dir", str(tmp_path / "tc")]) == 0
+    out = capsys.readouterr().out
+    assert "linear probe after one step (frozen): conv1..conv5 hold exactly the ported blobs" in out
+    assert "FCN-AlexNet: one step done on a 128x128 image" in out and "transfer_check: OK" in out
+    assert tc.main([str(tmp_path / "missing.caffemodel"), "--lmdb", str(tmp_path / "imgs"),
+                    "--out-dir", str(tmp_path / "tc")]) == 1
+    assert "missing.caffemodel: no such file" in capsys.readouterr().err

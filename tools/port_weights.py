@@ -40,6 +40,7 @@ import sys
 
 import numpy as np
 
+os.environ.setdefault("GLOG_minloglevel", "2")   # Caffe's per-layer log (only --rescale builds a net)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 for _p in (REPO, os.path.join(REPO, "python_layers")):
     if _p not in sys.path:
@@ -398,6 +399,78 @@ def port(src_path, out_path, keep_head=False, fold_std=None, log=print):
     return net
 
 
+# ----------------------------------------------------------------------------- data-dependent init
+def rescale_init(net_path, weights, lmdb_path, layers, n_images=16, size=227, seed=1701, mean=(104.0, 117.0, 123.0),
+                 log=print):
+    """Kraehenbuehl et al. (ICLR 2016) within-layer data-dependent initialisation, in real Caffe.
+
+    Builds ``net_path`` (a downstream net whose images enter through an Input blob ``data``,
+    e.g. prototxt/transfer/fcn_alexnet/train.prototxt), loads ``weights`` (the ported
+    conv1..conv5), feeds ``n_images`` images of ``lmdb_path`` (resized to size x size,
+    BGR means subtracted, as downstream training does) and, for each layer of ``layers`` in
+    net order (the randomly initialised ones, e.g. fc6, fc7, score_fr), scales every output
+    channel so that its pre-activation has zero mean and unit std over the batch and all
+    positions: W_c <- W_c / std_c, b_c <- -mean_c / std_c. Returns the caffe.Net.
+    (The paper's between-layer rate equalisation is not applied.)
+    """
+    import cv2
+
+    import caffe
+    import lmdb_io
+
+    from google.protobuf import text_format
+
+    spec = caffe_pb2.NetParameter()
+    try:
+        with open(net_path) as f:
+            text_format.Merge(f.read(), spec)
+    except (OSError, text_format.ParseError) as e:
+        raise PortError("%s: cannot read the --rescale-net prototxt (%s)" % (net_path, e))
+    inputs = [t for l in spec.layer if l.type == "Input" for t in l.top] + list(spec.input)
+    if "data" not in inputs:
+        raise PortError("%s: --rescale needs a net whose images come from an Input blob 'data' (its inputs: %s)"
+                        % (net_path, ", ".join(inputs) or "none"))
+    caffe.set_mode_cpu()
+    caffe.set_random_seed(seed)
+    net = caffe.Net(net_path, caffe.TEST)   # TEST: statistics without dropout
+    net.copy_from(weights)
+    try:
+        images = [img for _, img, _ in lmdb_io.iter_images(lmdb_path, limit=n_images)]
+    except lmdb_io.LmdbError as e:
+        raise PortError(str(e))
+    batch = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1)
+                      for im in images]).astype(np.float32) - np.array(mean, np.float32).reshape(1, 3, 1, 1)
+    for name in net.inputs:
+        shape = list(net.blobs[name].data.shape)
+        if name == "data":
+            net.blobs[name].reshape(*batch.shape)
+        elif len(shape) == 4:
+            net.blobs[name].reshape(len(batch), shape[1], size, size)
+        else:
+            net.blobs[name].reshape(len(batch), *shape[1:])
+    net.reshape()
+    net.blobs["data"].data[...] = batch
+    names = list(net._layer_names)
+    for name in layers:
+        if name not in net.params:
+            raise PortError("%s: --rescale-layers names '%s', which is not a layer with parameters there" % (net_path, name))
+        layer = net.layers[names.index(name)]
+        top = net.top_names[name][0]
+        net.forward(end=name)
+        z = net.blobs[top].data
+        axes = (0,) + tuple(range(2, z.ndim))
+        mu, sd = z.mean(axis=axes), z.std(axis=axes) + 1e-8
+        w, b = net.params[name][0].data, net.params[name][1].data
+        w /= sd.reshape((-1,) + (1,) * (w.ndim - 1))
+        b[...] = (b - mu) / sd
+        net.forward(end=name)
+        z = net.blobs[top].data
+        log("rescaled %-9s (%s) %s: pre-activation mean %.3g std %.3g over %d images (was mean %.3g, std %.3g)"
+            % (name, layer.type, "x".join(map(str, w.shape)), float(z.mean()), float(z.std()), len(batch),
+               float(mu.mean()), float(sd.mean())))
+    return net
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -412,7 +485,15 @@ def main(argv=None):
     g.add_argument("--fold-std-gray-prob", type=float, default=0.0,
                    help="probability of the grayscale mode while measuring (downstream nets see colour)")
     g.add_argument("--fold-std-crop", type=int, default=228, help="random crop of the counting pipeline")
-    g.add_argument("--seed", type=int, default=1701, help="seed of the crops used for measuring")
+    g.add_argument("--seed", type=int, default=1701, help="seed of the crops used for measuring / of Caffe")
+    r = ap.add_argument_group("optional: Kraehenbuehl et al. data-dependent init of the layers downstream training "
+                              "initialises randomly; OUT then holds every parameter of --rescale-net")
+    r.add_argument("--rescale", metavar="LMDB", help="images to compute the statistics on")
+    r.add_argument("--rescale-net", default="prototxt/transfer/fcn_alexnet/train.prototxt",
+                   help="downstream net (images via an Input blob 'data')")
+    r.add_argument("--rescale-layers", default="fc6,fc7,score_fr", help="comma-separated layers, in net order")
+    r.add_argument("--rescale-images", type=int, default=16, help="images in the batch")
+    r.add_argument("--rescale-size", type=int, default=227, help="image side fed to the net")
     args = ap.parse_args(argv)
     print("port_weights:", vars(args))
     try:
@@ -432,6 +513,16 @@ def main(argv=None):
                 raise PortError(str(e))
             print("measured input std %.4f (0-255 scale) over %d inputs of %s" % (fold, n, args.fold_std))
         port(args.trained, args.out, keep_head=args.keep_head, fold_std=fold)
+        if args.rescale:
+            import lmdb_io
+            net_path = lmdb_io.resolve_path(args.rescale_net)
+            if not os.path.isfile(net_path):
+                raise PortError("%s: --rescale-net does not exist" % args.rescale_net)
+            net = rescale_init(net_path, args.out, args.rescale, [l for l in args.rescale_layers.split(",") if l],
+                               args.rescale_images, args.rescale_size, args.seed)
+            net.save(args.out)
+            print("wrote %s: every parameter of %s (ported conv1..conv5, rescaled %s)"
+                  % (args.out, args.rescale_net, args.rescale_layers))
     except PortError as e:
         print("port_weights: error: %s" % e, file=sys.stderr)
         return 1
