@@ -1,0 +1,650 @@
+"""Building the project's image LMDBs: decode, resize, write safely, in parallel.
+
+This is the engine behind ``tools/make_lmdb.py`` and the ``data_prep/`` scripts; the
+format itself (Caffe ``Datum``, keys ``%08d_<path>``) is described in ``lmdb_io``.
+
+Pieces (plain functions, testable without Caffe nets):
+  ``collect_folder`` / ``read_list_file``  sources -> list of ``Entry``
+  ``prepare_image``   file bytes -> (resized HxWx3 uint8 BGR image | skip reason)
+  ``resize_image``    the two resize modes: ``warp`` (Caffe's ImageNet recipe:
+                      cv2.resize to SxS, INTER_LINEAR, like ``convert_imageset``) and
+                      ``shorter-crop`` (shorter side to S, INTER_LINEAR, centre crop SxS)
+  ``SafeLmdbWriter``  builds in ``OUTPUT.partial-<pid>`` beside OUTPUT, batches
+                      writes in transactions, doubles the map when full, renames into
+                      place only when complete, removes the partial folder on failure
+  ``build_lmdb``      the whole job: worker pool, ordered writes, progress bar,
+                      skip report ``OUTPUT.skipped.tsv``, summary dict.
+
+What counts as a bad input (each is skipped with a reason, never a crash):
+  missing file, broken symlink, not a regular file, unreadable, empty file,
+  header that no decoder accepts (non-image, corrupt), JPEG with no end-of-image
+  marker after its last scan (truncated; libjpeg would fill the rest with grey),
+  image whose header declares more than ``max_pixels`` pixels (decompression-bomb
+  guard, checked from the JPEG/PNG/GIF/BMP header before decoding; other formats rely
+  on OpenCV's own limit), image whose shorter side is below ``min_side`` (tiny),
+  duplicate path, list line with a bad label, path too long for an LMDB key.
+Converted as OpenCV's ``IMREAD_COLOR`` does: grayscale -> 3 equal channels, alpha
+dropped, palette expanded, 16-bit -> 8-bit (value >> 8), CMYK JPEG -> BGR, EXIF
+orientation applied.
+"""
+import collections
+import ctypes
+import glob
+import multiprocessing
+import os
+import shutil
+import signal
+import stat
+import struct
+import sys
+import time
+
+import cv2
+import lmdb
+import numpy as np
+
+from lmdb_io import caffe_pb2, image_to_datum
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp",
+                    ".gif", ".ppm", ".pgm", ".pbm", ".pnm")
+RESIZE_MODES = ("warp", "shorter-crop")
+ENCODE_FORMATS = ("jpg", "png")
+MAX_KEY_BYTES = 511  # LMDB's default maximum key size
+
+Entry = collections.namedtuple("Entry", "key_path abs_path label reason")
+Entry.__doc__ = ("One source image: key_path goes into the key, abs_path is read, label is the "
+                 "Datum label, reason is a skip reason known before reading (else None).")
+
+
+class BuildError(RuntimeError):
+    """The build cannot go on (bad arguments, existing output, unreadable list file)."""
+
+
+class Interrupted(BaseException):
+    """SIGTERM/SIGINT arrived; the build is abandoned and its partial folder removed."""
+
+    def __init__(self, signum):
+        BaseException.__init__(self, "interrupted by signal %d" % signum)
+        self.signum = signum
+
+
+# ----------------------------------------------------------------------------- sources
+
+def _is_image_name(name):
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def collect_folder(folder, label=0):
+    """All image files under ``folder`` (recursive, sorted by relative path).
+
+    Broken symlinks with an image extension are kept (the build reports them).
+    Key paths are relative to ``folder`` with '/' separators.
+    """
+    folder = os.path.abspath(folder)
+    if not os.path.isdir(folder):
+        raise BuildError("source folder '%s' does not exist or is not a folder" % folder)
+    rels = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        dirnames.sort()
+        for name in filenames:
+            if _is_image_name(name):
+                rels.append(os.path.relpath(os.path.join(dirpath, name), folder).replace(os.sep, "/"))
+    rels.sort()
+    return [Entry(r, os.path.join(folder, r), int(label), None) for r in rels]
+
+
+def read_list_file(list_path, root=""):
+    """Entries of a ``convert_imageset`` list file: ``path [label]`` per line.
+
+    As in convert_imageset the label is after the last space (so paths may hold
+    spaces); a line without an integer there is read as a path with label 0.
+    Relative paths are joined to ``root`` (default: the list file's folder). Blank
+    lines and lines starting with '#' are ignored. Duplicate paths (same normalised
+    absolute path) and lines whose label is not an integer are kept as entries with a
+    skip reason, so they are reported.
+    """
+    if not os.path.isfile(list_path):
+        raise BuildError("list file '%s' does not exist" % list_path)
+    root = os.path.abspath(root) if root else os.path.dirname(os.path.abspath(list_path))
+    entries, first_line = [], {}
+    try:
+        with open(list_path, "r", encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except UnicodeDecodeError as e:
+        raise BuildError("list file '%s' is not UTF-8 text (%s)" % (list_path, e))
+    for lineno, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        path, label, reason = line, 0, None
+        if " " in line:
+            head, tail = line.rsplit(" ", 1)
+            if _looks_like_int(tail):
+                path, label = head.rstrip(), int(tail)
+            elif not os.path.exists(os.path.join(root, line)) and _is_image_name(head.rstrip()):
+                path = head.rstrip()
+                reason = "bad label: list line %d, '%s' is not an integer" % (lineno, tail)
+        full = os.path.normpath(os.path.join(root, path))
+        if reason is None and full in first_line:
+            reason = "duplicate: same path as list line %d" % first_line[full]
+        first_line.setdefault(full, lineno)
+        entries.append(Entry(path, full, label, reason))
+    return entries
+
+
+def _looks_like_int(s):
+    try:
+        int(s)
+        return True
+    except ValueError:
+        return False
+
+
+# ----------------------------------------------------------------------------- decoding
+
+def header_size(data):
+    """(width, height) from a JPEG/PNG/GIF/BMP header without decoding, else None."""
+    b = bytes(data[:32]) if not isinstance(data, bytes) else data
+    if b[:8] == b"\x89PNG\r\n\x1a\n" and len(b) >= 24 and b[12:16] == b"IHDR":
+        return struct.unpack(">II", b[16:24])
+    if b[:6] in (b"GIF87a", b"GIF89a") and len(b) >= 10:
+        return struct.unpack("<HH", b[6:10])
+    if b[:2] == b"BM" and len(b) >= 26:
+        w, h = struct.unpack("<ii", b[18:26])
+        return abs(w), abs(h)
+    if b[:3] == b"\xff\xd8\xff":
+        i, n = 2, len(data)
+        while i + 9 < n:
+            if data[i] != 0xFF:
+                return None
+            marker = data[i + 1]
+            if marker == 0xFF:  # fill byte
+                i += 1
+                continue
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+                i += 2
+                continue
+            seglen = (data[i + 2] << 8) | data[i + 3]
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                h, w = struct.unpack(">HH", bytes(data[i + 5:i + 9]))
+                return w, h
+            if marker == 0xDA:
+                return None
+            i += 2 + seglen
+    return None
+
+
+def jpeg_truncated(data):
+    """True if ``data`` is a JPEG with no end-of-image marker after its last scan."""
+    if data[:3] != b"\xff\xd8\xff":
+        return False
+    sos = data.rfind(b"\xff\xda")
+    if sos < 0:
+        return True
+    return data.find(b"\xff\xd9", sos) < 0
+
+
+def resize_image(img, size=256, mode="warp"):
+    """Resize an HxWx3 image to size x size.
+
+    warp:          cv2.resize(img, (size, size), INTER_LINEAR), as convert_imageset does;
+    shorter-crop:  scale so the shorter side is ``size`` (the longer side rounded to the
+                   nearest pixel, INTER_LINEAR), then crop the centre size x size
+                   (offset (long - size) // 2).
+    """
+    if mode == "warp":
+        return cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
+    if mode == "shorter-crop":
+        h, w = img.shape[:2]
+        if h <= w:
+            nh, nw = size, max(size, int(round(w * size / float(h))))
+        else:
+            nh, nw = max(size, int(round(h * size / float(w)))), size
+        if (nh, nw) != (h, w):
+            img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        y0, x0 = (nh - size) // 2, (nw - size) // 2
+        return np.ascontiguousarray(img[y0:y0 + size, x0:x0 + size])
+    raise ValueError("resize mode must be one of %s, got %r" % (", ".join(RESIZE_MODES), mode))
+
+
+def read_file_checked(path):
+    """(bytes, None) or (None, reason) for a path, without ever blocking on a FIFO."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return None, "broken symlink: points to '%s'" % os.readlink(path)
+        return None, "missing file"
+    except OSError as e:
+        return None, "cannot stat: %s" % (e.strerror or e)
+    if not stat.S_ISREG(st.st_mode):
+        return None, "not a regular file"
+    if st.st_size == 0:
+        return None, "empty file"
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        return None, "unreadable: %s" % (e.strerror or e)
+    if not data:
+        return None, "empty file"
+    return data, None
+
+
+def prepare_image(data, size=256, mode="warp", min_side=16, max_pixels=100_000_000):
+    """File bytes -> (resized uint8 BGR image, None) or (None, skip reason)."""
+    hw = header_size(data)
+    if hw is not None:
+        w, h = hw
+        if w * h > max_pixels:
+            return None, "huge: header says %dx%d = %.1f MPixel > --max-pixels %.1f MPixel" % (
+                w, h, w * h / 1e6, max_pixels / 1e6)
+    if jpeg_truncated(data):
+        return None, "truncated: JPEG has no end-of-image marker after its last scan"
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as e:
+        msg = str(e).strip().splitlines()[-1] if str(e).strip() else "cv2.error"
+        return None, "decode error: %s" % msg
+    if img is None:
+        return None, "undecodable: corrupt or not an image"
+    h, w = img.shape[:2]
+    if h * w > max_pixels:
+        return None, "huge: %dx%d = %.1f MPixel > --max-pixels %.1f MPixel" % (w, h, w * h / 1e6, max_pixels / 1e6)
+    if min(h, w) < min_side:
+        return None, "tiny: %dx%d, shorter side < --min-side %d" % (w, h, min_side)
+    return resize_image(img, size, mode), None
+
+
+def encode_image(img, fmt="jpg", jpeg_quality=95):
+    """HxWx3 uint8 BGR -> JPEG/PNG bytes (OpenCV)."""
+    if fmt == "jpg":
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
+    elif fmt == "png":
+        ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    else:
+        raise ValueError("encode format must be one of %s, got %r" % (", ".join(ENCODE_FORMATS), fmt))
+    if not ok:
+        raise RuntimeError("cv2.imencode failed for format %s" % fmt)
+    return buf.tobytes()
+
+
+def make_datum_bytes(img, label, encoded=False, fmt="jpg", jpeg_quality=95):
+    """Resized image -> serialised Datum (raw CHW, or encoded JPEG/PNG bytes)."""
+    if encoded:
+        d = image_to_datum(img, label, encoded_bytes=encode_image(img, fmt, jpeg_quality))
+    else:
+        d = image_to_datum(img, label)
+        d.encoded = False  # set explicitly, as convert_imageset does: the bytes then match its output
+    return d.SerializeToString()
+
+
+# ----------------------------------------------------------------------------- workers
+
+_CFG = {}
+
+
+def quiet_opencv():
+    """Silence OpenCV's own warnings (we report every skipped file ourselves)."""
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    except AttributeError:  # pragma: no cover - old OpenCV
+        pass
+
+
+def _die_with_parent():
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux prctl)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - non-Linux
+        pass
+
+
+def _worker_init(cfg, parent_pid):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and terminates us
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent()
+    if os.getppid() != parent_pid:  # parent died before prctl took effect
+        os._exit(1)
+    cv2.setNumThreads(1)
+    quiet_opencv()
+    _CFG.clear()
+    _CFG.update(cfg)
+    _CFG["parent_pid"] = parent_pid
+
+
+def process_entry(task, cfg=None):
+    """(index, abs_path, label) -> (index, datum bytes or None, skip reason or None, bytes read)."""
+    cfg = cfg or _CFG
+    if "parent_pid" in cfg and os.getppid() != cfg["parent_pid"]:
+        os._exit(1)
+    idx, path, label = task
+    if cfg.get("delay"):
+        time.sleep(cfg["delay"])
+    data, reason = read_file_checked(path)
+    if data is None:
+        return idx, None, reason, 0
+    img, reason = prepare_image(data, cfg["size"], cfg["resize"], cfg["min_side"], cfg["max_pixels"])
+    if img is None:
+        return idx, None, reason, len(data)
+    return idx, make_datum_bytes(img, label, cfg["encoded"], cfg["encode_format"], cfg["jpeg_quality"]), None, len(data)
+
+
+# ----------------------------------------------------------------------------- writing
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_partials(output, log=print):
+    """Remove ``OUTPUT.partial-<pid>`` folders whose process is gone (a killed build)."""
+    for p in glob.glob(glob.escape(output) + ".partial-*"):
+        tail = p.rsplit(".partial-", 1)[1]
+        if tail.isdigit() and int(tail) != os.getpid() and not _pid_alive(int(tail)):
+            log("removing stale partial build %s (its process %s is gone)" % (p, tail))
+            shutil.rmtree(p, ignore_errors=True)
+
+
+class SafeLmdbWriter(object):
+    """Write an LMDB at ``output`` all-or-nothing.
+
+    The database is built in ``output + '.partial-<pid>'`` (same folder, so the final
+    rename is atomic on one filesystem); ``finish()`` renames it into place, ``abort()``
+    (also called when a ``with`` block raises) removes it. A folder left behind by a
+    SIGKILL keeps its ``.partial-<pid>`` name, so it is never taken for the output; the
+    next build for the same OUTPUT removes it.
+    Writes are buffered and committed every ``batch`` puts; when LMDB reports the map
+    full the transaction is retried after ``set_mapsize`` doubles the map.
+    """
+
+    def __init__(self, output, overwrite=False, map_size=1 << 30, batch=1000, log=print):
+        self.output = os.path.abspath(output.rstrip("/") or output)
+        self.overwrite = overwrite
+        self.batch = max(1, int(batch))
+        self.log = log
+        parent = os.path.dirname(self.output)
+        if not os.path.isdir(parent):
+            os.makedirs(parent, exist_ok=True)
+        if os.path.lexists(self.output) and not overwrite:
+            raise BuildError("output '%s' already exists; pass --overwrite to replace it" % self.output)
+        remove_stale_partials(self.output, log)
+        self.partial = "%s.partial-%d" % (self.output, os.getpid())
+        if os.path.lexists(self.partial):
+            shutil.rmtree(self.partial)
+        os.makedirs(self.partial)
+        self.map_size = int(max(1 << 20, map_size))
+        self.env = lmdb.open(self.partial, map_size=self.map_size, subdir=True, meminit=False,
+                             map_async=True, sync=False, metasync=False)
+        self.pending = []
+        self.count = 0
+        self.grows = 0
+        self.last_key = b""
+        self.done = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if not self.done:
+            self.abort()
+        return False
+
+    def put(self, key, value):
+        if isinstance(key, str):
+            key = key.encode("utf-8")
+        if len(key) > MAX_KEY_BYTES:
+            raise BuildError("key longer than %d bytes: %r" % (MAX_KEY_BYTES, key[:60]))
+        self.pending.append((key, value))
+        if len(self.pending) >= self.batch:
+            self.flush()
+
+    def flush(self):
+        while self.pending:
+            try:
+                with self.env.begin(write=True) as txn:
+                    for k, v in self.pending:
+                        ok = txn.put(k, v, append=k > self.last_key, overwrite=False)
+                        if not ok:
+                            raise BuildError("duplicate key %r" % k)
+                        if k > self.last_key:
+                            self.last_key = k
+            except lmdb.MapFullError:
+                self.last_key = self._max_key()
+                self.map_size *= 2
+                self.grows += 1
+                self.env.set_mapsize(self.map_size)
+                continue
+            self.count += len(self.pending)
+            self.pending = []
+
+    def _max_key(self):
+        with self.env.begin() as txn:
+            cur = txn.cursor()
+            return cur.key() if cur.last() else b""
+
+    def finish(self):
+        """Commit, sync, close and rename into place; returns the final path."""
+        self.flush()
+        self.env.sync(True)
+        self.env.close()
+        old = None
+        if os.path.lexists(self.output):
+            if not self.overwrite:
+                shutil.rmtree(self.partial, ignore_errors=True)
+                self.done = True
+                raise BuildError("output '%s' appeared while building; not replacing it (use --overwrite)"
+                                 % self.output)
+            old = "%s.old-%d" % (self.output, os.getpid())
+            os.rename(self.output, old)
+        os.rename(self.partial, self.output)
+        self.done = True
+        if old:
+            if os.path.isdir(old) and not os.path.islink(old):
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.remove(old)
+        return self.output
+
+    def abort(self):
+        try:
+            self.env.close()
+        except Exception:  # noqa: BLE001 - closing twice is harmless, we are cleaning up
+            pass
+        shutil.rmtree(self.partial, ignore_errors=True)
+        self.done = True
+
+
+class signals_raise(object):
+    """Context manager: SIGTERM (and SIGINT) raise ``Interrupted`` in the main thread.
+
+    With it, ``finally``/``with`` cleanup runs when the build is killed politely.
+    """
+
+    def __enter__(self):
+        self.old = {}
+        for s in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self.old[s] = signal.signal(s, self._handler)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    @staticmethod
+    def _handler(signum, frame):
+        raise Interrupted(signum)
+
+    def __exit__(self, *exc):
+        for s, h in self.old.items():
+            signal.signal(s, h)
+        return False
+
+
+def write_report(path, rows, header=("index", "path", "reason")):
+    """Write a TSV report atomically (tmp file + rename)."""
+    tmp = "%s.tmp-%d" % (path, os.getpid())
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("\t".join(header) + "\n")
+        for row in rows:
+            f.write("\t".join(str(c).replace("\t", " ").replace("\n", " ") for c in row) + "\n")
+    os.replace(tmp, path)
+
+
+def folder_bytes(path):
+    total = 0
+    for dirpath, _, files in os.walk(path):
+        for f in files:
+            total += os.path.getsize(os.path.join(dirpath, f))
+    return total
+
+
+# ----------------------------------------------------------------------------- the build
+
+def build_lmdb(entries, output, size=256, resize="warp", encoded=False, encode_format="jpg",
+               jpeg_quality=95, workers=None, shuffle=False, seed=0, overwrite=False, min_side=16,
+               max_pixels=100_000_000, batch=1000, initial_map_bytes=None, delay=0.0, progress=True,
+               log=print, chunksize=8, start_method="spawn"):
+    """Build ``output`` from ``entries``; returns a summary dict.
+
+    Keys are ``%08d_<key_path>`` with the index in the (optionally shuffled, with
+    ``seed``) entry order; skipped entries keep their index, as in convert_imageset.
+    ``workers``: None = all cores, 0 = decode in this process, n = n worker processes.
+    Skipped entries are written to ``output + '.skipped.tsv'``. Raises BuildError if
+    nothing could be written (no database is created then).
+    """
+    from tqdm import tqdm
+
+    if resize not in RESIZE_MODES:
+        raise BuildError("--resize must be one of %s" % ", ".join(RESIZE_MODES))
+    if encode_format not in ENCODE_FORMATS:
+        raise BuildError("--encode-format must be one of %s" % ", ".join(ENCODE_FORMATS))
+    if size < 1 or min_side < 1 or max_pixels < 1:
+        raise BuildError("size, min-side and max-pixels must be positive")
+    output = os.path.abspath(output.rstrip("/") or output)
+    entries = list(entries)
+    if shuffle:
+        order = np.random.RandomState(seed).permutation(len(entries))
+        entries = [entries[i] for i in order]
+    report_path = output + ".skipped.tsv"
+    workers = (os.cpu_count() or 1) if workers is None else int(workers)
+    cfg = dict(size=int(size), resize=resize, encoded=bool(encoded), encode_format=encode_format,
+               jpeg_quality=int(jpeg_quality), min_side=int(min_side), max_pixels=int(max_pixels),
+               delay=float(delay))
+
+    keys, skipped, tasks = {}, [], []
+    for i, e in enumerate(entries):
+        key = ("%08d_%s" % (i, e.key_path)).encode("utf-8")
+        if e.reason:
+            skipped.append((i, e.key_path, e.reason))
+        elif len(key) > MAX_KEY_BYTES:
+            skipped.append((i, e.key_path, "key too long: %d bytes > %d for an LMDB key" % (len(key), MAX_KEY_BYTES)))
+        else:
+            keys[i] = key
+            tasks.append((i, e.abs_path, e.label))
+
+    per_item = size * size * 3 + 256 if not encoded else size * size + 4096
+    map_bytes = initial_map_bytes or int(max(64 << 20, len(tasks) * per_item * 1.25))
+    t0 = time.time()
+    bytes_read = 0
+    pool = None
+    with signals_raise():
+        writer = SafeLmdbWriter(output, overwrite=overwrite, map_size=map_bytes, batch=batch, log=log)
+        try:
+            if workers > 0 and tasks:
+                # spawn, not fork: a forked child inherits OpenCV's thread-pool locks in whatever
+                # state the parent's threads left them and can deadlock in cv2.resize/imdecode
+                ctx = multiprocessing.get_context(start_method)
+                pool = ctx.Pool(workers, initializer=_worker_init, initargs=(cfg, os.getpid()))
+                results = pool.imap(process_entry, tasks, chunksize=max(1, int(chunksize)))
+            else:
+                quiet_opencv()
+                results = (process_entry(t, cfg) for t in tasks)
+            bar = tqdm(total=len(tasks), unit="img", disable=not progress, dynamic_ncols=True,
+                       smoothing=0.1, mininterval=0.5)
+            with bar:
+                for n, (idx, value, reason, nbytes) in enumerate(results, 1):
+                    bytes_read += nbytes
+                    if value is None:
+                        skipped.append((idx, entries[idx].key_path, reason))
+                    else:
+                        writer.put(keys[idx], value)
+                    bar.update(1)
+                    if n % 256 == 0:
+                        bar.set_postfix(skipped=len(skipped), refresh=False)
+            if pool is not None:
+                pool.close()
+                pool.join()
+                pool = None
+            writer.flush()
+            written = writer.count
+            skipped.sort()
+            if written == 0:
+                writer.abort()
+                write_report(report_path, skipped)
+                raise BuildError("nothing was written: all %d entries were skipped (see %s)"
+                                 % (len(entries), report_path))
+            writer.finish()
+        except BaseException:
+            if pool is not None:
+                pool.terminate()
+                pool.join()
+            writer.abort()
+            raise
+    write_report(report_path, skipped)
+    secs = time.time() - t0
+    db_bytes = folder_bytes(output)
+    summary = collections.OrderedDict([
+        ("output", output), ("entries", len(entries)), ("written", written), ("skipped", len(skipped)),
+        ("skip_reasons", dict(collections.Counter(r.split(":")[0] for _, _, r in skipped))),
+        ("skipped_report", report_path), ("bytes_read", bytes_read), ("db_bytes", db_bytes),
+        ("map_grows", writer.grows), ("seconds", round(secs, 3)),
+        ("images_per_s", round(len(tasks) / secs, 1) if secs > 0 else None), ("workers", workers),
+    ])
+    return summary
+
+
+def format_summary(s):
+    lines = ["wrote %d of %d entries to %s" % (s["written"], s["entries"], s["output"]),
+             "skipped %d (%s); list: %s" % (s["skipped"], ", ".join("%s: %d" % kv for kv in sorted(s["skip_reasons"].items())) or "none",
+                                         s["skipped_report"]),
+             "read %.1f MB, database %.1f MB, map grown %d times" % (s["bytes_read"] / 1e6, s["db_bytes"] / 1e6, s["map_grows"]),
+             "time %.2f s, %.1f images/s with %d worker(s)" % (s["seconds"], s["images_per_s"] or 0, s["workers"])]
+    return "\n".join(lines)
+
+
+def write_datums(output, items, total=None, overwrite=False, batch=1000, map_bytes=None, progress=True,
+                 log=print, desc=None):
+    """Write (key, serialised Datum) pairs produced in this process, all-or-nothing.
+
+    For generated data (the Fashion scenes); same safety as ``build_lmdb``. Returns
+    the number written.
+    """
+    from tqdm import tqdm
+
+    map_bytes = map_bytes or int(max(64 << 20, (total or 1000) * (256 * 256 * 3 + 256) * 1.25))
+    with signals_raise():
+        with SafeLmdbWriter(output, overwrite=overwrite, map_size=map_bytes, batch=batch, log=log) as w:
+            for key, value in tqdm(items, total=total, unit="img", disable=not progress, desc=desc,
+                                   dynamic_ncols=True, mininterval=0.5):
+                w.put(key, value)
+            w.flush()
+            if w.count == 0:
+                raise BuildError("nothing to write to %s" % output)
+            n = w.count
+            w.finish()
+    return n
+
+
+def datum_bytes_from_array(img, label):
+    """Convenience: HxWx3 uint8 -> serialised raw Datum."""
+    return image_to_datum(img, label).SerializeToString()
+
+
+if caffe_pb2 is None:  # pragma: no cover
+    sys.stderr.write("lmdb_build: caffe.proto is not importable; Datum writing will fail\n")
