@@ -46,7 +46,7 @@ except ImportError:  # the numpy core stays usable without Caffe
     caffe = None
     _LayerBase = object
 
-from ltc_params import ParamError, parse_params
+from ltc_params import ParamError, parse_params, report_errors
 
 DEFAULT_M = 10.0
 PARAM_SPEC = {"M": (DEFAULT_M, float)}
@@ -102,6 +102,7 @@ def parse_loss_params(param_str):
 class CountingLossLayer(_LayerBase):
     """Caffe Python layer for eq. 4 (see the module docstring for the contract)."""
 
+    @report_errors
     def setup(self, bottom, top):
         self.params = parse_loss_params(self.param_str)
         if len(bottom) not in (1, 6):
@@ -111,6 +112,7 @@ class CountingLossLayer(_LayerBase):
             raise Exception("CountingLossLayer has exactly one top (the loss), got %d" % len(top))
         self.stacked = len(bottom) == 1
 
+    @report_errors
     def reshape(self, bottom, top):
         if self.stacked:
             shape = bottom[0].data.shape

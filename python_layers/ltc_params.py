@@ -63,3 +63,34 @@ def parse_params(param_str, spec, layer="layer", required=()):
     for key, (default, typ) in spec.items():
         out[key] = _coerce(layer, key, given[key], typ) if key in given else default
     return out
+
+
+def _under_caffe_binary():
+    """True inside the `caffe` tool (embedded Python), False under a python interpreter."""
+    import os
+    try:
+        exe = os.path.basename(os.readlink("/proc/self/exe"))
+    except OSError:
+        return False
+    return not exe.startswith("python")
+
+
+def report_errors(method):
+    """Decorator for a Python layer's setup/reshape: under the ``caffe`` binary a Python
+    exception aborts the process with only ``boost::python::error_already_set`` on the
+    screen, so print the layer's own message to stderr first. Under pycaffe the exception
+    propagates unchanged (and is not printed twice)."""
+    import functools
+    import sys
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as e:
+            if _under_caffe_binary():
+                sys.stderr.write("\nERROR in Python layer %s.%s: %s: %s\n"
+                                 % (type(self).__name__, method.__name__, type(e).__name__, e))
+                sys.stderr.flush()
+            raise
+    return wrapper

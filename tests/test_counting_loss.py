@@ -215,3 +215,21 @@ def test_mismatched_bottom_shapes_are_refused(tmp_path):
     with pytest.raises(Exception) as err:
         caffe.Net(str(path), caffe.TEST)
     assert "bottom 4 (phi(Dx)) has shape (2, 4)" in str(err.value)
+
+
+def test_caffe_binary_prints_the_layer_error(tmp_path):
+    """Under the `caffe` tool a Python exception would only show `error_already_set`:
+    the layer prints its own message first."""
+    import subprocess
+    loss_net_text = "".join('input: "%s" input_shape { dim: 2 dim: 3 }\n' % nm for nm in NAMES)
+    loss_net_text += ('layer { name: "loss" type: "Python" %s top: "loss" loss_weight: 1 '
+                      'python_param { module: "counting_loss" layer: "CountingLossLayer" '
+                      'param_str: \'{"margin": 3}\' } }\n' % " ".join('bottom: "%s"' % nm for nm in NAMES))
+    path = tmp_path / "bad.prototxt"
+    path.write_text(loss_net_text)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    res = subprocess.run([os.path.join(repo, ".venv", "bin", "caffe"), "time", "-model", str(path), "-iterations", "1"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0
+    assert "ERROR in Python layer CountingLossLayer.setup: ParamError" in res.stderr
+    assert "unknown param_str key(s) 'margin'" in res.stderr
