@@ -1,0 +1,222 @@
+#!/usr/bin/env python
+"""Counting testbed: Fashion-MNIST items composed into scenes with a known count.
+
+Reads Fashion-MNIST (70,000 labelled 28x28 items) from Debian's package
+``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist/*-idx?-ubyte.gz``;
+install it with ``sudo apt-get install -y dataset-fashion-mnist``) and writes:
+
+  scenes  ``data/fashion/scenes_{train,val}_lmdb``: 256x256 BGR scenes holding k items,
+          k uniform in 0..16, label = k. Each item is scaled to a random side in
+          [--min-item, --max-item] px (bilinear), tinted with a random colour (or kept
+          gray, --gray), and placed at a random position at least --margin px from the
+          border (so a 228x228 centre crop sees every item) with no two items' boxes
+          closer than --gap px (non-overlapping). Placement: largest item first, up to
+          --tries random positions each; a scene that does not fit is redrawn.
+          Train scenes use items of Fashion's training split, val scenes its test split.
+  items   ``data/fashion/items_{train,val}_lmdb``: one item per image, resized to
+          --item-size px (bilinear) and centred on a black 256x256 canvas (gray, 3 equal
+          channels), label = Fashion class 0..9, for linear probes. Train items are a
+          seeded sample of the training split, val items of the test split.
+
+Everything is seeded (--seed); the defaults build in well under a minute.
+
+Example:
+  python data_prep/fashion_scenes.py              # all four LMDBs
+  python data_prep/fashion_scenes.py --what scenes --train-scenes 20000 --overwrite
+"""
+import argparse
+import gzip
+import os
+import struct
+import sys
+import time
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for _p in (_ROOT, os.path.join(_ROOT, "python_layers")):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+import lmdb_build  # noqa: E402
+
+FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+
+class FashionError(RuntimeError):
+    pass
+
+
+def read_idx(path):
+    """An idx(.gz) file -> numpy array (uint8 images N x 28 x 28, or labels N)."""
+    if not os.path.isfile(path):
+        raise FashionError("Fashion-MNIST file '%s' is missing; install Debian's package with "
+                           "'sudo apt-get install -y dataset-fashion-mnist' or pass --fashion-dir" % path)
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 8:
+        raise FashionError("'%s' is too short for an idx file" % path)
+    zero, dtype, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype != 0x08:
+        raise FashionError("'%s' is not an unsigned-byte idx file (magic %r)" % (path, data[:4]))
+    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    arr = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
+    if arr.size != int(np.prod(dims)):
+        raise FashionError("'%s' holds %d bytes of data, its header says %s" % (path, arr.size, dims))
+    return arr.reshape(dims)
+
+
+def load_fashion(folder=FASHION_DIR, split="train"):
+    """(images N x 28 x 28 uint8, labels N) of Fashion-MNIST's 'train' or 'test' split."""
+    pre = "train" if split == "train" else "t10k"
+    imgs = read_idx(os.path.join(folder, "%s-images-idx3-ubyte.gz" % pre))
+    labels = read_idx(os.path.join(folder, "%s-labels-idx1-ubyte.gz" % pre))
+    if len(imgs) != len(labels):
+        raise FashionError("%s split: %d images but %d labels" % (split, len(imgs), len(labels)))
+    return imgs, labels
+
+
+def place_boxes(sizes, rng, canvas=256, margin=14, gap=2, tries=200):
+    """Non-overlapping positions for squares of the given sides, or None if they do not fit.
+
+    Returns a list of (x, y, side) in the order of ``sizes``; boxes stay ``margin`` px
+    inside the canvas and at least ``gap`` px apart.
+    """
+    order = np.argsort(-np.asarray(sizes), kind="stable")
+    placed = [None] * len(sizes)
+    boxes = []
+    for i in order:
+        s = int(sizes[i])
+        hi = canvas - margin - s
+        if hi < margin:
+            return None
+        for _ in range(tries):
+            x, y = int(rng.randint(margin, hi + 1)), int(rng.randint(margin, hi + 1))
+            if all(x + s + gap <= bx or bx + bs + gap <= x or y + s + gap <= by or by + bs + gap <= y
+                   for bx, by, bs in boxes):
+                boxes.append((x, y, s))
+                placed[i] = (x, y, s)
+                break
+        else:
+            return None
+    return placed
+
+
+def compose_scene(items, rng, canvas=256, min_item=24, max_item=48, margin=14, gap=2, gray=False,
+                  tries=200, redraws=50):
+    """Compose one scene from ``items`` (a list of HxW uint8 gray items, len = k).
+
+    Returns (canvas x canvas x 3 uint8 BGR image, boxes [(x, y, side)]) with exactly
+    len(items) non-overlapping items. Raises FashionError if they never fit.
+    """
+    k = len(items)
+    for _ in range(redraws):
+        sizes = rng.randint(min_item, max_item + 1, size=k)
+        boxes = place_boxes(sizes, rng, canvas, margin, gap, tries)
+        if boxes is not None:
+            break
+    else:
+        raise FashionError("could not place %d items of %d..%d px on a %d px canvas (margin %d, gap %d); "
+                           "use smaller --max-item" % (k, min_item, max_item, canvas, margin, gap))
+    img = np.zeros((canvas, canvas, 3), np.uint8)
+    for item, (x, y, s) in zip(items, boxes):
+        patch = cv2.resize(item, (s, s), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+        colour = np.ones(3, np.float32) if gray else rng.uniform(0.35, 1.0, size=3).astype(np.float32)
+        img[y:y + s, x:x + s] = np.clip(patch[:, :, None] * colour[None, None, :] + 0.5, 0, 255).astype(np.uint8)
+    return img, boxes
+
+
+def item_image(item, canvas=256, item_size=224):
+    """One item resized to item_size and centred on a black canvas, 3 equal channels."""
+    patch = cv2.resize(item, (item_size, item_size), interpolation=cv2.INTER_LINEAR)
+    img = np.zeros((canvas, canvas), np.uint8)
+    o = (canvas - item_size) // 2
+    img[o:o + item_size, o:o + item_size] = patch
+    return np.ascontiguousarray(np.repeat(img[:, :, None], 3, axis=2))
+
+
+def scene_datums(imgs, n, rng, args, max_count, min_count=0):
+    counts = rng.randint(min_count, max_count + 1, size=n)
+    for i in range(n):
+        k = int(counts[i])
+        pick = rng.randint(0, len(imgs), size=k)
+        img, _ = compose_scene([imgs[j] for j in pick], rng, args.canvas, args.min_item, args.max_item,
+                               args.margin, args.gap, args.gray, args.tries)
+        yield "%08d_scene_k%02d" % (i, k), lmdb_build.datum_bytes_from_array(img, k)
+
+
+def item_datums(imgs, labels, n, rng, args):
+    pick = rng.permutation(len(imgs))[:n]
+    for i, j in enumerate(pick):
+        yield ("%08d_item_%05d_c%d" % (i, j, labels[j]),
+               lmdb_build.datum_bytes_from_array(item_image(imgs[j], args.canvas, args.item_size), int(labels[j])))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--fashion-dir", default=FASHION_DIR, help="folder of Fashion-MNIST's idx .gz files")
+    p.add_argument("--out-dir", default=os.path.join(_ROOT, "data", "fashion"), help="where the LMDBs go")
+    p.add_argument("--what", choices=("all", "scenes", "items"), default="all")
+    p.add_argument("--train-scenes", type=int, default=2000)
+    p.add_argument("--val-scenes", type=int, default=500)
+    p.add_argument("--train-items", type=int, default=5000)
+    p.add_argument("--val-items", type=int, default=1000)
+    p.add_argument("--max-count", type=int, default=16, help="scenes hold 0..max-count items")
+    p.add_argument("--canvas", type=int, default=256, help="scene side (px)")
+    p.add_argument("--min-item", type=int, default=24, help="smallest item side in a scene (px)")
+    p.add_argument("--max-item", type=int, default=48, help="largest item side in a scene (px)")
+    p.add_argument("--margin", type=int, default=14, help="items stay this far from the border (px)")
+    p.add_argument("--gap", type=int, default=2, help="minimum distance between item boxes (px)")
+    p.add_argument("--tries", type=int, default=200, help="random positions tried per item")
+    p.add_argument("--gray", action="store_true", help="gray items instead of random colour tints")
+    p.add_argument("--item-size", type=int, default=224, help="item side in the items LMDBs (px)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace existing LMDBs")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    print("fashion_scenes: " + " ".join("%s=%s" % kv for kv in sorted(vars(args).items())))
+    if args.min_item < 1 or args.max_item < args.min_item or args.max_count < 0:
+        print("error: need 1 <= --min-item <= --max-item and --max-count >= 0", file=sys.stderr)
+        return 1
+    t0 = time.time()
+    try:
+        splits = {s: load_fashion(args.fashion_dir, s) for s in ("train", "test")}
+        print("read Fashion-MNIST from %s: %d train, %d test items"
+              % (args.fashion_dir, len(splits["train"][0]), len(splits["test"][0])))
+        jobs = []
+        if args.what in ("all", "scenes"):
+            jobs += [("scenes_train_lmdb", "train", args.train_scenes, 1), ("scenes_val_lmdb", "test", args.val_scenes, 2)]
+        if args.what in ("all", "items"):
+            jobs += [("items_train_lmdb", "train", args.train_items, 3), ("items_val_lmdb", "test", args.val_items, 4)]
+        for name, split, n, salt in jobs:
+            out = os.path.join(args.out_dir, name)
+            if os.path.exists(out) and not args.overwrite:
+                raise lmdb_build.BuildError("'%s' already exists; pass --overwrite to rebuild it" % out)
+        for name, split, n, salt in jobs:
+            out = os.path.join(args.out_dir, name)
+            rng = np.random.RandomState([args.seed, salt])
+            imgs, labels = splits[split]
+            t = time.time()
+            if name.startswith("scenes"):
+                gen = scene_datums(imgs, n, rng, args, args.max_count)
+            else:
+                gen = item_datums(imgs, labels, n, rng, args)
+            written = lmdb_build.write_datums(out, gen, total=n, overwrite=args.overwrite,
+                                              progress=not args.no_progress, desc=name)
+            print("wrote %d entries to %s (Fashion %s split) in %.1f s" % (written, out, split, time.time() - t))
+    except (FashionError, lmdb_build.BuildError) as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 1
+    except lmdb_build.Interrupted as e:
+        print("fashion_scenes: %s; the LMDB being written was removed" % e, file=sys.stderr)
+        return 128 + e.signum
+    print("done in %.1f s" % (time.time() - t0))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
