@@ -50,6 +50,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".t
 RESIZE_MODES = ("warp", "shorter-crop")
 ENCODE_FORMATS = ("jpg", "png")
 MAX_KEY_BYTES = 511  # LMDB's default maximum key size
+SMALL_JOB = 48  # fewer images than this are decoded in-process: starting workers costs ~1 s
 
 Entry = collections.namedtuple("Entry", "key_path abs_path label reason")
 Entry.__doc__ = ("One source image: key_path goes into the key, abs_path is read, label is the "
@@ -509,12 +510,14 @@ def folder_bytes(path):
 def build_lmdb(entries, output, size=256, resize="warp", encoded=False, encode_format="jpg",
                jpeg_quality=95, workers=None, shuffle=False, seed=0, overwrite=False, min_side=16,
                max_pixels=100_000_000, batch=1000, initial_map_bytes=None, delay=0.0, progress=True,
-               log=print, chunksize=8, start_method="spawn"):
+               log=print, chunksize=8, start_method="spawn", small_job=SMALL_JOB):
     """Build ``output`` from ``entries``; returns a summary dict.
 
     Keys are ``%08d_<key_path>`` with the index in the (optionally shuffled, with
     ``seed``) entry order; skipped entries keep their index, as in convert_imageset.
-    ``workers``: None = all cores, 0 = decode in this process, n = n worker processes.
+    ``workers``: None = all cores, 0 = decode in this process, n = n worker processes
+    (started with ``start_method``; spawn is safe after OpenCV used threads here).
+    Jobs of fewer than ``small_job`` images are decoded in this process.
     Skipped entries are written to ``output + '.skipped.tsv'``. Raises BuildError if
     nothing could be written (no database is created then).
     """
@@ -556,7 +559,7 @@ def build_lmdb(entries, output, size=256, resize="warp", encoded=False, encode_f
     with signals_raise():
         writer = SafeLmdbWriter(output, overwrite=overwrite, map_size=map_bytes, batch=batch, log=log)
         try:
-            if workers > 0 and tasks:
+            if workers > 0 and len(tasks) >= small_job:
                 # spawn, not fork: a forked child inherits OpenCV's thread-pool locks in whatever
                 # state the parent's threads left them and can deadlock in cv2.resize/imdecode
                 ctx = multiprocessing.get_context(start_method)

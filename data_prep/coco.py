@@ -1,0 +1,70 @@
+#!/usr/bin/env python
+"""MS-COCO image folders -> train and val LMDBs (the paper's COCO pre-training variant).
+
+Expects --root with ``train2014/`` and ``val2014/`` (``--year 2017``: ``train2017/``,
+``val2017/``), each a flat folder of JPEGs. No labels are needed for counting
+(label 0). Train is shuffled (--seed), val keeps file order; 256x256 warp by
+default. Bad files are skipped and listed in ``<output>.skipped.tsv``.
+
+Example:
+  python data_prep/coco.py --root /data/coco               # data/coco/{train,val}_lmdb
+  python data_prep/coco.py --root /data/coco --year 2017 --limit 5000
+"""
+import argparse
+import os
+import sys
+import time
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for _p in (_ROOT, os.path.join(_ROOT, "python_layers")):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+import lmdb_build  # noqa: E402
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--root", required=True, help="folder holding train<year>/ and val<year>/")
+    p.add_argument("--year", choices=("2014", "2017"), default="2014")
+    p.add_argument("--out-dir", default=os.path.join(_ROOT, "data", "coco"), help="where the LMDBs go")
+    p.add_argument("--split", choices=("both", "train", "val"), default="both")
+    p.add_argument("--limit", type=int, default=0, help="at most this many images per split (0: all)")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--resize", choices=lmdb_build.RESIZE_MODES, default="warp")
+    p.add_argument("--encoded", action="store_true", help="store JPEG bytes of the resized images")
+    p.add_argument("--seed", type=int, default=0, help="train shuffle seed")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    print("coco: " + " ".join("%s=%s" % kv for kv in sorted(vars(args).items())))
+    t0 = time.time()
+    splits = ["train", "val"] if args.split == "both" else [args.split]
+    try:
+        for split in splits:
+            folder = os.path.join(args.root, "%s%s" % (split, args.year))
+            entries = lmdb_build.collect_folder(folder)
+            if args.limit:
+                entries = entries[:args.limit]
+            if not entries:
+                raise lmdb_build.BuildError("no images in '%s'" % folder)
+            out = os.path.join(args.out_dir, "%s_lmdb" % split)
+            print("%s: %d images from %s -> %s" % (split, len(entries), folder, out))
+            s = lmdb_build.build_lmdb(entries, out, size=args.size, resize=args.resize, encoded=args.encoded,
+                                      workers=args.workers, shuffle=split == "train", seed=args.seed,
+                                      overwrite=args.overwrite, progress=not args.no_progress)
+            print(lmdb_build.format_summary(s))
+    except lmdb_build.BuildError as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 1
+    except lmdb_build.Interrupted as e:
+        print("coco: %s; the LMDB being written was removed" % e, file=sys.stderr)
+        return 128 + e.signum
+    print("done in %.1f s" % (time.time() - t0))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

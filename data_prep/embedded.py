@@ -1,0 +1,142 @@
+#!/usr/bin/env python
+"""The embedded default data set: the real photos that ship inside installed packages.
+
+No download: the photos are read from the package folders of
+  scikit-image  data/astronaut.png, chelsea.png, coffee.png, rocket.jpg,
+                motorcycle_left.png, motorcycle_right.png, hubble_deep_field.jpg
+                (bundled files; skimage's other photos are fetched at run time: not used)
+  scikit-learn  datasets/images/china.jpg, flower.jpg (load_sample_images' two photos)
+  matplotlib    mpl-data/sample_data/grace_hopper.jpg
+  foolbox 3.3.4 data/imagenet_NN_CLASS.jpg (20 ImageNet validation photos; the package
+                is installed with ``pip install --no-deps foolbox==3.3.4`` if its files
+                are absent; it is never imported, only its data files are read)
+30 photos in all. Split (deterministic): the photos sorted by their file name
+``<package>_<name>``; every 5th one (positions 4, 9, 14, ...) goes to val: 24 train, 6 val.
+
+Writes the photo files unchanged into ``<out>/images/{train,val}/`` and builds
+``<out>/train_lmdb`` and ``<out>/val_lmdb`` (256x256 warp, label 0) with the same
+builder as tools/make_lmdb.py. ``<out>`` defaults to ``data/sample``.
+
+Example:
+  python data_prep/embedded.py            # data/sample/{train,val}_lmdb + images/
+  python data_prep/embedded.py --overwrite --resize shorter-crop
+"""
+import argparse
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for _p in (_ROOT, os.path.join(_ROOT, "python_layers")):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+import lmdb_build  # noqa: E402
+
+SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
+                  "motorcycle_right.png", "hubble_deep_field.jpg")
+SKLEARN_PHOTOS = ("china.jpg", "flower.jpg")
+FOOLBOX_SPEC = "foolbox==3.3.4"
+VAL_EVERY = 5
+
+
+def _package_dir(name):
+    """A package's folder, found without importing it (None if not installed)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return list(spec.submodule_search_locations)[0]
+
+
+def foolbox_photos(install=True):
+    d = _package_dir("foolbox")
+    if d is None or not os.path.isdir(os.path.join(d, "data")):
+        if not install:
+            raise lmdb_build.BuildError("foolbox's photos are absent; install them with "
+                                        "'%s -m pip install --no-deps %s'" % (sys.executable, FOOLBOX_SPEC))
+        cmd = [sys.executable, "-m", "pip", "install", "--no-deps", FOOLBOX_SPEC]
+        print("foolbox's photos are absent; running: %s" % " ".join(cmd))
+        subprocess.run(cmd, check=True)
+        importlib.invalidate_caches()
+        d = _package_dir("foolbox")
+        if d is None:
+            raise lmdb_build.BuildError("pip reported success but foolbox is still not importable")
+    data = os.path.join(d, "data")
+    names = sorted(n for n in os.listdir(data) if n.startswith("imagenet_") and n.endswith(".jpg"))
+    return [os.path.join(data, n) for n in names]
+
+
+def collect_photos(install=True):
+    """[(file name in the sample set, source path)] of all embedded photos, sorted by name."""
+    import matplotlib
+    found = []
+    sk = _package_dir("skimage")
+    found += [("skimage_" + n, os.path.join(sk, "data", n)) for n in SKIMAGE_PHOTOS]
+    sl = _package_dir("sklearn")
+    found += [("sklearn_" + n, os.path.join(sl, "datasets", "images", n)) for n in SKLEARN_PHOTOS]
+    found.append(("matplotlib_grace_hopper.jpg", os.path.join(matplotlib.get_data_path(), "sample_data",
+                                                              "grace_hopper.jpg")))
+    found += [("foolbox_" + os.path.basename(p), p) for p in foolbox_photos(install)]
+    missing = [p for _, p in found if not os.path.isfile(p)]
+    if missing:
+        raise lmdb_build.BuildError("embedded photos missing: %s" % ", ".join(missing))
+    return sorted(found)
+
+
+def split_photos(photos, val_every=VAL_EVERY):
+    """Every val_every-th photo (positions val_every-1, 2*val_every-1, ...) to val."""
+    train = [p for i, p in enumerate(photos) if i % val_every != val_every - 1]
+    val = [p for i, p in enumerate(photos) if i % val_every == val_every - 1]
+    return train, val
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default=os.path.join(_ROOT, "data", "sample"), help="output folder")
+    p.add_argument("--size", type=int, default=256, help="LMDB image side")
+    p.add_argument("--resize", choices=lmdb_build.RESIZE_MODES, default="warp")
+    p.add_argument("--val-every", type=int, default=VAL_EVERY, help="every n-th photo (sorted by name) goes to val")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes (0: in-process)")
+    p.add_argument("--no-install", action="store_true", help="do not pip-install foolbox when its photos are absent")
+    p.add_argument("--overwrite", action="store_true", help="replace existing LMDBs and image folders")
+    args = p.parse_args(argv)
+    print("embedded: " + " ".join("%s=%s" % kv for kv in sorted(vars(args).items())))
+    t0 = time.time()
+    outs = {s: os.path.join(args.out, "%s_lmdb" % s) for s in ("train", "val")}
+    try:
+        for o in outs.values():
+            if os.path.exists(o) and not args.overwrite:
+                raise lmdb_build.BuildError("'%s' already exists; pass --overwrite to rebuild it" % o)
+        photos = collect_photos(install=not args.no_install)
+        train, val = split_photos(photos, args.val_every)
+        print("found %d embedded photos: %d train, %d val" % (len(photos), len(train), len(val)))
+        for split, items in (("train", train), ("val", val)):
+            folder = os.path.join(args.out, "images", split)
+            if os.path.isdir(folder):
+                shutil.rmtree(folder)
+            os.makedirs(folder)
+            for name, src in items:
+                shutil.copyfile(src, os.path.join(folder, name))
+            print("%s: copied %d photos to %s: %s" % (split, len(items), folder, " ".join(n for n, _ in items)))
+            s = lmdb_build.build_lmdb(lmdb_build.collect_folder(folder), outs[split], size=args.size,
+                                      resize=args.resize, workers=args.workers, overwrite=args.overwrite,
+                                      progress=False)
+            print(lmdb_build.format_summary(s))
+            if s["skipped"]:
+                raise lmdb_build.BuildError("%d embedded photos were skipped (see %s)" % (s["skipped"], s["skipped_report"]))
+    except (lmdb_build.BuildError, subprocess.CalledProcessError) as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 1
+    except lmdb_build.Interrupted as e:
+        print("embedded: %s; the LMDB being written was removed" % e, file=sys.stderr)
+        return 128 + e.signum
+    print("done in %.1f s" % (time.time() - t0))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
