@@ -100,61 +100,81 @@ class _Timed:
         return timed
 
 
+def _parse_variants(text):
+    """"six:input:0,stacked:data_layer:1" -> [(layout, inputs, workers), ...]"""
+    out = []
+    for item in text.split(","):
+        layout, inputs, workers = item.split(":")
+        out.append((layout, inputs, int(workers)))
+    return out
+
+
 def child_caffe(a):
+    """Build one solver per variant, then step them round-robin (one step each per round) so that
+    load changes on the shared machine hit every variant alike; sgemm is timed once per round too."""
+    import gc
     import numpy as np
     import caffe
     caffe.set_mode_cpu()
-    caffe.set_random_seed(1701)
-    res = dict(kind="caffe", layout=a.layout, inputs=a.inputs, batch=a.batch)
-    with tempfile.TemporaryDirectory() as tmp:
-        solver_path = _caffe_net_files(a.layout, a.batch, a.inputs, a.lmdb, a.workers, tmp)
+    lib = bl.caffe_blas_library()
+    variants = []
+    tmp = tempfile.TemporaryDirectory()
+    for i, (layout, inputs, workers) in enumerate(_parse_variants(a.variants)):
+        caffe.set_random_seed(1701)
+        folder = os.path.join(tmp.name, str(i))
+        os.makedirs(folder)
+        solver_path = _caffe_net_files(layout, a.batch, inputs, a.lmdb, workers, folder)
         t = time.perf_counter()
         solver = caffe.SGDSolver(solver_path)
-        res["setup_s"] = time.perf_counter() - t
+        v = dict(layout=layout, inputs=inputs, workers=workers, solver=solver, setup_s=time.perf_counter() - t,
+                 times=[], data=None, loss=None)
         net = solver.net
-        rng = np.random.default_rng(0)
-        data_timer = loss_timer = None
-        if a.inputs == "input":
-            for name in (["data"] if a.layout in ("stacked", "plain") else ["t1", "t2", "t3", "t4", "dx", "dy"]):
+        if inputs == "input":
+            rng = np.random.default_rng(0)
+            for name in (["data"] if layout in ("stacked", "plain") else ["t1", "t2", "t3", "t4", "dx", "dy"]):
                 blob = net.blobs[name].data
                 blob[...] = rng.standard_normal(blob.shape, dtype=np.float32)
         for name, layer in zip(net._layer_names, net.layers):
             if layer.type == "Python" and name == "data":
-                data_timer = _Timed(layer, ("forward",))
+                v["data"] = _Timed(layer, ("forward",))
             elif layer.type == "Python" and name == "loss":
-                loss_timer = _Timed(layer)
+                v["loss"] = _Timed(layer)
+        variants.append(v)
+    for v in variants:
         for _ in range(a.warmup):
-            solver.step(1)
-        if data_timer:
-            data_timer.total = 0.0
-        if loss_timer:
-            loss_timer.total = 0.0
-        times = []
-        for _ in range(a.iters):
+            v["solver"].step(1)
+        for timer in (v["data"], v["loss"]):
+            if timer:
+                timer.total = 0.0
+    gemm = []
+    for _ in range(a.iters):
+        for v in variants:
             t = time.perf_counter()
-            solver.step(1)
-            times.append(time.perf_counter() - t)
+            v["solver"].step(1)
+            v["times"].append(time.perf_counter() - t)
+        if a.gemm:
+            gemm.append(bl.sgemm_gflops(lib, reps=1))
+    _, core, threads = bl.blas_info(lib)
+    out = []
+    for v in variants:
+        net = v["solver"].net
         loss = float(np.asarray(net.blobs["loss"].data).ravel()[0])
         if not np.isfinite(loss):
-            raise SystemExit("loss is not finite: %r" % loss)
+            raise SystemExit("%s/%s: loss is not finite: %r" % (v["layout"], v["inputs"], loss))
         macs = bl.net_macs(net)
-        lib = bl.caffe_blas_library()
-        _, core, threads = bl.blas_info(lib)
-        res.update(step_s=statistics.median(times), mean_s=statistics.mean(times), min_s=min(times),
-                   max_s=max(times), iters=len(times), loss=loss, flops=bl.train_flops(macs),
-                   fwd_macs_per_image=sum(m for _, m in macs.values()) / (6 * a.batch),
-                   blas_lib=lib, blas_core=core, blas_threads=threads)
-        if data_timer:
-            res["data_s"] = data_timer.total / len(times)
-        if loss_timer:
-            res["loss_s"] = loss_timer.total / len(times)
-        # close the data layer's workers before measuring the GEMM limit on the same cores
-        del solver, net
-        import gc
-        gc.collect()
-        if a.gemm:
-            res["gemm_gflops"] = bl.sgemm_gflops(lib)
-    bl.child_print(res)
+        r = dict(kind="caffe", layout=v["layout"], inputs=v["inputs"], workers=v["workers"], batch=a.batch,
+                 times=v["times"], loss=loss, flops=bl.train_flops(macs), setup_s=v["setup_s"],
+                 fwd_macs_per_image=sum(m for _, m in macs.values()) / (6 * a.batch))
+        if v["data"]:
+            r["data_s"] = v["data"].total / len(v["times"])
+        if v["loss"]:
+            r["loss_s"] = v["loss"].total / len(v["times"])
+        out.append(r)
+    for v in variants:  # stop data-layer workers
+        v.pop("solver")
+    gc.collect()
+    bl.child_print(dict(variants=out, gemm_gflops=statistics.median(gemm) if gemm else None,
+                        blas_lib=lib, blas_core=core, blas_threads=threads))
 
 
 def child_gemm(a):
@@ -223,11 +243,11 @@ def child_torch(a):
     x = torch.randn(6 * n, 3, 114, 114)
     xs = list(x.split(n))
 
-    def step():
+    def step(layout):
         opt.zero_grad(set_to_none=True)
-        if a.layout == "plain":
+        if layout == "plain":
             loss = net(x).sum()
-        elif a.layout == "stacked":
+        elif layout == "stacked":
             loss = counting_loss(net(x), n)
         else:  # six separate calls of the shared trunk (a siamese net written branch by branch)
             loss = counting_loss(torch.cat([net(v) for v in xs]), n)
@@ -235,40 +255,43 @@ def child_torch(a):
         opt.step()
         return loss
 
-    for _ in range(a.warmup):
-        step()
-    times = []
-    for _ in range(a.iters):
-        t = time.perf_counter()
-        loss = step()
-        times.append(time.perf_counter() - t)
-    loss = float(loss.detach())
-    if not np.isfinite(loss):
-        raise SystemExit("loss is not finite: %r" % loss)
+    layouts = [v[0] for v in _parse_variants(a.variants)]
+    for layout in layouts:
+        for _ in range(a.warmup):
+            step(layout)
     g = 2048
     ma, mb = torch.randn(g, g), torch.randn(g, g)
     torch.mm(ma, mb)
-    best = float("inf")
-    for _ in range(5):
+    times = {layout: [] for layout in layouts}
+    losses, gemm = {}, []
+    for _ in range(a.iters):
+        for layout in layouts:
+            t = time.perf_counter()
+            losses[layout] = float(step(layout).detach())
+            times[layout].append(time.perf_counter() - t)
         t = time.perf_counter()
         torch.mm(ma, mb)
-        best = min(best, time.perf_counter() - t)
-    cfg = torch.__config__.show()
-    bl.child_print(dict(kind="torch", layout=a.layout, inputs="input", batch=n,
-                        step_s=statistics.median(times), mean_s=statistics.mean(times), min_s=min(times),
-                        max_s=max(times), iters=len(times), loss=loss, torch_version=torch.__version__,
-                        blas_core="mkldnn" if "USE_MKLDNN=ON" in cfg.replace(" ", "") else "?",
-                        blas_threads=torch.get_num_threads(), gemm_gflops=2.0 * g ** 3 / best / 1e9))
+        gemm.append(2.0 * g ** 3 / (time.perf_counter() - t) / 1e9)
+    for layout, loss in losses.items():
+        if not np.isfinite(loss):
+            raise SystemExit("%s: loss is not finite: %r" % (layout, loss))
+    cfg = torch.__config__.show().replace(" ", "")
+    out = [dict(kind="torch", layout=layout, inputs="input", workers=0, batch=n, times=times[layout],
+                loss=losses[layout]) for layout in layouts]
+    bl.child_print(dict(variants=out, gemm_gflops=statistics.median(gemm), torch_version=torch.__version__,
+                        blas_core="oneDNN" if "USE_MKLDNN=ON" in cfg else "torch",
+                        blas_threads=torch.get_num_threads()))
 
 
 # ============================================================================ parent
-def ensure_lmdb(path, n=512, seed=0):
-    """An LMDB of n 256x256 BGR raw Datums; builds a synthetic one from bundled photos if path is missing."""
+def ensure_lmdb(path, n=512, seed=0, cache=None):
+    """``path`` if it is an LMDB; else an LMDB of n synthetic 256x256 BGR raw Datums (random crops of
+    bundled photos) in ``cache`` (default bench/.cache), built once."""
     from lmdb_io import resolve_path
     real = resolve_path(path)
     if os.path.isdir(real) and os.path.isfile(os.path.join(real, "data.mdb")):
         return real
-    target = os.path.join(bl.CACHE, "photos_lmdb_%d" % n)
+    target = os.path.join(cache or bl.CACHE, "photos_lmdb_%d" % n)
     if os.path.isfile(os.path.join(target, "data.mdb")):
         return target
     import cv2
@@ -317,61 +340,116 @@ def row_name(r):
     return name
 
 
-def run_rows(specs, a):
-    rows = []
+def _groups(specs):
+    """Specs that can share one child (same kind, BLAS, batch, iterations), in first-seen order."""
+    groups = {}
     for spec in specs:
-        kind, layout, inputs, batch, blas = spec["kind"], spec["layout"], spec["inputs"], spec["batch"], spec["blas"]
-        iters = spec.get("iters", a.iters)
-        warmup = spec.get("warmup", a.warmup)
-        env, skip = bl.blas_env(blas) if kind != "torch" else (dict(os.environ), None)
-        row = dict(kind=kind, layout=layout, inputs=inputs, batch=batch, images=6 * batch, blas=blas,
-                   workers=spec.get("workers", 0), load_before=bl.load_avg())
-        if kind == "torch":
-            if not os.path.isfile(a.torch_python):
+        key = (spec["kind"], spec["blas"], spec["batch"], spec.get("iters"), spec.get("warmup"),
+               spec.get("gemm", True), spec.get("alone", False) and id(spec))
+        groups.setdefault(key, []).append(spec)
+    return list(groups.values())
+
+
+def _child_cmd(group, a):
+    s0 = group[0]
+    iters, warmup = s0.get("iters", a.iters), s0.get("warmup", a.warmup)
+    variants = ",".join("%s:%s:%d" % (s["layout"], s["inputs"], s.get("workers", 0)) for s in group)
+    common = ["--variants", variants, "--batch", str(s0["batch"]), "--iters", str(iters), "--warmup", str(warmup)]
+    if s0["kind"] == "torch":
+        return [a.torch_python, os.path.abspath(__file__), "--child", "torch", "--threads", str(s0["blas"])] + common
+    if s0["kind"] == "gemm":
+        return [sys.executable, os.path.abspath(__file__), "--child", "gemm"]
+    lmdb = next((s["lmdb"] for s in group if s.get("lmdb")), "")
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", "caffe", "--lmdb", lmdb] + common
+    return cmd + (["--gemm"] if s0.get("gemm", True) else [])
+
+
+def _summarise(row):
+    t = row.pop("times", None)
+    if not t:
+        return row
+    batch = row["batch"]
+    row.update(step_s=statistics.median(t), min_s=min(t), max_s=max(t), mean_s=statistics.mean(t), iters=len(t))
+    row["samples_s"] = batch / row["step_s"]
+    row["images_s"] = 6 * batch / row["step_s"]
+    row["best_images_s"] = 6 * batch / row["min_s"]
+    row["step_ms"] = 1000 * row["step_s"]
+    row["noise_pct"] = 100.0 * (row["max_s"] - row["min_s"]) / row["step_s"]
+    if row.get("flops"):
+        row["gflops"] = row["flops"] / row["step_s"] / 1e9
+        if row.get("gemm_gflops"):
+            row["pct_limit"] = 100.0 * row["gflops"] / row["gemm_gflops"]
+    if row.get("data_s") is not None:
+        row["data_wait_pct"] = 100.0 * row["data_s"] / row["step_s"]
+    if row.get("loss_s") is not None:
+        row["loss_pct"] = 100.0 * row["loss_s"] / row["step_s"]
+    return row
+
+
+def run_rows(specs, a):
+    """Run the specs, grouped per child (variants of one group step round-robin in one process);
+    with a.repeats > 1 all groups run again in turn and the step times are pooled."""
+    groups = _groups(specs)
+    merged = {}
+    order = []
+    for rep in range(getattr(a, "repeats", 1)):
+        for group in groups:
+            s0 = group[0]
+            kind, blas, batch = s0["kind"], s0["blas"], s0["batch"]
+            env, skip = bl.blas_env(blas) if kind != "torch" else (dict(os.environ), None)
+            if kind == "torch" and not os.path.isfile(a.torch_python):
                 skip = "PyTorch not found at %s; install: %s" % (a.torch_python, bl.TORCH_INSTALL_HINT)
-            threads = int(blas)
-            cmd = [a.torch_python, os.path.abspath(__file__), "--child", "torch", "--layout", layout,
-                   "--batch", str(batch), "--iters", str(iters), "--warmup", str(warmup), "--threads", str(threads)]
-            row["blas"] = "torch/%dt" % threads
-        elif kind == "gemm":
-            cmd = [sys.executable, os.path.abspath(__file__), "--child", "gemm"]
-        else:
-            cmd = [sys.executable, os.path.abspath(__file__), "--child", "caffe", "--layout", layout,
-                   "--inputs", inputs, "--batch", str(batch), "--iters", str(iters), "--warmup", str(warmup),
-                   "--workers", str(row["workers"]), "--lmdb", spec.get("lmdb") or ""]
-            if spec.get("gemm", True):
-                cmd.append("--gemm")
-        row["name"] = row_name(row)
-        if skip:
-            print("skip %-22s batch %-4d blas %-16s: %s" % (row["name"], batch, blas, skip), flush=True)
-            continue
-        print("run  %-22s batch %-4d blas %-16s iters %d ..." % (row["name"], batch, blas, iters), end=" ", flush=True)
-        res, rss, wall, err = bl.run_child(cmd, env=env, timeout=a.timeout)
-        if res is None:
-            print("FAILED\n%s" % err, flush=True)
-            row["error"] = err.strip().splitlines()[-1][:200] if err.strip() else "failed"
-            rows.append(row)
-            continue
-        row.update(res)
-        row["peak_rss_mib"] = rss
-        if "step_s" in res:
-            row["samples_s"] = batch / res["step_s"]
-            row["images_s"] = 6 * batch / res["step_s"]
-            row["step_ms"] = 1000 * res["step_s"]
-            row["best_images_s"] = 6 * batch / res["min_s"]
-            row["noise_pct"] = 100.0 * (res["max_s"] - res["min_s"]) / res["step_s"]
-            if res.get("flops"):
-                row["gflops"] = res["flops"] / res["step_s"] / 1e9
-                if res.get("gemm_gflops"):
-                    row["pct_limit"] = 100.0 * row["gflops"] / res["gemm_gflops"]
-            if res.get("data_s") is not None:
-                row["data_wait_pct"] = 100.0 * res["data_s"] / res["step_s"]
-            if res.get("loss_s") is not None:
-                row["loss_pct"] = 100.0 * res["loss_s"] / res["step_s"]
-            print("%.0f ms/step, %.1f images/s (wall %.0f s)" % (row["step_ms"], row["images_s"], wall), flush=True)
-        else:
-            print("%.1f GFLOP/s (%s)" % (res.get("gemm_gflops", 0), res.get("blas_core")), flush=True)
-        rows.append(row)
+            label = "%s %s batch %d blas %s" % (kind, "/".join(row_name(dict(s, kind=kind)).split(" ", 1)[1]
+                                                               for s in group), batch, blas)
+            if skip:
+                if rep == 0:
+                    print("skip %s: %s" % (label, skip), flush=True)
+                continue
+            print("run  %s (repeat %d) ..." % (label, rep + 1), end=" ", flush=True)
+            load = bl.load_avg()
+            res, rss, wall, err = bl.run_child(_child_cmd(group, a), env=env, timeout=a.timeout)
+            if res is None:
+                print("FAILED\n%s" % err, flush=True)
+                for s in group:
+                    key = (kind, blas, batch, s["layout"], s["inputs"], s.get("workers", 0))
+                    if key not in merged:
+                        order.append(key)
+                        merged[key] = dict(kind=kind, layout=s["layout"], inputs=s["inputs"], batch=batch,
+                                           images=6 * batch, workers=s.get("workers", 0), blas=blas,
+                                           error=(err.strip().splitlines() or ["failed"])[-1][:200])
+                continue
+            print("done in %.0f s" % wall, flush=True)
+            if kind == "gemm":
+                res.update(kind="gemm", layout="-", inputs="-", batch=None, images=None, blas=blas, peak_rss_mib=rss,
+                           name="sgemm 2048^3 (limit)")
+                key = ("gemm", blas)
+                if key not in merged:
+                    order.append(key)
+                    merged[key] = res
+                continue
+            for v in res["variants"]:
+                key = (kind, blas, batch, v["layout"], v["inputs"], v["workers"])
+                v.update(images=6 * batch, blas=blas if kind != "torch" else "torch/%st" % blas,
+                         blas_core=res.get("blas_core"), blas_threads=res.get("blas_threads"),
+                         blas_lib=res.get("blas_lib"), torch_version=res.get("torch_version"),
+                         peak_rss_mib=rss, load_before=load)
+                if key in merged and "times" in merged[key]:
+                    merged[key]["times"] += v["times"]
+                    merged[key]["gemm_list"].append(res.get("gemm_gflops"))
+                    merged[key]["peak_rss_mib"] = max(merged[key]["peak_rss_mib"] or 0, rss or 0)
+                else:
+                    if key not in merged:
+                        order.append(key)
+                    v["gemm_list"] = [res.get("gemm_gflops")]
+                    merged[key] = v
+    rows = []
+    for key in order:
+        r = merged[key]
+        g = [x for x in r.pop("gemm_list", []) if x]
+        if g:
+            r["gemm_gflops"] = statistics.median(g)
+        r.setdefault("name", row_name(r))
+        rows.append(_summarise(r))
     return rows
 
 
@@ -387,6 +465,7 @@ def add_ratios(rows):
                  and threads(p) == threads(r) and p["layout"] == ("plain" if r["layout"] == "plain" else "stacked")]
         if peers and r["kind"] == "caffe":
             r["vs_torch"] = r["images_s"] / peers[0]["images_s"]
+            r["vs_torch_best"] = r["best_images_s"] / peers[0]["best_images_s"]
         plain = [p for p in rows if p["kind"] == "caffe" and p["layout"] == "plain" and p["batch"] == r["batch"]
                  and p["blas"] == r["blas"] and "step_s" in p]
         if plain and r["kind"] == "caffe" and r["layout"] != "plain":
@@ -396,7 +475,7 @@ def add_ratios(rows):
 COLUMNS = [("name", "row", 0), ("blas", "BLAS", 0), ("blas_core", "core", 0), ("blas_threads", "thr", 0),
            ("batch", "batch", 0), ("images", "images", 0), ("step_ms", "ms/step", 0), ("noise_pct", "+-%", 0),
            ("samples_s", "samples/s", 1), ("images_s", "images/s", 1), ("best_images_s", "best img/s", 1), ("gflops", "GFLOP/s", 1),
-           ("gemm_gflops", "sgemm GFLOP/s", 1), ("pct_limit", "% of sgemm", 0), ("vs_torch", "x torch", 2),
+           ("gemm_gflops", "sgemm GFLOP/s", 1), ("pct_limit", "% of sgemm", 0), ("vs_torch", "x torch", 2), ("vs_torch_best", "x torch best", 2),
            ("vs_plain_pct", "+% vs plain", 1), ("data_wait_pct", "data wait %", 1), ("loss_pct", "loss %", 1),
            ("peak_rss_mib", "peak RSS MiB", 0)]
 CSV_COLUMNS = [c for c, _, _ in COLUMNS] + ["layout", "inputs", "workers", "step_s", "mean_s", "min_s", "max_s",
@@ -437,7 +516,9 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, nargs="+", default=[1], help="data-layer worker processes")
     ap.add_argument("--lmdb", default="data/sample/train_lmdb",
                     help="LMDB for the data-layer rows (a synthetic one is built in bench/.cache if missing)")
-    ap.add_argument("--iters", type=int, default=5, help="timed iterations per row (median reported)")
+    ap.add_argument("--iters", type=int, default=5, help="timed iterations per row and repeat (median reported)")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="run every child this many times in turn (Caffe and torch alternate) and pool the steps")
     ap.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
     ap.add_argument("--memory", action="store_true",
                     help="instead: peak RSS of training at batch 256 and 16 (six+data, stacked+data, six Input)")
@@ -446,14 +527,12 @@ def main(argv=None):
     ap.add_argument("--csv", default=None, help="CSV path (default bench/results/train_step[_memory].csv)")
     # child mode (internal)
     ap.add_argument("--child", choices=("caffe", "torch", "gemm"), help=argparse.SUPPRESS)
-    ap.add_argument("--layout", default="six", help=argparse.SUPPRESS)
-    ap.add_argument("--inputs", default="input", help=argparse.SUPPRESS)
+    ap.add_argument("--variants", default="six:input:0", help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=16, help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--gemm", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
-        a.workers = a.workers[0] if isinstance(a.workers, list) else a.workers
         return {"caffe": child_caffe, "torch": child_torch, "gemm": child_gemm}[a.child](a) or 0
     if any(b < 2 for b in a.batches):
         ap.error("--batches: each batch needs at least 2 samples (y is another image of the batch)")
@@ -469,11 +548,12 @@ def main(argv=None):
         specs = []
         for batch in (256, 16):
             specs.append(dict(kind="caffe", layout="six", inputs="data_layer", batch=batch, blas=blas, workers=1,
-                              lmdb=lmdb, iters=2, warmup=1, gemm=False))
+                              lmdb=lmdb, iters=2, warmup=1, gemm=False, alone=True))
             specs.append(dict(kind="caffe", layout="stacked", inputs="data_layer", batch=batch, blas=blas, workers=1,
-                              lmdb=lmdb, iters=2, warmup=1, gemm=False))
+                              lmdb=lmdb, iters=2, warmup=1, gemm=False, alone=True))
             specs.append(dict(kind="caffe", layout="six", inputs="input", batch=batch, blas=blas,
-                              iters=2, warmup=1, gemm=False))
+                              iters=2, warmup=1, gemm=False, alone=True))
+        a.repeats = 1
         rows = run_rows(specs, a)
         cols = [c for c in COLUMNS if c[0] in ("name", "blas", "batch", "images", "step_ms", "images_s",
                                                "peak_rss_mib")]
@@ -488,13 +568,10 @@ def main(argv=None):
     specs = [dict(kind="gemm", layout="-", inputs="-", batch=0, blas=b) for b in a.blas] + build_specs(a, lmdb)
     rows = run_rows(specs, a)
     add_ratios(rows)
-    for r in rows:
-        if r["kind"] == "gemm":
-            r["name"] = "sgemm 2048^3 (limit)"
-            r["batch"] = r["images"] = None
     print()
-    bl.print_table(rows, COLUMNS, title="One SGD step of the counting net (median of %d timed steps; +-%% = "
-                   "(max-min)/median)" % a.iters)
+    bl.print_table(rows, COLUMNS, title="One SGD step of the counting net (median of %d timed steps per row; +-%% = "
+                   "(max-min)/median; sgemm = median of one 2048^3 sgemm per round, same process)"
+                   % (a.iters * a.repeats))
     gem = [r for r in rows if r["kind"] == "gemm"]
     if gem:
         print()

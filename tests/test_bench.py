@@ -111,3 +111,34 @@ def test_train_step_rejects_batch_of_one(tmp_path):
     import train_step
     with pytest.raises(SystemExit):
         train_step.main(["--batches", "1", "--no-torch", "--csv", str(tmp_path / "x.csv")])
+
+
+def test_data_layer_end_to_end(tmp_path, make_test_lmdb):
+    import data_layer
+    make_test_lmdb(str(tmp_path / "db"), 8)
+    out = tmp_path / "dl.csv"
+    rc = data_layer.main(["--lmdb", str(tmp_path / "db"), "--workers", "0", "1", "--batch", "4", "--batches", "3",
+                          "--profile-batches", "1", "--top", "5", "--train-batches", "2", "--layouts", "six",
+                          "--iters", "1", "--csv", str(out)])
+    assert rc == 0
+    rows = list(csv.DictReader(open(out)))
+    assert [r["name"] for r in rows] == ["workers 0", "workers 1"]
+    assert all(float(r["samples_s"]) > 0 and not r["error"] for r in rows)
+    assert float(rows[1]["scaling"]) == pytest.approx(1.0)
+    prof = list(csv.DictReader(open(tmp_path / "dl_profile.csv")))
+    assert len(prof) == 5 and sum(float(r["own_pct"]) for r in prof) <= 100.0 + 1e-6
+    train = {r["name"]: r for r in csv.DictReader(open(tmp_path / "dl_training.csv"))}
+    assert set(train) == {"caffe six", "caffe six+data(w1)"}
+    assert 0 <= float(train["caffe six+data(w1)"]["data_wait_pct"]) < 100
+    assert train["caffe six+data(w1)"]["slowdown_pct"] != ""
+
+
+def test_ensure_lmdb_uses_given_or_builds_synthetic(tmp_path, make_test_lmdb):
+    import lmdb_io
+    import train_step
+    make_test_lmdb(str(tmp_path / "db"), 3)
+    assert train_step.ensure_lmdb(str(tmp_path / "db"), cache=str(tmp_path / "c")) == str(tmp_path / "db")
+    path = train_step.ensure_lmdb(str(tmp_path / "missing"), n=5, cache=str(tmp_path / "c"))
+    assert path == str(tmp_path / "c" / "photos_lmdb_5")
+    images = [img for _, img, _ in lmdb_io.iter_images(path)]
+    assert len(images) == 5 and all(img.shape == (256, 256, 3) for img in images)
