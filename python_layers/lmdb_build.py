@@ -559,13 +559,15 @@ def build_lmdb(entries, output, size=256, resize="warp", encoded=False, encode_f
     with signals_raise():
         writer = SafeLmdbWriter(output, overwrite=overwrite, map_size=map_bytes, batch=batch, log=log)
         try:
-            if workers > 0 and len(tasks) >= small_job:
+            if workers > 0 and len(tasks) < small_job:
+                workers = 0
+            if workers > 0:
                 # spawn, not fork: a forked child inherits OpenCV's thread-pool locks in whatever
                 # state the parent's threads left them and can deadlock in cv2.resize/imdecode
                 ctx = multiprocessing.get_context(start_method)
                 pool = ctx.Pool(workers, initializer=_worker_init, initargs=(cfg, os.getpid()))
                 results = pool.imap(process_entry, tasks, chunksize=max(1, int(chunksize)))
-            else:
+            else:  # in-process
                 quiet_opencv()
                 results = (process_entry(t, cfg) for t in tasks)
             bar = tqdm(total=len(tasks), unit="img", disable=not progress, dynamic_ncols=True,
@@ -617,7 +619,9 @@ def format_summary(s):
              "skipped %d (%s); list: %s" % (s["skipped"], ", ".join("%s: %d" % kv for kv in sorted(s["skip_reasons"].items())) or "none",
                                          s["skipped_report"]),
              "read %.1f MB, database %.1f MB, map grown %d times" % (s["bytes_read"] / 1e6, s["db_bytes"] / 1e6, s["map_grows"]),
-             "time %.2f s, %.1f images/s with %d worker(s)" % (s["seconds"], s["images_per_s"] or 0, s["workers"])]
+             "time %.2f s, %.1f images/s %s" % (s["seconds"], s["images_per_s"] or 0,
+                                                 "with %d worker process(es)" % s["workers"] if s["workers"]
+                                                 else "decoding in the main process")]
     return "\n".join(lines)
 
 
