@@ -142,3 +142,23 @@ def test_ensure_lmdb_uses_given_or_builds_synthetic(tmp_path, make_test_lmdb):
     assert path == str(tmp_path / "c" / "photos_lmdb_5")
     images = [img for _, img, _ in lmdb_io.iter_images(path)]
     assert len(images) == 5 and all(img.shape == (256, 256, 3) for img in images)
+
+
+def test_make_lmdb_bench_end_to_end(tmp_path):
+    import importlib.util
+    # bench/make_lmdb.py by path: tools/make_lmdb.py has the same module name
+    spec = importlib.util.spec_from_file_location("bench_make_lmdb_script", os.path.join(REPO, "bench", "make_lmdb.py"))
+    bench_make_lmdb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_make_lmdb)
+    out = tmp_path / "ml.csv"
+    rc = bench_make_lmdb.main(["--n", "12", "--workers", "0", "1", "--repeats", "1",
+                               "--images", str(tmp_path / "jpegs"), "--csv", str(out)])
+    assert rc == 0
+    rows = {r["name"]: r for r in csv.DictReader(open(out))}
+    assert set(rows) == {"convert_imageset", "make_lmdb.py --workers 0", "make_lmdb.py --workers 1"}
+    for r in rows.values():
+        assert float(r["images_s"]) > 0
+        # 12 raw 3x256x256 Datums need at least 12 x 196,608 bytes of pages
+        assert float(r["db_used_mib"]) >= 12 * 3 * 256 * 256 / 2 ** 20
+    assert float(rows["convert_imageset"]["vs_convert"]) == pytest.approx(1.0)
+    assert float(rows["make_lmdb.py --workers 1"]["scaling"]) == pytest.approx(1.0)
