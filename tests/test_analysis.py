@@ -416,17 +416,26 @@ def test_commands_end_to_end(tiny_model, tmp_path):
     assert analyze.main(["mean-vector"] + common + ["--out", str(out / "mv")]) == 0
     mv = json.loads((out / "mv" / "mean_vector.json").read_text())
     assert mv["n_images"] == 12 and mv["n_dims"] == 5 and (out / "mv" / "mean_vector.png").exists()
-    assert analyze.main(["norm-ranking"] + common + ["--k", "4", "--out", str(out / "nr")]) == 0
+    assert analyze.main(["norm-ranking"] + common + ["--k", "40", "--out", str(out / "nr")]) == 0
     nr = json.loads((out / "nr" / "norm_ranking.json").read_text())
     norms = [h["norm"] for h in nr["highest"]]
+    assert len(norms) == 6 and not {h["index"] for h in nr["highest"]} & {h["index"] for h in nr["lowest"]}
     assert norms == sorted(norms, reverse=True) and nr["highest"][0]["norm"] == nr["norm_max"]
     assert (out / "nr" / "norm_highest.png").exists() and (out / "nr" / "norm_lowest.png").exists()
     assert analyze.main(["crop-scale"] + common + ["--set-size", "3", "--crops", "4", "--out", str(out / "cs")]) == 0
     cs = json.loads((out / "cs" / "crop_scale.json").read_text())
     assert cs["sets"]["highest"]["n_crops"] == 12 and sum(b["count"] for b in cs["sets"]["lowest"]["bins"]) == 12
-    assert analyze.main(["neighbours"] + common + ["--queries", "3", "--k", "4", "--out", str(out / "nn")]) == 0
+    assert analyze.main(["neighbours"] + common + ["--database", "", "--queries", "3", "--k", "4",
+                                                  "--out", str(out / "nn")]) == 0
     nn = json.loads((out / "nn" / "neighbours.json").read_text())
     assert all(q not in row for q, row in zip(nn["queries"], nn["neighbours"]))      # the query itself is skipped
+    write_lmdb(tmp_path / "db2", imgs[:5], counts[:5])                               # queries from another set
+    assert analyze.main(["neighbours"] + common + ["--database", str(tmp_path / "db2"), "--queries", "2", "--k", "5",
+                                                  "--out", str(out / "nn2")]) == 0
+    nn2 = json.loads((out / "nn2" / "neighbours.json").read_text())
+    assert [row[0] for row in nn2["distances"]] == [0.0 if q < 5 else row[0] for q, row in
+                                                    zip(nn2["queries"], nn2["distances"])]
+    assert sorted(nn2["neighbours"][0]) == [0, 1, 2, 3, 4]
     assert analyze.main(["neurons"] + common + ["--neurons", "2", "--k", "3", "--out", str(out / "ne")]) == 0
     assert (out / "ne" / "neurons.png").exists()
     assert analyze.main(["count-check"] + common + ["--out", str(out / "cc")]) == 0

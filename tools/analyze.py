@@ -36,7 +36,8 @@ import analysis_lib as al  # noqa: E402
 
 DEFAULT_DEPLOY = "prototxt/deploy.prototxt"
 DEFAULT_WEIGHTS = "runs/demo/counting_demo_iter_300.caffemodel"
-DEFAULT_SOURCE = "data/sample/val_lmdb"
+DEFAULT_SOURCE = "data/sample/train_lmdb"
+DEFAULT_QUERIES = "data/sample/val_lmdb"
 DEFAULT_SCENES = "data/fashion/scenes_val_lmdb"
 
 
@@ -174,7 +175,10 @@ def cmd_mean_vector(args):
 
 def cmd_norm_ranking(args):
     phi, images, F, _ = _features(args)
-    top, low, norms = al.rank_by_norm(F, args.k)
+    k = min(args.k, max(1, len(images) // 2))
+    if k < args.k:
+        print("note: %d images, so %d per sheet (the highest and lowest sheets stay disjoint)" % (len(images), k))
+    top, low, norms = al.rank_by_norm(F, k)
     out = _out_dir(args)
     print("\nFig. 4: counting-vector norm over %d images: min %.4g, median %.4g, max %.4g"
           % (len(images), norms.min(), np.median(norms), norms.max()))
@@ -186,7 +190,7 @@ def cmd_norm_ranking(args):
         highest=[dict(index=int(i), key=images.names[i], norm=norms[i]) for i in top],
         lowest=[dict(index=int(i), key=images.names[i], norm=norms[i]) for i in low],
         norm_min=norms.min(), norm_median=np.median(norms), norm_max=norms.max())))
-    ncols = int(np.ceil(np.sqrt(args.k)))
+    ncols = int(np.ceil(np.sqrt(k)))
     for name, sel in (("highest", top), ("lowest", low)):
         files.append(al.image_grid(os.path.join(out, "norm_%s.png" % name), [images.load(i)[0] for i in sel],
                                    [_caption(images, i, "norm %.3g" % norms[i]) for i in sel], ncols=ncols,
@@ -493,7 +497,7 @@ def build_parser():
 
     p = sub.add_parser("norm-ranking", formatter_class=fmt, help="Fig. 4: highest / lowest norm images")
     _image_args(p)
-    p.add_argument("--k", type=_pos_int, default=16, help="images per contact sheet")
+    p.add_argument("--k", type=_pos_int, default=16, help="images per contact sheet (at most half the images)")
 
     p = sub.add_parser("crop-scale", formatter_class=fmt, help="Fig. 5-6: norm against crop scale")
     _image_args(p)
@@ -504,8 +508,9 @@ def build_parser():
     p.add_argument("--bins", type=_pos_int, default=5, help="crop-scale bins of the plot")
 
     p = sub.add_parser("neighbours", formatter_class=fmt, help="Fig. 7: nearest neighbours in counting space")
-    _image_args(p)
-    p.add_argument("--database", default=None, help="LMDB/folder searched (default: --source, query excluded)")
+    _image_args(p, source=DEFAULT_QUERIES)
+    p.add_argument("--database", default=DEFAULT_SOURCE,
+                   help="LMDB/folder searched ('' = --source itself, each query excluded from its own list)")
     p.add_argument("--queries", type=_pos_int, default=8, help="random queries drawn from --source")
     p.add_argument("--k", type=_pos_int, default=7, help="neighbours per query")
 
