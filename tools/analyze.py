@@ -417,6 +417,9 @@ def cmd_log(args):
                 tests.setdefault("net %d %s" % (r["net"], key[5:]), []).append((r["iteration"], v))
     for name, pts in tests.items():
         ax.plot(*zip(*pts), "o-", label="test " + name)
+    losses = [r["loss"] for r in res["train"]] + [v for pts in tests.values() for _, v in pts]
+    if losses and min(losses) > 0 and max(losses) / min(losses) > 50:
+        ax.set_yscale("log")
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
     ax.set_title(os.path.basename(path), fontsize=10)
