@@ -3,7 +3,7 @@
 
     python tools/linear_probe.py --model counting=runs/demo/caffenet_counting.caffemodel --random-init
     python tools/linear_probe.py --model counting=PORTED.caffemodel --train-lmdb data/imagenet/train_lmdb \\
-        --val-lmdb data/imagenet/val_lmdb --iters 60000 --batch 256 --base-lr 0.01 --stepsize 20000
+        --val-lmdb data/imagenet/val_lmdb --iters 60000 --batch 256 --stepsize 20000
 
 For each model (a CaffeNet-layout .caffemodel written by tools/port_weights.py, or a random
 initialisation with --random-init) the tool generates the linear-probe net of
@@ -16,7 +16,7 @@ Data layer: 227 crops, random + mirror for training, centre for testing, BGR mea
 accuracy per layer. Rows are appended to the CSV.
 
 Defaults are sized for the CPU check on the Fashion-MNIST items (10 classes, 256x256 images):
-300 iterations of 32 images take a few minutes per model on 2 cores. Port the counting model
+200 iterations of 32 images take about 2-4 minutes per model on 2 (shared) cores. Port the counting model
 with --fold-std (tools/port_weights.py) so its conv1 sees inputs of the scale it was trained on.
 Caffe's Data layer reads the LMDB in key order: the training LMDB must be shuffled (the tool
 warns if its first labels look sorted).
@@ -145,7 +145,7 @@ def probe_one(name, weights, cfg, args, n_val, val_labels):
         cur = np.array([float(net.blobs[l + "_loss"].data) for l in LAYERS])
         losses = cur if it == 0 else 0.95 * losses + 0.05 * cur
         if hasattr(bar, "set_postfix_str"):
-            bar.set_postfix_str(" ".join("%s %.2f" % (l, v) for l, v in zip(LAYERS, losses)))
+            bar.set_postfix_str(" ".join("%s %.2f" % (l, v) for l, v in zip(LAYERS, losses)), refresh=False)
     for l, w in frozen.items():
         if not np.array_equal(net.params[l][0].data, w):
             raise RuntimeError("%s changed during the probe: the conv layers must be frozen" % l)
@@ -178,11 +178,11 @@ def main(argv=None):
     ap.add_argument("--train-lmdb", default="data/fashion/items_train_lmdb", help="labelled training LMDB (shuffled)")
     ap.add_argument("--val-lmdb", default="data/fashion/items_val_lmdb", help="labelled validation LMDB")
     ap.add_argument("--num-classes", type=int, default=0, help="0: 1 + the largest label of both LMDBs")
-    ap.add_argument("--iters", type=int, default=300, help="SGD iterations")
+    ap.add_argument("--iters", type=int, default=200, help="SGD iterations")
     ap.add_argument("--batch", type=int, default=32, help="training batch")
     ap.add_argument("--test-batch", type=int, default=50, help="validation batch")
     ap.add_argument("--val-images", type=int, default=0, help="score the first N validation images (0: all)")
-    ap.add_argument("--base-lr", type=float, default=0.01, help="learning rate of the classifiers")
+    ap.add_argument("--base-lr", type=float, default=0.001, help="learning rate of the classifiers")
     ap.add_argument("--stepsize", type=int, default=0, help="lr x 0.1 every N iterations (0: 2/3 of --iters)")
     ap.add_argument("--crop", type=int, default=227, help="crop of the Data layer (CaffeNet input)")
     ap.add_argument("--seed", type=int, default=1701, help="Caffe seed (random init, classifier init)")

@@ -158,9 +158,11 @@ class CountingModel(object):
                     self.spans[name] = (a, b)
                     self.names.append(name)
                     self.types[name] = typ
+        except PortError:
+            raise
         except IndexError as e:
             raise PortError("%s: truncated or corrupt caffemodel (%s, file size %d bytes); "
-                            "re-copy or re-snapshot it" % (path, e or "a field runs past the end", len(self.buf)))
+                            "re-copy or re-snapshot it" % (path, str(e) or "a field runs past the end", len(self.buf)))
         except ValueError as e:
             raise PortError("%s: not a Caffe NetParameter (.caffemodel) file: %s" % (path, e))
         if not self.names:
@@ -168,7 +170,7 @@ class CountingModel(object):
         self.kind = self._detect()
 
     def layer(self, name):
-        """The parsed LayerParameter (V1LayerParameter for legacy files) of ``name``."""
+        """The parsed LayerParameter of layer ``name``."""
         a, b = self.spans[name]
         msg = caffe_pb2.LayerParameter()
         try:
