@@ -276,8 +276,9 @@ def test_caffe_train_exits_promptly_and_leaves_no_workers(db, tmp_path):
         'test_interval: 2\nsolver_mode: CPU\nsnapshot_after_train: false\n' % (tmp_path / "net.prototxt"))
     assert os.path.exists(CAFFE_BIN), "the caffe binary is missing: run ./setup.sh"
     t0 = time.monotonic()
+    env = dict(os.environ, GLOG_minloglevel="0", GLOG_logtostderr="1")  # other tests may quieten glog
     res = subprocess.run([CAFFE_BIN, "train", "-solver", str(tmp_path / "solver.prototxt")],
-                         capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+                         capture_output=True, text=True, timeout=120, cwd=str(tmp_path), env=env)
     elapsed = time.monotonic() - t0
     assert res.returncode == 0, res.stderr[-3000:]
     assert "Optimization Done" in res.stderr
