@@ -6,7 +6,8 @@ ship with scikit-image, scikit-learn and matplotlib) into --images (once; reused
 the count matches), then times:
   convert_imageset --resize_height S --resize_width S   (one process, the reference)
   make_lmdb.py --workers 0 / 1 / 2 ...                   (images/s from its summary)
-and checks that make_lmdb's warp output equals convert_imageset's pixel for pixel
+with the CPU time per image of all processes (a measure the machine's load does not
+change much), and checks that make_lmdb's warp output equals convert_imageset's pixel for pixel
 where both decoders agree (reports the number of differing entries).
 
 Example:
@@ -15,6 +16,7 @@ Example:
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -71,6 +73,12 @@ def make_jpegs(folder, n, seed=0, quality=90):
     return listfile
 
 
+def cpu_children():
+    """User+system CPU seconds of finished child processes (and their waited-for children)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def caffe_bin(name):
     cand = os.path.join(os.path.dirname(sys.executable), name)
     return cand if os.path.isfile(cand) else shutil.which(name)
@@ -97,25 +105,25 @@ def main(argv=None):
     if tool and not args.skip_caffe:
         db = os.path.join(args.out, "convert_imageset_lmdb")
         shutil.rmtree(db, ignore_errors=True)
-        t = time.time()
+        t, c = time.time(), cpu_children()
         subprocess.run([tool, "--resize_height=%d" % args.size, "--resize_width=%d" % args.size,
                         args.images + "/", listfile, db], check=True, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
-        secs = time.time() - t
+        secs, cpu = time.time() - t, cpu_children() - c
         results["convert_imageset"] = args.n / secs
-        print("convert_imageset: %.2f s, %.1f images/s" % (secs, args.n / secs))
+        print("convert_imageset: %.2f s, %.1f images/s, CPU %.2f ms/image" % (secs, args.n / secs, 1e3 * cpu / args.n))
     for w in args.workers:
         db = os.path.join(args.out, "make_lmdb_w%d" % w)
         js = db + ".json"
-        t = time.time()
+        t, c = time.time(), cpu_children()
         subprocess.run([sys.executable, os.path.join(_ROOT, "tools", "make_lmdb.py"), listfile, db,
                         "--workers", str(w), "--size", str(args.size), "--overwrite", "--no-progress",
                         "--summary-json", js], check=True, stdout=subprocess.DEVNULL)
-        wall = time.time() - t
+        wall, cpu = time.time() - t, cpu_children() - c
         s = json.load(open(js))
         results["make_lmdb_workers_%d" % w] = s["images_per_s"]
-        print("make_lmdb --workers %d: build %.2f s (%.1f images/s), wall incl. start-up %.2f s"
-              % (w, s["seconds"], s["images_per_s"], wall))
+        print("make_lmdb --workers %d: build %.2f s (%.1f images/s), wall incl. start-up %.2f s, "
+              "CPU %.2f ms/image (all processes)" % (w, s["seconds"], s["images_per_s"], wall, 1e3 * cpu / args.n))
     if "convert_imageset" in results:
         import lmdb
         a = lmdb.open(os.path.join(args.out, "convert_imageset_lmdb"), readonly=True, lock=False)

@@ -36,14 +36,12 @@ import shutil
 import signal
 import stat
 import struct
-import sys
 import time
 
 import cv2
 import lmdb
 import numpy as np
 
-from lmdb_io import caffe_pb2, image_to_datum
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp",
                     ".gif", ".ppm", ".pgm", ".pbm", ".pnm")
@@ -270,14 +268,41 @@ def encode_image(img, fmt="jpg", jpeg_quality=95):
     return buf.tobytes()
 
 
+def _varint(v):
+    if v < 0:
+        v += 1 << 64  # int32 negatives are written as 10-byte two's complement, as protobuf does
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        if v:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def serialize_datum(channels, height, width, data, label, encoded):
+    """The bytes of a caffe_pb2.Datum with fields channels, height, width, data, label, encoded set.
+
+    Written by hand (protobuf wire format, fields in number order, as protobuf itself
+    serialises them) so that worker processes need not import Caffe; the result is
+    byte-identical to ``Datum.SerializeToString()`` and to convert_imageset's values
+    (tests/test_make_lmdb.py checks both).
+    """
+    return b"".join((b"\x08", _varint(channels), b"\x10", _varint(height), b"\x18", _varint(width),
+                     b"\x22", _varint(len(data)), data, b"\x28", _varint(int(label)),
+                     b"\x38", b"\x01" if encoded else b"\x00"))
+
+
 def make_datum_bytes(img, label, encoded=False, fmt="jpg", jpeg_quality=95):
-    """Resized image -> serialised Datum (raw CHW, or encoded JPEG/PNG bytes)."""
+    """Resized HxWx3 uint8 BGR image -> serialised Datum (raw CHW, or encoded JPEG/PNG bytes)."""
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError("make_datum_bytes wants HxWx3 uint8, got %s %s" % (img.dtype, img.shape))
+    h, w = img.shape[:2]
     if encoded:
-        d = image_to_datum(img, label, encoded_bytes=encode_image(img, fmt, jpeg_quality))
-    else:
-        d = image_to_datum(img, label)
-        d.encoded = False  # set explicitly, as convert_imageset does: the bytes then match its output
-    return d.SerializeToString()
+        return serialize_datum(3, h, w, encode_image(img, fmt, jpeg_quality), label, True)
+    return serialize_datum(3, h, w, np.ascontiguousarray(img.transpose(2, 0, 1)).tobytes(), label, False)
 
 
 # ----------------------------------------------------------------------------- workers
@@ -650,8 +675,4 @@ def write_datums(output, items, total=None, overwrite=False, batch=1000, map_byt
 
 def datum_bytes_from_array(img, label):
     """Convenience: HxWx3 uint8 -> serialised raw Datum."""
-    return image_to_datum(img, label).SerializeToString()
-
-
-if caffe_pb2 is None:  # pragma: no cover
-    sys.stderr.write("lmdb_build: caffe.proto is not importable; Datum writing will fail\n")
+    return make_datum_bytes(img, label)

@@ -378,3 +378,18 @@ def test_same_bytes_as_convert_imageset(tmp_path):
     out = str(tmp_path / "ours")
     assert make_lmdb.main([str(lst), out, "--root", str(src), "--no-progress"]) == 0
     assert read_db(out) == read_db(ref)
+
+
+@pytest.mark.parametrize("label", [0, 7, 300, 2 ** 31 - 1, -1])
+def test_hand_serialised_datum_equals_protobuf(label):
+    img = photo(5, 7, label % 13)
+    for encoded in (False, True):
+        got = lmdb_build.make_datum_bytes(img, label, encoded=encoded, fmt="png")
+        if encoded:
+            d = lmdb_io.image_to_datum(img, label, encoded_bytes=lmdb_build.encode_image(img, "png"))
+        else:
+            d = lmdb_io.image_to_datum(img, label)
+            d.encoded = False
+        assert got == d.SerializeToString()
+        back, lab = lmdb_io.datum_to_image(got)
+        assert lab == label and np.array_equal(back, img)
