@@ -87,10 +87,13 @@ def blas_presets():
                     dict(auto, OPENBLAS_CORETYPE="Haswell"), None),
         "skylakex": ("OpenBLAS pthreads, OPENBLAS_CORETYPE=SkylakeX (AVX-512 kernels), %d threads" % ncpu,
                      dict(auto, OPENBLAS_CORETYPE="SkylakeX"), skx_skip),
-        "openmp": ("OpenBLAS OpenMP flavour (LD_LIBRARY_PATH=%s), own detection, %d threads" % (OPENMP_DIR, ncpu),
-                   dict(auto, LD_LIBRARY_PATH=OPENMP_DIR), omp_skip),
-        "mkl": ("Intel MKL from PyPI (LD_PRELOAD=libmkl_rt, MKL_THREADING_LAYER=GNU), %d threads" % ncpu,
-                dict(auto, LD_PRELOAD=mkl or "", MKL_THREADING_LAYER="GNU", MKL_INTERFACE_LAYER="LP64"), mkl_skip),
+        "openmp": ("OpenBLAS OpenMP flavour (LD_LIBRARY_PATH=%s), own detection, %d threads, "
+                   "OMP_WAIT_POLICY=PASSIVE" % (OPENMP_DIR, ncpu),
+                   dict(auto, LD_LIBRARY_PATH=OPENMP_DIR, OMP_WAIT_POLICY="PASSIVE"), omp_skip),
+        "mkl": ("Intel MKL from PyPI (LD_PRELOAD=libmkl_rt, MKL_THREADING_LAYER=GNU), %d threads, "
+                "OMP_WAIT_POLICY=PASSIVE" % ncpu,
+                dict(auto, LD_PRELOAD=mkl or "", MKL_THREADING_LAYER="GNU", MKL_INTERFACE_LAYER="LP64",
+                     OMP_WAIT_POLICY="PASSIVE"), mkl_skip),
     }
 
 
@@ -98,6 +101,7 @@ def blas_env(preset):
     """(environment for a child, None or the reason the preset is unavailable)."""
     desc, extra, skip = blas_presets()[preset]
     env = dict(os.environ)
+    env.setdefault("GLOG_minloglevel", "2")  # no Caffe net-setup log in the children
     for k, v in extra.items():
         if v is None:
             env.pop(k, None)
@@ -231,7 +235,8 @@ def run_child(cmd, env=None, timeout=None, cwd=REPO):
             except ValueError:
                 continue
     if p.returncode != 0 or res is None:
-        return None, None, wall, "exit %s\n%s\n%s" % (p.returncode, out[-1500:], err[-3000:])
+        tail = "\n".join(err.strip().splitlines()[-12:])
+        return None, None, wall, "exit %s\n%s\n%s" % (p.returncode, out[-1000:], tail)
     return res, res.get("peak_rss_mib"), wall, err[-2000:]
 
 

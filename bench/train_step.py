@@ -180,10 +180,14 @@ def child_caffe(a):
 def child_gemm(a):
     lib = bl.caffe_blas_library()
     _, core, threads = bl.blas_info(lib)
-    shapes = [(2048, 2048, 2048), (96, 676, 363), (128, 36, 1728), (384, 4096, 2304)]
+    # 2048^3: the limit; then Caffe's per-image conv GEMMs (forward, one per image and group) next to
+    # the same GEMM over a batch of 96 images (what a batched im2col would run), and fc6 at 96 rows
+    shapes = [(2048, 2048, 2048), (96, 676, 363), (96, 676 * 96, 363), (128, 169, 1200), (128, 169 * 96, 1200),
+              (384, 36, 2304), (384, 36 * 96, 2304), (128, 36, 1728), (128, 36 * 96, 1728), (96, 4096, 2304),
+              (384, 2304, 36), (2304, 36, 384)]
     res = dict(kind="gemm", blas_lib=lib, blas_core=core, blas_threads=threads)
     for m, n, k in shapes:
-        res["gemm_%dx%dx%d" % (m, n, k)] = bl.sgemm_gflops(lib, m, n, k, reps=7)
+        res["gemm_%dx%dx%d" % (m, n, k)] = bl.sgemm_gflops(lib, m, n, k, reps=5)
     res["gemm_gflops"] = res["gemm_2048x2048x2048"]
     bl.child_print(res)
 
@@ -575,10 +579,17 @@ def main(argv=None):
     gem = [r for r in rows if r["kind"] == "gemm"]
     if gem:
         print()
-        shape_cols = [("blas", "BLAS", 0), ("blas_core", "core", 0), ("blas_threads", "thr", 0)] + \
-            [(k, k[5:].replace("x", "x"), 1) for k in sorted(gem[0]) if k.startswith("gemm_") and k[5].isdigit()]
-        bl.print_table(gem, shape_cols, title="sgemm GFLOP/s of Caffe's BLAS by shape (M x N x K; conv1 per image, "
-                       "conv5 per image and group, fc6 at batch 64)")
+        keys = [k for k in gem[0] if k.startswith("gemm_") and k[5].isdigit()]
+        shape_rows = [dict(shape=k[5:], **{r["blas"]: r.get(k) for r in gem}) for k in keys]
+        labels = ["limit", "conv1 per image", "conv1 x96 images", "conv2 per image+group", "conv2 x96",
+                  "conv3 per image", "conv3 x96", "conv4/5 per image+group", "conv4/5 x96", "fc6 at 96 rows",
+                  "conv3 weight grad per image", "conv3 input grad per image"]
+        for r, lab in zip(shape_rows, labels):
+            r["what"] = lab
+        bl.print_table(shape_rows, [("shape", "M x N x K", 0), ("what", "GEMM", 0)] +
+                       [(r["blas"], r["blas"], 1) for r in gem],
+                       title="sgemm GFLOP/s of Caffe's BLAS by shape: Caffe runs conv as one GEMM per image (and "
+                       "group); 'x96' = the same GEMM over 96 images at once")
     bl.write_csv(rows, a.csv or os.path.join(bl.RESULTS, "train_step.csv"), CSV_COLUMNS)
     return 0
 
