@@ -122,6 +122,20 @@ def test_table5_equals_independent_recomputation():
     assert not np.allclose(expect[0, :4], expect[0, 0])  # the methods do differ for this stub
 
 
+def test_linear_and_area_coincide_at_factor_two():
+    """A fact behind Table 5: shrinking by exactly 2, OpenCV's bilinear equals its area average,
+    so the Linear and Area columns of eq. 6 coincide (the paper's pair (linear, area))."""
+    phi, _ = linear_relu(3, 8, 4)
+    res = al.table5([("linear", phi), ("area", phi)], ListImages(random_images(4, 20)), crop=16, progress=False)
+    np.testing.assert_array_equal(res["err"][..., 0], res["err"][..., 2])
+    assert res["matrix"][0, 0] == res["matrix"][1, 0]                      # same D_i x in the denominator
+    x = random_images(1, 228)[0]
+    lin, area = (cv2.resize(x, (114, 114), interpolation=f) for f in (cv2.INTER_LINEAR, cv2.INTER_AREA))
+    assert np.array_equal(lin, area)
+    assert not np.array_equal(cv2.resize(x, (100, 100), interpolation=cv2.INTER_LINEAR),
+                              cv2.resize(x, (100, 100), interpolation=cv2.INTER_AREA))
+
+
 def test_table5_rejects_bad_inputs():
     phi = Stub(lambda x: np.ones((len(x), 2)), 8, 2)
     with pytest.raises(al.AnalysisError, match="training method"):

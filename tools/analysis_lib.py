@@ -35,8 +35,18 @@ for _p in (REPO, os.path.join(REPO, "python_layers")):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-import count_transforms as ct  # noqa: E402
-from lmdb_io import LmdbError, datum_to_image, open_lmdb, resolve_path  # noqa: E402
+# glog reads GLOG_minloglevel once, when pycaffe first loads (lmdb_io's caffe.proto import
+# loads it): keep Caffe's INFO/WARNING lines out of the analyses' output unless the caller set
+# a level, and restore the environment so that child processes (caffe train) log as usual.
+_GLOG_OLD = os.environ.get("GLOG_minloglevel")
+os.environ.setdefault("GLOG_minloglevel", "2")
+try:
+    import caffe  # noqa: E402,F401
+    import count_transforms as ct  # noqa: E402
+    from lmdb_io import LmdbError, datum_to_image, open_lmdb, resolve_path  # noqa: E402
+finally:
+    if _GLOG_OLD is None:
+        os.environ.pop("GLOG_minloglevel", None)
 
 METHODS = ct.INTERP_NAMES                      # ("linear", "cubic", "area", "lanczos")
 TEST_METHODS = METHODS + ("mixed",)            # Table 5 columns
@@ -193,7 +203,6 @@ class CaffeFeatures:
     """
 
     def __init__(self, deploy, weights, batch=64, input_blob="data", output_blob="fc8", log=print):
-        os.environ.setdefault("GLOG_minloglevel", "2")
         import caffe
         caffe.set_mode_cpu()
         deploy_path, weights_path = resolve_path(deploy), resolve_path(weights)
