@@ -78,12 +78,12 @@ VARIANTS = [
     ("variants/gray", dict(gray_prob=1.0, snapshot_prefix="snapshots/counting_gray")),
     ("variants/color", dict(gray_prob=0.0, snapshot_prefix="snapshots/counting_color")),
     ("stacked", dict(layout="stacked", snapshot_prefix="snapshots/counting_stacked")),
-    # The CPU demo: same architecture and loss; a batch that fits 2 cores, few iterations,
-    # a larger learning rate so that a few minutes show the loss going down.
+    # The CPU demo: same architecture, loss and learning rate; a batch that fits 2 cores and
+    # few iterations (the TEST net sees the whole small val LMDB in one batch).
     ("demo", dict(train_lmdb="data/sample/train_lmdb", val_lmdb="data/sample/val_lmdb",
-                  batch=16, test_batch=16, base_lr=1e-3, stepsize=100, max_iter=300,
+                  batch=16, test_batch=16, stepsize=100, max_iter=300,
                   snapshot=300, snapshot_prefix="runs/demo/counting_demo",
-                  test_iter=2, test_interval=100, display=10, workers=1, prefetch=4)),
+                  test_iter=1, test_interval=50, display=10, workers=1, prefetch=4)),
 ]
 
 
