@@ -36,6 +36,7 @@ import shutil
 import signal
 import stat
 import struct
+import threading
 import time
 
 import cv2
@@ -340,12 +341,49 @@ def _worker_init(cfg, parent_pid):
     _CFG["parent_pid"] = parent_pid
 
 
+def datum_into(buf, off, limit, img, label, encoded=False, fmt="jpg", jpeg_quality=95):
+    """Serialise the Datum of ``img`` straight into ``buf[off:off + limit]``.
+
+    Returns its length, or the Datum bytes themselves when they do not fit. Same bytes
+    as ``make_datum_bytes``, without the two intermediate copies of the pixels.
+    """
+    h, w = img.shape[:2]
+    payload = encode_image(img, fmt, jpeg_quality) if encoded else None
+    n = len(payload) if encoded else 3 * h * w
+    head = b"".join((b"\x08", _varint(3), b"\x10", _varint(h), b"\x18", _varint(w), b"\x22", _varint(n)))
+    tail = b"".join((b"\x28", _varint(int(label)), b"\x38", b"\x01" if encoded else b"\x00"))
+    total = len(head) + n + len(tail)
+    if total > limit:
+        return make_datum_bytes(img, label, encoded, fmt, jpeg_quality)
+    buf[off:off + len(head)] = head
+    o = off + len(head)
+    if encoded:
+        buf[o:o + n] = payload
+    else:
+        np.ndarray((3, h, w), np.uint8, buffer=buf, offset=o)[...] = img.transpose(2, 0, 1)
+    buf[o + n:o + n + len(tail)] = tail
+    return total
+
+
+_SHM = []
+
+
+def process_chunk(tasks):
+    """process_entry over a list of tasks (one pool message per chunk)."""
+    return [process_entry(t) for t in tasks]
+
+
 def process_entry(task, cfg=None):
-    """(index, abs_path, label) -> (index, datum bytes or None, skip reason or None, bytes read)."""
+    """(slot, index, abs_path, label) -> (index, value, skip reason or None, bytes read).
+
+    value: None (skipped), the Datum bytes, or -- when the pool shares a slot buffer
+    (cfg["shm_name"]) -- the Datum's length in slot ``slot % nslots`` of that buffer,
+    so the pixels do not travel through a pipe.
+    """
     cfg = cfg or _CFG
     if "parent_pid" in cfg and os.getppid() != cfg["parent_pid"]:
         os._exit(1)
-    idx, path, label = task
+    slot, idx, path, label = task
     if cfg.get("delay"):
         time.sleep(cfg["delay"])
     data, reason = read_file_checked(path)
@@ -354,6 +392,14 @@ def process_entry(task, cfg=None):
     img, reason = prepare_image(data, cfg["size"], cfg["resize"], cfg["min_side"], cfg["max_pixels"])
     if img is None:
         return idx, None, reason, len(data)
+    if cfg.get("shm_name"):
+        if not _SHM:
+            from multiprocessing import shared_memory
+            _SHM.append(shared_memory.SharedMemory(name=cfg["shm_name"]))
+        size = cfg["slot_size"]
+        value = datum_into(_SHM[0].buf, (slot % cfg["nslots"]) * size, size, img, label, cfg["encoded"],
+                           cfg["encode_format"], cfg["jpeg_quality"])
+        return idx, value, None, len(data)
     return idx, make_datum_bytes(img, label, cfg["encoded"], cfg["encode_format"], cfg["jpeg_quality"]), None, len(data)
 
 
@@ -406,8 +452,10 @@ class SafeLmdbWriter(object):
             shutil.rmtree(self.partial)
         os.makedirs(self.partial)
         self.map_size = int(max(1 << 20, map_size))
+        # writemap: pages are written straight into the map (about 2x faster puts of large
+        # values); the file then spans the whole map, so finish() trims it to the used pages
         self.env = lmdb.open(self.partial, map_size=self.map_size, subdir=True, meminit=False,
-                             map_async=True, sync=False, metasync=False)
+                             writemap=True, map_async=True, sync=False, metasync=False)
         self.pending = []
         self.count = 0
         self.grows = 0
@@ -459,7 +507,13 @@ class SafeLmdbWriter(object):
         """Commit, sync, close and rename into place; returns the final path."""
         self.flush()
         self.env.sync(True)
+        used = (self.env.info()["last_pgno"] + 1) * self.env.stat()["psize"]
         self.env.close()
+        data_file = os.path.join(self.partial, "data.mdb")
+        if os.path.getsize(data_file) > used:
+            # pages past last_pgno are unused: the file is then what a writer without
+            # writemap leaves (smaller than the map size recorded in the meta page)
+            os.truncate(data_file, used)
         old = None
         if os.path.lexists(self.output):
             if not self.overwrite:
@@ -532,6 +586,26 @@ def folder_bytes(path):
 
 # ----------------------------------------------------------------------------- the build
 
+def _watch_workers(pool, it, n, poll=1.0):
+    """Yield the n results of the imap iterator ``it``; raise BuildError if a worker dies meanwhile.
+
+    multiprocessing.Pool silently replaces a dead worker and loses its tasks, so a
+    plain loop over imap would wait forever after a crash or an OOM kill.
+    """
+    pids = sorted(p.pid for p in pool._pool)
+    for _ in range(n):
+        while True:
+            try:
+                value = it.next(timeout=poll)
+                break
+            except multiprocessing.TimeoutError:
+                procs = list(pool._pool)
+                if sorted(p.pid for p in procs) != pids or any(p.exitcode is not None for p in procs):
+                    raise BuildError("a worker process died (killed, out of memory, or a crash in an image "
+                                     "decoder); the build was abandoned and nothing was written")
+        yield value
+
+
 def build_lmdb(entries, output, size=256, resize="warp", encoded=False, encode_format="jpg",
                jpeg_quality=95, workers=None, shuffle=False, seed=0, overwrite=False, min_side=16,
                max_pixels=100_000_000, batch=1000, initial_map_bytes=None, delay=0.0, progress=True,
@@ -574,38 +648,68 @@ def build_lmdb(entries, output, size=256, resize="warp", encoded=False, encode_f
             skipped.append((i, e.key_path, "key too long: %d bytes > %d for an LMDB key" % (len(key), MAX_KEY_BYTES)))
         else:
             keys[i] = key
-            tasks.append((i, e.abs_path, e.label))
+            tasks.append((len(tasks), i, e.abs_path, e.label))
 
     per_item = size * size * 3 + 256 if not encoded else size * size + 4096
     map_bytes = initial_map_bytes or int(max(64 << 20, len(tasks) * per_item * 1.25))
     t0 = time.time()
     bytes_read = 0
-    pool = None
+    pool = shm = None
+    stop = threading.Event()
     with signals_raise():
         writer = SafeLmdbWriter(output, overwrite=overwrite, map_size=map_bytes, batch=batch, log=log)
         try:
             if workers > 0 and len(tasks) < small_job:
                 workers = 0
             if workers > 0:
+                # Workers write each Datum into a slot of a shared buffer and send back only
+                # its length; the feeder below hands out task j only once the result of task
+                # j - nslots (the slot's previous user) has been written.
+                chunksize = max(1, int(chunksize))
+                nslots = max(64, 4 * workers * chunksize)
+                slot_size = 3 * size * size + 64
+                from multiprocessing import shared_memory
+                shm = shared_memory.SharedMemory(create=True, size=nslots * slot_size)
+                free = threading.Semaphore(nslots)
+                cfg.update(shm_name=shm.name, nslots=nslots, slot_size=slot_size)
+
+                def feed():  # chunks of tasks, each task waiting for a free slot
+                    for c in range(0, len(tasks), chunksize):
+                        chunk = tasks[c:c + chunksize]
+                        for _ in chunk:
+                            while not free.acquire(timeout=0.2):
+                                if stop.is_set():
+                                    return
+                        yield chunk
+
                 # spawn, not fork: a forked child inherits OpenCV's thread-pool locks in whatever
                 # state the parent's threads left them and can deadlock in cv2.resize/imdecode
                 ctx = multiprocessing.get_context(start_method)
                 pool = ctx.Pool(workers, initializer=_worker_init, initargs=(cfg, os.getpid()))
-                results = pool.imap(process_entry, tasks, chunksize=max(1, int(chunksize)))
+                # imap over chunks with chunksize 1: its iterator then has next(timeout) (with
+                # chunksize > 1 imap returns a plain generator), which _watch_workers needs
+                chunks = _watch_workers(pool, pool.imap(process_chunk, feed(), chunksize=1),
+                                        (len(tasks) + chunksize - 1) // chunksize)
+                results = (r for chunk in chunks for r in chunk)
             else:  # in-process
                 quiet_opencv()
                 results = (process_entry(t, cfg) for t in tasks)
             bar = tqdm(total=len(tasks), unit="img", disable=not progress, dynamic_ncols=True,
                        smoothing=0.1, mininterval=0.5)
             with bar:
-                for n, (idx, value, reason, nbytes) in enumerate(results, 1):
+                for j, (idx, value, reason, nbytes) in enumerate(results):
                     bytes_read += nbytes
                     if value is None:
                         skipped.append((idx, entries[idx].key_path, reason))
+                    elif isinstance(value, int):
+                        off = (j % nslots) * slot_size
+                        writer.put(keys[idx], bytes(shm.buf[off:off + value]))
                     else:
                         writer.put(keys[idx], value)
+                    if shm is not None:
+                        free.release()
                     bar.update(1)
-                    if n % 256 == 0:
+                    if j % 256 == 255:
                         bar.set_postfix(skipped=len(skipped), refresh=False)
             if pool is not None:
                 pool.close()
@@ -621,11 +725,16 @@ def build_lmdb(entries, output, size=256, resize="warp", encoded=False, encode_f
                                  % (len(entries), report_path))
             writer.finish()
         except BaseException:
+            stop.set()
             if pool is not None:
                 pool.terminate()
                 pool.join()
             writer.abort()
             raise
+        finally:
+            if shm is not None:
+                shm.close()
+                shm.unlink()
     write_report(report_path, skipped)
     secs = time.time() - t0
     db_bytes = folder_bytes(output)

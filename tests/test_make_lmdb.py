@@ -393,3 +393,27 @@ def test_hand_serialised_datum_equals_protobuf(label):
         assert got == d.SerializeToString()
         back, lab = lmdb_io.datum_to_image(got)
         assert lab == label and np.array_equal(back, img)
+
+
+def test_dead_worker_aborts_build(tmp_path):
+    """A worker killed mid-build (OOM killer, decoder crash) ends the build with an error, not a hang."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(120):
+        cv2.imwrite(str(src / ("%03d.png" % i)), photo(32, 32, i))
+    out = str(tmp_path / "db")
+    proc = subprocess.Popen([sys.executable, TOOL, str(src), out, "--workers", "2", "--delay", "0.05",
+                             "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    kids = []
+    while time.time() < deadline and not os.path.isdir("%s.partial-%d" % (out, proc.pid)):
+        time.sleep(0.05)
+    while time.time() < deadline and len(kids) < 2:
+        kids = [k for k in _children(proc.pid) if "multiprocessing" in open("/proc/%d/cmdline" % k).read()
+                and "resource_tracker" not in open("/proc/%d/cmdline" % k).read()]
+        time.sleep(0.1)
+    time.sleep(0.5)
+    os.kill(kids[0], signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "worker process died" in err
+    assert not os.path.exists(out) and not os.path.exists("%s.partial-%d" % (out, proc.pid))
