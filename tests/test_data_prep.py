@@ -196,9 +196,12 @@ def test_imagenet_val_list_and_devkit(tmp_path, capsys):
                           "--meta", str(tmp_path / "meta.mat"), "--workers", "0", "--no-progress"]) == 0
     assert [lab for _, (_, lab) in db_items(os.path.join(out2, "val_lmdb"))] == val_labels
     capsys.readouterr()
-    assert lmdb_info.main([os.path.join(out, "train_lmdb"), "--json"]) == 0
+    sheet = str(tmp_path / "sheet.png")
+    assert lmdb_info.main([os.path.join(out, "train_lmdb"), "--json", "--sheet", sheet, "--n", "5", "--tile", "32"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["entries"] == 6 and info["labels"] == {"0": 2, "1": 2, "2": 2}
+    assert info["shapes"] == {"3x256x256": 6} and info["storage"] == {"raw uint8": 6}
+    assert cv2.imread(sheet).shape == (2 * 34 + 2, 3 * 34 + 2, 3)  # 5 tiles: 3 columns, 2 rows
     assert imagenet.main(["--root", root, "--out-dir", str(tmp_path / "c"), "--split", "val"]) == 1
     assert "val labels unknown" in capsys.readouterr().err
 

@@ -417,3 +417,27 @@ def test_dead_worker_aborts_build(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1 and "worker process died" in err
     assert not os.path.exists(out) and not os.path.exists("%s.partial-%d" % (out, proc.pid))
+
+
+def test_caffe_data_layer_reads_the_database(tmp_path):
+    """Caffe's own LMDB reader (Data layer) accepts the trimmed writemap database, raw and encoded."""
+    import caffe
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(src / ("%d.png" % i)), photo(50 + 20 * i, 70, 50 + i))
+    lst = tmp_path / "list.txt"
+    lst.write_text("0.png 4\n1.png 5\n2.png 6\n")
+    for extra in ([], ["--encoded", "--encode-format", "png"]):
+        out = str(tmp_path / ("db%d" % len(extra)))
+        assert make_lmdb.main([str(lst), out, "--root", str(src), "--size", "64", "--no-progress"] + extra) == 0
+        proto = tmp_path / "net.prototxt"
+        proto.write_text('layer { name: "d" type: "Data" top: "data" top: "label" '
+                         'data_param { source: "%s" backend: LMDB batch_size: 3 } }\n' % out)
+        caffe.set_mode_cpu()
+        net = caffe.Net(str(proto), caffe.TEST)
+        net.forward()
+        assert list(net.blobs["label"].data) == [4, 5, 6]
+        for i in range(3):
+            ref = cv2.resize(cv2.imread(str(src / ("%d.png" % i))), (64, 64), interpolation=cv2.INTER_LINEAR)
+            assert np.array_equal(net.blobs["data"].data[i], ref.transpose(2, 0, 1).astype(np.float32))
