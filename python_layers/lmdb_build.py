@@ -436,7 +436,7 @@ class SafeLmdbWriter(object):
     full the transaction is retried after ``set_mapsize`` doubles the map.
     """
 
-    def __init__(self, output, overwrite=False, map_size=1 << 30, batch=1000, log=print):
+    def __init__(self, output, overwrite=False, map_size=1 << 30, batch=1000, log=print, writemap=True):
         self.output = os.path.abspath(output.rstrip("/") or output)
         self.overwrite = overwrite
         self.batch = max(1, int(batch))
@@ -453,9 +453,10 @@ class SafeLmdbWriter(object):
         os.makedirs(self.partial)
         self.map_size = int(max(1 << 20, map_size))
         # writemap: pages are written straight into the map (about 2x faster puts of large
-        # values); the file then spans the whole map, so finish() trims it to the used pages
+        # values); the file is then a sparse file as large as the map while building, and
+        # finish() trims it to the used pages. writemap=False for filesystems without sparse files.
         self.env = lmdb.open(self.partial, map_size=self.map_size, subdir=True, meminit=False,
-                             writemap=True, map_async=True, sync=False, metasync=False)
+                             writemap=bool(writemap), map_async=True, sync=False, metasync=False)
         self.pending = []
         self.count = 0
         self.grows = 0
@@ -609,7 +610,7 @@ def _watch_workers(pool, it, n, poll=1.0):
 def build_lmdb(entries, output, size=256, resize="warp", encoded=False, encode_format="jpg",
                jpeg_quality=95, workers=None, shuffle=False, seed=0, overwrite=False, min_side=16,
                max_pixels=100_000_000, batch=1000, initial_map_bytes=None, delay=0.0, progress=True,
-               log=print, chunksize=8, start_method="spawn", small_job=SMALL_JOB):
+               log=print, chunksize=8, start_method="spawn", small_job=SMALL_JOB, writemap=True):
     """Build ``output`` from ``entries``; returns a summary dict.
 
     Keys are ``%08d_<key_path>`` with the index in the (optionally shuffled, with
@@ -657,7 +658,8 @@ def build_lmdb(entries, output, size=256, resize="warp", encoded=False, encode_f
     pool = shm = None
     stop = threading.Event()
     with signals_raise():
-        writer = SafeLmdbWriter(output, overwrite=overwrite, map_size=map_bytes, batch=batch, log=log)
+        writer = SafeLmdbWriter(output, overwrite=overwrite, map_size=map_bytes, batch=batch, log=log,
+                                writemap=writemap)
         try:
             if workers > 0 and len(tasks) < small_job:
                 workers = 0

@@ -281,11 +281,14 @@ def test_map_grows_when_full(tmp_path):
         cv2.imwrite(str(src / ("%02d.png" % i)), photo(64, 64, i))
     out = str(tmp_path / "db")
     js = str(tmp_path / "s.json")
-    assert make_lmdb.main([str(src), out, "--no-progress", "--initial-map-mb", "1", "--batch", "5",
-                           "--summary-json", js, "--workers", "0"]) == 0
-    s = json.load(open(js))
-    assert s["map_grows"] >= 2 and s["written"] == 24
-    assert len(read_db(out)) == 24
+    for extra in ([], ["--no-writemap"]):
+        assert make_lmdb.main([str(src), out, "--no-progress", "--initial-map-mb", "1", "--batch", "5",
+                               "--summary-json", js, "--workers", "0", "--overwrite"] + extra) == 0
+        s = json.load(open(js))
+        assert s["map_grows"] >= 2 and s["written"] == 24
+        assert len(read_db(out)) == 24
+        # trimmed to the used pages: about 24 x 3 x 256 x 256 bytes, not the grown map
+        assert os.path.getsize(os.path.join(out, "data.mdb")) < 24 * 3 * 256 * 256 * 1.1
 
 
 def test_header_size_and_truncation():

@@ -60,6 +60,9 @@ def build_parser():
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
     p.add_argument("--initial-map-mb", type=float, default=0,
                    help="initial LMDB map size in MB (0: estimate; the map doubles whenever it is full)")
+    p.add_argument("--no-writemap", action="store_true",
+                   help="plain LMDB writes (slower) for filesystems without sparse files: with writemap the "
+                   "file is as large as the map (sparse) until it is trimmed at the end")
     p.add_argument("--summary-json", default="", help="also write the summary as JSON to this file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--delay", type=float, default=0.0, help=argparse.SUPPRESS)  # seconds per image, for tests
@@ -77,6 +80,9 @@ def entries_from_source(source, root="", label=0):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.workers < 0 or args.size < 1 or args.batch < 1:
+        print("make_lmdb: error: --workers must be >= 0, --size and --batch >= 1", file=sys.stderr)
+        return 1
     print("make_lmdb: " + " ".join("%s=%s" % kv for kv in sorted(vars(args).items()) if kv[0] != "delay"))
     sys.stdout.flush()
     try:
@@ -91,7 +97,7 @@ def main(argv=None):
             shuffle=args.shuffle, seed=args.seed, overwrite=args.overwrite, min_side=args.min_side,
             max_pixels=int(args.max_pixels), batch=args.batch,
             initial_map_bytes=int(args.initial_map_mb * (1 << 20)) or None, delay=args.delay,
-            progress=not args.no_progress)
+            progress=not args.no_progress, writemap=not args.no_writemap)
     except lmdb_build.BuildError as e:
         print("make_lmdb: error: %s" % e, file=sys.stderr)
         return 1
