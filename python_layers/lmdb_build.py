@@ -15,6 +15,14 @@ Pieces (plain functions, testable without Caffe nets):
   ``build_lmdb``      the whole job: worker pool, ordered writes, progress bar,
                       skip report ``OUTPUT.skipped.tsv``, summary dict.
 
+Parallelism: worker processes (spawned, so safe whatever threads this process runs)
+read and decode the files themselves; each writes its serialised Datum into a slot
+of a shared-memory buffer and sends back only the length, so the pipe carries
+paths and small tuples, not pixels. The main process writes in key order, in
+transactions of ``batch`` puts. A worker that dies (OOM kill, decoder crash) ends the
+build with an error instead of a hang. Raw Datums are byte-identical to those of
+Caffe's ``convert_imageset`` for the same decoded image (checked by the tests).
+
 What counts as a bad input (each is skipped with a reason, never a crash):
   missing file, broken symlink, not a regular file, unreadable, empty file,
   header that no decoder accepts (non-image, corrupt), JPEG with no end-of-image
@@ -617,7 +625,9 @@ def build_lmdb(entries, output, size=256, resize="warp", encoded=False, encode_f
     ``seed``) entry order; skipped entries keep their index, as in convert_imageset.
     ``workers``: None = all cores, 0 = decode in this process, n = n worker processes
     (started with ``start_method``; spawn is safe after OpenCV used threads here).
-    Jobs of fewer than ``small_job`` images are decoded in this process.
+    Jobs of fewer than ``small_job`` images are decoded in this process. As with any
+    spawned pool, a script that calls this must guard its entry point with
+    ``if __name__ == "__main__":`` (the workers import the main module).
     Skipped entries are written to ``output + '.skipped.tsv'``. Raises BuildError if
     nothing could be written (no database is created then).
     """
