@@ -320,18 +320,9 @@ def ensure_lmdb(path, n=512, seed=0, cache=None):
 
 
 def bundled_photos():
-    """Colour photos shipped with scikit-image, scikit-learn and matplotlib (no downloads)."""
-    import cv2
-    import matplotlib
-    import skimage
-    import sklearn.datasets
-    sk = os.path.join(os.path.dirname(skimage.__file__), "data")
-    paths = [os.path.join(sk, n) for n in ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg",
-                                           "motorcycle_left.png", "motorcycle_right.png", "hubble_deep_field.jpg")]
-    paths += [os.path.join(os.path.dirname(sklearn.datasets.__file__), "images", n) for n in ("china.jpg", "flower.jpg")]
-    paths.append(os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg"))
-    imgs = [cv2.imread(p, cv2.IMREAD_COLOR) for p in paths if os.path.isfile(p)]
-    imgs = [im for im in imgs if im is not None and min(im.shape[:2]) >= 256]
+    """Colour photos shipped with scikit-image, scikit-learn and matplotlib (no downloads), >= 256 px."""
+    from bench_make_lmdb import sample_photos
+    imgs = [im for im in sample_photos() if min(im.shape[:2]) >= 256]
     if not imgs:
         raise SystemExit("no bundled photos found (scikit-image / scikit-learn / matplotlib data)")
     return imgs
@@ -474,14 +465,16 @@ def add_ratios(rows):
                  and p["blas"] == r["blas"] and "step_s" in p]
         if plain and r["kind"] == "caffe" and r["layout"] != "plain":
             r["vs_plain_pct"] = 100.0 * (r["step_s"] / plain[0]["step_s"] - 1.0)
+            r["vs_plain_best_pct"] = 100.0 * (r["min_s"] / plain[0]["min_s"] - 1.0)
 
 
 COLUMNS = [("name", "row", 0), ("blas", "BLAS", 0), ("blas_core", "core", 0), ("blas_threads", "thr", 0),
            ("batch", "batch", 0), ("images", "images", 0), ("step_ms", "ms/step", 0), ("noise_pct", "+-%", 0),
-           ("samples_s", "samples/s", 1), ("images_s", "images/s", 1), ("best_images_s", "best img/s", 1), ("gflops", "GFLOP/s", 1),
-           ("gemm_gflops", "sgemm GFLOP/s", 1), ("pct_limit", "% of sgemm", 0), ("vs_torch", "x torch", 2), ("vs_torch_best", "x torch best", 2),
-           ("vs_plain_pct", "+% vs plain", 1), ("data_wait_pct", "data wait %", 1), ("loss_pct", "loss %", 1),
-           ("peak_rss_mib", "peak RSS MiB", 0)]
+           ("samples_s", "samples/s", 1), ("images_s", "images/s", 1), ("best_images_s", "best img/s", 1),
+           ("gflops", "GFLOP/s", 1), ("gemm_gflops", "sgemm GFLOP/s", 1), ("pct_limit", "% of sgemm", 0),
+           ("vs_torch", "x torch", 2), ("vs_torch_best", "x torch best", 2), ("vs_plain_pct", "+% vs plain", 1),
+           ("vs_plain_best_pct", "best +% vs plain", 1), ("data_wait_pct", "data wait %", 1),
+           ("loss_pct", "loss %", 1), ("peak_rss_mib", "peak RSS MiB", 0)]
 CSV_COLUMNS = [c for c, _, _ in COLUMNS] + ["layout", "inputs", "workers", "step_s", "mean_s", "min_s", "max_s",
                                             "iters", "loss", "flops", "data_s", "loss_s", "setup_s", "blas_lib",
                                             "load_before", "torch_version", "error"]
