@@ -194,7 +194,9 @@ def _worker_main(maker, slots, tasks, results, parent_pid):
     _set_pdeathsig()
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         return
-    cv2.setNumThreads(1)
+    # No cv2.setNumThreads here: after a fork, reconfiguring the thread pool that OpenCV may
+    # have started in the parent blocks for ever (pthread_cond_destroy on the pool's condition
+    # variables). The parent sets one thread around the fork instead (_start_workers).
     while True:
         if not tasks.poll(_POLL_S):
             if os.getppid() != parent_pid:
@@ -287,6 +289,17 @@ class BatchPipeline:
         parent = os.getpid()
         sys.stdout.flush()
         sys.stderr.flush()
+        cv_threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)      # inherited by the workers: OpenCV runs serially there
+        try:
+            self._fork_workers(parent)
+        finally:
+            cv2.setNumThreads(cv_threads)
+        self._in_flight = {}     # slot -> batch index
+        for b in range(self.prefetch):
+            self._dispatch(b)
+
+    def _fork_workers(self, parent):
         for w in range(self.workers):
             t_recv, t_send = Pipe(duplex=False)
             r_recv, r_send = Pipe(duplex=False)
@@ -312,9 +325,6 @@ class BatchPipeline:
             self._pids.append(pid)
             self._tasks.append(t_send)
             self._results.append(r_recv)
-        self._in_flight = {}     # slot -> batch index
-        for b in range(self.prefetch):
-            self._dispatch(b)
 
     def _dispatch(self, b):
         slot = b % self.prefetch

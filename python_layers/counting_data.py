@@ -75,6 +75,7 @@ class CountingDataLayer(caffe.Layer):
     def setup(self, bottom, top):
         self.pipeline = None
         p = parse_params(self.param_str, PARAM_SPEC, self.NAME, required=("source",))
+        p["crop_size"] = int(p["crop_size"])  # a choice key also admits 228.0
         if len(bottom) != 0:
             raise ParamError("%s takes no bottoms, got %d" % (self.NAME, len(bottom)))
         want = 1 if p["stack"] else len(INPUT_NAMES)

@@ -6,7 +6,6 @@ import subprocess
 import sys
 import time
 
-import cv2
 import lmdb
 import numpy as np
 import pytest
@@ -139,6 +138,24 @@ def test_workers_exit_when_their_parent_dies_without_closing(db):
     pids = [int(p) for p in res.stdout.split()]
     assert len(pids) == 2
     assert_processes_gone(pids)
+
+
+def test_workers_survive_an_opencv_thread_pool_in_the_parent(db):
+    """OpenCV started its thread pool in the parent (pytest, a notebook): forked workers must not
+    touch that pool's state (cv2.setNumThreads in the child blocked for ever in pthread_cond_destroy)."""
+    path, _ = db
+    code = ("import sys; sys.path[:0] = [%r, %r]\n"
+            "import cv2, numpy as np\n"
+            "cv2.resize(np.zeros((2000, 2000, 3), np.uint8), (500, 500), interpolation=cv2.INTER_AREA)\n"
+            "n0 = cv2.getNumThreads()\n"
+            "from count_pipeline import BatchPipeline\n"
+            "for _ in range(3):\n"
+            "    with BatchPipeline(%r, batch_size=8, workers=2, prefetch=3) as p:\n"
+            "        p.next_batch(); p.next_batch()\n"
+            "print('ok', n0, cv2.getNumThreads())\n") % (REPO, os.path.join(REPO, "python_layers"), path)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout.startswith("ok"), res.stderr
+    assert res.stdout.split()[1] == res.stdout.split()[2]  # the parent's OpenCV setting is restored
 
 
 def assert_processes_gone(pids, within=5.0):
