@@ -34,7 +34,11 @@ APT_PACKAGES=(
   libboost-python-dev libgflags-dev libgoogle-glog-dev libhdf5-dev liblmdb-dev
   libleveldb-dev libsnappy-dev libopenblas-dev libprotobuf-dev protobuf-compiler
   libopencv-dev python3-dev python3-venv libpython3-dev
+  dataset-fashion-mnist
 )
+# Data-only packages (not imported by the code): foolbox ships 20 ImageNet photos used by
+# data_prep/embedded.py; installed without its dependencies.
+DATA_PIP_PACKAGES="foolbox==3.3.4"
 
 USE_CUDA=0
 REBUILD=0
@@ -87,12 +91,14 @@ BOOST_PYVER="$(basename "$BOOST_PY" | sed -E 's/libboost_python([0-9]+)\.so/\1/'
 [ "$PYVER" = "$BOOST_PYVER" ] || die "$PY is Python $PYVER but Boost.Python is built for Python $BOOST_PYVER: install the matching python3 (apt-get install python3-dev) or use --caffe with a Caffe built for your Python"
 
 # ---------------------------------------------------------------- python venv
-REQ_HASH="$(sha256sum "$REPO/requirements.txt" | cut -c1-16)"
+REQ_HASH="$( { cat "$REPO/requirements.txt"; echo "$DATA_PIP_PACKAGES"; } | sha256sum | cut -c1-16)"
 if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$VENV/.requirements.sha" 2>/dev/null)" != "$REQ_HASH" ]; then
   say "creating $VENV from requirements.txt"
   [ -x "$VENV/bin/python" ] || $PY -m venv "$VENV" || die "python3 -m venv failed (apt-get install python3-venv)"
   "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REPO/requirements.txt" \
     || die "pip install -r requirements.txt failed: check access to the Python package index"
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps $DATA_PIP_PACKAGES \
+    || die "pip install --no-deps $DATA_PIP_PACKAGES failed: check access to the Python package index"
   echo "$REQ_HASH" > "$VENV/.requirements.sha"
 fi
 VPY="$VENV/bin/python"
