@@ -50,7 +50,7 @@ import caffe
 
 from count_pipeline import BatchPipeline
 from count_transforms import CROP_SIZES, INPUT_NAMES, INTERPOLATION_MODES
-from ltc_params import ParamError, parse_params
+from ltc_params import ParamError, parse_params, report_errors
 
 PARAM_SPEC = {
     "source": ("", str),
@@ -72,6 +72,7 @@ class CountingDataLayer(caffe.Layer):
 
     NAME = "CountingDataLayer"
 
+    @report_errors
     def setup(self, bottom, top):
         self.pipeline = None
         p = parse_params(self.param_str, PARAM_SPEC, self.NAME, required=("source",))
@@ -104,10 +105,12 @@ class CountingDataLayer(caffe.Layer):
                                   " (pids %s)" % " ".join(map(str, pl.worker_pids)) if pl.workers else "", extra),
               file=sys.stderr, flush=True)
 
+    @report_errors
     def reshape(self, bottom, top):
         for t in range(len(top)):
             top[t].reshape(*self.top_shape)
 
+    @report_errors
     def forward(self, bottom, top):
         batch = self.pipeline.next_batch()
         if self.p["stack"]:

@@ -150,6 +150,8 @@ def data_param_str(cfg, phase):
              crop_size=cfg["crop"], interpolation=cfg["interpolation"], gray_prob=cfg["gray_prob"],
              seed=cfg["seed"] if phase == "train" else cfg["seed"] + 1,
              workers=cfg["workers"], prefetch=cfg["prefetch"])
+    if phase == "test":  # every test pass sees the same test_iter batches
+        p["test_batches"] = cfg["test_iter"]
     if cfg["layout"] == "stacked":
         p["stack"] = True
     return json.dumps(p, sort_keys=True)
