@@ -66,6 +66,7 @@ DEFAULTS = dict(
     base_lr=1e-4, gamma=0.9, stepsize=10000, momentum=0.9, weight_decay=5e-4,
     max_iter=350000, snapshot=5000, snapshot_prefix="snapshots/counting",
     test_iter=20, test_interval=5000, display=20,
+    test_initialization=False,      # a 350K-iteration run (and every resume) starts training at once
 )
 
 # (name, overrides) of every committed net besides the default one.
@@ -83,7 +84,8 @@ VARIANTS = [
     ("demo", dict(train_lmdb="data/sample/train_lmdb", val_lmdb="data/sample/val_lmdb",
                   batch=16, test_batch=16, stepsize=100, max_iter=300,
                   snapshot=300, snapshot_prefix="runs/demo/counting_demo",
-                  test_iter=1, test_interval=50, display=10, workers=1, prefetch=4)),
+                  test_iter=1, test_interval=50, display=10, workers=1, prefetch=4,
+                  test_initialization=True)),
 ]
 
 
@@ -223,7 +225,7 @@ def solver(cfg, net_path):
     s.net = net_path
     s.test_iter.append(cfg["test_iter"])
     s.test_interval = cfg["test_interval"]
-    s.test_initialization = True
+    s.test_initialization = cfg["test_initialization"]
     s.base_lr = cfg["base_lr"]
     s.lr_policy = "step"
     s.gamma = cfg["gamma"]
