@@ -113,8 +113,18 @@ def blas_env(preset):
 
 
 def caffe_blas_library():
-    """Path of the BLAS library that pycaffe's _caffe.so links (ldd), resolved in this process's environment."""
+    """Path of the BLAS library that pycaffe's _caffe.so links: read from /proc/self/maps once caffe is
+    imported (what the loader really picked, LD_LIBRARY_PATH included), else from ldd."""
     import caffe
+    try:
+        with open("/proc/self/maps") as f:
+            maps = f.read()
+        for name in ("libopenblas", "libblis", "libblas.so"):
+            m = re.search(r"(/\S*/%s\S*)$" % re.escape(name), maps, re.M)
+            if m:
+                return m.group(1)
+    except OSError:
+        pass
     so = os.path.join(os.path.dirname(caffe.__file__), "_caffe.so")
     out = subprocess.run(["ldd", so], capture_output=True, text=True).stdout
     for name in ("libopenblas", "libblis", "libmkl_rt", "libblas"):

@@ -137,6 +137,7 @@ def child_caffe(a):
         for name, layer in zip(net._layer_names, net.layers):
             if layer.type == "Python" and name == "data":
                 v["data"] = _Timed(layer, ("forward",))
+                v["data_layer"] = layer
             elif layer.type == "Python" and name == "loss":
                 v["loss"] = _Timed(layer)
         variants.append(v)
@@ -170,7 +171,10 @@ def child_caffe(a):
         if v["loss"]:
             r["loss_s"] = v["loss"].total / len(v["times"])
         out.append(r)
-    for v in variants:  # stop data-layer workers
+    for v in variants:  # stop and reap the data-layer workers (their peak RSS then shows in RUSAGE_CHILDREN)
+        if v.get("data_layer") is not None and hasattr(v["data_layer"], "close"):
+            v["data_layer"].close()
+        v.pop("data_layer", None)
         v.pop("solver")
     gc.collect()
     bl.child_print(dict(variants=out, gemm_gflops=statistics.median(gemm) if gemm else None,
@@ -425,6 +429,7 @@ def run_rows(specs, a):
             for v in res["variants"]:
                 key = (kind, blas, batch, v["layout"], v["inputs"], v["workers"])
                 v.update(images=6 * batch, blas=blas if kind != "torch" else "torch/%st" % blas,
+                         children_peak_rss_mib=res.get("children_peak_rss_mib"),
                          blas_core=res.get("blas_core"), blas_threads=res.get("blas_threads"),
                          blas_lib=res.get("blas_lib"), torch_version=res.get("torch_version"),
                          peak_rss_mib=rss, load_before=load)
@@ -518,7 +523,8 @@ def main(argv=None):
                     help="run every child this many times in turn (Caffe and torch alternate) and pool the steps")
     ap.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
     ap.add_argument("--memory", action="store_true",
-                    help="instead: peak RSS of training at batch 256 and 16 (six+data, stacked+data, six Input)")
+                    help="instead: peak RSS of training at --memory-batches (six+data, stacked+data, six Input)")
+    ap.add_argument("--memory-batches", type=int, nargs="+", default=[256, 16], help="batches of --memory")
     ap.add_argument("--torch-python", default=bl.TORCH_VENV_PY, help="python of the PyTorch venv")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per row")
     ap.add_argument("--csv", default=None, help="CSV path (default bench/results/train_step[_memory].csv)")
@@ -543,7 +549,7 @@ def main(argv=None):
         lmdb = ensure_lmdb(a.lmdb)
         blas = a.blas[-1]
         specs = []
-        for batch in (256, 16):
+        for batch in a.memory_batches:
             specs.append(dict(kind="caffe", layout="six", inputs="data_layer", batch=batch, blas=blas, workers=1,
                               lmdb=lmdb, iters=2, warmup=1, gemm=False, alone=True))
             specs.append(dict(kind="caffe", layout="stacked", inputs="data_layer", batch=batch, blas=blas, workers=1,

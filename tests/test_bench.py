@@ -162,3 +162,17 @@ def test_make_lmdb_bench_end_to_end(tmp_path):
         assert float(r["db_used_mib"]) >= 12 * 3 * 256 * 256 / 2 ** 20
     assert float(rows["convert_imageset"]["vs_convert"]) == pytest.approx(1.0)
     assert float(rows["make_lmdb.py --workers 1"]["scaling"]) == pytest.approx(1.0)
+
+
+def test_train_step_memory_rows(tmp_path, make_test_lmdb):
+    import train_step
+    make_test_lmdb(str(tmp_path / "db"), 6)
+    out = tmp_path / "mem.csv"
+    assert train_step.main(["--memory", "--memory-batches", "2", "--blas", "env", "--lmdb", str(tmp_path / "db"),
+                            "--csv", str(out)]) == 0
+    rows = {r["name"]: r for r in csv.DictReader(open(out))}
+    assert set(rows) == {"caffe six+data(w1)", "caffe stacked+data(w1)", "caffe six"}
+    assert all(float(r["peak_rss_mib"]) > 50 for r in rows.values())
+    # the data-layer worker is reaped before the child reports, so its own peak shows
+    assert float(rows["caffe six+data(w1)"]["children_peak_rss_mib"]) > 10
+    assert rows["caffe six"]["children_peak_rss_mib"] == ""
