@@ -6,7 +6,7 @@ row's peak RSS is its own):
   caffe six      the faithful six-branch siamese net (tools/make_prototxt.py), Input blobs
                  filled with random normalised data (data layer excluded)
   caffe stacked  one trunk on the six inputs stacked along the batch axis (same loss)
-  caffe plain    the same trunk on the same 6N images with a trivial C++ loss (Reduction SUM):
+  caffe plain    the same trunk on the same 6N images with a trivial C++ loss (Reduction MEAN):
                  the plain network, to price the counting loss and the data layer
   caffe six+data / stacked+data   the real training net: counting data layer on an LMDB
                  (time inside the data layer's forward = solver wait on data)
@@ -60,7 +60,7 @@ def _caffe_net_files(layout, batch, inputs, lmdb, workers, folder, dim=1000):
         n = caffe.NetSpec()
         n.data = L.Input(shape=dict(dim=[6 * batch, 3, 114, 114]))
         fc8 = mp.branch(n, n.data, "", dim, cfg["filler"])
-        n.loss = L.Reduction(fc8, operation=P.Reduction.SUM, loss_weight=1)
+        n.loss = L.Reduction(fc8, operation=P.Reduction.MEAN, loss_weight=1)
         net = n.to_proto()
         net.name = "plain_trunk"
     else:
@@ -254,7 +254,7 @@ def child_torch(a):
     def step(layout):
         opt.zero_grad(set_to_none=True)
         if layout == "plain":
-            loss = net(x).sum()
+            loss = net(x).mean()
         elif layout == "stacked":
             loss = counting_loss(net(x), n)
         else:  # six separate calls of the shared trunk (a siamese net written branch by branch)
