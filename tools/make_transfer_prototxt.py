@@ -41,7 +41,7 @@ import os
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _p in (REPO, os.path.join(REPO, "python_layers")):
+for _p in (REPO, os.path.join(REPO, "python_layers"), os.path.join(REPO, "tools")):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
@@ -192,26 +192,9 @@ def linear_probe_net(cfg, inputs="data_layer"):
 
 
 def probe_solver(cfg, net_path):
-    cfg = dict(PROBE_DEFAULTS, **cfg)
-    s = caffe_pb2.SolverParameter()
-    s.net = net_path
-    s.test_iter.append(cfg["test_iter"])
-    s.test_interval = cfg["test_interval"]
-    s.test_initialization = False
-    s.base_lr = cfg["base_lr"]
-    s.lr_policy = "step"
-    s.gamma = cfg["gamma"]
-    s.stepsize = cfg["stepsize"]
-    s.momentum = cfg["momentum"]
-    s.weight_decay = cfg["weight_decay"]
-    s.display = cfg["display"]
-    s.average_loss = min(cfg["display"], 20)
-    s.max_iter = cfg["max_iter"]
-    s.snapshot = cfg["snapshot"]
-    s.snapshot_prefix = cfg["snapshot_prefix"]
-    s.random_seed = cfg["seed"]
-    s.solver_mode = caffe_pb2.SolverParameter.CPU
-    return s
+    """The probe's solver: the counting solver's layout (make_prototxt.solver), probe numbers."""
+    import make_prototxt
+    return make_prototxt.solver(dict(PROBE_DEFAULTS, test_initialization=False, **cfg), net_path)
 
 
 # ----------------------------------------------------------------------------- FCN-AlexNet
