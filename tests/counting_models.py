@@ -48,3 +48,9 @@ def build_counting_model(path, layout="six", head=64, dim=20, seed=0, netparam=N
     randomize(net, seed)
     net.save(str(path))
     return net
+
+
+# CaffeNet's conv layers and weight shapes (SPEC section 3): what a ported model must hold.
+CONVS = ("conv1", "conv2", "conv3", "conv4", "conv5")
+CAFFENET_CONV_SHAPES = {"conv1": (96, 3, 11, 11), "conv2": (256, 48, 5, 5), "conv3": (384, 256, 3, 3),
+                        "conv4": (384, 192, 3, 3), "conv5": (256, 192, 3, 3)}

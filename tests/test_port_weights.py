@@ -17,12 +17,9 @@ sys.path.insert(0, os.path.join(REPO, "tools"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_transfer_prototxt as mtp  # noqa: E402
 import port_weights as pw  # noqa: E402
-from counting_models import build_counting_model, counting_netparam  # noqa: E402
+from counting_models import CAFFENET_CONV_SHAPES as SHAPES, CONVS, build_counting_model, counting_netparam  # noqa: E402
 from lmdb_io import image_to_datum  # noqa: E402
 
-CONVS = ("conv1", "conv2", "conv3", "conv4", "conv5")
-SHAPES = {"conv1": (96, 3, 11, 11), "conv2": (256, 48, 5, 5), "conv3": (384, 256, 3, 3),
-          "conv4": (384, 192, 3, 3), "conv5": (256, 192, 3, 3)}
 
 
 @pytest.fixture(scope="module")
