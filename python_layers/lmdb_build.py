@@ -78,6 +78,18 @@ class Interrupted(BaseException):
 
 # ----------------------------------------------------------------------------- sources
 
+def add_build_args(parser, seed_help="train shuffle seed"):
+    """The LMDB-building options shared by the data_prep/ dataset scripts."""
+    import os
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--resize", choices=RESIZE_MODES, default="warp")
+    parser.add_argument("--encoded", action="store_true", help="store JPEG bytes of the resized images")
+    parser.add_argument("--seed", type=int, default=0, help=seed_help)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--no-progress", action="store_true")
+
+
 def _is_image_name(name):
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
