@@ -276,6 +276,19 @@ def write_files(files, root):
         print("wrote %s" % os.path.relpath(path, os.getcwd()))
 
 
+def check_files(files, root, generator, what="generated files"):
+    """--check: 0 if every file in ``files`` exists under ``root`` with that text, else list and 1."""
+    stale = [rel for rel, text in sorted(files.items())
+             if not os.path.exists(os.path.join(root, rel)) or open(os.path.join(root, rel)).read() != text]
+    for rel in stale:
+        print("stale or missing: %s" % rel)
+    if stale:
+        print("run `%s` to regenerate" % generator)
+        return 1
+    print("all %d %s are up to date" % (len(files), what))
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -314,16 +327,7 @@ def main(argv=None):
         files = all_files()
 
     if args.check:
-        stale = [rel for rel, text in sorted(files.items())
-                 if not os.path.exists(os.path.join(args.out_root, rel))
-                 or open(os.path.join(args.out_root, rel)).read() != text]
-        for rel in stale:
-            print("stale or missing: %s" % rel)
-        if stale:
-            print("run `%s` to regenerate" % GENERATOR)
-            return 1
-        print("all %d generated files are up to date" % len(files))
-        return 0
+        return check_files(files, args.out_root, GENERATOR)
     write_files(files, args.out_root)
     return 0
 

@@ -50,6 +50,8 @@ from caffe import layers as L, params as P  # noqa: E402
 from caffe.coord_map import crop as coord_crop  # noqa: E402
 from caffe.proto import caffe_pb2  # noqa: E402
 
+import make_prototxt  # noqa: E402  (tools/ is on sys.path above)
+
 GENERATOR = "python tools/make_transfer_prototxt.py"
 OUT_DIR = "prototxt/transfer"
 CONV_NAMES = ("conv1", "conv2", "conv3", "conv4", "conv5")
@@ -193,7 +195,6 @@ def linear_probe_net(cfg, inputs="data_layer"):
 
 def probe_solver(cfg, net_path):
     """The probe's solver: the counting solver's layout (make_prototxt.solver), probe numbers."""
-    import make_prototxt
     return make_prototxt.solver(dict(PROBE_DEFAULTS, test_initialization=False, **cfg), net_path)
 
 
@@ -367,22 +368,8 @@ def main(argv=None):
     print("make_transfer_prototxt:", vars(args))
     files = all_files()
     if args.check:
-        stale = [rel for rel, text in sorted(files.items())
-                 if not os.path.exists(os.path.join(args.out_root, rel))
-                 or open(os.path.join(args.out_root, rel)).read() != text]
-        for rel in stale:
-            print("stale or missing: %s" % rel)
-        if stale:
-            print("run `%s` to regenerate" % GENERATOR)
-            return 1
-        print("all %d generated transfer files are up to date" % len(files))
-        return 0
-    for rel, text in sorted(files.items()):
-        path = os.path.join(args.out_root, rel)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
-            f.write(text)
-        print("wrote %s" % os.path.relpath(path, os.getcwd()))
+        return make_prototxt.check_files(files, args.out_root, GENERATOR, "generated transfer files")
+    make_prototxt.write_files(files, args.out_root)
     return 0
 
 
