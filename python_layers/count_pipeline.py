@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 
 import count_transforms as ct
-from lmdb_io import LmdbError, datum_to_image, open_lmdb, resolve_path
+from lmdb_io import LmdbError, datum_to_image, open_lmdb, read_varint as _varint, resolve_path
 
 _PR_SET_PDEATHSIG = 1
 _POLL_S = 1.0          # how often an idle worker checks that its parent still lives
@@ -53,17 +53,6 @@ def read_key_array(env):
     with env.begin() as txn:
         keys = list(txn.cursor().iternext(keys=True, values=False))
     return np.array(keys, dtype=np.bytes_)
-
-
-def _varint(buf, pos):
-    result, shift = 0, 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, pos
-        shift += 7
 
 
 def datum_fields(buf):

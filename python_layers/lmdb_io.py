@@ -64,6 +64,28 @@ def datum_to_image(value):
     return np.frombuffer(d.data, np.uint8).reshape(c, h, w).transpose(1, 2, 0), d.label
 
 
+def read_varint(buf, pos, end=None):
+    """Decode one protobuf base-128 varint of ``buf`` at ``pos``; returns (value, next pos).
+
+    Raises IndexError when it runs past ``end`` (default: the end of ``buf``) and ValueError
+    on a varint longer than 64 bits. Used by the zero-copy Datum and caffemodel scanners.
+    """
+    if end is None:
+        end = len(buf)
+    result, shift = 0, 0
+    while True:
+        if pos >= end:
+            raise IndexError("varint runs past byte %d" % end)
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
 def resolve_path(path, repo_root=None):
     """Resolve a path relative to the cwd, else relative to the repository root."""
     if os.path.isabs(path) or os.path.exists(path):

@@ -28,17 +28,6 @@ import numpy as np  # noqa: E402
 import lmdb_io  # noqa: E402
 
 
-def _varint(buf, i):
-    shift = result = 0
-    while True:
-        b = buf[i]
-        i += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, i
-        shift += 7
-
-
 def datum_header(buf):
     """Parse a serialised Datum's fields without copying ``data``.
 
@@ -49,16 +38,16 @@ def datum_header(buf):
     names = {1: "channels", 2: "height", 3: "width", 5: "label", 7: "encoded"}
     i, n = 0, len(buf)
     while i < n:
-        tag, i = _varint(buf, i)
+        tag, i = lmdb_io.read_varint(buf, i)
         field, wire = tag >> 3, tag & 7
         if wire == 0:
-            v, i = _varint(buf, i)
+            v, i = lmdb_io.read_varint(buf, i)
             if field in names:
                 if field == 5 and v >= 1 << 63:
                     v -= 1 << 64
                 out[names[field]] = bool(v) if field == 7 else v
         elif wire == 2:
-            ln, i = _varint(buf, i)
+            ln, i = lmdb_io.read_varint(buf, i)
             if field == 4:
                 out["data_len"], out["data_off"] = ln, i
             elif field == 6:  # packed float_data

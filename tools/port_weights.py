@@ -48,6 +48,8 @@ for _p in (REPO, os.path.join(REPO, "python_layers")):
 
 from caffe.proto import caffe_pb2  # noqa: E402
 
+import lmdb_io  # noqa: E402
+
 CONV_SHAPES = (("conv1", (96, 3, 11, 11)), ("conv2", (256, 48, 5, 5)), ("conv3", (384, 256, 3, 3)),
                ("conv4", (384, 192, 3, 3)), ("conv5", (256, 192, 3, 3)))
 CONV_NAMES = tuple(n for n, _ in CONV_SHAPES)
@@ -70,21 +72,6 @@ class PortError(ValueError):
 
 
 # ----------------------------------------------------------------------------- reading
-def _varint(buf, pos, end):
-    result, shift = 0, 0
-    while True:
-        if pos >= end:
-            raise IndexError
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
-
-
 def _scan_fields(buf, start, end):
     """Yield (field_number, wire_type, value_start, value_end) of one message's fields.
 
@@ -94,17 +81,17 @@ def _scan_fields(buf, start, end):
     pos = start
     while pos < end:
         field_start = pos
-        key, pos = _varint(buf, pos, end)
+        key, pos = lmdb_io.read_varint(buf, pos, end)
         field, wt = key >> 3, key & 7
         if field == 0:
             raise ValueError("field number 0 at byte %d" % field_start)
         if wt == 0:
-            _, pos = _varint(buf, pos, end)
+            _, pos = lmdb_io.read_varint(buf, pos, end)
             yield field, wt, field_start, pos
         elif wt == 1:
             pos += 8
         elif wt == 2:
-            n, pos = _varint(buf, pos, end)
+            n, pos = lmdb_io.read_varint(buf, pos, end)
             if pos + n > end:
                 raise IndexError("field %d at byte %d claims %d bytes, only %d remain"
                                  % (field, field_start, n, end - pos))
@@ -308,7 +295,6 @@ def measure_input_std(lmdb_path, n_images=256, crop=228, gray_prob=0.0, seed=170
     (mean std, number of inputs measured).
     """
     import count_transforms as ct
-    import lmdb_io
 
     rng = np.random.RandomState(seed)
     stds = []
@@ -418,7 +404,6 @@ def rescale_init(net_path, weights, lmdb_path, layers, n_images=16, size=227, se
     import cv2
 
     import caffe
-    import lmdb_io
 
     from google.protobuf import text_format
 
@@ -507,7 +492,6 @@ def main(argv=None):
                 raise PortError("--fold-std-value must be > 0, got %r" % args.fold_std_value)
             fold = args.fold_std_value
         elif args.fold_std:
-            import lmdb_io
             try:
                 fold, n = measure_input_std(args.fold_std, args.fold_std_images, args.fold_std_crop,
                                             args.fold_std_gray_prob, args.seed)
@@ -516,7 +500,6 @@ def main(argv=None):
             print("measured input std %.4f (0-255 scale) over %d inputs of %s" % (fold, n, args.fold_std))
         port(args.trained, args.out, keep_head=args.keep_head, fold_std=fold)
         if args.rescale:
-            import lmdb_io
             net_path = lmdb_io.resolve_path(args.rescale_net)
             if not os.path.isfile(net_path):
                 raise PortError("%s: --rescale-net does not exist" % args.rescale_net)
