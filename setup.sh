@@ -4,7 +4,10 @@
 #   ./setup.sh                      # apt deps, Caffe from Debian's pinned source, .venv/
 #   ./setup.sh --caffe PATH         # use an existing Caffe build/install instead
 #   CAFFE_ROOT=PATH ./setup.sh      # same as --caffe PATH
-#   ./setup.sh --cuda               # build Caffe with CUDA for the GPU present (untested here)
+#   ./setup.sh --cuda               # build Caffe with CUDA 12/13 + cuDNN 8/9 + NCCL (see README)
+#   ./setup.sh --cuda --cuda-arch 80,86,90   # GPU architectures (default: nvidia-smi's,
+#                                   # or sm_80,sm_90 + PTX 9.0 when no GPU is visible)
+#   ./setup.sh --stock-caffe        # Caffe without the project's speed patches
 #   ./setup.sh --rebuild            # ignore the cached Caffe build
 #
 # After it: `source .venv/bin/activate` puts `caffe`, `convert_imageset`, ... on PATH,
@@ -27,6 +30,9 @@ CAFFE_SRC_SUITE=bullseye
 ORIG_SHA256=e0eb3f06794f7402c77b7dec8e8480273ee1a1bb192e9122b621a69d4147ad0c
 DEBIAN_SHA256=07cf073227494a6b07234e40cb5df91db566616593eef9baafdc4d06ad159f21
 PATCH_DIR="$REPO/tools/caffe/patches"
+# Patches: patches/*.patch always; patches/speed/*.patch unless --stock-caffe;
+# patches/cuda/*.patch for CUDA builds. Only the patches chosen enter the cache key, so a
+# stock CPU build keeps the key it had before the optional sets existed.
 
 APT_PACKAGES=(
   build-essential cmake pkg-config patch ca-certificates
@@ -41,6 +47,8 @@ APT_PACKAGES=(
 DATA_PIP_PACKAGES="foolbox==3.3.4"
 
 USE_CUDA=0
+CUDA_ARCH=""
+STOCK=0
 REBUILD=0
 EXISTING="${CAFFE_ROOT:-}"
 
@@ -52,11 +60,19 @@ while [ $# -gt 0 ]; do
     --caffe) [ $# -ge 2 ] || die "--caffe needs a path"; EXISTING="$2"; shift 2 ;;
     --caffe=*) EXISTING="${1#--caffe=}"; shift ;;
     --cuda) USE_CUDA=1; shift ;;
+    --cuda-arch) [ $# -ge 2 ] || die "--cuda-arch needs a list such as 80,90"; CUDA_ARCH="$2"; shift 2 ;;
+    --cuda-arch=*) CUDA_ARCH="${1#--cuda-arch=}"; shift ;;
+    --stock-caffe) STOCK=1; shift ;;
     --rebuild) REBUILD=1; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) die "unknown option '$1' (see ./setup.sh --help)" ;;
   esac
 done
+if [ -n "$CUDA_ARCH" ]; then
+  [ "$USE_CUDA" = 1 ] || die "--cuda-arch needs --cuda"
+  echo "$CUDA_ARCH" | grep -qE '^[0-9]{2,3}([, ][0-9]{2,3})*$' \
+    || die "--cuda-arch '$CUDA_ARCH': expected compute capabilities such as 80,86,90"
+fi
 
 # ---------------------------------------------------------------- platform checks
 [ -r /etc/os-release ] || die "cannot read /etc/os-release: this script supports Debian 12 / Ubuntu with apt only"
@@ -114,29 +130,33 @@ if [ -n "$EXISTING" ]; then
   . "$VENV/.caffe_locations"
 else
   FLAGS="-DCPU_ONLY=ON -DBLAS=Open"
+  shopt -s nullglob
+  PATCHES=("$PATCH_DIR"/*.patch)
+  [ "$STOCK" = 1 ] || PATCHES+=("$PATCH_DIR"/speed/*.patch)
+  [ "$USE_CUDA" = 0 ] || PATCHES+=("$PATCH_DIR"/cuda/*.patch)
+  shopt -u nullglob
   if [ "$USE_CUDA" = 1 ]; then
-    command -v nvcc >/dev/null || die "--cuda: nvcc not found; install the CUDA toolkit first"
-    ARCH="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n1 | tr -d ' .')"
-    [ -n "$ARCH" ] || die "--cuda: nvidia-smi did not report a GPU compute capability"
-    CUDNN=OFF
-    for h in /usr/include/cudnn_version.h /usr/include/cudnn.h /usr/local/cuda/include/cudnn.h; do
-      if [ -r "$h" ] && grep -qE '#define CUDNN_MAJOR +[5-7]$' "$h"; then CUDNN=ON; fi
-    done
-    FLAGS="-DCPU_ONLY=OFF -DUSE_CUDNN=$CUDNN -DCUDA_ARCH_NAME=Manual -DCUDA_ARCH_BIN=$ARCH -DCUDA_ARCH_PTX=$ARCH -DBLAS=Open"
+    # shellcheck disable=SC1091
+    . "$REPO/tools/caffe/cuda_flags.sh"   # sets CUDA_FLAGS and CUDA_SUMMARY, or dies
+    FLAGS="$CUDA_FLAGS"
+    say "CUDA build: $CUDA_SUMMARY"
   fi
   FLAGS="$FLAGS -DBUILD_python=ON -DBUILD_python_layer=ON -Dpython_version=${PYVER:0:1}.${PYVER:1} -DUSE_OPENCV=ON -DUSE_LMDB=ON -DUSE_LEVELDB=ON -DBUILD_docs=OFF -DCMAKE_BUILD_TYPE=Release"
   NUMPY_VER="$("$VPY" -c 'import numpy; print(numpy.__version__)')"
   KEY="$( { echo "$CAFFE_SRC_VERSION $ORIG_SHA256 $DEBIAN_SHA256 py$PYVER numpy$NUMPY_VER"; echo "$FLAGS";
-           cat "$PATCH_DIR"/*.patch "$REPO/tools/caffe/build_caffe.sh"; } | sha256sum | cut -c1-16)"
+           cat "${PATCHES[@]}" "$REPO/tools/caffe/build_caffe.sh"; } | sha256sum | cut -c1-16)"
   PREFIX="$CACHE_ROOT/caffe-$KEY"
   if [ "$REBUILD" = 1 ] || [ ! -f "$PREFIX/.complete" ]; then
-    say "building Caffe $CAFFE_SRC_VERSION into $PREFIX (a few minutes)"
+    say "building Caffe $CAFFE_SRC_VERSION into $PREFIX (a few minutes; CUDA: 20-40 min on 2 cores)"
     rm -rf "$PREFIX"
+    PATCH_SET="$(mktemp -d)"
+    for p in "${PATCHES[@]}"; do cp "$p" "$PATCH_SET/"; done
     CAFFE_SRC_PKG="$CAFFE_SRC_PKG" CAFFE_SRC_VERSION="$CAFFE_SRC_VERSION" \
     CAFFE_UPSTREAM_VERSION="$CAFFE_UPSTREAM_VERSION" CAFFE_SRC_SUITE="$CAFFE_SRC_SUITE" \
-    ORIG_SHA256="$ORIG_SHA256" DEBIAN_SHA256="$DEBIAN_SHA256" PATCH_DIR="$PATCH_DIR" \
+    ORIG_SHA256="$ORIG_SHA256" DEBIAN_SHA256="$DEBIAN_SHA256" PATCH_DIR="$PATCH_SET" \
     FLAGS="$FLAGS" VPY="$VPY" CACHE_ROOT="$CACHE_ROOT" \
-      bash "$REPO/tools/caffe/build_caffe.sh" "$PREFIX" || die "Caffe build failed (log above)"
+      bash "$REPO/tools/caffe/build_caffe.sh" "$PREFIX" || { rm -rf "$PATCH_SET"; die "Caffe build failed (log above)"; }
+    rm -rf "$PATCH_SET"
   else
     say "Caffe already built: $PREFIX"
   fi

@@ -104,18 +104,37 @@ PYINC="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
 PYLIB="$(ls /usr/lib/*/libpython3.*.so 2>/dev/null | head -n1)"
 NPINC="$("$VPY" -c 'import numpy; print(numpy.get_include())')"
 mkdir -p "$SRC/build"
+# ccache, when installed, keeps compiled objects in CACHE_ROOT/ccache: a build with other
+# patches or flags recompiles only what changed (nvcc included).
+LAUNCH=""
+if command -v ccache >/dev/null; then
+  export CCACHE_DIR="${CCACHE_DIR:-$CACHE_ROOT/ccache}" CCACHE_BASEDIR="$SRC" CCACHE_NOHASHDIR=1
+  LAUNCH="-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache"
+  say "using ccache ($CCACHE_DIR)"
+fi
 # shellcheck disable=SC2086
-( cd "$SRC/build" && cmake .. $FLAGS \
+( cd "$SRC/build" && cmake .. $FLAGS $LAUNCH \
     -DCMAKE_INSTALL_PREFIX="$PREFIX" \
     -DCMAKE_INSTALL_RPATH="$PREFIX/lib" -DCMAKE_INSTALL_RPATH_USE_LINK_PATH=ON \
     -DPYTHON_EXECUTABLE="$VPY" -DPYTHON_INCLUDE_DIR="$PYINC" -DPYTHON_LIBRARY="$PYLIB" \
     -DNUMPY_INCLUDE_DIR="$NPINC" > "$WORK/cmake.log" 2>&1 ) \
   || { tail -n 40 "$WORK/cmake.log"; die "cmake configure failed"; }
+NVCC="$(sed -n 's/^CUDA_NVCC_EXECUTABLE:[A-Z]*=//p' "$SRC/build/CMakeCache.txt")"
+if [ -n "$LAUNCH" ] && [ -n "$NVCC" ] && [ -x "$NVCC" ]; then
+  # FindCUDA drops a preset CUDA_NVCC_EXECUTABLE on the first configure: set it afterwards
+  printf '#!/bin/sh\nexec ccache "%s" "$@"\n' "$NVCC" > "$WORK/nvcc-ccache"
+  chmod +x "$WORK/nvcc-ccache"
+  ( cd "$SRC/build" && cmake . -DCUDA_NVCC_EXECUTABLE="$WORK/nvcc-ccache" >> "$WORK/cmake.log" 2>&1 ) \
+    || { tail -n 40 "$WORK/cmake.log"; die "cmake configure (nvcc through ccache) failed"; }
+fi
+grep -E "CUDA detected|Found cuDNN|Added CUDA NVCC flags|Found NCCL  " "$WORK/cmake.log" | sed 's/^-- /==> /' || true
 say "compiling with $(nproc) jobs"
-( cd "$SRC/build" && make -j"$(nproc)" all pycaffe > "$WORK/make.log" 2>&1 ) \
-  || { grep -E 'error|Error' "$WORK/make.log" | head -n 30; die "compilation failed"; }
+( cd "$SRC/build" && make -k -j"$(nproc)" all pycaffe > "$WORK/make.log" 2>&1 ) \
+  || { grep -E 'error|Error' "$WORK/make.log" | head -n 30; cp "$WORK/make.log" "$CACHE_ROOT/last-failed-make.log";
+       die "compilation failed (full log: $CACHE_ROOT/last-failed-make.log)"; }
 ( cd "$SRC/build" && make install > "$WORK/install.log" 2>&1 ) \
   || { tail -n 30 "$WORK/install.log"; die "make install failed"; }
 cp "$WORK/cmake.log" "$PREFIX/cmake.log"
+cp "$WORK/make.log" "$PREFIX/make.log"
 echo "$CAFFE_SRC_VERSION $FLAGS" > "$PREFIX/.complete"
 say "Caffe installed in $PREFIX"
