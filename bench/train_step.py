@@ -25,10 +25,21 @@ LD_LIBRARY_PATH to the OpenMP flavour); unavailable ones are skipped with the re
 PyTorch is used only here, from bench/.venv-torch (git-ignored); if it is missing the
 torch rows are skipped and the install command is printed.
 
+Caffe builds (--caffe-builds LABEL=PREFIX ...): the Caffe rows run once per build, with that
+install's pycaffe and libcaffe (PYTHONPATH / LD_LIBRARY_PATH); 'x stock' is images/s over the
+row of the build labelled 'stock'. LABEL=venv is the build the venv uses.
+
+--profile: instead, where the time of one training step goes, per layer kind, from Caffe's
+per-layer callbacks inside solver.step (conv forward, conv weight+bias gradient, conv input
+gradient, LRN, pooling, ReLU, fc, loss, the rest = update, split/concat, Python overhead), and
+the same net in PyTorch under torch.profiler (op self times, grouped the same way).
+
 Examples:
   python bench/train_step.py                                   # demo batch 16 + batch 64
   python bench/train_step.py --batches 16 --blas default skylakex --layouts six stacked plain
   python bench/train_step.py --memory                          # peak RSS at batch 256 and 16
+  python bench/train_step.py --blas auto --caffe-builds patched=venv stock=~/.cache/learning-to-count/caffe-KEY
+  python bench/train_step.py --profile --blas auto auto1 --torch-threads 2 1 --caffe-builds patched=venv stock=PREFIX
 """
 import argparse
 import json
@@ -196,8 +207,201 @@ def child_gemm(a):
     bl.child_print(res)
 
 
+# ============================================================================ --profile
+PROFILE_COLUMNS = [("conv_fwd", "conv fwd"), ("conv_wgrad", "conv wgrad"), ("conv_igrad", "conv igrad"),
+                   ("conv_bwd", "conv bwd"), ("lrn", "LRN"), ("pool", "pool"), ("relu", "ReLU"), ("fc", "fc"),
+                   ("loss", "loss"), ("data", "data"), ("other", "rest")]
+_CAFFE_KIND = {"Convolution": "conv", "LRN": "lrn", "Pooling": "pool", "ReLU": "relu", "InnerProduct": "fc"}
+
+
+class _LayerClock:
+    """Per-layer forward/backward seconds of one step, from Caffe's own layer callbacks."""
+
+    def __init__(self, net):
+        self.n = len(net.layers)
+        self.fwd, self.bwd = [0.0] * self.n, [0.0] * self.n
+        self.t0 = 0.0
+        net.before_forward(self._start)
+        net.after_forward(lambda i: self._stop(self.fwd, i))
+        net.before_backward(self._start)
+        net.after_backward(lambda i: self._stop(self.bwd, i))
+
+    def _start(self, i):
+        self.t0 = time.perf_counter()
+
+    def _stop(self, acc, i):
+        acc[i] += time.perf_counter() - self.t0
+
+    def reset(self):
+        self.fwd, self.bwd = [0.0] * self.n, [0.0] * self.n
+
+
+def _caffe_kinds(net):
+    kinds = []
+    for name, layer in zip(net._layer_names, net.layers):
+        if layer.type == "Python":
+            kinds.append("data" if name == "data" else "loss" if name == "loss" else "other")
+        else:
+            kinds.append(_CAFFE_KIND.get(layer.type, "other"))
+    return kinds
+
+
+def _no_conv_input_grad(solver_path):
+    """A copy of the solver whose net has propagate_down: false on every Convolution layer (its
+    backward is then the weight and bias gradient alone)."""
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+    sp = caffe_pb2.SolverParameter()
+    text_format.Merge(open(solver_path).read(), sp)
+    net = caffe_pb2.NetParameter()
+    text_format.Merge(open(sp.net).read(), net)
+    for layer in net.layer:
+        if layer.type == "Convolution":
+            del layer.propagate_down[:]
+            layer.propagate_down.extend([False] * len(layer.bottom))
+    sp.net = sp.net.replace(".prototxt", "_wgrad.prototxt")
+    with open(sp.net, "w") as f:
+        f.write(str(net))
+    path = solver_path.replace(".prototxt", "_wgrad.prototxt")
+    with open(path, "w") as f:
+        f.write(str(sp))
+    return path
+
+
+def child_profile_caffe(a):
+    """Per layer kind, ms of one SGD step (median over the timed steps), two solvers per layout:
+    the real net and a copy without conv input gradients (conv igrad = conv bwd - conv wgrad)."""
+    import numpy as np
+    import caffe
+    caffe.set_mode_cpu()
+    lib = bl.caffe_blas_library()
+    tmp = tempfile.TemporaryDirectory()
+    runs = []
+    for i, (layout, inputs, workers) in enumerate(_parse_variants(a.variants)):
+        folder = os.path.join(tmp.name, str(i))
+        os.makedirs(folder)
+        path = _caffe_net_files(layout, a.batch, inputs, a.lmdb, workers, folder)
+        for which, sp in (("full", path), ("wgrad", _no_conv_input_grad(path))):
+            caffe.set_random_seed(1701)
+            solver = caffe.SGDSolver(sp)
+            net = solver.net
+            rng = np.random.default_rng(0)
+            for name in (["data"] if layout in ("stacked", "plain") else ["t1", "t2", "t3", "t4", "dx", "dy"]):
+                if name in net.blobs:
+                    blob = net.blobs[name].data
+                    blob[...] = rng.standard_normal(blob.shape, dtype=np.float32)
+            runs.append(dict(layout=layout, which=which, solver=solver, clock=_LayerClock(net),
+                             kinds=_caffe_kinds(net), steps=[]))
+    for r in runs:
+        for _ in range(a.warmup):
+            r["solver"].step(1)
+    for _ in range(a.iters):
+        for r in runs:  # round-robin: load changes hit every net alike
+            r["clock"].reset()
+            t = time.perf_counter()
+            r["solver"].step(1)
+            step = time.perf_counter() - t
+            parts = {"step": step}
+            for k, f, b in zip(r["kinds"], r["clock"].fwd, r["clock"].bwd):
+                if k == "conv":
+                    parts["conv_fwd"] = parts.get("conv_fwd", 0.0) + f
+                    parts["conv_bwd"] = parts.get("conv_bwd", 0.0) + b
+                else:
+                    parts[k] = parts.get(k, 0.0) + f + b
+            parts["other"] = step - sum(v for k, v in parts.items() if k != "step" and k != "other") \
+                + parts.get("other", 0.0)
+            r["steps"].append(parts)
+    _, core, threads = bl.blas_info(lib)
+    out = []
+    for layout in dict.fromkeys(r["layout"] for r in runs):
+        full = next(r for r in runs if r["layout"] == layout and r["which"] == "full")
+        wg = next(r for r in runs if r["layout"] == layout and r["which"] == "wgrad")
+        times = {k: [p.get(k, 0.0) for p in full["steps"]] for k in full["steps"][0]}
+        times["conv_wgrad"] = [p.get("conv_bwd", 0.0) for p in wg["steps"]]
+        out.append(dict(kind="caffe", layout=layout, batch=a.batch, times=times))
+    bl.child_print(dict(variants=out, blas_lib=lib, blas_core=core, blas_threads=threads))
+
+
+def _torch_kind(name):
+    n = name.lower()
+    if "convolution" in n and "backward" in n or n.startswith("convolutionbackward"):
+        return "conv_bwd"
+    if "conv" in n:
+        return "conv_fwd"
+    if "max_pool" in n or "maxpool" in n:
+        return "pool"
+    if "relu" in n or "threshold" in n:
+        return "relu"
+    if "addmm" in n or n in ("aten::mm", "mmbackward0", "aten::linear", "aten::t", "tbackward0"):
+        return "fc"
+    if "foreach" in n or "sgd" in n or "optimizer" in n:
+        return "update"
+    if any(x in n for x in ("avg_pool3d", "avgpool3d", "pow", "div", "mul", "add", "constant_pad", "sub", "sum")):
+        return "lrn"
+    return "other"
+
+
+def child_profile_torch(a):
+    """The torch net of child_torch, per op kind from torch.profiler (self CPU times)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    net_step = child_torch(a, build_only=True)
+    layouts = [v[0] for v in _parse_variants(a.variants)]
+    out = []
+    for layout in layouts:
+        for _ in range(a.warmup):
+            net_step(layout)
+        steps = []
+        for _ in range(a.iters):
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                t = time.perf_counter()
+                net_step(layout)
+                step = time.perf_counter() - t
+            parts = {"step": step}
+            for ev in prof.key_averages():
+                k = _torch_kind(ev.key)
+                parts[k] = parts.get(k, 0.0) + ev.self_cpu_time_total / 1e6
+            total = sum(v for k, v in parts.items() if k != "step")
+            parts["other"] = parts.get("other", 0.0) + parts.pop("update", 0.0)
+            parts["profiled_s"] = total
+            steps.append(parts)
+        keys = set().union(*steps)
+        out.append(dict(kind="torch", layout=layout, batch=a.batch,
+                        times={k: [p.get(k, 0.0) for p in steps] for k in keys}))
+    bl.child_print(dict(variants=out, blas_threads=torch.get_num_threads(), torch_version=torch.__version__))
+
+
+def print_profile(rows):
+    """ms per step and % of the step for each layer kind."""
+    table = []
+    for r in rows:
+        med = {k: statistics.median(v) for k, v in r["times"].items()}
+        step = med.get("step", 0.0)
+        if r["kind"] == "torch":
+            med["conv_bwd"] = med.get("conv_bwd", 0.0)
+            scale = step / med["profiled_s"] if med.get("profiled_s") else 1.0
+            med = {k: (v * scale if k not in ("step", "profiled_s") else v) for k, v in med.items()}
+        else:
+            med["conv_igrad"] = max(0.0, med.get("conv_bwd", 0.0) - med.get("conv_wgrad", 0.0))
+        row = dict(name=row_name(r), thr=r.get("blas_threads"), batch=r["batch"], step_ms=1000 * step,
+                   images_s=6 * r["batch"] / step if step else None)
+        for k, _ in PROFILE_COLUMNS:
+            if k in med:
+                row[k] = "%.0f (%.0f%%)" % (1000 * med[k], 100.0 * med[k] / step) if step else None
+        table.append(row)
+    cols = [("name", "row", 0), ("thr", "thr", 0), ("batch", "batch", 0), ("step_ms", "ms/step", 0),
+            ("images_s", "images/s", 1)] + [(k, h + " ms (%)", 0) for k, h in PROFILE_COLUMNS]
+    bl.print_table(table, cols, title="Where one SGD step goes (median ms per step, % of the step). Caffe: its "
+                   "layer callbacks inside solver.step; conv wgrad from a copy of the net without conv input "
+                   "gradients, igrad = bwd - wgrad; rest = update + split/concat + overhead. torch: "
+                   "torch.profiler self CPU times scaled to the step; its conv bwd is weight+input together, "
+                   "'LRN' holds every elementwise op (LRN's pow/div/mul/add/avg_pool3d and the loss's), "
+                   "'rest' includes the SGD update")
+    return table
+
+
 # ============================================================================ child: torch
-def child_torch(a):
+def child_torch(a, build_only=False):
     import numpy as np
     import torch
     import torch.nn as nn
@@ -263,6 +467,8 @@ def child_torch(a):
         opt.step()
         return loss
 
+    if build_only:
+        return step
     layouts = [v[0] for v in _parse_variants(a.variants)]
     for layout in layouts:
         for _ in range(a.warmup):
@@ -333,7 +539,8 @@ def bundled_photos():
 
 
 def row_name(r):
-    name = "%s %s" % (r["kind"], r["layout"])
+    name = "%s %s" % (r["kind"] if r.get("build", "venv") == "venv" else "%s[%s]" % (r["kind"], r["build"]),
+                      r["layout"])
     if r.get("inputs") == "data_layer":
         name += "+data(w%d)" % r["workers"]
     return name
@@ -344,7 +551,7 @@ def _groups(specs):
     groups = {}
     for spec in specs:
         key = (spec["kind"], spec["blas"], spec["batch"], spec.get("iters"), spec.get("warmup"),
-               spec.get("gemm", True), spec.get("alone", False) and id(spec))
+               spec.get("gemm", True), spec.get("alone", False) and id(spec), spec.get("build", "venv"))
         groups.setdefault(key, []).append(spec)
     return list(groups.values())
 
@@ -354,6 +561,8 @@ def _child_cmd(group, a):
     iters, warmup = s0.get("iters", a.iters), s0.get("warmup", a.warmup)
     variants = ",".join("%s:%s:%d" % (s["layout"], s["inputs"], s.get("workers", 0)) for s in group)
     common = ["--variants", variants, "--batch", str(s0["batch"]), "--iters", str(iters), "--warmup", str(warmup)]
+    if a.profile:
+        common.append("--profile")
     if s0["kind"] == "torch":
         return [a.torch_python, os.path.abspath(__file__), "--child", "torch", "--threads", str(s0["blas"])] + common
     if s0["kind"] == "gemm":
@@ -361,6 +570,34 @@ def _child_cmd(group, a):
     lmdb = next((s["lmdb"] for s in group if s.get("lmdb")), "")
     cmd = [sys.executable, os.path.abspath(__file__), "--child", "caffe", "--lmdb", lmdb] + common
     return cmd + (["--gemm"] if s0.get("gemm", True) else [])
+
+
+def _parse_builds(items, ap):
+    """["patched=venv", "stock=/path"] -> {"patched": "venv", "stock": "/abs/path"} (checked)."""
+    builds = {}
+    for item in items:
+        label, _, path = item.partition("=")
+        path = path or label
+        if label == "venv" or path == "venv":
+            builds[label] = "venv"
+            continue
+        path = os.path.abspath(os.path.expanduser(path))
+        if not (os.path.isdir(os.path.join(path, "python", "caffe")) and os.path.isdir(os.path.join(path, "lib"))):
+            ap.error("--caffe-builds %s: %s is not a Caffe install prefix (python/caffe/ and lib/ expected)"
+                     % (item, path))
+        builds[label] = path
+    return builds
+
+
+def _build_env(env, prefix, skip):
+    """The child environment with the Caffe install at prefix first on the Python and library paths."""
+    if prefix == "venv":
+        return env, skip
+    env = dict(env)
+    env["PYTHONPATH"] = os.path.join(prefix, "python") + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    lib = os.path.join(prefix, "lib")
+    env["LD_LIBRARY_PATH"] = lib + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
+    return env, skip
 
 
 def _summarise(row):
@@ -396,10 +633,14 @@ def run_rows(specs, a):
             s0 = group[0]
             kind, blas, batch = s0["kind"], s0["blas"], s0["batch"]
             env, skip = bl.blas_env(blas) if kind != "torch" else (dict(os.environ), None)
+            build = s0.get("build", "venv")
+            if kind != "torch" and build != "venv":
+                env, skip = _build_env(env, a.caffe_builds[build], skip)
             if kind == "torch" and not os.path.isfile(a.torch_python):
                 skip = "PyTorch not found at %s; install: %s" % (a.torch_python, bl.TORCH_INSTALL_HINT)
-            label = "%s %s batch %d blas %s" % (kind, "/".join(row_name(dict(s, kind=kind)).split(" ", 1)[1]
-                                                               for s in group), batch, blas)
+            label = "%s %s batch %d blas %s" % (row_name(dict(s0, kind=kind)).split(" ", 1)[0],
+                                                "/".join(row_name(dict(s, kind=kind)).split(" ", 1)[1]
+                                                         for s in group), batch, blas)
             if skip:
                 if rep == 0:
                     print("skip %s: %s" % (label, skip), flush=True)
@@ -410,25 +651,35 @@ def run_rows(specs, a):
             if res is None:
                 print("FAILED\n%s" % err, flush=True)
                 for s in group:
-                    key = (kind, blas, batch, s["layout"], s["inputs"], s.get("workers", 0))
+                    key = (kind, blas, batch, s["layout"], s["inputs"], s.get("workers", 0), build)
                     if key not in merged:
                         order.append(key)
                         merged[key] = dict(kind=kind, layout=s["layout"], inputs=s["inputs"], batch=batch,
-                                           images=6 * batch, workers=s.get("workers", 0), blas=blas,
+                                           images=6 * batch, workers=s.get("workers", 0), blas=blas, build=build,
                                            error=(err.strip().splitlines() or ["failed"])[-1][:200])
                 continue
             print("done in %.0f s" % wall, flush=True)
             if kind == "gemm":
                 res.update(kind="gemm", layout="-", inputs="-", batch=None, images=None, blas=blas, peak_rss_mib=rss,
                            name="sgemm 2048^3 (limit)")
-                key = ("gemm", blas)
+                key = ("gemm", blas, build)
                 if key not in merged:
                     order.append(key)
                     merged[key] = res
                 continue
+            if a.profile:
+                for v in res["variants"]:
+                    key = (kind, blas, batch, v["layout"], build)
+                    if key in merged:
+                        for k2, t2 in v["times"].items():
+                            merged[key]["times"].setdefault(k2, []).extend(t2)
+                    else:
+                        order.append(key)
+                        merged[key] = dict(v, blas=blas, build=build, blas_threads=res.get("blas_threads"))
+                continue
             for v in res["variants"]:
-                key = (kind, blas, batch, v["layout"], v["inputs"], v["workers"])
-                v.update(images=6 * batch, blas=blas if kind != "torch" else "torch/%st" % blas,
+                key = (kind, blas, batch, v["layout"], v["inputs"], v["workers"], build)
+                v.update(images=6 * batch, blas=blas if kind != "torch" else "torch/%st" % blas, build=build,
                          children_peak_rss_mib=res.get("children_peak_rss_mib"),
                          blas_core=res.get("blas_core"), blas_threads=res.get("blas_threads"),
                          blas_lib=res.get("blas_lib"), torch_version=res.get("torch_version"),
@@ -442,6 +693,8 @@ def run_rows(specs, a):
                         order.append(key)
                     v["gemm_list"] = [res.get("gemm_gflops")]
                     merged[key] = v
+    if a.profile:
+        return [merged[key] for key in order]
     rows = []
     for key in order:
         r = merged[key]
@@ -466,8 +719,14 @@ def add_ratios(rows):
         if peers and r["kind"] == "caffe":
             r["vs_torch"] = r["images_s"] / peers[0]["images_s"]
             r["vs_torch_best"] = r["best_images_s"] / peers[0]["best_images_s"]
+        stock = [p for p in rows if p["kind"] == "caffe" and p.get("build") == "stock" and "images_s" in p
+                 and (p["layout"], p["inputs"], p["batch"], p["blas"], p.get("workers")) ==
+                 (r["layout"], r["inputs"], r["batch"], r["blas"], r.get("workers"))]
+        if stock and r["kind"] == "caffe" and r.get("build") != "stock":
+            r["vs_stock"] = r["images_s"] / stock[0]["images_s"]
+            r["vs_stock_best"] = r["best_images_s"] / stock[0]["best_images_s"]
         plain = [p for p in rows if p["kind"] == "caffe" and p["layout"] == "plain" and p["batch"] == r["batch"]
-                 and p["blas"] == r["blas"] and "step_s" in p]
+                 and p["blas"] == r["blas"] and "step_s" in p and p.get("build") == r.get("build")]
         if plain and r["kind"] == "caffe" and r["layout"] != "plain":
             r["vs_plain_pct"] = 100.0 * (r["step_s"] / plain[0]["step_s"] - 1.0)
             r["vs_plain_best_pct"] = 100.0 * (r["min_s"] / plain[0]["min_s"] - 1.0)
@@ -477,10 +736,11 @@ COLUMNS = [("name", "row", 0), ("blas", "BLAS", 0), ("blas_core", "core", 0), ("
            ("batch", "batch", 0), ("images", "images", 0), ("step_ms", "ms/step", 0), ("noise_pct", "+-%", 0),
            ("samples_s", "samples/s", 1), ("images_s", "images/s", 1), ("best_images_s", "best img/s", 1),
            ("gflops", "GFLOP/s", 1), ("gemm_gflops", "sgemm GFLOP/s", 1), ("pct_limit", "% of sgemm", 0),
-           ("vs_torch", "x torch", 2), ("vs_torch_best", "x torch best", 2), ("vs_plain_pct", "+% vs plain", 1),
+           ("vs_torch", "x torch", 2), ("vs_torch_best", "x torch best", 2), ("vs_stock", "x stock", 2),
+           ("vs_stock_best", "x stock best", 2), ("vs_plain_pct", "+% vs plain", 1),
            ("vs_plain_best_pct", "best +% vs plain", 1), ("data_wait_pct", "data wait %", 1),
            ("loss_pct", "loss %", 1), ("peak_rss_mib", "peak RSS MiB", 0)]
-CSV_COLUMNS = [c for c, _, _ in COLUMNS] + ["layout", "inputs", "workers", "step_s", "mean_s", "min_s", "max_s",
+CSV_COLUMNS = [c for c, _, _ in COLUMNS] + ["build", "layout", "inputs", "workers", "step_s", "mean_s", "min_s", "max_s",
                                             "iters", "loss", "flops", "data_s", "loss_s", "setup_s", "blas_lib",
                                             "load_before", "torch_version", "error"]
 
@@ -489,13 +749,15 @@ def build_specs(a, lmdb):
     specs = []
     for blas in a.blas:
         for batch in a.batches:
-            for layout in a.layouts:
-                specs.append(dict(kind="caffe", layout=layout, inputs="input", batch=batch, blas=blas))
-            if a.data_layer:
-                for layout in [l for l in a.layouts if l != "plain"]:
-                    for w in a.workers:
-                        specs.append(dict(kind="caffe", layout=layout, inputs="data_layer", batch=batch, blas=blas,
-                                          workers=w, lmdb=lmdb))
+            for build in a.caffe_builds:
+                for layout in a.layouts:
+                    specs.append(dict(kind="caffe", layout=layout, inputs="input", batch=batch, blas=blas,
+                                      build=build))
+                if a.data_layer:
+                    for layout in [l for l in a.layouts if l != "plain"]:
+                        for w in a.workers:
+                            specs.append(dict(kind="caffe", layout=layout, inputs="data_layer", batch=batch,
+                                              blas=blas, workers=w, lmdb=lmdb, build=build))
     if a.torch:
         for tb in a.torch_threads:
             for batch in a.batches:
@@ -522,6 +784,10 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=1,
                     help="run every child this many times in turn (Caffe and torch alternate) and pool the steps")
     ap.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
+    ap.add_argument("--caffe-builds", nargs="+", default=["venv"], metavar="LABEL=PREFIX",
+                    help="Caffe installs to compare (LABEL=venv: the venv's); label 'stock' is the x-stock base")
+    ap.add_argument("--profile", action="store_true",
+                    help="instead: per-layer-kind profile of one step (Caffe callbacks, torch.profiler)")
     ap.add_argument("--memory", action="store_true",
                     help="instead: peak RSS of training at --memory-batches (six+data, stacked+data, six Input)")
     ap.add_argument("--memory-batches", type=int, nargs="+", default=[256, 16], help="batches of --memory")
@@ -535,8 +801,11 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--gemm", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.child and a.profile:
+        return {"caffe": child_profile_caffe, "torch": child_profile_torch}[a.child](a) or 0
     if a.child:
         return {"caffe": child_caffe, "torch": child_torch, "gemm": child_gemm}[a.child](a) or 0
+    a.caffe_builds = _parse_builds(a.caffe_builds, ap)
     if any(b < 2 for b in a.batches):
         ap.error("--batches: each batch needs at least 2 samples (y is another image of the batch)")
     print("train_step:", json.dumps(vars(a), sort_keys=True))
@@ -544,6 +813,25 @@ def main(argv=None):
     for name, (desc, _, skip) in sorted(bl.blas_presets().items()):
         if name in a.blas:
             print("  blas %-16s %s%s" % (name, desc, "  [skipped: %s]" % skip if skip else ""))
+
+    if a.profile:
+        specs = []
+        for blas in a.blas:
+            for batch in a.batches:
+                for build in a.caffe_builds:
+                    for layout in [l for l in a.layouts if l != "plain"]:
+                        specs.append(dict(kind="caffe", layout=layout, inputs="input", batch=batch, blas=blas,
+                                          build=build, gemm=False))
+        if a.torch:
+            for tb in a.torch_threads:
+                for batch in a.batches:
+                    for layout in [l for l in a.layouts if l != "plain"]:
+                        specs.append(dict(kind="torch", layout=layout, inputs="input", batch=batch, blas=tb))
+        rows = run_rows(specs, a)
+        print()
+        table = print_profile(rows)
+        bl.write_csv(table, a.csv or os.path.join(bl.RESULTS, "train_step_profile.csv"))
+        return 0
 
     if a.memory:
         lmdb = ensure_lmdb(a.lmdb)

@@ -41,6 +41,7 @@ import cv2
 import numpy as np
 
 import count_transforms as ct
+from ltc import sharding
 from lmdb_io import LmdbError, datum_to_image, open_lmdb, read_varint as _varint, resolve_path
 
 _PR_SET_PDEATHSIG = 1
@@ -218,7 +219,8 @@ class BatchPipeline:
     """
 
     def __init__(self, source, batch_size, crop_size=228, interpolation="per_batch", gray_prob=0.67, seed=1701,
-                 phase="train", workers=2, prefetch=4, eps=1e-5, test_batches=0, who="BatchPipeline"):
+                 phase="train", workers=2, prefetch=4, eps=1e-5, test_batches=0, who="BatchPipeline",
+                 shard=0, num_shards=1):
         self._pids = []
         self._closed = True
         self._owner = os.getpid()
@@ -233,6 +235,10 @@ class BatchPipeline:
                   (prefetch >= 1, "prefetch must be >= 1"),
                   (eps > 0, "eps must be > 0"),
                   (test_batches >= 0, "test_batches must be >= 0 (0 = one pass over the LMDB)")]
+        try:
+            sharding.check_shard(shard, num_shards)
+        except ValueError as e:
+            checks.append((False, str(e)))
         for ok, msg in checks:
             if not ok:
                 raise ValueError("%s: %s (got batch_size=%r crop_size=%r interpolation=%r gray_prob=%r seed=%r "
@@ -242,7 +248,8 @@ class BatchPipeline:
         self.source = resolve_path(source)
         env = open_lmdb(source, who)
         try:
-            keys = read_key_array(env)
+            keys = sharding.shard_keys(read_key_array(env), shard, num_shards)  # rank's disjoint part
+            seed = sharding.shard_seed(seed, shard, num_shards)
             with env.begin() as txn:
                 first = decode_chw(txn.get(keys[0]), keys[0], source)
         finally:

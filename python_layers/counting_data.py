@@ -31,6 +31,9 @@ param_str (JSON; unknown keys or wrong types raise ltc_params.ParamError in setu
                   in LMDB key order, each with reproducible crops/modes; 0 = ceil(n_db / N)
                   (one pass over the LMDB). Set the solver's test_iter to this number for
                   identical test passes.
+    shard, num_shards  0, 1  data-parallel training (tools/train_multigpu.py): this rank reads
+                  only the LMDB keys at positions shard, shard + num_shards, ... and draws
+                  from its own seed stream (ltc/sharding.py)
     TRAIN phase: batches walk a fresh seeded permutation of the LMDB per epoch.
 
 Workers: they are forked in setup and stop on ``close()``, or by themselves when the process
@@ -64,6 +67,8 @@ PARAM_SPEC = {
     "eps": (1e-5, float),
     "stack": (False, bool),
     "test_batches": (0, int),
+    "shard": (0, int),
+    "num_shards": (1, int),
 }
 
 
@@ -89,7 +94,8 @@ class CountingDataLayer(caffe.Layer):
             self.pipeline = BatchPipeline(
                 p["source"], p["batch_size"], crop_size=p["crop_size"], interpolation=p["interpolation"],
                 gray_prob=p["gray_prob"], seed=p["seed"], phase=phase, workers=p["workers"],
-                prefetch=p["prefetch"], eps=p["eps"], test_batches=p["test_batches"], who=self.NAME)
+                prefetch=p["prefetch"], eps=p["eps"], test_batches=p["test_batches"], who=self.NAME,
+                shard=p["shard"], num_shards=p["num_shards"])
         except ValueError as e:
             if type(e) is ValueError:  # argument range checks -> the param_str's fault
                 raise ParamError(str(e))
@@ -99,6 +105,8 @@ class CountingDataLayer(caffe.Layer):
         s = pl.crop_size // 2
         self.top_shape = (6 * pl.batch_size, 3, s, s) if p["stack"] else (pl.batch_size, 3, s, s)
         extra = (", %d test batches per pass" % pl.test_batches) if phase == "test" else ""
+        if p["num_shards"] > 1:
+            extra += ", shard %d of %d" % (p["shard"], p["num_shards"])
         print("%s[%s]: %s (%d images), batch %d, crop %d -> %dx%d, interpolation %s, gray_prob %.2f, seed %d, "
               "workers %d%s%s" % (self.NAME, phase, pl.source, pl.n_db, pl.batch_size, pl.crop_size, s, s,
                                   p["interpolation"], p["gray_prob"], p["seed"], pl.workers,
