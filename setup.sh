@@ -8,6 +8,7 @@
 #   ./setup.sh --cuda --cuda-arch 80,86,90   # GPU architectures (default: nvidia-smi's,
 #                                   # or sm_80,sm_90 + PTX 9.0 when no GPU is visible)
 #   ./setup.sh --stock-caffe        # Caffe without the project's speed patches
+#   ./setup.sh --gtests convolution_layer,pooling_layer   # rebuild, then run those Caffe gtests
 #   ./setup.sh --rebuild            # ignore the cached Caffe build
 #
 # After it: `source .venv/bin/activate` puts `caffe`, `convert_imageset`, ... on PATH,
@@ -63,8 +64,10 @@ while [ $# -gt 0 ]; do
     --cuda-arch) [ $# -ge 2 ] || die "--cuda-arch needs a list such as 80,90"; CUDA_ARCH="$2"; shift 2 ;;
     --cuda-arch=*) CUDA_ARCH="${1#--cuda-arch=}"; shift ;;
     --stock-caffe) STOCK=1; shift ;;
+    --gtests) [ $# -ge 2 ] || die "--gtests needs a list such as convolution_layer,lrn_layer"
+              export CAFFE_GTESTS="$2"; REBUILD=1; shift 2 ;;
     --rebuild) REBUILD=1; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) die "unknown option '$1' (see ./setup.sh --help)" ;;
   esac
 done

@@ -134,6 +134,18 @@ say "compiling with $(nproc) jobs"
        die "compilation failed (full log: $CACHE_ROOT/last-failed-make.log)"; }
 ( cd "$SRC/build" && make install > "$WORK/install.log" 2>&1 ) \
   || { tail -n 30 "$WORK/install.log"; die "make install failed"; }
+if [ -n "${CAFFE_GTESTS:-}" ]; then
+  # Caffe's own gtests for the listed test files (e.g. convolution_layer,pooling_layer),
+  # CPU tests only, 2 BLAS threads so that the batch-parallel paths run; log in PREFIX.
+  say "building and running Caffe's gtests: $CAFFE_GTESTS"
+  ( cd "$SRC/build" && cmake . -DBUILD_only_tests="$CAFFE_GTESTS" >> "$WORK/cmake.log" 2>&1 \
+      && make -j"$(nproc)" test.testbin > "$WORK/gtest-build.log" 2>&1 ) \
+    || { grep -E 'error' "$WORK/gtest-build.log" | head -n 20; die "building the gtests failed"; }
+  ( cd "$SRC" && GLOG_minloglevel=2 OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-2}" \
+      build/test/test.testbin --gtest_filter='-*GPU*' ) > "$PREFIX/gtest.log" 2>&1 \
+    || { grep -E '^\[  FAILED|^\[  PASSED' "$PREFIX/gtest.log" | head -n 20; die "Caffe gtests failed (log: $PREFIX/gtest.log)"; }
+  grep -E '^\[==========\]|^\[  PASSED' "$PREFIX/gtest.log" | sed 's/^/==> gtest: /'
+fi
 cp "$WORK/cmake.log" "$PREFIX/cmake.log"
 cp "$WORK/make.log" "$PREFIX/make.log"
 echo "$CAFFE_SRC_VERSION $FLAGS" > "$PREFIX/.complete"
