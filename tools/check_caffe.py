@@ -8,6 +8,9 @@ Python layer compiled in (``'Python' in caffe.layer_type_list()``).
                                                 # prints CAFFE_BIN_DIR=... lines (sh syntax)
     python tools/check_caffe.py --venv .venv    # check the project environment
 
+Both also say whether the build is CPU-only or a CUDA build, and for a CUDA build how many
+devices the CUDA runtime sees ("CUDA build, 2 devices" or "CUDA build, no device (...)").
+
 PATH may be an install prefix (bin/, lib/, python/ or lib/python3/dist-packages/),
 a CMake build folder (tools/, lib/, python/), or a source tree built with make
 (.build_release/ or build/ inside it). On failure the message starts with
@@ -76,6 +79,39 @@ def _env(loc):
     return env
 
 
+def _linked(path, name):
+    """Absolute path of the library `name`* that `path` links (ldd), or None."""
+    try:
+        out = subprocess.run(["ldd", path], capture_output=True, text=True, timeout=60).stdout
+    except OSError:
+        return None
+    for line in out.splitlines():
+        parts = line.split()
+        if parts and parts[0].startswith(name) and "=>" in parts and parts[-2].startswith("/"):
+            return parts[-2]
+    return None
+
+
+def cuda_status(lib_dir):
+    """'CPU-only build', 'CUDA build, N device(s)' or 'CUDA build, no device (reason)' for the
+    libcaffe in lib_dir; the device count comes from the CUDA runtime that libcaffe links."""
+    import ctypes
+    libs = sorted(glob.glob(os.path.join(lib_dir, "libcaffe.so*"))) if lib_dir else []
+    cudart = _linked(libs[0], "libcudart") if libs else None
+    if not cudart:
+        return "CPU-only build"
+    try:
+        rt = ctypes.CDLL(cudart)
+        n = ctypes.c_int(0)
+        err = rt.cudaGetDeviceCount(ctypes.byref(n))
+    except OSError as e:
+        return "CUDA build, no device (cannot load %s: %s)" % (cudart, e)
+    if err != 0:
+        rt.cudaGetErrorString.restype = ctypes.c_char_p
+        return "CUDA build, no device (cudaGetDeviceCount: %s)" % rt.cudaGetErrorString(err).decode()
+    return "CUDA build, %d device%s" % (n.value, "" if n.value == 1 else "s")
+
+
 def check(loc, python=sys.executable):
     """Run the binary and import pycaffe; raise NotUsable with the reason."""
     binary = os.path.join(loc["bin"], "caffe")
@@ -114,7 +150,8 @@ def main(argv=None):
             print("CAFFE_BIN_DIR='%s'" % loc["bin"])
             print("CAFFE_PY_DIR='%s'" % loc["py"])
             print("CAFFE_LIB_DIR='%s'" % loc["lib"])
-            print("checked %s: %s, pycaffe with the Python layer" % (args.locate, version), file=sys.stderr)
+            print("checked %s: %s, pycaffe with the Python layer; %s"
+                  % (args.locate, version, cuda_status(loc["lib"])), file=sys.stderr)
         else:
             venv = os.path.abspath(args.venv)
             caffe_bin = os.path.join(venv, "bin", "caffe")
@@ -129,7 +166,15 @@ def main(argv=None):
                                capture_output=True, text=True, timeout=120)
             if r.returncode != 0:
                 raise NotUsable("%s: `import caffe` failed: %s" % (venv, r.stderr.strip()[-600:]))
-            print("environment OK: %s; %s" % ((out.stdout + out.stderr).strip(), r.stdout.strip()))
+            libdir = ""
+            loc_file = os.path.join(venv, ".caffe_locations")
+            if os.path.isfile(loc_file):
+                for line in open(loc_file):
+                    if line.startswith("CAFFE_LIB_DIR="):
+                        libdir = line.split("=", 1)[1].strip().strip("'")
+            version = [ln for ln in (out.stdout + out.stderr).strip().splitlines() if "caffe version" in ln]
+            print("environment OK: %s; %s; %s" % ((version or ["caffe"])[-1].strip(), r.stdout.strip(),
+                                                  cuda_status(libdir)))
     except NotUsable as e:
         print("not a usable Caffe: %s" % e, file=sys.stderr)
         return 1
