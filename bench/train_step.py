@@ -582,20 +582,23 @@ def _parse_builds(items, ap):
             builds[label] = "venv"
             continue
         path = os.path.abspath(os.path.expanduser(path))
-        if not (os.path.isdir(os.path.join(path, "python", "caffe")) and os.path.isdir(os.path.join(path, "lib"))):
-            ap.error("--caffe-builds %s: %s is not a Caffe install prefix (python/caffe/ and lib/ expected)"
-                     % (item, path))
-        builds[label] = path
+        py = [os.path.join(path, d) for d in ("python", "lib/python3/dist-packages")
+              if os.path.isdir(os.path.join(path, d, "caffe"))]
+        if not py or not os.path.isdir(os.path.join(path, "lib")):
+            ap.error("--caffe-builds %s: %s is not a Caffe install prefix (python/caffe/ or "
+                     "lib/python3/dist-packages/caffe/, and lib/ expected)" % (item, path))
+        builds[label] = (py[0], os.path.join(path, "lib"))
     return builds
 
 
-def _build_env(env, prefix, skip):
-    """The child environment with the Caffe install at prefix first on the Python and library paths."""
-    if prefix == "venv":
+def _build_env(env, build, skip):
+    """The child environment with a Caffe install ((python dir, lib dir) from _parse_builds) first
+    on the Python and library paths."""
+    if build == "venv":
         return env, skip
+    py, lib = build
     env = dict(env)
-    env["PYTHONPATH"] = os.path.join(prefix, "python") + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    lib = os.path.join(prefix, "lib")
+    env["PYTHONPATH"] = py + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["LD_LIBRARY_PATH"] = lib + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
     return env, skip
 

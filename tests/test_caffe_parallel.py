@@ -17,9 +17,9 @@ WEIGHT_TOL = 1e-5
 
 
 def _patched():
-    lib = glob.glob(os.path.join(os.path.dirname(caffe.__file__), "..", "..", "lib", "libcaffe.so*"))
-    so = os.path.join(os.path.dirname(caffe.__file__), "_caffe.so")
-    out = subprocess.run(["ldd", lib[0] if lib else so], capture_output=True, text=True).stdout
+    """pycaffe's libcaffe (ldd lists its dependencies too) links OpenMP only with the patch."""
+    so = glob.glob(os.path.join(os.path.dirname(caffe.__file__), "_caffe*.so"))
+    out = subprocess.run(["ldd"] + so[:1], capture_output=True, text=True).stdout if so else ""
     return "libgomp" in out
 
 
