@@ -188,7 +188,9 @@ EOF
   chmod +x "$VENV/bin/$name"
 done
 # activate also exports LD_LIBRARY_PATH so that `import caffe` finds libcaffe
-grep -q "learning-to-count" "$VENV/bin/activate" || cat >> "$VENV/bin/activate" <<EOF
+# (rewritten on every run: the Caffe in use may have changed, e.g. --stock-caffe / --cuda)
+sed -i '/^# learning-to-count$/,+1d' "$VENV/bin/activate"
+cat >> "$VENV/bin/activate" <<EOF
 # learning-to-count
 export LD_LIBRARY_PATH="$CAFFE_LIB_DIR\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
 EOF
