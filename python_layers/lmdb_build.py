@@ -869,14 +869,15 @@ def _open_ring(workers, chunksize, slot_size, log):
             n //= 2
     free_txt = "%s free" % _mb(free) if free is not None else "unknown free space"
     if shm is None:
-        log("shared memory: /dev/shm (%s) cannot hold a ring of %d image slots (%s)%s; sending the images "
-            "through pipes instead (slower)" % (free_txt, least, _mb(least * slot_size),
-                                                  ": %s" % why if why else ""))
+        log("shared memory: /dev/shm has %s, too little for a ring of %d image slots (%s; the ring takes at most "
+            "half the free space)%s; sending the images through pipes instead (slower)"
+            % (free_txt, least, _mb(least * slot_size), ": %s" % why if why else ""))
         return None, want, chunksize
     if n < want:
         chunksize = max(1, min(chunksize, n // (4 * workers)))
-        log("shared memory: /dev/shm (%s) is too small for a ring of %d image slots (%s); using %d slots (%s) "
-            "and chunks of %d images" % (free_txt, want, _mb(want * slot_size), n, _mb(n * slot_size), chunksize))
+        log("shared memory: /dev/shm has %s, too little for a ring of %d image slots (%s; the ring takes at most "
+            "half the free space); using %d slots (%s), %d image(s) per chunk"
+            % (free_txt, want, _mb(want * slot_size), n, _mb(n * slot_size), chunksize))
     return shm, n, chunksize
 
 
