@@ -1038,7 +1038,8 @@ def build_lmdb(entries, output, size=256, resize="warp", encoded=False, encode_f
 
     need, how = estimate_db_bytes(tasks, keys, cfg)
     if not force and not (os.path.lexists(output) and not overwrite):  # an existing OUTPUT is reported below
-        check_space(output, need, how, sampled=bool(encoded))
+        remove_stale_partials(output, log)  # a killed build's leftovers are not in the way
+        check_space(output, need, how, sampled=bool(encoded), log=log)
     per_item = size * size * 3 + 256 if not encoded else size * size + 4096
     map_bytes = initial_map_bytes or int(max(64 << 20, len(tasks) * per_item * 1.25))
     t0 = time.time()

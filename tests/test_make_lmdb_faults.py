@@ -111,14 +111,16 @@ def test_disk_full_is_a_clear_error(tmp_path, namespace, mode, workers):
 
 def test_up_front_refusal(tmp_path, namespace):
     """Without --force a job that clearly does not fit is refused before anything is written;
-    a job that fits on the same filesystem is built (the check is not a blanket refusal)."""
+    a job that fits on the same filesystem is built (the check is not a blanket refusal), also
+    when a killed build's stale partial folder holds most of the space (it is removed first)."""
     src = make_photos(str(tmp_path / "src"), 24)
     fits = make_photos(str(tmp_path / "fits"), 8)
     small = str(tmp_path / "small")
     os.makedirs(small)
     out, out2 = os.path.join(small, "out_lmdb"), os.path.join(small, "fits_lmdb")
-    r = run_in_namespace("mount -t tmpfs -o size=3m tmpfs %s && %s; echo RC=$?; %s; echo RC2=$?; echo LEFT:; ls -A %s"
-                         % (small, tool_cmd(src, out), tool_cmd(fits, out2), small))
+    stale = "true & wait $!; mkdir %s.partial-$! && head -c 2000000 /dev/zero > %s.partial-$!/data.mdb; " % (out2, out2)
+    r = run_in_namespace("mount -t tmpfs -o size=3m tmpfs %s && %s; echo RC=$?; %s%s; echo RC2=$?; echo LEFT:; ls -A %s"
+                         % (small, tool_cmd(src, out), stale, tool_cmd(fits, out2), small))
     stdout, left = split_listing(r.stdout)
     assert re.search(r"RC=1\b", stdout) and re.search(r"RC2=0\b", stdout), (stdout, r.stderr[-3000:])
     m = re.search(r"not enough space for OUTPUT '(.+?)': the database needs about ([\d.]+) MiB \(24 images x "
@@ -128,6 +130,7 @@ def test_up_front_refusal(tmp_path, namespace):
     assert m.group(1) == out and float(m.group(2)) > float(m.group(3))
     assert 4.5 < float(m.group(2)) < 5.0     # 24 x (49 overflow pages + leaf node)
     assert sorted(left) == ["fits_lmdb", "fits_lmdb.skipped.tsv"], left
+    assert "removing stale partial build %s.partial-" % out2 in stdout
 
 
 def test_space_estimate_matches_a_real_database(tmp_path):
