@@ -19,8 +19,12 @@ Parallelism: worker processes (spawned, so safe whatever threads this process ru
 read and decode the files themselves; each writes its serialised Datum into a slot
 of a shared-memory buffer and sends back only the length, so the pipe carries
 paths and small tuples, not pixels. The main process writes in key order, in
-transactions of ``batch`` puts. A worker that dies (OOM kill, decoder crash) ends the
-build with an error instead of a hang. Raw Datums are byte-identical to those of
+transactions of ``batch`` puts. A worker that dies (OOM kill, decoder crash, SIGBUS)
+ends the build with an error naming it, its signal and the image it was on, instead
+of a hang. The ring is sized to what /dev/shm can hold (fewer slots, else pipes, else
+decoding in this process, each said). Resource faults: a free-space estimate refuses
+a job that clearly will not fit, and a disk that fills anyway is a ``DiskFull`` error,
+never a SIGBUS (see ``SafeLmdbWriter``). Raw Datums are byte-identical to those of
 Caffe's ``convert_imageset`` for the same decoded image (checked by the tests).
 
 What counts as a bad input (each is skipped with a reason, never a crash):
@@ -400,7 +404,7 @@ _STATUS = []
 
 
 def _status_table():
-    """This worker's view of the pool's status table (see ``WorkerStatus``), or None."""
+    """This worker's view of the pool's status table (rows: pid, task number, 1 busy / 2 done), or None."""
     name = _CFG.get("status_name")
     if not name:
         return None
@@ -494,7 +498,7 @@ def _mb(n):
     return "%.1f MiB" % (n / float(1 << 20))
 
 
-PAGE_BYTES = 4096      # LMDB's page size on the platforms we build on (checked against env.stat())
+PAGE_BYTES = 4096      # LMDB's page size (the OS page size) for the estimate; the writer asks env.stat()
 LOCK_BYTES = 8192      # lock.mdb for LMDB's default 126 readers
 
 
@@ -531,11 +535,12 @@ class SafeLmdbWriter(object):
     LMDB opens it); a filesystem that cannot reserve them gets writemap=False. A full disk
     therefore shows up as ENOSPC from posix_fallocate (writemap) or as an LMDB write
     error (no writemap), and both raise ``DiskFull`` naming the output, how much was
-    written, and the space needed against the space free. ``expect(total, need_bytes)``
-    tells the writer what the whole job is, for that message.
+    written, and the space needed against the space free; ``total`` (entries) and
+    ``need_bytes`` describe the whole job for that message.
     """
 
-    def __init__(self, output, overwrite=False, map_size=1 << 30, batch=1000, log=print, writemap=True):
+    def __init__(self, output, overwrite=False, map_size=1 << 30, batch=1000, log=print, writemap=True,
+                 total=None, need_bytes=None):
         self.output = os.path.abspath(output.rstrip("/") or output)
         self.overwrite = overwrite
         self.batch = max(1, int(batch))
@@ -548,7 +553,8 @@ class SafeLmdbWriter(object):
         self.grows = 0
         self.last_key = b""
         self.reserved = 0         # bytes of data.mdb known to be backed by the filesystem
-        self.total, self.need = None, None
+        self.writemap = bool(writemap)
+        self.total, self.need = total, need_bytes  # the whole job, for the disk-full message
         parent = os.path.dirname(self.output)
         if not os.path.isdir(parent):
             os.makedirs(parent, exist_ok=True)
@@ -566,7 +572,7 @@ class SafeLmdbWriter(object):
             # lock.mdb is memory-mapped too: back its pages before LMDB touches them (this
             # also finds out whether the filesystem can reserve pages at all)
             can_reserve = self._can_reserve(os.path.join(self.partial, "lock.mdb"))
-            if writemap and not can_reserve:
+            if writemap and can_reserve is not True:
                 self.log("the filesystem of %s cannot reserve pages (posix_fallocate: %s); writing without "
                          "writemap, so that a full disk is an error and not a SIGBUS" % (self.partial, can_reserve))
             writemap = bool(writemap) and can_reserve is True
@@ -581,16 +587,12 @@ class SafeLmdbWriter(object):
         except BaseException as e:
             note = self.abort()
             if isinstance(e, (OSError, lmdb.Error)):
-                err = self._space_error(e) or BuildError("cannot create the partial database %s: %s"
+                err = self._space_error(e, doing="creating the partial database") or BuildError("cannot create the partial database %s: %s"
                                                          % (self.partial, e))
                 err.cleanup = note
                 raise err
             e.cleanup = note
             raise
-
-    def expect(self, total, need_bytes):
-        """The whole job: ``total`` entries needing about ``need_bytes`` (for the disk-full message)."""
-        self.total, self.need = int(total), int(need_bytes)
 
     def __enter__(self):
         return self
@@ -613,7 +615,11 @@ class SafeLmdbWriter(object):
         while self.pending:
             try:
                 if self.writemap:
-                    self._reserve_txn(self.pending)
+                    try:
+                        self._reserve_txn(self.pending)
+                    except OSError as e:
+                        raise self._space_error(e, self.pending, "reserving pages for the next transaction") or \
+                            BuildError("reserving pages in the partial database %s failed: %s" % (self.partial, e))
                 with self.env.begin(write=True) as txn:
                     for k, v in self.pending:
                         ok = txn.put(k, v, append=k > self.last_key, overwrite=False)
@@ -692,7 +698,7 @@ class SafeLmdbWriter(object):
         except lmdb.Error:
             return 0
 
-    def _space_error(self, exc, pending=()):
+    def _space_error(self, exc, pending=(), doing=""):
         """DiskFull for ``exc`` if it means the filesystem is full, else None."""
         parent = os.path.dirname(self.output)
         try:
@@ -711,8 +717,8 @@ class SafeLmdbWriter(object):
         if written:
             need = max(need, int(db / written * total))
         why = getattr(exc, "strerror", None) or str(exc)
-        if isinstance(exc, OSError) and self.writemap:
-            why = "reserving pages for the next transaction: %s" % why
+        if doing:
+            why = "%s: %s" % (doing, why)
         return DiskFull(_make_space_message(self.output, written, total, db, need, self.free_start, free_now,
                                             why))
 
@@ -729,7 +735,7 @@ class SafeLmdbWriter(object):
                 # writemap leaves (smaller than the map size recorded in the meta page)
                 os.truncate(data_file, used)
         except (OSError, lmdb.Error) as e:
-            raise self._space_error(e) or BuildError("finishing the partial database %s failed: %s"
+            raise self._space_error(e, doing="finishing") or BuildError("finishing the partial database %s failed: %s"
                                                      % (self.partial, e))
         old = None
         if os.path.lexists(self.output):
@@ -1049,8 +1055,7 @@ def build_lmdb(entries, output, size=256, resize="warp", encoded=False, encode_f
     stop = threading.Event()
     with signals_raise() as sig:
         writer = SafeLmdbWriter(output, overwrite=overwrite, map_size=map_bytes, batch=batch, log=log,
-                                writemap=writemap)
-        writer.expect(len(tasks), need or 0)
+                                writemap=writemap, total=len(tasks), need_bytes=need)
         try:
             if workers > 0 and len(tasks) < small_job:
                 workers = 0

@@ -109,6 +109,25 @@ def test_disk_full_is_a_clear_error(tmp_path, namespace, mode, workers):
     assert left == [], left                  # neither the partial folder nor a report
 
 
+@pytest.mark.parametrize("mode", ["writemap", "no-writemap"])
+def test_already_full_disk(tmp_path, namespace, mode):
+    """A filesystem with no space at all (--force past the check): the error comes when the partial
+    database is created (lock.mdb is reserved before LMDB maps it), exit 1, nothing left but the filler."""
+    src = make_photos(str(tmp_path / "src"), 8)
+    small = str(tmp_path / "small")
+    os.makedirs(small)
+    out = os.path.join(small, "out_lmdb")
+    extra = ["--force"] + (["--no-writemap"] if mode == "no-writemap" else [])
+    r = run_in_namespace("mount -t tmpfs -o size=1m tmpfs %s && (head -c 2000000 /dev/zero > %s/filler 2>/dev/null; "
+                         "%s; echo RC=$?; echo LEFT:; ls -A %s)" % (small, small, tool_cmd(src, out, *extra), small))
+    stdout, left = split_listing(r.stdout)
+    assert re.search(r"RC=1\b", stdout), (stdout, r.stderr[-3000:])
+    assert ("disk full: the filesystem of OUTPUT '%s' ran out of space (creating the partial database: No space left "
+            "on device) after 0 of 8 images were written" % out) in r.stderr, r.stderr
+    assert "removed the partial database %s.partial-" % out in r.stderr and "Traceback" not in r.stderr
+    assert left == ["filler"], left
+
+
 def test_up_front_refusal(tmp_path, namespace):
     """Without --force a job that clearly does not fit is refused before anything is written;
     a job that fits on the same filesystem is built (the check is not a blanket refusal), also
