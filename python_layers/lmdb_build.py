@@ -857,7 +857,7 @@ def _open_ring(workers, chunksize, slot_size, log):
     The ring wants max(64, 4 x workers x chunksize) slots; it takes at most half of the
     free /dev/shm (the rest is for semaphores and everyone else), with fewer slots and
     smaller chunks when it must, and no ring at all (Datums come back through the pool's
-    pipes, slower) below 2 slots per worker. Every fallback is logged.
+    pipes) below 2 slots per worker. Every fallback is logged.
     """
     want = max(64, 4 * workers * chunksize)
     free = _shm_free()
@@ -876,7 +876,7 @@ def _open_ring(workers, chunksize, slot_size, log):
     free_txt = "%s free" % _mb(free) if free is not None else "unknown free space"
     if shm is None:
         log("shared memory: /dev/shm has %s, too little for a ring of %d image slots (%s; the ring takes at most "
-            "half the free space)%s; sending the images through pipes instead (slower)"
+            "half the free space)%s; sending the images through the pool's pipes instead"
             % (free_txt, least, _mb(least * slot_size), ": %s" % why if why else ""))
         return None, want, chunksize
     if n < want:

@@ -182,7 +182,7 @@ def test_small_dev_shm(tmp_path, namespace, shm):
                          % (size, fill, tool_cmd(src, out, "--workers", "2")))
     stdout, left = split_listing(r.stdout)
     assert re.search(r"RC=0\b", stdout), (stdout, r.stderr[-3000:])
-    expect = {"1m": "sending the images through pipes instead",
+    expect = {"1m": "sending the images through the pool's pipes instead",
               "4m": r"using \d+ slots \([\d.]+ MiB\), 1 image\(s\) per chunk",
               "full": "cannot start worker processes \\(No space left on device\\); decoding in this process"}[shm]
     assert re.search(expect, stdout), stdout
