@@ -1204,8 +1204,9 @@ def write_datums(output, items, total=None, overwrite=False, batch=1000, map_byt
     from tqdm import tqdm
 
     map_bytes = map_bytes or int(max(64 << 20, (total or 1000) * (256 * 256 * 3 + 256) * 1.25))
-    with signals_raise():
-        with SafeLmdbWriter(output, overwrite=overwrite, map_size=map_bytes, batch=batch, log=log) as w:
+    with signals_raise() as sig:
+        w = SafeLmdbWriter(output, overwrite=overwrite, map_size=map_bytes, batch=batch, log=log, total=total)
+        try:
             for key, value in tqdm(items, total=total, unit="img", disable=not progress, desc=desc,
                                    dynamic_ncols=True, mininterval=0.5):
                 w.put(key, value)
@@ -1214,6 +1215,10 @@ def write_datums(output, items, total=None, overwrite=False, batch=1000, map_byt
                 raise BuildError("nothing to write to %s" % output)
             n = w.count
             w.finish()
+        except BaseException as exc:
+            sig.hold()  # a second Ctrl-C must not cut the cleanup short
+            exc.cleanup = w.abort() if not w.done else w.cleanup
+            raise
     return n
 
 
