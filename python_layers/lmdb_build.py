@@ -717,6 +717,8 @@ class SafeLmdbWriter(object):
         if written:
             need = max(need, int(db / written * total))
         why = getattr(exc, "strerror", None) or str(exc)
+        if isinstance(exc, lmdb.Error) and "No space left" not in why:
+            why += ", a write cut short by the full disk"
         if doing:
             why = "%s: %s" % (doing, why)
         return DiskFull(_make_space_message(self.output, written, total, db, need, self.free_start, free_now,
