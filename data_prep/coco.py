@@ -15,12 +15,8 @@ import os
 import sys
 import time
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _p in (_ROOT, os.path.join(_ROOT, "python_layers")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
 
-import lmdb_build  # noqa: E402
+from ltc import REPO, lmdb_build
 
 
 def main(argv=None):
@@ -28,7 +24,7 @@ def main(argv=None):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--root", required=True, help="folder holding train<year>/ and val<year>/")
     p.add_argument("--year", choices=("2014", "2017"), default="2014")
-    p.add_argument("--out-dir", default=os.path.join(_ROOT, "data", "coco"), help="where the LMDBs go")
+    p.add_argument("--out-dir", default=os.path.join(REPO, "data", "coco"), help="where the LMDBs go")
     p.add_argument("--split", choices=("both", "train", "val"), default="both")
     p.add_argument("--limit", type=int, default=0, help="at most this many images per split (0: all)")
     lmdb_build.add_build_args(p)

@@ -29,12 +29,8 @@ import subprocess
 import sys
 import time
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _p in (_ROOT, os.path.join(_ROOT, "python_layers")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
 
-import lmdb_build  # noqa: E402
+from ltc import REPO, lmdb_build
 
 SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
                   "motorcycle_right.png", "hubble_deep_field.jpg")
@@ -96,7 +92,7 @@ def split_photos(photos, val_every=VAL_EVERY):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", default=os.path.join(_ROOT, "data", "sample"), help="output folder")
+    p.add_argument("--out", default=os.path.join(REPO, "data", "sample"), help="output folder")
     p.add_argument("--size", type=int, default=256, help="LMDB image side")
     p.add_argument("--resize", choices=lmdb_build.RESIZE_MODES, default="warp")
     p.add_argument("--val-every", type=int, default=VAL_EVERY, help="every n-th photo (sorted by name) goes to val")

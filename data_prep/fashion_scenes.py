@@ -31,15 +31,11 @@ import struct
 import sys
 import time
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _p in (_ROOT, os.path.join(_ROOT, "python_layers")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
-import lmdb_build  # noqa: E402
+from ltc import REPO, lmdb_build
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -159,7 +155,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--fashion-dir", default=FASHION_DIR, help="folder of Fashion-MNIST's idx .gz files")
-    p.add_argument("--out-dir", default=os.path.join(_ROOT, "data", "fashion"), help="where the LMDBs go")
+    p.add_argument("--out-dir", default=os.path.join(REPO, "data", "fashion"), help="where the LMDBs go")
     p.add_argument("--what", choices=("all", "scenes", "items"), default="all")
     p.add_argument("--train-scenes", type=int, default=2000)
     p.add_argument("--val-scenes", type=int, default=500)

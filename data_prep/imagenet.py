@@ -26,13 +26,9 @@ import os
 import sys
 import time
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _p in (_ROOT, os.path.join(_ROOT, "python_layers")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
 
-import lmdb_build  # noqa: E402
-from lmdb_build import BuildError, Entry  # noqa: E402
+from ltc import REPO, lmdb_build
+from ltc.lmdb_build import BuildError, Entry
 
 
 def _is_wnid(name):
@@ -107,7 +103,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--root", required=True, help="ILSVRC2012 folder holding train/ and val/")
-    p.add_argument("--out-dir", default=os.path.join(_ROOT, "data", "imagenet"), help="where the LMDBs go")
+    p.add_argument("--out-dir", default=os.path.join(REPO, "data", "imagenet"), help="where the LMDBs go")
     p.add_argument("--split", choices=("both", "train", "val"), default="both")
     p.add_argument("--val-list", default="", help="Caffe's val.txt ('file label' per line)")
     p.add_argument("--val-gt", default="", help="devkit ILSVRC2012_validation_ground_truth.txt")

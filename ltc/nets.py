@@ -25,21 +25,14 @@ biases lr 2 / decay 0); the contrastive counting loss (eq. 4) comes last.
 Every generated file starts with a comment naming the command that regenerates it;
 tests/test_prototxt.py regenerates into a temporary folder and requires byte equality.
 """
-import argparse
 import json
 import os
-import shlex
-import sys
-import tempfile
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _p in (REPO, os.path.join(REPO, "python_layers")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+from ltc import REPO
 
-import caffe  # noqa: E402
-from caffe import layers as L, params as P  # noqa: E402
-from caffe.proto import caffe_pb2  # noqa: E402
+import caffe
+from caffe import layers as L, params as P
+from caffe.proto import caffe_pb2
 
 PROTOTXT_DIR = os.path.join(REPO, "prototxt")
 GENERATOR = "python tools/make_prototxt.py"
@@ -287,50 +280,3 @@ def check_files(files, root, generator, what="generated files"):
         return 1
     print("all %d %s are up to date" % (len(files), what))
     return 0
-
-
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--out-root", default=REPO, help="folder that receives prototxt/...")
-    ap.add_argument("--check", action="store_true", help="compare with the files on disk instead of writing")
-    ap.add_argument("--custom", metavar="DIR", help="write one net (train_val, solver, deploy) with the options below into prototxt/DIR")
-    g = ap.add_argument_group("options for --custom (defaults: the paper's net)")
-    g.add_argument("--dim", type=int, default=DEFAULTS["dim"], help="counting vector size")
-    g.add_argument("--crop", type=int, choices=(228, 224), default=DEFAULTS["crop"], help="random crop; inputs are crop/2")
-    g.add_argument("--interpolation", choices=INTERPOLATIONS, default=DEFAULTS["interpolation"], help="D's interpolation")
-    g.add_argument("--gray-prob", type=float, default=DEFAULTS["gray_prob"], help="probability that a sample is grayscale")
-    g.add_argument("--margin", type=float, default=DEFAULTS["margin"], help="M of eq. 4")
-    g.add_argument("--filler", choices=("xavier", "gaussian"), default=DEFAULTS["filler"], help="weight initialisation")
-    g.add_argument("--layout", choices=("six", "stacked"), default=DEFAULTS["layout"], help="six branches or one stacked trunk")
-    g.add_argument("--batch", type=int, default=DEFAULTS["batch"], help="training samples per batch")
-    g.add_argument("--test-batch", type=int, default=DEFAULTS["test_batch"], help="test samples per batch")
-    g.add_argument("--train-lmdb", default=DEFAULTS["train_lmdb"], help="training LMDB")
-    g.add_argument("--val-lmdb", default=DEFAULTS["val_lmdb"], help="validation LMDB (TEST phase)")
-    g.add_argument("--workers", type=int, default=DEFAULTS["workers"], help="data worker processes")
-    g.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="data and solver seed")
-    for key in ("base_lr", "max_iter", "stepsize", "snapshot", "test_iter", "test_interval"):
-        g.add_argument("--" + key.replace("_", "-"), type=type(DEFAULTS[key]), default=DEFAULTS[key])
-    g.add_argument("--snapshot-prefix", default=None, help="default: snapshots/<DIR>")
-    args = ap.parse_args(argv)
-    print("make_prototxt:", {k: v for k, v in vars(args).items() if v is not None})
-
-    if args.custom:
-        cfg = {k: getattr(args, k) for k in ("dim", "crop", "interpolation", "gray_prob", "margin", "filler",
-                                              "layout", "batch", "test_batch", "train_lmdb", "val_lmdb",
-                                              "workers", "seed", "base_lr", "max_iter", "stepsize",
-                                              "snapshot", "test_iter", "test_interval")}
-        cfg["snapshot_prefix"] = args.snapshot_prefix or "snapshots/" + args.custom.strip("/").replace("/", "_")
-        command = " ".join([GENERATOR] + [shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])])
-        files = render(cfg, args.custom.strip("/"), command=command)
-    else:
-        files = all_files()
-
-    if args.check:
-        return check_files(files, args.out_root, GENERATOR)
-    write_files(files, args.out_root)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -40,8 +40,8 @@ from multiprocessing.connection import Pipe, wait
 import cv2
 import numpy as np
 
-import count_transforms as ct
-from lmdb_io import LmdbError, datum_to_image, open_lmdb, read_varint as _varint, resolve_path
+from ltc import transforms as ct
+from ltc.lmdb_io import LmdbError, datum_to_image, open_lmdb, read_varint as _varint, resolve_path
 
 _PR_SET_PDEATHSIG = 1
 _POLL_S = 1.0          # how often an idle worker checks that its parent still lives

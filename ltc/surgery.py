@@ -34,21 +34,14 @@ Use it for every downstream protocol that feeds mean-subtracted 0-255 BGR images
 prototxt/transfer/); omit it only if the downstream data layer itself normalises per image.
 ``--fold-std-value S`` folds a given std instead of measuring one.
 """
-import argparse
 import os
-import sys
 
 import numpy as np
 
-os.environ.setdefault("GLOG_minloglevel", "2")   # Caffe's per-layer log (only --rescale builds a net)
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _p in (REPO, os.path.join(REPO, "python_layers")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
 
-from caffe.proto import caffe_pb2  # noqa: E402
+from caffe.proto import caffe_pb2
 
-import lmdb_io  # noqa: E402
+from ltc import lmdb_io
 
 CONV_SHAPES = (("conv1", (96, 3, 11, 11)), ("conv2", (256, 48, 5, 5)), ("conv3", (384, 256, 3, 3)),
                ("conv4", (384, 192, 3, 3)), ("conv5", (256, 192, 3, 3)))
@@ -294,7 +287,7 @@ def measure_input_std(lmdb_path, n_images=256, crop=228, gray_prob=0.0, seed=170
     OpenCV method ``interp``), grayscale with probability ``gray_prob``; returns
     (mean std, number of inputs measured).
     """
-    import count_transforms as ct
+    from ltc import transforms as ct
 
     rng = np.random.RandomState(seed)
     stds = []
@@ -334,7 +327,7 @@ def _out_layer(name, src, typ, blobs):
     return layer
 
 
-def _fmt(shape):
+def fmt_shape(shape):
     return "x".join(map(str, shape))
 
 
@@ -356,10 +349,10 @@ def port(src_path, out_path, keep_head=False, fold_std=None, log=print):
             blobs[0].ClearField("data")
             blobs[0].ClearField("double_data")
             blobs[0].data.extend(w.ravel().tolist())
-            log("copied  %-6s -> %-10s weights %s  (x 1/%.4f: folded input std)" % (name, name, _fmt(blob_shape(src.blobs[0])), fold_std))
+            log("copied  %-6s -> %-10s weights %s  (x 1/%.4f: folded input std)" % (name, name, fmt_shape(blob_shape(src.blobs[0])), fold_std))
         else:
-            log("copied  %-6s -> %-10s weights %s" % (name, name, _fmt(blob_shape(src.blobs[0]))))
-        log("copied  %-6s -> %-10s bias    %s" % (name, name, _fmt(blob_shape(src.blobs[1]))))
+            log("copied  %-6s -> %-10s weights %s" % (name, name, fmt_shape(blob_shape(src.blobs[0]))))
+        log("copied  %-6s -> %-10s bias    %s" % (name, name, fmt_shape(blob_shape(src.blobs[1]))))
         for b in blobs:  # always write the modern shape field
             if not b.HasField("shape"):
                 shape = blob_shape(b)
@@ -372,11 +365,11 @@ def port(src_path, out_path, keep_head=False, fold_std=None, log=print):
         if keep_head:
             new = HEAD_PREFIX + name
             net.layer.extend([_out_layer(new, src, "InnerProduct", src.blobs)])
-            log("renamed %-6s -> %-10s weights %s" % (name, new, _fmt(blob_shape(src.blobs[0]))))
-            log("renamed %-6s -> %-10s bias    %s" % (name, new, _fmt(blob_shape(src.blobs[1]))))
+            log("renamed %-6s -> %-10s weights %s" % (name, new, fmt_shape(blob_shape(src.blobs[0]))))
+            log("renamed %-6s -> %-10s bias    %s" % (name, new, fmt_shape(blob_shape(src.blobs[1]))))
         else:
-            log("dropped %-6s               weights %s (counting head)" % (name, _fmt(blob_shape(src.blobs[0]))))
-            log("dropped %-6s               bias    %s" % (name, _fmt(blob_shape(src.blobs[1]))))
+            log("dropped %-6s               weights %s (counting head)" % (name, fmt_shape(blob_shape(src.blobs[0]))))
+            log("dropped %-6s               bias    %s" % (name, fmt_shape(blob_shape(src.blobs[1]))))
     if kind == "six-branch":
         log("dropped the %d branch copies of each layer (%s): identical to the plain-named layers"
             % (len(BRANCH_SUFFIXES), ", ".join(BRANCH_SUFFIXES)))
@@ -456,63 +449,3 @@ def rescale_init(net_path, weights, lmdb_path, layers, n_images=16, size=227, se
             % (name, layer.type, "x".join(map(str, w.shape)), float(z.mean()), float(z.std()), len(batch),
                float(mu.mean()), float(sd.mean())))
     return net
-
-
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("trained", help="counting-net .caffemodel (six-branch, stacked or deploy)")
-    ap.add_argument("out", help="output CaffeNet-layout .caffemodel")
-    ap.add_argument("--keep-head", action="store_true",
-                    help="keep fc6-fc8 as %sfc6..%sfc8 (ignored by downstream nets)" % (HEAD_PREFIX, HEAD_PREFIX))
-    g = ap.add_argument_group("input statistics (fold 1/std into conv1; see the module docstring)")
-    g.add_argument("--fold-std", metavar="LMDB", help="measure the average per-image input std on this LMDB and fold it")
-    g.add_argument("--fold-std-value", type=float, help="fold this std instead of measuring one")
-    g.add_argument("--fold-std-images", type=int, default=256, help="images to measure on")
-    g.add_argument("--fold-std-gray-prob", type=float, default=0.0,
-                   help="probability of the grayscale mode while measuring (downstream nets see colour)")
-    g.add_argument("--fold-std-crop", type=int, default=228, help="random crop of the counting pipeline")
-    g.add_argument("--seed", type=int, default=1701, help="seed of the crops used for measuring / of Caffe")
-    r = ap.add_argument_group("optional: Kraehenbuehl et al. data-dependent init of the layers downstream training "
-                              "initialises randomly; OUT then holds every parameter of --rescale-net")
-    r.add_argument("--rescale", metavar="LMDB", help="images to compute the statistics on")
-    r.add_argument("--rescale-net", default="prototxt/transfer/fcn_alexnet/train.prototxt",
-                   help="downstream net (images via an Input blob 'data')")
-    r.add_argument("--rescale-layers", default="fc6,fc7,score_fr", help="comma-separated layers, in net order")
-    r.add_argument("--rescale-images", type=int, default=16, help="images in the batch")
-    r.add_argument("--rescale-size", type=int, default=227, help="image side fed to the net")
-    args = ap.parse_args(argv)
-    print("port_weights:", vars(args))
-    try:
-        fold = None
-        if args.fold_std and args.fold_std_value is not None:
-            raise PortError("give --fold-std LMDB or --fold-std-value S, not both")
-        if args.fold_std_value is not None:
-            if not args.fold_std_value > 0:
-                raise PortError("--fold-std-value must be > 0, got %r" % args.fold_std_value)
-            fold = args.fold_std_value
-        elif args.fold_std:
-            try:
-                fold, n = measure_input_std(args.fold_std, args.fold_std_images, args.fold_std_crop,
-                                            args.fold_std_gray_prob, args.seed)
-            except lmdb_io.LmdbError as e:
-                raise PortError(str(e))
-            print("measured input std %.4f (0-255 scale) over %d inputs of %s" % (fold, n, args.fold_std))
-        port(args.trained, args.out, keep_head=args.keep_head, fold_std=fold)
-        if args.rescale:
-            net_path = lmdb_io.resolve_path(args.rescale_net)
-            if not os.path.isfile(net_path):
-                raise PortError("%s: --rescale-net does not exist" % args.rescale_net)
-            net = rescale_init(net_path, args.out, args.rescale, [l for l in args.rescale_layers.split(",") if l],
-                               args.rescale_images, args.rescale_size, args.seed)
-            net.save(args.out)
-            print("wrote %s: every parameter of %s (ported conv1..conv5, rescaled %s)"
-                  % (args.out, args.rescale_net, args.rescale_layers))
-    except PortError as e:
-        print("port_weights: error: %s" % e, file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

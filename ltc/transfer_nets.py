@@ -35,22 +35,15 @@ fillers (CaffeNet's std 0.005, bias 0.1). Every generated file starts with a com
 this command; tests/test_transfer.py regenerates into a temporary folder and requires byte
 equality.
 """
-import argparse
 import json
-import os
-import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _p in (REPO, os.path.join(REPO, "python_layers"), os.path.join(REPO, "tools")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
 
-import caffe  # noqa: E402
-from caffe import layers as L, params as P  # noqa: E402
-from caffe.coord_map import crop as coord_crop  # noqa: E402
-from caffe.proto import caffe_pb2  # noqa: E402
+import caffe
+from caffe import layers as L, params as P
+from caffe.coord_map import crop as coord_crop
+from caffe.proto import caffe_pb2
 
-import make_prototxt  # noqa: E402  (tools/ is on sys.path above)
+from ltc import nets
 
 GENERATOR = "python tools/make_transfer_prototxt.py"
 OUT_DIR = "prototxt/transfer"
@@ -194,8 +187,8 @@ def linear_probe_net(cfg, inputs="data_layer"):
 
 
 def probe_solver(cfg, net_path):
-    """The probe's solver: the counting solver's layout (make_prototxt.solver), probe numbers."""
-    return make_prototxt.solver(dict(PROBE_DEFAULTS, test_initialization=False, **cfg), net_path)
+    """The probe's solver: the counting solver's layout (nets.solver), probe numbers."""
+    return nets.solver(dict(PROBE_DEFAULTS, test_initialization=False, **cfg), net_path)
 
 
 # ----------------------------------------------------------------------------- FCN-AlexNet
@@ -357,21 +350,3 @@ def all_files():
         files["%s/fast_rcnn/%s.prototxt" % (d, split)] = _header(FRCN_NOTE) + fast_rcnn({}, split)
     files[d + "/fast_rcnn/solver.prototxt"] = _header(FRCN_NOTE) + str(frcn_solver({}, d + "/fast_rcnn/train.prototxt"))
     return files
-
-
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--out-root", default=REPO, help="folder that receives prototxt/transfer/...")
-    ap.add_argument("--check", action="store_true", help="compare with the files on disk instead of writing")
-    args = ap.parse_args(argv)
-    print("make_transfer_prototxt:", vars(args))
-    files = all_files()
-    if args.check:
-        return make_prototxt.check_files(files, args.out_root, GENERATOR, "generated transfer files")
-    make_prototxt.write_files(files, args.out_root)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

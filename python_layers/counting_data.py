@@ -48,9 +48,9 @@ import sys
 
 import caffe
 
-from count_pipeline import BatchPipeline
-from count_transforms import CROP_SIZES, INPUT_NAMES, INTERPOLATION_MODES
-from ltc_params import ParamError, parse_params, report_errors
+from ltc.pipeline import BatchPipeline
+from ltc.transforms import CROP_SIZES, INPUT_NAMES, INTERPOLATION_MODES
+from ltc.params import ParamError, parse_params, report_errors
 
 PARAM_SPEC = {
     "source": ("", str),

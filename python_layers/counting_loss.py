@@ -46,7 +46,7 @@ except ImportError:  # the numpy core stays usable without Caffe
     caffe = None
     _LayerBase = object
 
-from ltc_params import ParamError, parse_params, report_errors
+from ltc.params import ParamError, parse_params, report_errors
 
 DEFAULT_M = 10.0
 PARAM_SPEC = {"M": (DEFAULT_M, float)}

@@ -31,7 +31,7 @@ The numpy core (``interp_matrix``, ``resize_forward``, ``resize_backward``) need
 """
 import numpy as np
 
-from ltc_params import ParamError, parse_params
+from ltc.params import ParamError, parse_params
 
 SPEC = {"height": (0, int), "width": (0, int), "align_corners": (True, bool)}
 

@@ -5,17 +5,12 @@ tools/make_prototxt.py (layout "six", "stacked" or "deploy"), shrinks fc6/fc7 to
 outputs so the files stay small (fc6 still takes the 3x3x256 pool5), fills every parameter
 with seeded random values, saves it with ``net.save`` and returns the caffe.Net.
 """
-import os
-import sys
 
 import numpy as np
 
 import caffe
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if os.path.join(REPO, "tools") not in sys.path:
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-import make_prototxt as mp  # noqa: E402
+from ltc import nets as mp
 
 PLAIN = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 

@@ -15,13 +15,12 @@ import lmdb
 import numpy as np
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tools"))
+from ltc.analysis import features as al
+from ltc import transforms as ct
+from ltc.lmdb_io import image_to_datum
+from conftest import load_script
 
-import analysis_lib as al  # noqa: E402
-import analyze  # noqa: E402
-import count_transforms as ct  # noqa: E402
-from lmdb_io import image_to_datum  # noqa: E402
+analyze = load_script("tools/analyze.py")
 
 CAFFE_BIN = os.path.join(os.path.dirname(sys.executable), "caffe")
 

@@ -1,13 +1,12 @@
 """Eq. 4: the numpy core against an independent formula, finite differences (float64),
 and the Caffe Python layer inside a real caffe.Net (forward, FD gradients, propagate_down)."""
-import json
 import os
 
 import numpy as np
 import pytest
 
 import counting_loss as cl
-from ltc_params import ParamError
+from ltc.params import ParamError
 
 
 def reference_loss(feats, M):

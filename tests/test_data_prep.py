@@ -3,23 +3,20 @@ import gzip
 import json
 import os
 import struct
-import sys
 
 import cv2
 import lmdb
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for p in ("python_layers", "tools", "data_prep"):
-    sys.path.insert(0, os.path.join(ROOT, p))
+from conftest import load_script
+from ltc import lmdb_io
 
-import coco  # noqa: E402
-import embedded  # noqa: E402
-import fashion_scenes  # noqa: E402
-import imagenet  # noqa: E402
-import lmdb_info  # noqa: E402
-import lmdb_io  # noqa: E402
+coco = load_script("data_prep/coco.py")
+embedded = load_script("data_prep/embedded.py")
+fashion_scenes = load_script("data_prep/fashion_scenes.py")
+imagenet = load_script("data_prep/imagenet.py")
+lmdb_info = load_script("tools/lmdb_info.py")
 
 
 def db_items(path):

@@ -16,12 +16,12 @@ import pytest
 from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "python_layers"))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
 
-import lmdb_build  # noqa: E402
-import lmdb_io  # noqa: E402
-import make_lmdb  # noqa: E402
+from ltc import lmdb_build
+from ltc import lmdb_io
+from conftest import load_script
+
+make_lmdb = load_script("tools/make_lmdb.py")
 
 TOOL = os.path.join(ROOT, "tools", "make_lmdb.py")
 

@@ -2,7 +2,6 @@
 shapes as SPEC section 3 says, parameters shared across the six branches, and the
 stacked trunk equal to the six-branch net."""
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -11,9 +10,9 @@ import caffe
 from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tools"))
-import make_prototxt as mp  # noqa: E402
+from conftest import load_script
+from ltc import REPO
+from ltc import nets as mp
 
 LAYERS = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
 SUFFIXES = [s for _, s in mp.BRANCHES]
@@ -29,7 +28,7 @@ def read_net(path):
 
 
 def test_generated_files_are_in_sync(tmp_path):
-    assert mp.main(["--out-root", str(tmp_path)]) == 0
+    assert load_script("tools/make_prototxt.py").main(["--out-root", str(tmp_path)]) == 0
     generated = sorted(os.path.relpath(os.path.join(d, f), tmp_path)
                        for d, _, fs in os.walk(tmp_path) for f in fs)
     assert "prototxt/train_val.prototxt" in generated and "prototxt/demo/solver.prototxt" in generated

@@ -2,7 +2,6 @@
 probe, FCN-AlexNet and Fast R-CNN definitions follow SPEC section 6; the bilinear resize layer
 is right (forward against OpenCV and corner alignment, backward by finite differences)."""
 import os
-import sys
 
 import cv2
 import numpy as np
@@ -12,13 +11,11 @@ import caffe
 from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tools"))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import make_transfer_prototxt as mtp  # noqa: E402
-import port_weights as pw  # noqa: E402
-import resize_layer as rl  # noqa: E402
-from counting_models import CAFFENET_CONV_SHAPES as SHAPES, CONVS, build_counting_model  # noqa: E402
+from conftest import load_script
+from ltc import REPO
+from ltc import transfer_nets as mtp
+import resize_layer as rl
+from counting_models import CAFFENET_CONV_SHAPES as SHAPES, CONVS, build_counting_model
 
 TRANSFER = os.path.join(REPO, "prototxt", "transfer")
 
@@ -39,13 +36,13 @@ def write_proto(path, netparam):
 def ported(tmp_path_factory):
     d = tmp_path_factory.mktemp("transfer")
     net = build_counting_model(d / "deploy.caffemodel", "deploy", seed=7)
-    assert pw.main([str(d / "deploy.caffemodel"), str(d / "ported.caffemodel")]) == 0
+    assert load_script("tools/port_weights.py").main([str(d / "deploy.caffemodel"), str(d / "ported.caffemodel")]) == 0
     return dict(path=str(d / "ported.caffemodel"), params={k: [b.data.copy() for b in net.params[k]] for k in CONVS})
 
 
 # ----------------------------------------------------------------------------- generator sync
 def test_generated_transfer_files_are_in_sync(tmp_path):
-    assert mtp.main(["--out-root", str(tmp_path)]) == 0
+    assert load_script("tools/make_transfer_prototxt.py").main(["--out-root", str(tmp_path)]) == 0
     generated = sorted(os.path.relpath(os.path.join(d, f), tmp_path) for d, _, fs in os.walk(tmp_path) for f in fs)
     assert "prototxt/transfer/fcn_alexnet/train.prototxt" in generated
     for rel in generated:
@@ -281,7 +278,7 @@ def test_fast_rcnn_conv_trunk_takes_the_ported_weights(ported, tmp_path):
 def _two_class_lmdb(path, n, seed):
     """Class 0: dark images, class 1: bright images (alternating keys, 256x256 BGR)."""
     import lmdb
-    from lmdb_io import image_to_datum
+    from ltc.lmdb_io import image_to_datum
     rng = np.random.RandomState(seed)
     env = lmdb.open(str(path), map_size=1 << 28)
     with env.begin(write=True) as txn:
@@ -294,7 +291,7 @@ def _two_class_lmdb(path, n, seed):
 
 
 def test_linear_probe_tool_trains_and_reports(ported, tmp_path, capsys):
-    import linear_probe as lp
+    lp = load_script("tools/linear_probe.py")
     _two_class_lmdb(tmp_path / "train_lmdb", 48, 0)
     _two_class_lmdb(tmp_path / "val_lmdb", 30, 1)
     out = tmp_path / "probe"
@@ -322,7 +319,7 @@ def test_linear_probe_tool_trains_and_reports(ported, tmp_path, capsys):
 
 
 def test_transfer_check_tool(ported, tmp_path, make_test_lmdb, capsys):
-    import transfer_check as tc
+    tc = load_script("tools/transfer_check.py")
     make_test_lmdb(str(tmp_path / "imgs"), 3)
     assert tc.main([ported["path"], "--lmdb", str(tmp_path / "imgs"), "--batch", "3", "--fcn-size", "128",
                     "--out-dir", str(tmp_path / "tc")]) == 0

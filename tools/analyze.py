@@ -24,13 +24,11 @@ import os
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _p in (REPO, os.path.join(REPO, "python_layers"), os.path.join(REPO, "tools")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
-import numpy as np  # noqa: E402
+import numpy as np
 
-import analysis_lib as al  # noqa: E402
+from ltc import REPO, caffe_env
+caffe_env.quiet_glog()   # before pycaffe loads: keeps Caffe's net-setup log out of the output
+from ltc.analysis import features as al
 
 DEFAULT_DEPLOY = "prototxt/deploy.prototxt"
 DEFAULT_WEIGHTS = "runs/demo/counting_demo_iter_300.caffemodel"

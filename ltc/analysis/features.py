@@ -24,29 +24,14 @@ import json
 import math
 import os
 import re
-import sys
 from datetime import datetime
 
 import cv2
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _p in (REPO, os.path.join(REPO, "python_layers")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
 
-# glog reads GLOG_minloglevel once, when pycaffe first loads (lmdb_io's caffe.proto import
-# loads it): keep Caffe's INFO/WARNING lines out of the analyses' output unless the caller set
-# a level, and restore the environment so that child processes (caffe train) log as usual.
-_GLOG_OLD = os.environ.get("GLOG_minloglevel")
-os.environ.setdefault("GLOG_minloglevel", "2")
-try:
-    import caffe  # noqa: E402,F401
-    import count_transforms as ct  # noqa: E402
-    from lmdb_io import LmdbError, datum_to_image, open_lmdb, resolve_path  # noqa: E402
-finally:
-    if _GLOG_OLD is None:
-        os.environ.pop("GLOG_minloglevel", None)
+from ltc import transforms as ct
+from ltc.lmdb_io import LmdbError, datum_to_image, open_lmdb, resolve_path
 
 METHODS = ct.INTERP_NAMES                      # ("linear", "cubic", "area", "lanczos")
 TEST_METHODS = METHODS + ("mixed",)            # Table 5 columns

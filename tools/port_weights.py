@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Port a trained counting net to a CaffeNet-layout .caffemodel (the logic is ltc/surgery.py).
+
+    python tools/port_weights.py TRAINED.caffemodel OUT.caffemodel --fold-std data/imagenet/train_lmdb
+    python tools/port_weights.py TRAINED.caffemodel OUT.caffemodel --fold-std-value 58.4 --rescale LMDB
+"""
+import argparse
+import os
+import sys
+
+from ltc import caffe_env
+caffe_env.quiet_glog()   # before pycaffe loads: Caffe's per-layer log (only --rescale builds a net)
+from ltc import lmdb_io, surgery
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=surgery.__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("trained", help="counting-net .caffemodel (six-branch, stacked or deploy)")
+    ap.add_argument("out", help="output CaffeNet-layout .caffemodel")
+    ap.add_argument("--keep-head", action="store_true",
+                    help="keep fc6-fc8 as %sfc6..%sfc8 (ignored by downstream nets)" % (surgery.HEAD_PREFIX, surgery.HEAD_PREFIX))
+    g = ap.add_argument_group("input statistics (fold 1/std into conv1; see the module docstring)")
+    g.add_argument("--fold-std", metavar="LMDB", help="measure the average per-image input std on this LMDB and fold it")
+    g.add_argument("--fold-std-value", type=float, help="fold this std instead of measuring one")
+    g.add_argument("--fold-std-images", type=int, default=256, help="images to measure on")
+    g.add_argument("--fold-std-gray-prob", type=float, default=0.0,
+                   help="probability of the grayscale mode while measuring (downstream nets see colour)")
+    g.add_argument("--fold-std-crop", type=int, default=228, help="random crop of the counting pipeline")
+    g.add_argument("--seed", type=int, default=1701, help="seed of the crops used for measuring / of Caffe")
+    r = ap.add_argument_group("optional: Kraehenbuehl et al. data-dependent init of the layers downstream training "
+                              "initialises randomly; OUT then holds every parameter of --rescale-net")
+    r.add_argument("--rescale", metavar="LMDB", help="images to compute the statistics on")
+    r.add_argument("--rescale-net", default="prototxt/transfer/fcn_alexnet/train.prototxt",
+                   help="downstream net (images via an Input blob 'data')")
+    r.add_argument("--rescale-layers", default="fc6,fc7,score_fr", help="comma-separated layers, in net order")
+    r.add_argument("--rescale-images", type=int, default=16, help="images in the batch")
+    r.add_argument("--rescale-size", type=int, default=227, help="image side fed to the net")
+    args = ap.parse_args(argv)
+    print("port_weights:", vars(args))
+    try:
+        fold = None
+        if args.fold_std and args.fold_std_value is not None:
+            raise surgery.PortError("give --fold-std LMDB or --fold-std-value S, not both")
+        if args.fold_std_value is not None:
+            if not args.fold_std_value > 0:
+                raise surgery.PortError("--fold-std-value must be > 0, got %r" % args.fold_std_value)
+            fold = args.fold_std_value
+        elif args.fold_std:
+            try:
+                fold, n = surgery.measure_input_std(args.fold_std, args.fold_std_images, args.fold_std_crop,
+                                            args.fold_std_gray_prob, args.seed)
+            except lmdb_io.LmdbError as e:
+                raise surgery.PortError(str(e))
+            print("measured input std %.4f (0-255 scale) over %d inputs of %s" % (fold, n, args.fold_std))
+        surgery.port(args.trained, args.out, keep_head=args.keep_head, fold_std=fold)
+        if args.rescale:
+            net_path = lmdb_io.resolve_path(args.rescale_net)
+            if not os.path.isfile(net_path):
+                raise surgery.PortError("%s: --rescale-net does not exist" % args.rescale_net)
+            net = surgery.rescale_init(net_path, args.out, args.rescale, [l for l in args.rescale_layers.split(",") if l],
+                               args.rescale_images, args.rescale_size, args.seed)
+            net.save(args.out)
+            print("wrote %s: every parameter of %s (ported conv1..conv5, rescaled %s)"
+                  % (args.out, args.rescale_net, args.rescale_layers))
+    except surgery.PortError as e:
+        print("port_weights: error: %s" % e, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
