@@ -133,10 +133,9 @@ def test_data_layer_end_to_end(tmp_path, make_test_lmdb):
 
 def test_ensure_lmdb_uses_given_or_builds_synthetic(tmp_path, make_test_lmdb):
     from ltc import lmdb_io
-    train_step = load_script("bench/train_step.py")
     make_test_lmdb(str(tmp_path / "db"), 3)
-    assert train_step.ensure_lmdb(str(tmp_path / "db"), cache=str(tmp_path / "c")) == str(tmp_path / "db")
-    path = train_step.ensure_lmdb(str(tmp_path / "missing"), n=5, cache=str(tmp_path / "c"))
+    assert bl.ensure_lmdb(str(tmp_path / "db"), cache=str(tmp_path / "c")) == str(tmp_path / "db")
+    path = bl.ensure_lmdb(str(tmp_path / "missing"), n=5, cache=str(tmp_path / "c"))
     assert path == str(tmp_path / "c" / "photos_lmdb_5")
     images = [img for _, img, _ in lmdb_io.iter_images(path)]
     assert len(images) == 5 and all(img.shape == (256, 256, 3) for img in images)

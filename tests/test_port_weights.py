@@ -17,6 +17,7 @@ from ltc import REPO
 from ltc import transfer_nets as mtp
 from ltc import surgery as pw
 from counting_models import CAFFENET_CONV_SHAPES as SHAPES, CONVS, build_counting_model, counting_netparam
+from ltc import lmdb_io
 from ltc.lmdb_io import image_to_datum
 
 
@@ -248,7 +249,7 @@ def test_rescale_normalises_the_random_layers(models, tmp_path, make_test_lmdb):
     net.copy_from(str(out))
     for name in CONVS:
         assert np.array_equal(net.params[name][0].data, models["deploy"]["params"][name][0])
-    imgs = [im for _, im, _ in __import__("lmdb_io").iter_images(str(tmp_path / "imgs"))]
+    imgs = [im for _, im, _ in lmdb_io.iter_images(str(tmp_path / "imgs"))]
     batch = np.stack([cv2.resize(im, (64, 64), interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1) for im in imgs])
     net.blobs["data"].reshape(3, 3, 64, 64)
     net.blobs["label"].reshape(3, 1, 64, 64)
