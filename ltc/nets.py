@@ -31,8 +31,10 @@ import os
 from ltc import REPO
 
 import caffe
-from caffe import layers as L, params as P
+from caffe import layers as L
 from caffe.proto import caffe_pb2
+
+from ltc import caffenet
 
 PROTOTXT_DIR = os.path.join(REPO, "prototxt")
 GENERATOR = "python tools/make_prototxt.py"
@@ -104,35 +106,12 @@ def branch(n, bottom, suffix, dim, filler):
     Layer and top names are conv1..fc8 plus ``suffix``; parameters are shared by name.
     Returns the fc8 top.
     """
-    def conv(name, x, num_output, kernel, stride=1, pad=0, group=1):
-        extra = dict(stride=stride) if stride != 1 else {}
-        extra.update(dict(pad=pad) if pad else {}, **(dict(group=group) if group != 1 else {}))
-        n[name + suffix] = L.Convolution(x, num_output=num_output, kernel_size=kernel, param=_param(name),
-                                         **dict(extra, **_fillers(filler)))
-        n["relu" + name[-1] + suffix] = L.ReLU(n[name + suffix], in_place=True)
-        return n[name + suffix]
-
-    def pool(name, x):
-        n[name + suffix] = L.Pooling(x, pool=P.Pooling.MAX, kernel_size=3, stride=2)
-        return n[name + suffix]
-
-    def lrn(name, x):
-        n[name + suffix] = L.LRN(x, local_size=5, alpha=1e-4, beta=0.75)
-        return n[name + suffix]
-
     def fc(name, x, num_output):
         n[name + suffix] = L.InnerProduct(x, num_output=num_output, param=_param(name), **_fillers(filler, fc=True))
         n["relu" + name[-1] + suffix] = L.ReLU(n[name + suffix], in_place=True)
         return n[name + suffix]
 
-    x = conv("conv1", bottom, 96, 11, stride=4)
-    x = lrn("norm1", pool("pool1", x))
-    x = conv("conv2", x, 256, 5, pad=2, group=2)
-    x = lrn("norm2", pool("pool2", x))
-    x = conv("conv3", x, 384, 3, pad=1)
-    x = conv("conv4", x, 384, 3, pad=1, group=2)
-    x = conv("conv5", x, 256, 3, pad=1, group=2)
-    x = pool("pool5", x)
+    x = caffenet.trunk(n, bottom, suffix, param=_param, fillers=_fillers(filler))
     x = fc("fc6", x, 4096)
     x = fc("fc7", x, 4096)
     return fc("fc8", x, dim)
@@ -204,12 +183,7 @@ def deploy_net(cfg):
     branch(n, n.data, "", cfg["dim"], cfg["filler"])
     net = n.to_proto()
     net.name = "counting_deploy"
-    for layer in net.layer:  # deploy needs no learning-rate settings or fillers
-        del layer.param[:]
-        for field in ("convolution_param", "inner_product_param"):
-            if layer.HasField(field):
-                getattr(layer, field).ClearField("weight_filler")
-                getattr(layer, field).ClearField("bias_filler")
+    caffenet.strip_learning(net.layer)  # deploy needs no learning-rate settings or fillers
     return net
 
 

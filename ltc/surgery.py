@@ -41,18 +41,15 @@ import numpy as np
 
 from caffe.proto import caffe_pb2
 
-from ltc import lmdb_io
+from ltc import caffenet, lmdb_io
 
-CONV_SHAPES = (("conv1", (96, 3, 11, 11)), ("conv2", (256, 48, 5, 5)), ("conv3", (384, 256, 3, 3)),
-               ("conv4", (384, 192, 3, 3)), ("conv5", (256, 192, 3, 3)))
-CONV_NAMES = tuple(n for n, _ in CONV_SHAPES)
+CONV_SHAPES = caffenet.CONV_SHAPES
+CONV_NAMES = caffenet.CONV_NAMES
 HEAD_NAMES = ("fc6", "fc7", "fc8")
-POOL5_DIM = 256 * 3 * 3          # what the counting fc6 takes (CaffeNet's ImageNet fc6 takes 9216)
+POOL5_DIM = caffenet.POOL5_DIM
 BRANCH_SUFFIXES = ("_t2", "_t3", "_t4", "_dx", "_dy")
 HEAD_PREFIX = "count_"
-TRUNK_LAYERS = ("conv1", "relu1", "pool1", "norm1", "conv2", "relu2", "pool2", "norm2", "conv3", "relu3", "conv4",
-                "relu4", "conv5", "relu5", "pool5", "fc6", "relu6", "fc7", "relu7", "fc8", "relu8")
-# every layer name a counting net of tools/make_prototxt.py can hold (branch layers, inputs, data, loss)
+TRUNK_LAYERS = caffenet.TRUNK_LAYERS
 COUNTING_LAYER_NAMES = frozenset([t + s for t in TRUNK_LAYERS for s in ("",) + BRANCH_SUFFIXES]
                                  + ["t1", "t2", "t3", "t4", "dx", "dy", "data", "loss"])
 
@@ -316,12 +313,9 @@ def _out_layer(name, src, typ, blobs):
     layer = caffe_pb2.LayerParameter(name=name, type=typ)
     if typ == "Convolution":
         layer.convolution_param.CopyFrom(src.convolution_param)
-        for f in ("weight_filler", "bias_filler"):
-            layer.convolution_param.ClearField(f)
     else:
         layer.inner_product_param.CopyFrom(src.inner_product_param)
-        for f in ("weight_filler", "bias_filler"):
-            layer.inner_product_param.ClearField(f)
+    caffenet.strip_learning([layer], params=False)
     for b in blobs:
         layer.blobs.add().CopyFrom(b)
     return layer

@@ -39,15 +39,15 @@ import json
 
 
 import caffe
-from caffe import layers as L, params as P
+from caffe import layers as L
 from caffe.coord_map import crop as coord_crop
 from caffe.proto import caffe_pb2
 
-from ltc import nets
+from ltc import caffenet, nets
 
 GENERATOR = "python tools/make_transfer_prototxt.py"
 OUT_DIR = "prototxt/transfer"
-CONV_NAMES = ("conv1", "conv2", "conv3", "conv4", "conv5")
+CONV_NAMES = caffenet.CONV_NAMES
 
 # Zhang et al.'s probe: spatial size each layer is resized to (channels x size^2 <= ~9.6K).
 PROBE_SIZES = (("conv1", 10), ("conv2", 6), ("conv3", 5), ("conv4", 5), ("conv5", 6), ("pool5", None))
@@ -77,49 +77,19 @@ FRCN_DEFAULTS = dict(num_classes=21, base_lr=0.001, gamma=0.1, stepsize=30000, m
 
 FROZEN = [dict(lr_mult=0, decay_mult=0), dict(lr_mult=0, decay_mult=0)]
 LEARNED = [dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)]
+CONV_FILLERS = dict(weight_filler=dict(type="gaussian", std=0.01), bias_filler=dict(type="constant", value=0))
 
 
 # ----------------------------------------------------------------------------- the CaffeNet trunk
 def caffenet_trunk(n, bottom, conv1_pad=0, pool_pad=(0, 0, 0), frozen=False, fillers=True, stop="pool5"):
-    """conv1 .. pool5 of CaffeNet (the counting body, SPEC 3) into NetSpec ``n``; returns the last top.
+    """conv1 .. pool5 of CaffeNet (ltc.caffenet.trunk) with the transfer nets' settings.
 
-    conv1_pad / pool_pad: the padding FCN (100) and Fast R-CNN (5; pools 1, 1) add.
     frozen: lr_mult 0 on every parameter (the linear probe). fillers: Gaussian 0.01 weights,
-    so a net trained without -weights is a random-init baseline. stop: "pool5" or "relu5".
+    so a net trained without -weights is a random-init baseline.
     """
-    def conv(i, x, num_output, kernel, stride=1, pad=0, group=1):
-        kw = dict(num_output=num_output, kernel_size=kernel)
-        if stride != 1:
-            kw["stride"] = stride
-        if pad:
-            kw["pad"] = pad
-        if group != 1:
-            kw["group"] = group
-        if fillers:
-            kw.update(weight_filler=dict(type="gaussian", std=0.01), bias_filler=dict(type="constant", value=0))
-        n["conv%d" % i] = L.Convolution(x, param=FROZEN if frozen else LEARNED, **kw)
-        n["relu%d" % i] = L.ReLU(n["conv%d" % i], in_place=True)
-        return n["conv%d" % i]
-
-    def pool(name, x, pad):
-        kw = dict(pad=pad) if pad else {}
-        n[name] = L.Pooling(x, pool=P.Pooling.MAX, kernel_size=3, stride=2, **kw)
-        return n[name]
-
-    def lrn(name, x):
-        n[name] = L.LRN(x, local_size=5, alpha=1e-4, beta=0.75)
-        return n[name]
-
-    x = conv(1, bottom, 96, 11, stride=4, pad=conv1_pad)
-    x = lrn("norm1", pool("pool1", x, pool_pad[0]))
-    x = conv(2, x, 256, 5, pad=2, group=2)
-    x = lrn("norm2", pool("pool2", x, pool_pad[1]))
-    x = conv(3, x, 384, 3, pad=1)
-    x = conv(4, x, 384, 3, pad=1, group=2)
-    x = conv(5, x, 256, 3, pad=1, group=2)
-    if stop == "relu5":
-        return x
-    return pool("pool5", x, pool_pad[2])
+    return caffenet.trunk(n, bottom, param=lambda name: FROZEN if frozen else LEARNED,
+                          fillers=CONV_FILLERS if fillers else None, conv1_pad=conv1_pad, pool_pad=pool_pad,
+                          stop=stop)
 
 
 def features_deploy(size=227, batch=1, name="caffenet_conv_features"):
@@ -129,8 +99,7 @@ def features_deploy(size=227, batch=1, name="caffenet_conv_features"):
     caffenet_trunk(n, n.data, fillers=False)
     net = n.to_proto()
     net.name = name
-    for layer in net.layer:
-        del layer.param[:]
+    caffenet.strip_learning(net.layer)
     return net
 
 
