@@ -10,6 +10,7 @@ import numpy as np
 
 import caffe
 
+from ltc import caffenet
 from ltc import nets as mp
 
 PLAIN = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
@@ -45,7 +46,7 @@ def build_counting_model(path, layout="six", head=64, dim=20, seed=0, netparam=N
     return net
 
 
-# CaffeNet's conv layers and weight shapes (SPEC section 3): what a ported model must hold.
-CONVS = ("conv1", "conv2", "conv3", "conv4", "conv5")
-CAFFENET_CONV_SHAPES = {"conv1": (96, 3, 11, 11), "conv2": (256, 48, 5, 5), "conv3": (384, 256, 3, 3),
-                        "conv4": (384, 192, 3, 3), "conv5": (256, 192, 3, 3)}
+# CaffeNet's conv layers and weight shapes (checked against literal shapes in test_prototxt.py):
+# what a ported model must hold.
+CONVS = caffenet.CONV_NAMES
+CAFFENET_CONV_SHAPES = dict(caffenet.CONV_SHAPES)

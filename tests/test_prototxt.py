@@ -21,6 +21,12 @@ CAFFENET_SHAPES = {"conv1": (96, 3, 11, 11), "conv2": (256, 48, 5, 5), "conv3": 
                    "fc7": (4096, 4096), "fc8": (1000, 4096)}
 
 
+
+def test_caffenet_conv_shapes_are_caffenets():
+    from ltc import caffenet
+    assert dict(caffenet.CONV_SHAPES) == {k: v for k, v in CAFFENET_SHAPES.items() if k.startswith("conv")}
+
+
 def read_net(path):
     net = caffe_pb2.NetParameter()
     text_format.Merge(open(path).read(), net)
