@@ -8,9 +8,12 @@
 
 What is written (all relative to prototxt/):
 
-    train_val.prototxt, solver.prototxt, deploy.prototxt   the paper's net (SPEC 1-4)
-    variants/<name>/{train_val,solver,deploy}.prototxt     Table 4 ablations:
+    train_val.prototxt, solver.prototxt, deploy.prototxt   the paper's net
+    variants/<name>/{train_val,solver}.prototxt            Table 4 ablations:
         dim20, interp_linear, interp_cubic, interp_area, interp_lanczos, gray, color
+    variants/dim20/deploy.prototxt                         the only variant whose deployed branch
+                                                           differs (fc8 of 20); the others use
+                                                           prototxt/deploy.prototxt
     stacked/{train_val,solver}.prototxt                    one trunk on the six inputs
                                                            stacked along the batch axis
     demo/{train_val,solver}.prototxt                       small CPU demo on data/sample
@@ -215,14 +218,17 @@ def _header(command):
             "# Paths are relative to the repository root (run caffe from there).\n" % command)
 
 
-def render(cfg, rel_dir, command=GENERATOR):
-    """{relative path: file text} for one configuration (train_val, solver, deploy)."""
+def render(cfg, rel_dir, command=GENERATOR, shared_deploy=False):
+    """{relative path: file text} for one configuration (train_val, solver, deploy).
+
+    shared_deploy: leave out a deploy net identical to prototxt/deploy.prototxt (the committed
+    variants whose options change only training, not the deployed branch, use that one)."""
     cfg = dict(DEFAULTS, **cfg)
     files = {}
     tv = os.path.join("prototxt", rel_dir, "train_val.prototxt") if rel_dir else "prototxt/train_val.prototxt"
     files[tv] = _header(command) + str(counting_net(cfg))
     files[tv.replace("train_val.prototxt", "solver.prototxt")] = _header(command) + str(solver(cfg, tv))
-    if cfg["layout"] == "six" and rel_dir != "demo":
+    if cfg["layout"] == "six" and rel_dir != "demo" and not (shared_deploy and str(deploy_net(cfg)) == str(deploy_net(DEFAULTS))):
         files[tv.replace("train_val.prototxt", "deploy.prototxt")] = _header(command) + str(deploy_net(cfg))
     return files
 
@@ -230,7 +236,7 @@ def render(cfg, rel_dir, command=GENERATOR):
 def all_files():
     files = render({}, "")
     for rel_dir, overrides in VARIANTS:
-        files.update(render(overrides, rel_dir))
+        files.update(render(overrides, rel_dir, shared_deploy=True))
     return files
 
 
