@@ -29,7 +29,7 @@ import pstats
 import sys
 import time
 
-from ltc import bench as bl
+from ltc import bench as bl, params
 
 
 def child_pipe(a):
@@ -142,7 +142,7 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="worker counts to time")
     ap.add_argument("--batch", type=int, default=64, help="samples per batch for the throughput rows")
     ap.add_argument("--batches", type=int, default=30, help="timed batches per throughput row")
-    ap.add_argument("--interpolation", default="per_batch", help="the data layer's interpolation setting")
+    ap.add_argument("--interpolation", default=params.INTERPOLATION, help="the data layer's interpolation setting")
     ap.add_argument("--profile-batches", type=int, default=10, help="batches profiled in-process (0: no profile)")
     ap.add_argument("--top", type=int, default=12, help="functions shown in the profile")
     ap.add_argument("--no-training", dest="training", action="store_false", help="skip the solver-wait rows")

@@ -37,26 +37,26 @@ import caffe
 from caffe import layers as L
 from caffe.proto import caffe_pb2
 
-from ltc import caffenet
+from ltc import caffenet, params, transforms
 
 PROTOTXT_DIR = os.path.join(REPO, "prototxt")
 GENERATOR = "python tools/make_prototxt.py"
 BRANCHES = (("t1", ""), ("t2", "_t2"), ("t3", "_t3"), ("t4", "_t4"), ("dx", "_dx"), ("dy", "_dy"))
-INTERPOLATIONS = ("per_batch", "per_sample", "linear", "cubic", "area", "lanczos")
+INTERPOLATIONS = transforms.INTERPOLATION_MODES   # per_batch, per_sample, linear, cubic, area, lanczos
 
 # The paper's settings and the project's decisions (SPEC.md); every one is an option below.
 DEFAULTS = dict(
     dim=1000,                       # counting vector size (paper: 1000; Table 4 ablation: 20)
-    crop=228,                       # decision: 228 crop -> 114 inputs (option 224 -> 112)
-    interpolation="per_batch",      # decision: one random method per batch
-    gray_prob=0.67,                 # paper: grayscale 67% of the time
+    crop=params.CROP_SIZE,          # decision: 228 crop -> 114 inputs (option 224 -> 112)
+    interpolation=params.INTERPOLATION,   # decision: one random method per batch
+    gray_prob=params.GRAY_PROB,           # paper: grayscale 67% of the time
     margin=10.0,                    # paper: M = 10
     filler="xavier",                # decision: xavier weights (option gaussian, std 0.01/0.005)
     batch=256,                      # decision: batch 256 (as the Jigsaw sibling)
     test_batch=256,
     train_lmdb="data/imagenet/train_lmdb",
     val_lmdb="data/imagenet/val_lmdb",
-    seed=1701,
+    seed=params.SEED,
     workers=2,
     prefetch=4,
     layout="six",                   # six-branch siamese (faithful) or "stacked"

@@ -41,6 +41,7 @@ import cv2
 import numpy as np
 
 from ltc import transforms as ct
+from ltc.params import CROP_SIZE, GRAY_PROB, INTERPOLATION, SEED
 from ltc.lmdb_io import LmdbError, datum_to_image, open_lmdb, read_varint as _varint, resolve_path
 
 _PR_SET_PDEATHSIG = 1
@@ -217,7 +218,7 @@ class BatchPipeline:
     RuntimeError when a worker fails (with its traceback).
     """
 
-    def __init__(self, source, batch_size, crop_size=228, interpolation="per_batch", gray_prob=0.67, seed=1701,
+    def __init__(self, source, batch_size, crop_size=CROP_SIZE, interpolation=INTERPOLATION, gray_prob=GRAY_PROB, seed=SEED,
                  phase="train", workers=2, prefetch=4, eps=1e-5, test_batches=0, who="BatchPipeline"):
         self._pids = []
         self._closed = True
@@ -417,13 +418,13 @@ def main(argv=None):
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--source", default="data/sample/train_lmdb", help="LMDB of 256x256 Datums")
     ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--crop-size", type=int, default=228, choices=ct.CROP_SIZES)
-    ap.add_argument("--interpolation", default="per_batch", choices=ct.INTERPOLATION_MODES)
+    ap.add_argument("--crop-size", type=int, default=CROP_SIZE, choices=ct.CROP_SIZES)
+    ap.add_argument("--interpolation", default=INTERPOLATION, choices=ct.INTERPOLATION_MODES)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to measure")
     ap.add_argument("--batches", type=int, default=16, help="timed batches per worker count")
     ap.add_argument("--warmup", type=int, default=2, help="untimed batches first")
     ap.add_argument("--prefetch", type=int, default=4, help="shared-memory slots (at least workers + 1 is used)")
-    ap.add_argument("--seed", type=int, default=1701)
+    ap.add_argument("--seed", type=int, default=SEED)
     args = ap.parse_args(argv)
     print("resolved args:", vars(args), flush=True)
     results = {}

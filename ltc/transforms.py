@@ -29,6 +29,8 @@ from collections import namedtuple
 import cv2
 import numpy as np
 
+from ltc.params import GRAY_PROB, INTERPOLATION
+
 # OpenCV methods the paper draws from, in a fixed order (codes 0..3 index this tuple).
 INTERP_NAMES = ("linear", "cubic", "area", "lanczos")
 INTERP_FLAGS = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC,
@@ -230,7 +232,7 @@ def derangement(ids, rng, tries=100):
     return p
 
 
-def plan_batch(seed, phase, batch_index, n_db, batch_size, interpolation="per_batch", gray_prob=0.67,
+def plan_batch(seed, phase, batch_index, n_db, batch_size, interpolation=INTERPOLATION, gray_prob=GRAY_PROB,
                test_batches=0, perm_cache=None):
     """Every random choice of one batch, from a generator seeded with (seed, phase, batch).
 

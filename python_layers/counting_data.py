@@ -50,15 +50,15 @@ import caffe
 
 from ltc.pipeline import BatchPipeline
 from ltc.transforms import CROP_SIZES, INPUT_NAMES, INTERPOLATION_MODES
-from ltc.params import ParamError, parse_params, report_errors
+from ltc.params import CROP_SIZE, GRAY_PROB, INTERPOLATION, SEED, ParamError, parse_params, report_errors
 
 PARAM_SPEC = {
     "source": ("", str),
     "batch_size": (256, int),
-    "crop_size": (228, CROP_SIZES),
-    "interpolation": ("per_batch", INTERPOLATION_MODES),
-    "gray_prob": (0.67, float),
-    "seed": (1701, int),
+    "crop_size": (CROP_SIZE, CROP_SIZES),
+    "interpolation": (INTERPOLATION, INTERPOLATION_MODES),
+    "gray_prob": (GRAY_PROB, float),
+    "seed": (SEED, int),
     "workers": (2, int),
     "prefetch": (4, int),
     "eps": (1e-5, float),

@@ -6,7 +6,6 @@ import sys
 import pytest
 
 from conftest import load_script
-from ltc import REPO
 
 from ltc import bench as bl
 

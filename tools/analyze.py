@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from ltc import REPO, caffe_env
+from ltc import REPO, caffe_env, params
 caffe_env.quiet_glog()   # before pycaffe loads: keeps Caffe's net-setup log out of the output
 from ltc.analysis import features as al
 
@@ -490,7 +490,7 @@ def build_parser():
     p.add_argument("--max-images", type=_pos_int, default=1000, help="use the first N images")
     p.add_argument("--batch", type=_pos_int, default=64, help="inputs per forward pass")
     p.add_argument("--crop", type=_pos_int, default=228, help="pretext crop x (tiles and D(x) are crop/2)")
-    p.add_argument("--gray-prob", type=_fraction, default=0.67, help="probability of gray inputs per image (as training)")
+    p.add_argument("--gray-prob", type=_fraction, default=params.GRAY_PROB, help="probability of gray inputs per image (as training)")
     p.add_argument("--seed", type=int, default=1701, help="seed of the crops, colour modes and mixed methods")
 
     p = sub.add_parser("mean-vector", formatter_class=fmt, help="Fig. 3: mean counting vector and its sparsity")

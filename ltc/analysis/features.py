@@ -31,6 +31,7 @@ import numpy as np
 
 
 from ltc import transforms as ct
+from ltc.params import CROP_SIZE, GRAY_PROB, SEED
 from ltc.lmdb_io import LmdbError, datum_to_image, open_lmdb, resolve_path
 
 METHODS = ct.INTERP_NAMES                      # ("linear", "cubic", "area", "lanczos")
@@ -130,7 +131,7 @@ def hwc_to_chw(img):
     return np.ascontiguousarray(np.asarray(img).transpose(2, 0, 1))
 
 
-def image_view(img, size, view="full", crop=228, interp="area"):
+def image_view(img, size, view="full", crop=CROP_SIZE, interp="area"):
     """One 3 x size x size uint8 input of an H x W x 3 image (see the module docstring)."""
     chw = hwc_to_chw(img)
     flag = ct.INTERP_FLAGS[interp]
@@ -240,7 +241,7 @@ class CaffeFeatures:
         return out
 
 
-def extract_features(phi, images, view="full", crop=228, interp="area", color_mode="color", eps=1e-5,
+def extract_features(phi, images, view="full", crop=CROP_SIZE, interp="area", color_mode="color", eps=1e-5,
                      chunk=64, progress=True, desc="features"):
     """Counting vectors of every image of ``images`` (ImageSet-like: len, load) -> (F n x dim, labels list)."""
     from tqdm import tqdm
@@ -386,7 +387,7 @@ def table5_inputs(img, idx, crop, seed, gray_prob, eps=1e-5, size=None):
     return normalise_views(views, gray, eps), dict(gray=gray, mixed=mixed, y0=y0, x0=x0)
 
 
-def table5(models, images, crop=228, seed=1701, gray_prob=0.67, eps=1e-5, chunk=8, progress=True):
+def table5(models, images, crop=CROP_SIZE, seed=SEED, gray_prob=GRAY_PROB, eps=1e-5, chunk=8, progress=True):
     """Eq. 6 for every (training method i, test method j).
 
     models: list of (train_method, phi) with train_method in TRAIN_METHODS; images: ImageSet-like.
