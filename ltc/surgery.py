@@ -42,6 +42,7 @@ import numpy as np
 from caffe.proto import caffe_pb2
 
 from ltc import caffenet, lmdb_io
+from ltc.params import CROP_SIZE, INTERPOLATION, SEED
 
 CONV_SHAPES = caffenet.CONV_SHAPES
 CONV_NAMES = caffenet.CONV_NAMES
@@ -49,7 +50,8 @@ HEAD_NAMES = ("fc6", "fc7", "fc8")
 POOL5_DIM = caffenet.POOL5_DIM
 BRANCH_SUFFIXES = ("_t2", "_t3", "_t4", "_dx", "_dy")
 HEAD_PREFIX = "count_"
-TRUNK_LAYERS = caffenet.TRUNK_LAYERS
+# a counting branch: the CaffeNet trunk, then the counting head
+TRUNK_LAYERS = caffenet.TRUNK_LAYERS + ("fc6", "relu6", "fc7", "relu7", "fc8", "relu8")
 COUNTING_LAYER_NAMES = frozenset([t + s for t in TRUNK_LAYERS for s in ("",) + BRANCH_SUFFIXES]
                                  + ["t1", "t2", "t3", "t4", "dx", "dy", "data", "loss"])
 
@@ -276,35 +278,28 @@ def read_counting_model(path, verify_branches=True, log=print):
 
 
 # ----------------------------------------------------------------------------- input statistics
-def measure_input_std(lmdb_path, n_images=256, crop=228, gray_prob=0.0, seed=1701, interp="linear"):
-    """Average per-image std (0-255 scale, over pixels and channels) of counting-net inputs.
+def measure_input_std(lmdb_path, n_images=256, crop=CROP_SIZE, gray_prob=0.0, seed=SEED, interpolation=INTERPOLATION):
+    """Average per-input std (0-255 scale) of the counting net's inputs: the scale the data
+    layer's per-image normalisation divides out, and so the one to fold into conv1.
 
-    For each of ``n_images`` images (in key order) the six inputs are made as the counting
-    data layer makes them (random crop of ``crop``, four tiles and D(x), D(y) with the
-    OpenCV method ``interp``), grayscale with probability ``gray_prob``; returns
-    (mean std, number of inputs measured).
+    The first ``n_images`` images (key order) form one batch sampled by the data layer's own
+    code (transforms.plan_batch and batch_views: its crops, partners, interpolation setting
+    and gray draws, seeded with ``seed``); each of the six inputs of every member contributes
+    the std normalize_into would divide by. Returns (mean std, number of inputs measured).
     """
     from ltc import transforms as ct
 
-    rng = np.random.RandomState(seed)
-    stds = []
-    images = list(lmdb_io.iter_images(lmdb_path, limit=n_images))
-    if not images:
-        raise PortError("%s: no images to measure the std on" % lmdb_path)
-    try:
-        from tqdm import tqdm
-        it = tqdm(images, desc="measuring input std", disable=len(images) < 64)
-    except ImportError:  # pragma: no cover
-        it = images
-    for i, (_, img, _) in enumerate(it):
-        chw = np.ascontiguousarray(img.transpose(2, 0, 1))
-        other = images[(i + 1) % len(images)][1].transpose(2, 0, 1) if len(images) > 1 else chw
-        views = ct.sample_views(chw, np.ascontiguousarray(other), rng.rand(2), rng.rand(2), crop,
-                                ct.INTERP_FLAGS[interp])
-        gray = rng.rand() < gray_prob
-        for v in views:
-            v = ct.to_gray(v) if gray else v.astype(np.float64)
-            stds.append(float(np.std(v)))
+    images = [np.ascontiguousarray(img.transpose(2, 0, 1))
+              for _, img, _ in lmdb_io.iter_images(lmdb_path, limit=n_images)]
+    if len(images) < 2:
+        raise PortError("%s: %d image(s); measuring the input std needs at least 2 (the data layer pairs "
+                        "each image with another)" % (lmdb_path, len(images)))
+    small = [i for i, img in enumerate(images) if min(img.shape[1:]) < crop]
+    if small:
+        raise PortError("%s: image %d is smaller than the crop %d" % (lmdb_path, small[0], crop))
+    plan = ct.plan_batch(seed, "test", 0, len(images), len(images), interpolation, gray_prob)
+    stds = [ct.input_std(v, bool(plan.gray[i]))
+            for i, views in enumerate(ct.batch_views(images, plan, crop)) for v in views]
     return float(np.mean(stds)), len(stds)
 
 

@@ -10,7 +10,7 @@ import sys
 
 from ltc import caffe_env
 caffe_env.quiet_glog()   # before pycaffe loads: Caffe's per-layer log (only --rescale builds a net)
-from ltc import lmdb_io, surgery
+from ltc import lmdb_io, params, surgery, transforms
 
 
 def main(argv=None):
@@ -26,8 +26,10 @@ def main(argv=None):
     g.add_argument("--fold-std-images", type=int, default=256, help="images to measure on")
     g.add_argument("--fold-std-gray-prob", type=float, default=0.0,
                    help="probability of the grayscale mode while measuring (downstream nets see colour)")
-    g.add_argument("--fold-std-crop", type=int, default=228, help="random crop of the counting pipeline")
-    g.add_argument("--seed", type=int, default=1701, help="seed of the crops used for measuring / of Caffe")
+    g.add_argument("--fold-std-crop", type=int, default=params.CROP_SIZE, help="random crop of the counting pipeline")
+    g.add_argument("--fold-std-interpolation", choices=transforms.INTERPOLATION_MODES, default=params.INTERPOLATION,
+                   help="the data layer's interpolation setting while measuring")
+    g.add_argument("--seed", type=int, default=params.SEED, help="seed of the crops used for measuring / of Caffe")
     r = ap.add_argument_group("optional: Kraehenbuehl et al. data-dependent init of the layers downstream training "
                               "initialises randomly; OUT then holds every parameter of --rescale-net")
     r.add_argument("--rescale", metavar="LMDB", help="images to compute the statistics on")
@@ -49,7 +51,7 @@ def main(argv=None):
         elif args.fold_std:
             try:
                 fold, n = surgery.measure_input_std(args.fold_std, args.fold_std_images, args.fold_std_crop,
-                                            args.fold_std_gray_prob, args.seed)
+                                                    args.fold_std_gray_prob, args.seed, args.fold_std_interpolation)
             except lmdb_io.LmdbError as e:
                 raise surgery.PortError(str(e))
             print("measured input std %.4f (0-255 scale) over %d inputs of %s" % (fold, n, args.fold_std))
