@@ -20,7 +20,7 @@ What is written (all relative to prototxt/):
 
 The six-branch net: a counting data layer (TRAIN and TEST phases, each with its own
 LMDB) produces t1..t4 (the tiles), dx and dy (the downsampled x and y); one branch
-function builds each column of the CaffeNet body (SPEC 3); the branch fed t1 carries
+function builds each column of the CaffeNet body (ltc/caffenet.py); the branch fed t1 carries
 the plain layer names conv1..fc8, the others the suffixes _t2, _t3, _t4, _dx, _dy;
 all branches share parameters by name (conv1_w, conv1_b, ...; weights lr 1 / decay 1,
 biases lr 2 / decay 0); the contrastive counting loss (eq. 4) comes last.
@@ -44,7 +44,7 @@ GENERATOR = "python tools/make_prototxt.py"
 BRANCHES = (("t1", ""), ("t2", "_t2"), ("t3", "_t3"), ("t4", "_t4"), ("dx", "_dx"), ("dy", "_dy"))
 INTERPOLATIONS = transforms.INTERPOLATION_MODES   # per_batch, per_sample, linear, cubic, area, lanczos
 
-# The paper's settings and the project's decisions (SPEC.md); every one is an option below.
+# The paper's settings and the project's decisions (docs/design.md); every one is an option below.
 DEFAULTS = dict(
     dim=1000,                       # counting vector size (paper: 1000; Table 4 ablation: 20)
     crop=params.CROP_SIZE,          # decision: 228 crop -> 114 inputs (option 224 -> 112)
@@ -60,7 +60,7 @@ DEFAULTS = dict(
     workers=2,
     prefetch=4,
     layout="six",                   # six-branch siamese (faithful) or "stacked"
-    # solver (SPEC 4)
+    # solver (docs/design.md, Solver)
     base_lr=1e-4, gamma=0.9, stepsize=10000, momentum=0.9, weight_decay=5e-4,
     max_iter=350000, snapshot=5000, snapshot_prefix="snapshots/counting",
     test_iter=20, test_interval=5000, display=20,

@@ -1,4 +1,4 @@
-"""The counting pretext's input transforms (SPEC section 2), as plain numpy/OpenCV functions.
+"""The counting pretext's input transforms (docs/design.md, Input pipeline), as plain numpy/OpenCV functions.
 
 One training sample is six network inputs, each 3 x S x S float32 (S = crop / 2):
 

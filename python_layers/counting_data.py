@@ -1,7 +1,7 @@
 """Caffe Python data layer of the counting pretext task: ``CountingDataLayer``.
 
 A thin shell over ``count_pipeline.BatchPipeline`` (workers, shared memory) and
-``count_transforms`` (crop, tiles, D, gray, normalisation, derangement; SPEC section 2).
+``count_transforms`` (crop, tiles, D, gray, normalisation, derangement; docs/design.md, Input pipeline).
 
 Tops (no bottoms), S = crop_size / 2 (114 by default):
     stack false (default): six tops t1, t2, t3, t4, dx, dy, each N x 3 x S x S float32 --
@@ -52,7 +52,7 @@ from ltc.pipeline import BatchPipeline
 from ltc.transforms import CROP_SIZES, INPUT_NAMES, INTERPOLATION_MODES
 from ltc.params import CROP_SIZE, GRAY_PROB, INTERPOLATION, SEED, ParamError, parse_params, report_errors
 
-PARAM_SPEC = {
+PARAM_KEYS = {
     "source": ("", str),
     "batch_size": (256, int),
     "crop_size": (CROP_SIZE, CROP_SIZES),
@@ -75,7 +75,7 @@ class CountingDataLayer(caffe.Layer):
     @report_errors
     def setup(self, bottom, top):
         self.pipeline = None
-        p = parse_params(self.param_str, PARAM_SPEC, self.NAME, required=("source",))
+        p = parse_params(self.param_str, PARAM_KEYS, self.NAME, required=("source",))
         p["crop_size"] = int(p["crop_size"])  # a choice key also admits 228.0
         if len(bottom) != 0:
             raise ParamError("%s takes no bottoms, got %d" % (self.NAME, len(bottom)))

@@ -9,7 +9,7 @@ from conftest import load_script
 
 from ltc import bench as bl
 
-# CaffeNet at 114x114 (SPEC 3), multiply-adds per image, worked out by hand:
+# CaffeNet at 114x114 (ltc/caffenet.py), multiply-adds per image, worked out by hand:
 HAND_MACS = {
     "conv1": 96 * 26 * 26 * 3 * 11 * 11,
     "conv2": 256 * 13 * 13 * 48 * 5 * 5,

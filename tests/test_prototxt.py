@@ -1,5 +1,5 @@
 """The generated counting nets: in sync with the generator, valid in real Caffe,
-shapes as SPEC section 3 says, parameters shared across the six branches, and the
+CaffeNet's shapes, parameters shared across the six branches, and the
 stacked trunk equal to the six-branch net."""
 import os
 

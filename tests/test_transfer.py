@@ -1,5 +1,5 @@
 """prototxt/transfer/ and tools/make_transfer_prototxt.py: in sync with the generator; the linear
-probe, FCN-AlexNet and Fast R-CNN definitions follow SPEC section 6; the bilinear resize layer
+probe, FCN-AlexNet and Fast R-CNN definitions follow the published FCN-AlexNet and Fast R-CNN nets; the bilinear resize layer
 is right (forward against OpenCV and corner alignment, backward by finite differences)."""
 import os
 
@@ -15,6 +15,8 @@ from conftest import load_script
 from ltc import REPO
 from ltc import transfer_nets as mtp
 import resize_layer as rl
+from ltc import params
+from ltc import resize as rz
 from counting_models import CAFFENET_CONV_SHAPES as SHAPES, CONVS, build_counting_model
 
 TRANSFER = os.path.join(REPO, "prototxt", "transfer")
@@ -63,34 +65,34 @@ def test_generated_transfer_files_are_in_sync(tmp_path):
 def test_resize_half_pixel_equals_cv2(shape):
     h, w, oh, ow = shape
     x = np.random.RandomState(0).rand(2, 3, h, w).astype(np.float32)
-    got = rl.resize_forward(x.astype(np.float64), rl.interp_matrix(oh, h, False), rl.interp_matrix(ow, w, False))
+    got = rz.resize_forward(x.astype(np.float64), rz.interp_matrix(oh, h, False), rz.interp_matrix(ow, w, False))
     ref = np.stack([np.stack([cv2.resize(x[n, c], (ow, oh), interpolation=cv2.INTER_LINEAR) for c in range(3)])
                     for n in range(2)])
     np.testing.assert_allclose(got, ref, atol=1e-5)
 
 
 def test_resize_align_corners_keeps_corners_and_linear_ramps():
-    r = rl.interp_matrix(10, 55, True)
+    r = rz.interp_matrix(10, 55, True)
     np.testing.assert_allclose(r.sum(1), 1)
     ramp = np.arange(55, dtype=np.float64)
     np.testing.assert_allclose(r @ ramp, np.linspace(0, 54, 10))   # bilinear reproduces a ramp exactly
     assert r[0, 0] == 1 and r[-1, -1] == 1
-    assert rl.interp_matrix(1, 9, True)[0, 0] == 1
+    assert rz.interp_matrix(1, 9, True)[0, 0] == 1
 
 
 def test_resize_backward_by_finite_differences():
     rng = np.random.RandomState(1)
     x = rng.rand(1, 2, 9, 7)
-    ry, rx = rl.interp_matrix(4, 9, True), rl.interp_matrix(3, 7, True)
+    ry, rx = rz.interp_matrix(4, 9, True), rz.interp_matrix(3, 7, True)
     g = rng.rand(1, 2, 4, 3)
-    analytic = rl.resize_backward(g, ry, rx)
+    analytic = rz.resize_backward(g, ry, rx)
     num = np.zeros_like(x)
     eps = 1e-6
     for idx in np.ndindex(*x.shape):
         xp, xm = x.copy(), x.copy()
         xp[idx] += eps
         xm[idx] -= eps
-        num[idx] = ((rl.resize_forward(xp, ry, rx) - rl.resize_forward(xm, ry, rx)) * g).sum() / (2 * eps)
+        num[idx] = ((rz.resize_forward(xp, ry, rx) - rz.resize_forward(xm, ry, rx)) * g).sum() / (2 * eps)
     np.testing.assert_allclose(analytic, num, rtol=1e-6, atol=1e-8)
 
 
@@ -103,7 +105,7 @@ def test_resize_layer_in_caffe(tmp_path):
     x = np.random.RandomState(2).rand(2, 3, 13, 13).astype(np.float32)
     net.blobs["x"].data[...] = x
     net.forward()
-    ref = rl.resize_forward(x.astype(np.float64), rl.interp_matrix(5, 13), rl.interp_matrix(6, 13))
+    ref = rz.resize_forward(x.astype(np.float64), rz.interp_matrix(5, 13), rz.interp_matrix(6, 13))
     assert net.blobs["r"].data.shape == (2, 3, 5, 6)
     np.testing.assert_allclose(net.blobs["r"].data, ref, rtol=1e-5, atol=1e-6)
     proto.write_text(proto.read_text().replace('\\"width\\": 6', '\\"width\\": 6, \\"depth\\": 1'))
@@ -112,8 +114,8 @@ def test_resize_layer_in_caffe(tmp_path):
 
 
 def test_resize_layer_rejects_bad_params():
-    with pytest.raises(rl.ParamError, match="height"):
-        rl.parse_params('{"width": 3}', rl.SPEC, "BilinearResizeLayer", required=("height", "width"))
+    with pytest.raises(params.ParamError, match="height"):
+        params.parse_params('{"width": 3}', rl.PARAM_KEYS, "BilinearResizeLayer", required=("height", "width"))
 
 
 # ----------------------------------------------------------------------------- linear probe
@@ -160,7 +162,7 @@ def test_linear_probe_feature_sizes_and_frozen_step(ported, tmp_path):
         assert np.array_equal(net.params[name][0].data, ported["params"][name][0]), name
     assert not np.array_equal(net.params["conv3_fc"][0].data, fc_before)
     # the resized conv1 equals the resize of Caffe's own conv1 output (after ReLU)
-    ref = rl.resize_forward(net.blobs["conv1"].data.astype(np.float64), rl.interp_matrix(10, 55), rl.interp_matrix(10, 55))
+    ref = rz.resize_forward(net.blobs["conv1"].data.astype(np.float64), rz.interp_matrix(10, 55), rz.interp_matrix(10, 55))
     np.testing.assert_allclose(net.blobs["conv1_resize"].data, ref, rtol=1e-4, atol=1e-4)
 
 

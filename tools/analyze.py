@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The paper's analyses of a trained counting net (SPEC section 5), one subcommand each.
+"""The paper's analyses of a trained counting net (its section 5 and Tables 4-5), one subcommand each.
 
     python tools/analyze.py table5 --weights L.caffemodel C.caffemodel --train-methods linear cubic
     python tools/analyze.py mean-vector  --weights runs/demo/counting_demo_iter_300.caffemodel   # Fig. 3

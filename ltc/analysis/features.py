@@ -1,4 +1,4 @@
-"""Plain functions behind ``tools/analyze.py``: the paper's analyses (SPEC section 5).
+"""Plain functions behind ``tools/analyze.py``: the paper's analyses (its section 5 and Tables 4-5).
 
 Everything that touches the network goes through a *feature function*: a callable
 ``phi(x) -> F`` mapping a float32 batch ``x`` (N x 3 x S x S, already normalised the way
