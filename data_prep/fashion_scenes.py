@@ -35,7 +35,7 @@ import time
 import cv2
 import numpy as np
 
-from ltc import REPO, lmdb_build
+from ltc import REPO, lmdb_build, lmdb_io
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -141,14 +141,14 @@ def scene_datums(imgs, n, rng, args, max_count, min_count=0):
         pick = rng.randint(0, len(imgs), size=k)
         img, _ = compose_scene([imgs[j] for j in pick], rng, args.canvas, args.min_item, args.max_item,
                                args.margin, args.gap, args.gray, args.tries)
-        yield "%08d_scene_k%02d" % (i, k), lmdb_build.datum_bytes_from_array(img, k)
+        yield "%08d_scene_k%02d" % (i, k), lmdb_io.image_datum_bytes(img, k)
 
 
 def item_datums(imgs, labels, n, rng, args):
     pick = rng.permutation(len(imgs))[:n]
     for i, j in enumerate(pick):
         yield ("%08d_item_%05d_c%d" % (i, j, labels[j]),
-               lmdb_build.datum_bytes_from_array(item_image(imgs[j], args.canvas, args.item_size), int(labels[j])))
+               lmdb_io.image_datum_bytes(item_image(imgs[j], args.canvas, args.item_size), int(labels[j])))
 
 
 def main(argv=None):

@@ -51,9 +51,10 @@ import cv2
 import lmdb
 import numpy as np
 
+from ltc import lmdb_io
+from ltc.lmdb_io import IMAGE_EXTENSIONS
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp",
-                    ".gif", ".ppm", ".pgm", ".pbm", ".pnm")
+
 RESIZE_MODES = ("warp", "shorter-crop")
 ENCODE_FORMATS = ("jpg", "png")
 MAX_KEY_BYTES = 511  # LMDB's default maximum key size
@@ -289,41 +290,14 @@ def encode_image(img, fmt="jpg", jpeg_quality=95):
     return buf.tobytes()
 
 
-def _varint(v):
-    if v < 0:
-        v += 1 << 64  # int32 negatives are written as 10-byte two's complement, as protobuf does
-    out = bytearray()
-    while True:
-        b = v & 0x7F
-        v >>= 7
-        if v:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def serialize_datum(channels, height, width, data, label, encoded):
-    """The bytes of a caffe_pb2.Datum with fields channels, height, width, data, label, encoded set.
-
-    Written by hand (protobuf wire format, fields in number order, as protobuf itself
-    serialises them) so that worker processes need not import Caffe; the result is
-    byte-identical to ``Datum.SerializeToString()`` and to convert_imageset's values
-    (tests/test_make_lmdb.py checks both).
-    """
-    return b"".join((b"\x08", _varint(channels), b"\x10", _varint(height), b"\x18", _varint(width),
-                     b"\x22", _varint(len(data)), data, b"\x28", _varint(int(label)),
-                     b"\x38", b"\x01" if encoded else b"\x00"))
-
-
 def make_datum_bytes(img, label, encoded=False, fmt="jpg", jpeg_quality=95):
     """Resized HxWx3 uint8 BGR image -> serialised Datum (raw CHW, or encoded JPEG/PNG bytes)."""
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
         raise ValueError("make_datum_bytes wants HxWx3 uint8, got %s %s" % (img.dtype, img.shape))
     h, w = img.shape[:2]
     if encoded:
-        return serialize_datum(3, h, w, encode_image(img, fmt, jpeg_quality), label, True)
-    return serialize_datum(3, h, w, np.ascontiguousarray(img.transpose(2, 0, 1)).tobytes(), label, False)
+        return lmdb_io.image_datum_bytes(img, label, encode_image(img, fmt, jpeg_quality))
+    return lmdb_io.image_datum_bytes(img, label)
 
 
 # ----------------------------------------------------------------------------- workers
@@ -370,8 +344,7 @@ def datum_into(buf, off, limit, img, label, encoded=False, fmt="jpg", jpeg_quali
     h, w = img.shape[:2]
     payload = encode_image(img, fmt, jpeg_quality) if encoded else None
     n = len(payload) if encoded else 3 * h * w
-    head = b"".join((b"\x08", _varint(3), b"\x10", _varint(h), b"\x18", _varint(w), b"\x22", _varint(n)))
-    tail = b"".join((b"\x28", _varint(int(label)), b"\x38", b"\x01" if encoded else b"\x00"))
+    head, tail = lmdb_io.datum_head(3, h, w, n), lmdb_io.datum_tail(label, encoded)
     total = len(head) + n + len(tail)
     if total > limit:
         return make_datum_bytes(img, label, encoded, fmt, jpeg_quality)
@@ -804,8 +777,3 @@ def write_datums(output, items, total=None, overwrite=False, batch=1000, map_byt
             n = w.count
             w.finish()
     return n
-
-
-def datum_bytes_from_array(img, label):
-    """Convenience: HxWx3 uint8 -> serialised raw Datum."""
-    return make_datum_bytes(img, label)

@@ -42,7 +42,7 @@ import numpy as np
 
 from ltc import transforms as ct
 from ltc.params import CROP_SIZE, GRAY_PROB, INTERPOLATION, SEED
-from ltc.lmdb_io import LmdbError, datum_to_image, open_lmdb, read_varint as _varint, resolve_path
+from ltc.lmdb_io import LmdbError, decode_datum, open_lmdb, resolve_path
 
 _PR_SET_PDEATHSIG = 1
 _POLL_S = 1.0          # how often an idle worker checks that its parent still lives
@@ -56,59 +56,13 @@ def read_key_array(env):
     return np.array(keys, dtype=np.bytes_)
 
 
-def datum_fields(buf):
-    """Scan a serialised Datum without copying: {field number: int, or (offset, length) for bytes}.
-
-    Datum fields: 1 channels, 2 height, 3 width, 4 data, 5 label, 6 float_data, 7 encoded.
-    Raises ValueError on a malformed message.
-    """
-    fields, pos, n = {}, 0, len(buf)
-    while pos < n:
-        key, pos = _varint(buf, pos)
-        wire = key & 7
-        if wire == 0:
-            fields[key >> 3], pos = _varint(buf, pos)
-        elif wire == 2:
-            length, pos = _varint(buf, pos)
-            fields[key >> 3] = (pos, length)
-            pos += length
-        elif wire == 5:
-            pos += 4
-        elif wire == 1:
-            pos += 8
-        else:
-            raise ValueError("unexpected protobuf wire type %d" % wire)
-    if pos != n:
-        raise ValueError("truncated message")
-    return fields
-
-
 def decode_chw(value, key, source):
-    """Datum bytes/buffer -> 3 x H x W uint8 BGR.
-
-    A raw Datum comes back as a zero-copy view of ``value`` (CHW already), so with an LMDB
-    buffer it is only valid inside the read transaction; encoded Datums are decoded by
-    OpenCV straight from the buffer. Anything unusual goes through lmdb_io.datum_to_image
-    for its error message.
-    """
+    """Datum bytes/buffer -> 3 x H x W uint8 BGR (lmdb_io.decode_datum: zero-copy for raw Datums,
+    so valid only inside the read transaction); errors name the LMDB and the key."""
     try:
-        f = datum_fields(value)
-        c, h, w = f.get(1, 0), f.get(2, 0), f.get(3, 0)
-        data = f.get(4, (0, 0))
-        if not isinstance(data, tuple):
-            raise ValueError("field 'data' is not bytes")
-        if f.get(7, 0):
-            img = cv2.imdecode(np.frombuffer(value, np.uint8, count=data[1], offset=data[0]), cv2.IMREAD_COLOR)
-            if img is not None:
-                return np.ascontiguousarray(img.transpose(2, 0, 1))
-        elif c == 3 and data[1] == c * h * w and h > 0:
-            return np.frombuffer(value, np.uint8, count=data[1], offset=data[0]).reshape(c, h, w)
-        img, _ = datum_to_image(bytes(value))
+        return decode_datum(value)[0]
     except LmdbError as e:
         raise LmdbError("LMDB '%s', key %r: %s" % (source, key, e))
-    except Exception as e:  # a value that is no Datum at all
-        raise LmdbError("LMDB '%s', key %r: cannot parse the value as a Caffe Datum (%s)" % (source, key, e))
-    return np.ascontiguousarray(img.transpose(2, 0, 1))
 
 
 class _Maker:

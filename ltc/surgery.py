@@ -64,42 +64,11 @@ class PortError(ValueError):
 
 
 # ----------------------------------------------------------------------------- reading
-def _scan_fields(buf, start, end):
-    """Yield (field_number, wire_type, value_start, value_end) of one message's fields.
-
-    Raises IndexError when a field runs past ``end`` (a truncated file) and ValueError on
-    an impossible wire type (not a protobuf message).
-    """
-    pos = start
-    while pos < end:
-        field_start = pos
-        key, pos = lmdb_io.read_varint(buf, pos, end)
-        field, wt = key >> 3, key & 7
-        if field == 0:
-            raise ValueError("field number 0 at byte %d" % field_start)
-        if wt == 0:
-            _, pos = lmdb_io.read_varint(buf, pos, end)
-            yield field, wt, field_start, pos
-        elif wt == 1:
-            pos += 8
-        elif wt == 2:
-            n, pos = lmdb_io.read_varint(buf, pos, end)
-            if pos + n > end:
-                raise IndexError("field %d at byte %d claims %d bytes, only %d remain"
-                                 % (field, field_start, n, end - pos))
-            yield field, wt, pos, pos + n
-            pos += n
-        elif wt == 5:
-            pos += 4
-        else:
-            raise ValueError("wire type %d at byte %d" % (wt, field_start))
-        if pos > end:
-            raise IndexError("field %d at byte %d runs past the end" % (field, field_start))
-
-
 def _layer_name_type(buf, start, end):
     name = typ = None
-    for field, wt, a, b in _scan_fields(buf, start, end):
+    for field, wt, span in lmdb_io.scan_fields(buf, start, end):
+        if wt == 2:
+            a, b = span
         if field == 1 and wt == 2:
             name = bytes(buf[a:b]).decode("utf-8", "replace")
         elif field == 2 and wt == 2:
@@ -126,11 +95,12 @@ class CountingModel(object):
             raise PortError("%s: the file is empty" % path)
         self.spans, self.names, self.types = {}, [], {}
         try:
-            for field, wt, a, b in _scan_fields(self.buf, 0, len(self.buf)):
+            for field, wt, span in lmdb_io.scan_fields(self.buf, 0, len(self.buf)):
                 if field == _V1_LAYER_FIELD and wt == 2:
                     raise PortError("%s: a legacy (V1 'layers') caffemodel; upgrade it first with Caffe's "
                                     "upgrade_net_proto_binary" % path)
                 if field == _LAYER_FIELD and wt == 2:
+                    a, b = span
                     name, typ = _layer_name_type(self.buf, a, b)
                     if name is None:
                         raise ValueError("a layer without a name at byte %d" % a)

@@ -14,6 +14,7 @@ import lmdb
 import numpy as np
 import pytest
 from PIL import Image
+from caffe.proto import caffe_pb2
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -219,7 +220,7 @@ def test_encoded_round_trip(tmp_path, fmt):
     r, e = read_db(raw), read_db(enc)
     assert sorted(r) == sorted(e)
     for k in r:
-        d = lmdb_io.caffe_pb2.Datum()
+        d = caffe_pb2.Datum()
         d.ParseFromString(e[k])
         assert d.encoded and d.data[:4] == (b"\x89PNG" if fmt == "png" else b"\xff\xd8\xff\xe0")
         a, _ = lmdb_io.datum_to_image(r[k])

@@ -32,12 +32,11 @@ import numpy as np
 
 from ltc import transforms as ct
 from ltc.params import CROP_SIZE, GRAY_PROB, SEED
-from ltc.lmdb_io import LmdbError, datum_to_image, open_lmdb, resolve_path
+from ltc.lmdb_io import IMAGE_EXTENSIONS as IMAGE_EXTS, LmdbError, datum_to_image, open_lmdb, resolve_path
 
 METHODS = ct.INTERP_NAMES                      # ("linear", "cubic", "area", "lanczos")
 TEST_METHODS = METHODS + ("mixed",)            # Table 5 columns
 TRAIN_METHODS = METHODS + ("mixed",)           # Table 5 rows
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 VIEWS = ("full", "center")
 COLOR_MODES = ("color", "gray")
 
