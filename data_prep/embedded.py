@@ -124,7 +124,10 @@ def main(argv=None):
             print(lmdb_build.format_summary(s))
             if s["skipped"]:
                 raise lmdb_build.BuildError("%d embedded photos were skipped (see %s)" % (s["skipped"], s["skipped_report"]))
-    except (lmdb_build.BuildError, subprocess.CalledProcessError) as e:
+    except lmdb_build.BuildError as e:
+        print("error: %s" % e, file=sys.stderr)
+        return e.exit_code
+    except subprocess.CalledProcessError as e:
         print("error: %s" % e, file=sys.stderr)
         return 1
     except lmdb_build.Interrupted as e:

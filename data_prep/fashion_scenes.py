@@ -177,7 +177,7 @@ def main(argv=None):
     print("fashion_scenes: " + " ".join("%s=%s" % kv for kv in sorted(vars(args).items())))
     if args.min_item < 1 or args.max_item < args.min_item or args.max_count < 0:
         print("error: need 1 <= --min-item <= --max-item and --max-count >= 0", file=sys.stderr)
-        return 1
+        return 2
     t0 = time.time()
     try:
         splits = {s: load_fashion(args.fashion_dir, s) for s in ("train", "test")}
@@ -206,7 +206,7 @@ def main(argv=None):
             print("wrote %d entries to %s (Fashion %s split) in %.1f s" % (written, out, split, time.time() - t))
     except (FashionError, lmdb_build.BuildError) as e:
         print("error: %s" % e, file=sys.stderr)
-        return 1
+        return getattr(e, "exit_code", 2)
     except lmdb_build.Interrupted as e:
         print("fashion_scenes: %s; the LMDB being written was removed" % e, file=sys.stderr)
         return 128 + e.signum

@@ -134,7 +134,7 @@ def main(argv=None):
             print(lmdb_build.format_summary(s))
     except BuildError as e:
         print("error: %s" % e, file=sys.stderr)
-        return 1
+        return e.exit_code
     except lmdb_build.Interrupted as e:
         print("imagenet: %s; the LMDB being written was removed" % e, file=sys.stderr)
         return 128 + e.signum

@@ -66,7 +66,12 @@ Entry.__doc__ = ("One source image: key_path goes into the key, abs_path is read
 
 
 class BuildError(RuntimeError):
-    """The build cannot go on (bad arguments, existing output, unreadable list file)."""
+    """The build cannot go on. exit_code: 2 for bad input (arguments, an existing output, an
+    unreadable list file; the default), 1 for a failure while building (a worker died)."""
+
+    def __init__(self, message, exit_code=2):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class Interrupted(BaseException):
@@ -596,7 +601,7 @@ def _watch_workers(pool, it, n, poll=1.0):
                 procs = list(pool._pool)
                 if sorted(p.pid for p in procs) != pids or any(p.exitcode is not None for p in procs):
                     raise BuildError("a worker process died (killed, out of memory, or a crash in an image "
-                                     "decoder); the build was abandoned and nothing was written")
+                                     "decoder); the build was abandoned and nothing was written", exit_code=1)
         yield value
 
 

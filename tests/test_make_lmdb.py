@@ -260,7 +260,7 @@ def test_overwrite_and_nothing_written(tmp_path):
     assert make_lmdb.main([str(src), out, "--no-progress"]) == 0
     before = read_db(out)
     cv2.imwrite(str(src / "b.png"), photo(50, 50, 2))
-    assert make_lmdb.main([str(src), out, "--no-progress"]) == 1  # refused: exists
+    assert make_lmdb.main([str(src), out, "--no-progress"]) == 2  # refused: exists
     assert read_db(out) == before
     assert make_lmdb.main([str(src), out, "--no-progress", "--overwrite"]) == 0
     assert len(read_db(out)) == 2
@@ -270,7 +270,7 @@ def test_overwrite_and_nothing_written(tmp_path):
     open(bad / "x.jpg", "wb").close()
     (bad / "y.png").write_text("nope")
     out2 = str(tmp_path / "db2")
-    assert make_lmdb.main([str(bad), out2, "--no-progress"]) == 1
+    assert make_lmdb.main([str(bad), out2, "--no-progress"]) == 2
     assert not os.path.exists(out2)
     assert len(open(out2 + ".skipped.tsv").readlines()) == 3
 

@@ -146,7 +146,7 @@ def test_fold_std_measures_the_counting_inputs(models, tmp_path, capsys):
 
 
 def _refused(capsys, argv):
-    assert load_script("tools/port_weights.py").main(argv) == 1
+    assert load_script("tools/port_weights.py").main(argv) == 2
     return capsys.readouterr().err
 
 
@@ -269,5 +269,5 @@ def _refused_rescale(models, tmp_path):
     r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "port_weights.py"), str(models["deploy"]["src"]),
                         str(tmp_path / "x.caffemodel"), "--rescale", str(tmp_path / "imgs"), "--rescale-net", probe],
                        capture_output=True, text=True)
-    assert r.returncode == 1
+    assert r.returncode == 2
     return r.stderr

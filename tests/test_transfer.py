@@ -312,11 +312,11 @@ def test_linear_probe_tool_trains_and_reports(ported, tmp_path, capsys):
     # a counting snapshot (not ported) and a missing LMDB are refused with a clear message
     counting = tmp_path / "six.caffemodel"
     build_counting_model(counting, "deploy")
-    assert lp.main(["--model", "c=%s" % counting, "--out-dir", str(out)]) == 1
+    assert lp.main(["--model", "c=%s" % counting, "--out-dir", str(out)]) == 2
     err = capsys.readouterr().err
     assert str(counting) in err and "port it first" in err
     assert lp.main(["--random-init", "--train-lmdb", str(tmp_path / "nope"), "--val-lmdb", str(tmp_path / "val_lmdb"),
-                    "--out-dir", str(out)]) == 1
+                    "--out-dir", str(out)]) == 2
     assert "nope" in capsys.readouterr().err
 
 
@@ -329,5 +329,5 @@ def test_transfer_check_tool(ported, tmp_path, make_test_lmdb, capsys):
     assert "linear probe after one step (frozen): conv1..conv5 hold exactly the ported blobs" in out
     assert "FCN-AlexNet: one step done on a 128x128 image" in out and "transfer_check: OK" in out
     assert tc.main([str(tmp_path / "missing.caffemodel"), "--lmdb", str(tmp_path / "imgs"),
-                    "--out-dir", str(tmp_path / "tc")]) == 1
+                    "--out-dir", str(tmp_path / "tc")]) == 2
     assert "missing.caffemodel: no such file" in capsys.readouterr().err

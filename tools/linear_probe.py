@@ -169,7 +169,7 @@ def main(argv=None):
             results.append((name, path, acc, secs))
     except ProbeError as e:
         print("linear_probe: error: %s" % e, file=sys.stderr)
-        return 1
+        return 2
 
     print("\nTop-1 accuracy (%%) of linear classifiers on frozen layers; %s, %d images; %d iterations x %d"
           % (os.path.relpath(val_lmdb, REPO) if val_lmdb.startswith(REPO) else val_lmdb, n_val, args.iters, args.batch))

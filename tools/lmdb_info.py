@@ -188,7 +188,7 @@ def main(argv=None):
         s = scan(args.lmdb, args.limit)
     except lmdb_io.LmdbError as e:
         print("error: %s" % e, file=sys.stderr)
-        return 1
+        return 2
     if args.sheet:
         shape, k = contact_sheet(args.lmdb, args.sheet, args.n, args.tile, args.pick)
         s["sheet"] = os.path.abspath(args.sheet)

@@ -67,7 +67,7 @@ def main(argv=None):
                   % (args.out, args.rescale_net, args.rescale_layers))
     except surgery.PortError as e:
         print("port_weights: error: %s" % e, file=sys.stderr)
-        return 1
+        return 2
     return 0
 
 

@@ -122,11 +122,11 @@ def main(argv=None):
         items = list(lmdb_io.iter_images(args.lmdb, limit=args.batch))
     except (lp.ProbeError, lmdb_io.LmdbError) as e:
         print("transfer_check: error: %s" % e, file=sys.stderr)
-        return 1
+        return 2
     images = [img for _, img, _ in items]
     if min(min(i.shape[:2]) for i in images) < 227:
         print("transfer_check: error: %s: images must be at least 227x227" % args.lmdb, file=sys.stderr)
-        return 1
+        return 2
     labels = np.array([lab for _, _, lab in items], np.float32)
     weights = lmdb_io.resolve_path(args.weights)
     probe_step(weights, ref, images, labels, out_dir)
