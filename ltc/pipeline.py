@@ -26,7 +26,7 @@ Design:
   read transaction); OpenCV runs single-threaded in workers.
 
 Throughput check (samples/s; one sample = six inputs; also CPU seconds used by the makers):
-    python python_layers/count_pipeline.py --source data/sample/train_lmdb --workers 1 2
+    python bench/data_layer.py --lmdb data/sample/train_lmdb --workers 1 2
 """
 import ctypes
 import mmap
@@ -363,51 +363,3 @@ class BatchPipeline:
             self.close()
         except Exception:
             pass
-
-
-def main(argv=None):
-    """Throughput check: python python_layers/count_pipeline.py --source LMDB --workers 1 2."""
-    import argparse
-    ap = argparse.ArgumentParser(description="Measure BatchPipeline throughput (samples/s; one sample = six inputs).",
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--source", default="data/sample/train_lmdb", help="LMDB of 256x256 Datums")
-    ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--crop-size", type=int, default=CROP_SIZE, choices=ct.CROP_SIZES)
-    ap.add_argument("--interpolation", default=INTERPOLATION, choices=ct.INTERPOLATION_MODES)
-    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to measure")
-    ap.add_argument("--batches", type=int, default=16, help="timed batches per worker count")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed batches first")
-    ap.add_argument("--prefetch", type=int, default=4, help="shared-memory slots (at least workers + 1 is used)")
-    ap.add_argument("--seed", type=int, default=SEED)
-    args = ap.parse_args(argv)
-    print("resolved args:", vars(args), flush=True)
-    results = {}
-    for w in args.workers:
-        with BatchPipeline(args.source, args.batch_size, crop_size=args.crop_size, interpolation=args.interpolation,
-                           seed=args.seed, workers=w, prefetch=max(w + 1, args.prefetch)) as pipe:
-            for _ in range(args.warmup):
-                pipe.next_batch()
-            pids = pipe.worker_pids or [os.getpid()]
-            cpu0 = sum(_cpu_seconds(p) for p in pids)
-            t0 = time.perf_counter()
-            for _ in range(args.batches):
-                pipe.next_batch()
-            dt = time.perf_counter() - t0
-            cpu = sum(_cpu_seconds(p) for p in pids) - cpu0
-        n = args.batches * args.batch_size
-        results[w] = n / dt
-        print("workers %d: %.0f samples/s wall (%d batches of %d in %.2f s); batch makers used %.2f CPU s "
-              "= %.0f samples per CPU second" % (w, results[w], args.batches, args.batch_size, dt, cpu, n / cpu),
-              flush=True)
-    return results
-
-
-def _cpu_seconds(pid):
-    """User + system CPU seconds of a process so far (Linux /proc)."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-if __name__ == "__main__":
-    main()
