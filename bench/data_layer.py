@@ -3,7 +3,7 @@
 and how long the solver waits for data during real training.
 
 Three tables:
- 1. throughput: count_pipeline.BatchPipeline (the code behind CountingDataLayer) making
+ 1. throughput: ltc.pipeline.BatchPipeline (the code behind CountingDataLayer) making
     training batches (six 114x114 inputs per sample) from an LMDB with 0 (in the calling
     process), 1, 2, ... worker processes, each setting in a child process of its own:
     samples/s, samples/s per worker, scaling vs 1 worker (1.00 = linear), peak RSS;

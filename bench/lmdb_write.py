@@ -104,7 +104,7 @@ def main(argv=None):
                               if f.endswith(".jpg")) / 2 ** 20, time.perf_counter() - t))
     tool = convert_imageset_path()
     commands = []
-    scratch = tempfile.mkdtemp(prefix="bench_make_lmdb_")
+    scratch = tempfile.mkdtemp(prefix="bench_lmdb_write_")
     if tool:
         commands.append(("convert_imageset", [tool, "--resize_height=%d" % a.size, "--resize_width=%d" % a.size,
                                               folder + "/", listfile, os.path.join(scratch, "ci")],

@@ -5,10 +5,10 @@ and can be driven from any script (benchmarks, tests):
 
     with BatchPipeline("data/sample/train_lmdb", batch_size=32, workers=2, seed=1701) as pipe:
         batch = pipe.next_batch()        # float32 6 x 32 x 3 x 114 x 114: t1,t2,t3,t4,dx,dy
-        plan = pipe.plan(0)              # the random choices behind batch 0 (count_transforms.BatchPlan)
+        plan = pipe.plan(0)              # the random choices behind batch 0 (ltc.transforms.BatchPlan)
 
 Design:
-- Batch b is fully determined by (seed, phase, b) (count_transforms.plan_batch), so the
+- Batch b is fully determined by (seed, phase, b) (ltc.transforms.plan_batch), so the
   batches do not depend on the number of workers; the consumer gets them in index order.
 - ``workers`` processes are forked at construction (before the caller starts threads of its
   own, if possible). Batch b goes to worker b mod workers and is written straight into slot
@@ -300,7 +300,7 @@ class BatchPipeline:
         return list(self._pids)
 
     def plan(self, b):
-        """The random choices behind batch b (count_transforms.BatchPlan); cheap, no images read."""
+        """The random choices behind batch b (ltc.transforms.BatchPlan); cheap, no images read."""
         return self._maker.plan(b)
 
     def next_batch(self):

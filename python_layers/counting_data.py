@@ -1,7 +1,7 @@
 """Caffe Python data layer of the counting pretext task: ``CountingDataLayer``.
 
-A thin shell over ``count_pipeline.BatchPipeline`` (workers, shared memory) and
-``count_transforms`` (crop, tiles, D, gray, normalisation, derangement; docs/design.md, Input pipeline).
+A thin shell over ``ltc.pipeline.BatchPipeline`` (workers, shared memory) and
+``ltc.transforms`` (crop, tiles, D, gray, normalisation, derangement; docs/design.md, Input pipeline).
 
 Tops (no bottoms), S = crop_size / 2 (114 by default):
     stack false (default): six tops t1, t2, t3, t4, dx, dy, each N x 3 x S x S float32 --
@@ -11,7 +11,7 @@ Tops (no bottoms), S = crop_size / 2 (114 by default):
                  (rows k*N .. k*N+N-1 hold input k), for the stacked single-trunk net.
 Every input has zero mean and unit std on its own (over all its pixels and channels).
 
-param_str (JSON; unknown keys or wrong types raise ltc_params.ParamError in setup):
+param_str (JSON; unknown keys or wrong types raise ltc.params.ParamError in setup):
     source        (required) LMDB of 256x256 BGR Datums (path: cwd first, then repo root);
                   missing / empty / too-small images raise lmdb_io.LmdbError naming the path
     batch_size    256      samples per batch (>= 2)

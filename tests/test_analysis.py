@@ -1,4 +1,4 @@
-"""Tests of tools/analysis_lib.py and tools/analyze.py (the paper's analyses).
+"""Tests of ltc/analysis/ and tools/analyze.py (the paper's analyses).
 
 Known answers: stub feature functions with known counting vectors (eq. 6, rankings,
 neighbours, neurons), an exact recomputation of eq. 6 with OpenCV and the reference

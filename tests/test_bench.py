@@ -141,9 +141,9 @@ def test_ensure_lmdb_uses_given_or_builds_synthetic(tmp_path, make_test_lmdb):
 
 
 def test_lmdb_write_bench_end_to_end(tmp_path):
-    bench_make_lmdb = load_script("bench/lmdb_write.py")
+    lmdb_write = load_script("bench/lmdb_write.py")
     out = tmp_path / "ml.csv"
-    rc = bench_make_lmdb.main(["--n", "12", "--workers", "0", "1", "--repeats", "1",
+    rc = lmdb_write.main(["--n", "12", "--workers", "0", "1", "--repeats", "1",
                                "--images", str(tmp_path / "jpegs"), "--csv", str(out)])
     assert rc == 0
     rows = {r["name"]: r for r in csv.DictReader(open(out))}

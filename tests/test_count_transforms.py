@@ -1,4 +1,4 @@
-"""Tests of python_layers/count_transforms.py: the counting inputs' numpy/OpenCV core (no Caffe)."""
+"""Tests of ltc/transforms.py: the counting inputs' numpy/OpenCV core (no Caffe)."""
 import cv2
 import numpy as np
 import pytest

@@ -14,7 +14,7 @@ Every image subcommand takes ``--deploy`` (default prototxt/deploy.prototxt), ``
 ``--source`` (an LMDB of the project format or a folder of images), ``--out`` (default
 runs/analysis/<subcommand>), ``--max-images``; it writes PNG figures plus CSV/JSON numbers
 into --out and prints the headline numbers. Inputs are prepared with the data layer's own
-transforms (see tools/analysis_lib.py): one view per image (``--view full``: the whole image
+transforms (see ltc/analysis/): one view per image (``--view full``: the whole image
 resized to the net's input size; ``center``: the central --crop region downsampled), in
 ``--color-mode`` color or gray, each input normalised on its own like the data layer does.
 Forward passes run ``--batch`` images at a time on the CPU.

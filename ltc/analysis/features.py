@@ -7,7 +7,7 @@ with attributes ``input_size`` (S) and ``dim``. ``CaffeFeatures`` is the real on
 deploy net plus a .caffemodel); tests pass stubs with the same interface, so every
 metric below is testable without a trained model.
 
-Inputs are prepared with the data layer's own transforms (``count_transforms``):
+Inputs are prepared with the data layer's own transforms (``ltc.transforms``):
 
 * single-image analyses (Fig. 3, 4, 7, 8, the count check) feed one *view* per image:
   ``full`` = the whole image resized to S x S (default), or ``center`` = the central
@@ -15,7 +15,7 @@ Inputs are prepared with the data layer's own transforms (``count_transforms``):
 * Table 5 feeds, per image, a seeded random ``crop`` x ``crop`` region x, its four tiles
   T1..T4 and D_j(x) for each downsampling method j, as the data layer does;
 * every input is then put in the chosen colour mode and normalised on its own
-  (``count_transforms.normalize_into``: (v - mean) / (std + eps)).
+  (``ltc.transforms.normalize_into``: (v - mean) / (std + eps)).
 
 Images come from an LMDB of the project format (``lmdb_io``) or a folder of image files.
 """
