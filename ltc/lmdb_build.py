@@ -36,7 +36,6 @@ dropped, palette expanded, 16-bit -> 8-bit (value >> 8), CMYK JPEG -> BGR, EXIF
 orientation applied.
 """
 import collections
-import ctypes
 import glob
 import multiprocessing
 import os
@@ -51,7 +50,7 @@ import cv2
 import lmdb
 import numpy as np
 
-from ltc import lmdb_io
+from ltc import lmdb_io, workers
 from ltc.lmdb_io import IMAGE_EXTENSIONS
 
 
@@ -318,20 +317,8 @@ def quiet_opencv():
         pass
 
 
-def _die_with_parent():
-    """Ask the kernel to SIGKILL this process when its parent dies (Linux prctl)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # pragma: no cover - non-Linux
-        pass
-
-
 def _worker_init(cfg, parent_pid):
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and terminates us
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _die_with_parent()
-    if os.getppid() != parent_pid:  # parent died before prctl took effect
+    if not workers.start_worker(parent_pid, signal.SIGKILL):  # the parent handles Ctrl-C; gone already?
         os._exit(1)
     cv2.setNumThreads(1)
     quiet_opencv()
@@ -379,7 +366,7 @@ def process_entry(task, cfg=None):
     so the pixels do not travel through a pipe.
     """
     cfg = cfg or _CFG
-    if "parent_pid" in cfg and os.getppid() != cfg["parent_pid"]:
+    if "parent_pid" in cfg and not workers.parent_alive(cfg["parent_pid"]):
         os._exit(1)
     slot, idx, path, label = task
     if cfg.get("delay"):
@@ -403,21 +390,11 @@ def process_entry(task, cfg=None):
 
 # ----------------------------------------------------------------------------- writing
 
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale_partials(output, log=print):
     """Remove ``OUTPUT.partial-<pid>`` folders whose process is gone (a killed build)."""
     for p in glob.glob(glob.escape(output) + ".partial-*"):
         tail = p.rsplit(".partial-", 1)[1]
-        if tail.isdigit() and int(tail) != os.getpid() and not _pid_alive(int(tail)):
+        if tail.isdigit() and int(tail) != os.getpid() and not workers.pid_alive(int(tail)):
             log("removing stale partial build %s (its process %s is gone)" % (p, tail))
             shutil.rmtree(p, ignore_errors=True)
 

@@ -28,7 +28,6 @@ Design:
 Throughput check (samples/s; one sample = six inputs; also CPU seconds used by the makers):
     python bench/data_layer.py --lmdb data/sample/train_lmdb --workers 1 2
 """
-import ctypes
 import mmap
 import os
 import signal
@@ -40,11 +39,10 @@ from multiprocessing.connection import Pipe, wait
 import cv2
 import numpy as np
 
-from ltc import transforms as ct
+from ltc import transforms as ct, workers
 from ltc.params import CROP_SIZE, GRAY_PROB, INTERPOLATION, SEED
 from ltc.lmdb_io import LmdbError, decode_datum, open_lmdb, resolve_path
 
-_PR_SET_PDEATHSIG = 1
 _POLL_S = 1.0          # how often an idle worker checks that its parent still lives
 _JOIN_S = 5.0          # how long close() waits for a worker before SIGKILL
 
@@ -121,29 +119,16 @@ class _Maker:
             self.env = None
 
 
-def _set_pdeathsig():
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: the getppid polling still applies
-        pass
-
-
 def _worker_main(maker, slots, tasks, results, parent_pid):
     """Worker loop (forked child): wait for (batch, slot), fill the slot, answer (batch, slot)."""
-    # The caffe binary installs glog's failure handler for SIGTERM, which would print
-    # "*** Aborted at ..." when the death signal arrives: a worker just dies quietly.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
-    _set_pdeathsig()
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+    if not workers.start_worker(parent_pid):  # Ctrl-C is the parent's business; gone already?
         return
     # No cv2.setNumThreads here: after a fork, reconfiguring the thread pool that OpenCV may
     # have started in the parent blocks for ever (pthread_cond_destroy on the pool's condition
     # variables). The parent sets one thread around the fork instead (_start_workers).
     while True:
         if not tasks.poll(_POLL_S):
-            if os.getppid() != parent_pid:
+            if not workers.parent_alive(parent_pid):
                 return
             continue
         try:
