@@ -13,7 +13,6 @@ Example:
 import argparse
 import os
 import sys
-import time
 
 
 from ltc import REPO, lmdb_build
@@ -30,9 +29,9 @@ def main(argv=None):
     lmdb_build.add_build_args(p)
     args = p.parse_args(argv)
     print("coco: " + " ".join("%s=%s" % kv for kv in sorted(vars(args).items())))
-    t0 = time.time()
     splits = ["train", "val"] if args.split == "both" else [args.split]
-    try:
+
+    def work():
         for split in splits:
             folder = os.path.join(args.root, "%s%s" % (split, args.year))
             entries = lmdb_build.collect_folder(folder)
@@ -40,20 +39,10 @@ def main(argv=None):
                 entries = entries[:args.limit]
             if not entries:
                 raise lmdb_build.BuildError("no images in '%s'" % folder)
-            out = os.path.join(args.out_dir, "%s_lmdb" % split)
-            print("%s: %d images from %s -> %s" % (split, len(entries), folder, out))
-            s = lmdb_build.build_lmdb(entries, out, size=args.size, resize=args.resize, encoded=args.encoded,
-                                      workers=args.workers, shuffle=split == "train", seed=args.seed,
-                                      overwrite=args.overwrite, progress=not args.no_progress)
-            print(lmdb_build.format_summary(s))
-    except lmdb_build.BuildError as e:
-        print("error: %s" % e, file=sys.stderr)
-        return e.exit_code
-    except lmdb_build.Interrupted as e:
-        print("coco: %s; the LMDB being written was removed" % e, file=sys.stderr)
-        return 128 + e.signum
-    print("done in %.1f s" % (time.time() - t0))
-    return 0
+            lmdb_build.build_split(split, entries, os.path.join(args.out_dir, "%s_lmdb" % split), args,
+                                   shuffle=split == "train")
+
+    return lmdb_build.run_cli("coco", work)
 
 
 if __name__ == "__main__":

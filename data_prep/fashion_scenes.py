@@ -178,8 +178,8 @@ def main(argv=None):
     if args.min_item < 1 or args.max_item < args.min_item or args.max_count < 0:
         print("error: need 1 <= --min-item <= --max-item and --max-count >= 0", file=sys.stderr)
         return 2
-    t0 = time.time()
-    try:
+
+    def work():
         splits = {s: load_fashion(args.fashion_dir, s) for s in ("train", "test")}
         print("read Fashion-MNIST from %s: %d train, %d test items"
               % (args.fashion_dir, len(splits["train"][0]), len(splits["test"][0])))
@@ -204,14 +204,8 @@ def main(argv=None):
             written = lmdb_build.write_datums(out, gen, total=n, overwrite=args.overwrite,
                                               progress=not args.no_progress, desc=name)
             print("wrote %d entries to %s (Fashion %s split) in %.1f s" % (written, out, split, time.time() - t))
-    except (FashionError, lmdb_build.BuildError) as e:
-        print("error: %s" % e, file=sys.stderr)
-        return getattr(e, "exit_code", 2)
-    except lmdb_build.Interrupted as e:
-        print("fashion_scenes: %s; the LMDB being written was removed" % e, file=sys.stderr)
-        return 128 + e.signum
-    print("done in %.1f s" % (time.time() - t0))
-    return 0
+
+    return lmdb_build.run_cli("fashion_scenes", work, input_errors=(FashionError,))
 
 
 if __name__ == "__main__":

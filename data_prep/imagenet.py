@@ -24,7 +24,6 @@ Example:
 import argparse
 import os
 import sys
-import time
 
 
 from ltc import REPO, lmdb_build
@@ -112,8 +111,8 @@ def main(argv=None):
     lmdb_build.add_build_args(p)
     args = p.parse_args(argv)
     print("imagenet: " + " ".join("%s=%s" % kv for kv in sorted(vars(args).items())))
-    t0 = time.time()
-    try:
+
+    def work():
         wnids = list_synsets(os.path.join(args.root, "train"))
         os.makedirs(args.out_dir, exist_ok=True)
         syn = os.path.join(args.out_dir, "synsets.txt")
@@ -126,20 +125,9 @@ def main(argv=None):
         if args.split in ("both", "val"):
             jobs.append(("val", val_entries(args, wnids), False))
         for split, entries, shuffle in jobs:
-            out = os.path.join(args.out_dir, "%s_lmdb" % split)
-            print("%s: %d images -> %s" % (split, len(entries), out))
-            s = lmdb_build.build_lmdb(entries, out, size=args.size, resize=args.resize, encoded=args.encoded,
-                                      workers=args.workers, shuffle=shuffle, seed=args.seed,
-                                      overwrite=args.overwrite, progress=not args.no_progress)
-            print(lmdb_build.format_summary(s))
-    except BuildError as e:
-        print("error: %s" % e, file=sys.stderr)
-        return e.exit_code
-    except lmdb_build.Interrupted as e:
-        print("imagenet: %s; the LMDB being written was removed" % e, file=sys.stderr)
-        return 128 + e.signum
-    print("done in %.1f s" % (time.time() - t0))
-    return 0
+            lmdb_build.build_split(split, entries, os.path.join(args.out_dir, "%s_lmdb" % split), args, shuffle)
+
+    return lmdb_build.run_cli("imagenet", work)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,38 @@ class Interrupted(BaseException):
 
 # ----------------------------------------------------------------------------- sources
 
+def run_cli(who, work, input_errors=(), failures=()):
+    """Run a data_prep script's ``work()`` with the scripts' shared error handling; returns the
+    exit status: 0 done, BuildError.exit_code (2 bad input, 1 failure), 2 for ``input_errors``,
+    1 for ``failures``, 128 + the signal when interrupted (the partial LMDB is removed)."""
+    import sys
+    t0 = time.time()
+    try:
+        work()
+    except BuildError as e:
+        print("error: %s" % e, file=sys.stderr)
+        return e.exit_code
+    except tuple(input_errors) + tuple(failures) as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 2 if isinstance(e, tuple(input_errors)) else 1
+    except Interrupted as e:
+        print("%s: %s; the LMDB being written was removed" % (who, e), file=sys.stderr)
+        return 128 + e.signum
+    print("done in %.1f s" % (time.time() - t0))
+    return 0
+
+
+def build_split(split, entries, out, args, shuffle, progress=None):
+    """build_lmdb of one split with a data_prep script's shared options (add_build_args); prints
+    the summary and returns it."""
+    print("%s: %d images -> %s" % (split, len(entries), out))
+    s = build_lmdb(entries, out, size=args.size, resize=args.resize, encoded=args.encoded, workers=args.workers,
+                   shuffle=shuffle, seed=args.seed, overwrite=args.overwrite,
+                   progress=not args.no_progress if progress is None else progress)
+    print(format_summary(s))
+    return s
+
+
 def add_build_args(parser, seed_help="train shuffle seed"):
     """The LMDB-building options shared by the data_prep/ dataset scripts."""
     import os

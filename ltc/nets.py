@@ -169,10 +169,16 @@ def counting_net(cfg, inputs="data_layer"):
         raise ValueError("unknown layout %r (six or stacked)" % cfg["layout"])
     net = n.to_proto()
     net.name = "counting_%s" % cfg["layout"]
+    return with_inputs(net, inputs, _data_layer, cfg)
+
+
+def with_inputs(net, inputs, data_layer, cfg):
+    """inputs="input": ``net`` as built (Input blobs); "data_layer": its Input layers replaced by
+    ``data_layer(cfg, "train")`` and ``data_layer(cfg, "test")`` at the top."""
     if inputs == "data_layer":
         body = [l for l in net.layer if l.type != "Input"]
         del net.layer[:]
-        net.layer.extend([_data_layer(cfg, "train"), _data_layer(cfg, "test")] + body)
+        net.layer.extend([data_layer(cfg, "train"), data_layer(cfg, "test")] + body)
     elif inputs != "input":
         raise ValueError("inputs must be 'data_layer' or 'input'")
     return net

@@ -146,13 +146,7 @@ def linear_probe_net(cfg, inputs="data_layer"):
         n[name + "_acc"] = L.Accuracy(n[name + "_fc"], n.label)
     net = n.to_proto()
     net.name = "caffenet_linear_probe"
-    if inputs == "data_layer":
-        body = [l for l in net.layer if l.type != "Input"]
-        del net.layer[:]
-        net.layer.extend([_lmdb_data_layer(cfg, "train"), _lmdb_data_layer(cfg, "test")] + body)
-    elif inputs != "input":
-        raise ValueError("inputs must be 'data_layer' or 'input'")
-    return net
+    return nets.with_inputs(net, inputs, _lmdb_data_layer, cfg)
 
 
 def probe_solver(cfg, net_path):
