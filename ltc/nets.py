@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Generate the counting network's prototxts (caffe.NetSpec) into prototxt/.
 
     python tools/make_prototxt.py                 # regenerate every committed file

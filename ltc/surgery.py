@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Port a trained counting net into a plain CaffeNet-layout .caffemodel (conv1..conv5).
 
     python tools/port_weights.py runs/demo/counting_demo_iter_300.caffemodel runs/demo/caffenet_counting.caffemodel

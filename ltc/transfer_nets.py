@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Generate the transfer nets (caffe.NetSpec) into prototxt/transfer/.
 
     python tools/make_transfer_prototxt.py            # regenerate every committed file
