@@ -18,14 +18,13 @@ import argparse
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import benchlib as bl  # noqa: E402
-import lmdb_build  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+
+from ltc import bench as bl
+from ltc import lmdb_build, lmdb_io
 
 MODES = ("writemap+reserve", "writemap", "no-writemap")
 
@@ -62,7 +61,7 @@ def main(argv=None):
     print(bl.machine_line(), "| load average %.1f" % (bl.load_avg() or 0))
     rng = np.random.RandomState(0)
     s = args.size
-    values = [lmdb_build.serialize_datum(3, s, s, rng.randint(0, 256, 3 * s * s, dtype=np.uint8).tobytes(), 0, False)
+    values = [lmdb_io.serialize_datum(3, s, s, rng.randint(0, 256, 3 * s * s, dtype=np.uint8).tobytes(), 0, False)
               for _ in range(min(args.n, 64))]
     values = [values[i % len(values)] for i in range(args.n)]
     folder = tempfile.mkdtemp(prefix="lmdb_reserve_", dir=args.dir)

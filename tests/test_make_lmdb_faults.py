@@ -18,11 +18,9 @@ import lmdb
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "python_layers"))
-
-import lmdb_build  # noqa: E402
-from ltc import workers as wk  # noqa: E402
+from ltc import REPO as ROOT
+from ltc import lmdb_build
+from ltc import workers as wk
 
 TOOL = os.path.join(ROOT, "tools", "make_lmdb.py")
 HANG_S = 300  # a hang, not a slow run under load: the runs below take seconds
@@ -204,9 +202,8 @@ def test_pool_teardown_does_not_hang_on_a_lock_held_by_a_dead_worker():
     """Idle pool workers wait for tasks holding the task queue's read lock; kill them and
     Pool.terminate() waits for that lock for ever. _end_pool returns and leaves no worker alive."""
     code = r"""
-import multiprocessing, os, signal, sys, time
-sys.path.insert(0, %r)
-import lmdb_build
+import multiprocessing, os, signal
+from ltc import lmdb_build
 if __name__ == "__main__":
     pool = multiprocessing.get_context("spawn").Pool(2)
     pool.map(abs, [1, 2])             # both workers started, then idle in the task queue's get()
@@ -218,7 +215,7 @@ if __name__ == "__main__":
     lmdb_build._end_pool(pool, graceful=False, wait_s=2.0)
     alive = [p.pid for p in procs + list(pool._pool) if p.is_alive()]
     print("ended; alive:", alive)
-""" % os.path.join(ROOT, "python_layers")
+"""
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_S)
     assert r.returncode == 0 and "ended; alive: []" in r.stdout, (r.stdout, r.stderr[-2000:])
 
@@ -235,7 +232,7 @@ def test_exit_text_names_the_signal():
 def test_counting_pipeline_names_a_dead_worker(tmp_path, sig):
     """The counting data layer's workers: a worker killed by a signal ends next_batch with an error
     naming the worker, its pid, the signal and the batch it had, within a few batches."""
-    from count_pipeline import BatchPipeline
+    from ltc.pipeline import BatchPipeline
     src = make_photos(str(tmp_path / "src"), 12)
     db = str(tmp_path / "db")
     lmdb_build.build_lmdb(lmdb_build.collect_folder(src), db, workers=0, progress=False)

@@ -37,12 +37,8 @@ import json
 import os
 import sys
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _p in (_ROOT, os.path.join(_ROOT, "python_layers")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
 
-import lmdb_build  # noqa: E402
+from ltc import lmdb_build
 
 
 def build_parser():
@@ -105,7 +101,8 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.workers < 0 or args.size < 1 or args.batch < 1:
-        parser.error("--workers must be >= 0, --size and --batch >= 1")
+        print("make_lmdb: error: --workers must be >= 0, --size and --batch >= 1", file=sys.stderr)
+        return 2
     print("make_lmdb: " + " ".join("%s=%s" % kv for kv in sorted(vars(args).items()) if kv[0] != "delay"))
     sys.stdout.flush()
     try:
@@ -123,7 +120,7 @@ def main(argv=None):
             progress=not args.no_progress, writemap=not args.no_writemap, force=args.force)
     except lmdb_build.BuildError as e:
         print("make_lmdb: error: %s%s" % (e, _aftermath(e, args.output)), file=sys.stderr)
-        return 1
+        return e.exit_code
     except OSError as e:
         print("make_lmdb: error: %s%s" % (e, _aftermath(e, args.output)), file=sys.stderr)
         return 1
