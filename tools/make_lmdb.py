@@ -25,8 +25,9 @@ full disk is never a SIGBUS). The workers' shared-memory ring is sized to what
 /dev/shm can hold (fewer slots, or pipes, said on stdout); a worker that dies is
 reported with its signal and the image it was on.
 
-Exit status: 0 done; 1 failed (nothing written, disk full, a worker died, other
-errors); 2 bad arguments; 130/143 interrupted by SIGINT/SIGTERM.
+Exit status: 0 done; 1 a failure while building (not enough space or disk full, a
+worker died, a write error); 2 bad arguments or input (a missing source, an existing
+OUTPUT, every image skipped); 130/143 interrupted by SIGINT/SIGTERM.
 
 Examples:
   python tools/make_lmdb.py data/sample/images/train data/sample/my_lmdb
@@ -98,8 +99,7 @@ def _aftermath(exc, output):
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.workers < 0 or args.size < 1 or args.batch < 1:
         print("make_lmdb: error: --workers must be >= 0, --size and --batch >= 1", file=sys.stderr)
         return 2
