@@ -28,13 +28,12 @@ import tempfile
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import benchlib as bl  # noqa: E402
+from ltc import bench as bl
 
 
 def net_files(folder, batch, inputs, lmdb="", workers=2, layout="six"):
     """The counting train net (Input blobs or the data layer) and its solver, paper settings."""
-    import make_prototxt as mp
+    from ltc import nets as mp
     cfg = dict(mp.DEFAULTS, batch=batch, layout=layout, train_lmdb=lmdb or "unused", val_lmdb=lmdb or "unused",
                workers=workers, prefetch=max(4, workers + 2), snapshot_prefix=os.path.join(folder, "snap"))
     net = mp.counting_net(cfg, inputs=inputs)

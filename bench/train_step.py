@@ -49,8 +49,7 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import benchlib as bl  # noqa: E402
+from ltc import bench as bl
 
 LAYOUTS = ("six", "stacked", "plain")
 
@@ -60,7 +59,7 @@ def _caffe_net_files(layout, batch, inputs, lmdb, workers, folder, dim=1000):
     """Write the train net and its solver into folder; returns the solver path."""
     import caffe
     from caffe import layers as L, params as P
-    import make_prototxt as mp
+    from ltc import nets as mp
 
     cfg = dict(mp.DEFAULTS, batch=batch, layout="stacked" if layout == "plain" else layout, dim=dim,
                train_lmdb=lmdb or "unused", val_lmdb=lmdb or "unused", workers=workers,
@@ -383,7 +382,7 @@ def print_profile(rows):
             med = {k: (v * scale if k not in ("step", "profiled_s") else v) for k, v in med.items()}
         else:
             med["conv_igrad"] = max(0.0, med.get("conv_bwd", 0.0) - med.get("conv_wgrad", 0.0))
-        row = dict(name=row_name(r), thr=r.get("blas_threads"), batch=r["batch"], step_ms=1000 * step,
+        row = dict(name=bl.row_name(r), thr=r.get("blas_threads"), batch=r["batch"], step_ms=1000 * step,
                    images_s=6 * r["batch"] / step if step else None)
         for k, _ in PROFILE_COLUMNS:
             if k in med:
@@ -498,217 +497,6 @@ def child_torch(a, build_only=False):
 
 
 # ============================================================================ parent
-def ensure_lmdb(path, n=512, seed=0, cache=None):
-    """``path`` if it is an LMDB; else an LMDB of n synthetic 256x256 BGR raw Datums (random crops of
-    bundled photos) in ``cache`` (default bench/.cache), built once."""
-    from lmdb_io import resolve_path
-    real = resolve_path(path)
-    if os.path.isdir(real) and os.path.isfile(os.path.join(real, "data.mdb")):
-        return real
-    target = os.path.join(cache or bl.CACHE, "photos_lmdb_%d" % n)
-    if os.path.isfile(os.path.join(target, "data.mdb")):
-        return target
-    import cv2
-    import lmdb
-    import numpy as np
-    from lmdb_io import image_to_datum
-    photos = bundled_photos()
-    rng = np.random.default_rng(seed)
-    os.makedirs(target, exist_ok=True)
-    env = lmdb.open(target, map_size=n * 256 * 256 * 3 * 2 + (1 << 24))
-    with env.begin(write=True) as txn:
-        for i in range(n):
-            img = photos[i % len(photos)]
-            h, w = img.shape[:2]
-            s = int(rng.integers(min(h, w) // 2, min(h, w) + 1))
-            y, x = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
-            crop = cv2.resize(img[y:y + s, x:x + s], (256, 256), interpolation=cv2.INTER_AREA)
-            txn.put(b"%08d_synth%d.png" % (i, i), image_to_datum(crop, label=0).SerializeToString())
-    env.close()
-    print("built %s (%d synthetic 256x256 crops of bundled photos; %s not found)" % (target, n, path))
-    return target
-
-
-def bundled_photos():
-    """Colour photos shipped with scikit-image, scikit-learn and matplotlib (no downloads), >= 256 px."""
-    from bench_make_lmdb import sample_photos
-    imgs = [im for im in sample_photos() if min(im.shape[:2]) >= 256]
-    if not imgs:
-        raise SystemExit("no bundled photos found (scikit-image / scikit-learn / matplotlib data)")
-    return imgs
-
-
-def row_name(r):
-    name = "%s %s" % (r["kind"] if r.get("build", "venv") == "venv" else "%s[%s]" % (r["kind"], r["build"]),
-                      r["layout"])
-    if r.get("inputs") == "data_layer":
-        name += "+data(w%d)" % r["workers"]
-    return name
-
-
-def _groups(specs):
-    """Specs that can share one child (same kind, BLAS, batch, iterations), in first-seen order."""
-    groups = {}
-    for spec in specs:
-        key = (spec["kind"], spec["blas"], spec["batch"], spec.get("iters"), spec.get("warmup"),
-               spec.get("gemm", True), spec.get("alone", False) and id(spec), spec.get("build", "venv"))
-        groups.setdefault(key, []).append(spec)
-    return list(groups.values())
-
-
-def _child_cmd(group, a):
-    s0 = group[0]
-    iters, warmup = s0.get("iters", a.iters), s0.get("warmup", a.warmup)
-    variants = ",".join("%s:%s:%d" % (s["layout"], s["inputs"], s.get("workers", 0)) for s in group)
-    common = ["--variants", variants, "--batch", str(s0["batch"]), "--iters", str(iters), "--warmup", str(warmup)]
-    if a.profile:
-        common.append("--profile")
-    if s0["kind"] == "torch":
-        return [a.torch_python, os.path.abspath(__file__), "--child", "torch", "--threads", str(s0["blas"])] + common
-    if s0["kind"] == "gemm":
-        return [sys.executable, os.path.abspath(__file__), "--child", "gemm"]
-    lmdb = next((s["lmdb"] for s in group if s.get("lmdb")), "")
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", "caffe", "--lmdb", lmdb] + common
-    return cmd + (["--gemm"] if s0.get("gemm", True) else [])
-
-
-def _parse_builds(items, ap):
-    """["patched=venv", "stock=/path"] -> {"patched": "venv", "stock": "/abs/path"} (checked)."""
-    builds = {}
-    for item in items:
-        label, _, path = item.partition("=")
-        path = path or label
-        if label == "venv" or path == "venv":
-            builds[label] = "venv"
-            continue
-        path = os.path.abspath(os.path.expanduser(path))
-        py = [os.path.join(path, d) for d in ("python", "lib/python3/dist-packages")
-              if os.path.isdir(os.path.join(path, d, "caffe"))]
-        if not py or not os.path.isdir(os.path.join(path, "lib")):
-            ap.error("--caffe-builds %s: %s is not a Caffe install prefix (python/caffe/ or "
-                     "lib/python3/dist-packages/caffe/, and lib/ expected)" % (item, path))
-        builds[label] = (py[0], os.path.join(path, "lib"))
-    return builds
-
-
-def _build_env(env, build, skip):
-    """The child environment with a Caffe install ((python dir, lib dir) from _parse_builds) first
-    on the Python and library paths."""
-    if build == "venv":
-        return env, skip
-    py, lib = build
-    env = dict(env)
-    env["PYTHONPATH"] = py + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env["LD_LIBRARY_PATH"] = lib + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
-    return env, skip
-
-
-def _summarise(row):
-    t = row.pop("times", None)
-    if not t:
-        return row
-    batch = row["batch"]
-    row.update(step_s=statistics.median(t), min_s=min(t), max_s=max(t), mean_s=statistics.mean(t), iters=len(t))
-    row["samples_s"] = batch / row["step_s"]
-    row["images_s"] = 6 * batch / row["step_s"]
-    row["best_images_s"] = 6 * batch / row["min_s"]
-    row["step_ms"] = 1000 * row["step_s"]
-    row["noise_pct"] = 100.0 * (row["max_s"] - row["min_s"]) / row["step_s"]
-    if row.get("flops"):
-        row["gflops"] = row["flops"] / row["step_s"] / 1e9
-        if row.get("gemm_gflops"):
-            row["pct_limit"] = 100.0 * row["gflops"] / row["gemm_gflops"]
-    if row.get("data_s") is not None:
-        row["data_wait_pct"] = 100.0 * row["data_s"] / row["step_s"]
-    if row.get("loss_s") is not None:
-        row["loss_pct"] = 100.0 * row["loss_s"] / row["step_s"]
-    return row
-
-
-def run_rows(specs, a):
-    """Run the specs, grouped per child (variants of one group step round-robin in one process);
-    with a.repeats > 1 all groups run again in turn and the step times are pooled."""
-    groups = _groups(specs)
-    merged = {}
-    order = []
-    for rep in range(getattr(a, "repeats", 1)):
-        for group in groups:
-            s0 = group[0]
-            kind, blas, batch = s0["kind"], s0["blas"], s0["batch"]
-            env, skip = bl.blas_env(blas) if kind != "torch" else (dict(os.environ), None)
-            build = s0.get("build", "venv")
-            if kind != "torch" and build != "venv":
-                env, skip = _build_env(env, a.caffe_builds[build], skip)
-            if kind == "torch" and not os.path.isfile(a.torch_python):
-                skip = "PyTorch not found at %s; install: %s" % (a.torch_python, bl.TORCH_INSTALL_HINT)
-            label = "%s %s batch %d blas %s" % (row_name(dict(s0, kind=kind)).split(" ", 1)[0],
-                                                "/".join(row_name(dict(s, kind=kind)).split(" ", 1)[1]
-                                                         for s in group), batch, blas)
-            if skip:
-                if rep == 0:
-                    print("skip %s: %s" % (label, skip), flush=True)
-                continue
-            print("run  %s (repeat %d) ..." % (label, rep + 1), end=" ", flush=True)
-            load = bl.load_avg()
-            res, rss, wall, err = bl.run_child(_child_cmd(group, a), env=env, timeout=a.timeout)
-            if res is None:
-                print("FAILED\n%s" % err, flush=True)
-                for s in group:
-                    key = (kind, blas, batch, s["layout"], s["inputs"], s.get("workers", 0), build)
-                    if key not in merged:
-                        order.append(key)
-                        merged[key] = dict(kind=kind, layout=s["layout"], inputs=s["inputs"], batch=batch,
-                                           images=6 * batch, workers=s.get("workers", 0), blas=blas, build=build,
-                                           error=(err.strip().splitlines() or ["failed"])[-1][:200])
-                continue
-            print("done in %.0f s" % wall, flush=True)
-            if kind == "gemm":
-                res.update(kind="gemm", layout="-", inputs="-", batch=None, images=None, blas=blas, peak_rss_mib=rss,
-                           name="sgemm 2048^3 (limit)")
-                key = ("gemm", blas, build)
-                if key not in merged:
-                    order.append(key)
-                    merged[key] = res
-                continue
-            if a.profile:
-                for v in res["variants"]:
-                    key = (kind, blas, batch, v["layout"], build)
-                    if key in merged:
-                        for k2, t2 in v["times"].items():
-                            merged[key]["times"].setdefault(k2, []).extend(t2)
-                    else:
-                        order.append(key)
-                        merged[key] = dict(v, blas=blas, build=build, blas_threads=res.get("blas_threads"))
-                continue
-            for v in res["variants"]:
-                key = (kind, blas, batch, v["layout"], v["inputs"], v["workers"], build)
-                v.update(images=6 * batch, blas=blas if kind != "torch" else "torch/%st" % blas, build=build,
-                         children_peak_rss_mib=res.get("children_peak_rss_mib"),
-                         blas_core=res.get("blas_core"), blas_threads=res.get("blas_threads"),
-                         blas_lib=res.get("blas_lib"), torch_version=res.get("torch_version"),
-                         peak_rss_mib=rss, load_before=load)
-                if key in merged and "times" in merged[key]:
-                    merged[key]["times"] += v["times"]
-                    merged[key]["gemm_list"].append(res.get("gemm_gflops"))
-                    merged[key]["peak_rss_mib"] = max(merged[key]["peak_rss_mib"] or 0, rss or 0)
-                else:
-                    if key not in merged:
-                        order.append(key)
-                    v["gemm_list"] = [res.get("gemm_gflops")]
-                    merged[key] = v
-    if a.profile:
-        return [merged[key] for key in order]
-    rows = []
-    for key in order:
-        r = merged[key]
-        g = [x for x in r.pop("gemm_list", []) if x]
-        if g:
-            r["gemm_gflops"] = statistics.median(g)
-        r.setdefault("name", row_name(r))
-        rows.append(_summarise(r))
-    return rows
-
-
 def add_ratios(rows):
     """vs_torch: images/s over the torch row of the same layout family, batch and thread count;
     vs_plain: step time over caffe plain (same batch and BLAS) - 1 (the loss/data overhead)."""
@@ -808,7 +596,7 @@ def main(argv=None):
         return {"caffe": child_profile_caffe, "torch": child_profile_torch}[a.child](a) or 0
     if a.child:
         return {"caffe": child_caffe, "torch": child_torch, "gemm": child_gemm}[a.child](a) or 0
-    a.caffe_builds = _parse_builds(a.caffe_builds, ap)
+    a.caffe_builds = bl.parse_builds(a.caffe_builds, ap.error)
     if any(b < 2 for b in a.batches):
         ap.error("--batches: each batch needs at least 2 samples (y is another image of the batch)")
     print("train_step:", json.dumps(vars(a), sort_keys=True))
@@ -830,14 +618,14 @@ def main(argv=None):
                 for batch in a.batches:
                     for layout in [l for l in a.layouts if l != "plain"]:
                         specs.append(dict(kind="torch", layout=layout, inputs="input", batch=batch, blas=tb))
-        rows = run_rows(specs, a)
+        rows = bl.run_rows(specs, a)
         print()
         table = print_profile(rows)
         bl.write_csv(table, a.csv or os.path.join(bl.RESULTS, "train_step_profile.csv"))
         return 0
 
     if a.memory:
-        lmdb = ensure_lmdb(a.lmdb)
+        lmdb = bl.ensure_lmdb(a.lmdb)
         blas = a.blas[-1]
         specs = []
         for batch in a.memory_batches:
@@ -848,7 +636,7 @@ def main(argv=None):
             specs.append(dict(kind="caffe", layout="six", inputs="input", batch=batch, blas=blas,
                               iters=2, warmup=1, gemm=False, alone=True))
         a.repeats = 1
-        rows = run_rows(specs, a)
+        rows = bl.run_rows(specs, a)
         cols = [c for c in COLUMNS if c[0] in ("name", "blas", "batch", "images", "step_ms", "images_s",
                                                "peak_rss_mib")]
         cols.append(("children_peak_rss_mib", "worker RSS MiB", 0))
@@ -858,9 +646,9 @@ def main(argv=None):
                      CSV_COLUMNS + ["children_peak_rss_mib"])
         return 0
 
-    lmdb = ensure_lmdb(a.lmdb) if a.data_layer else None
+    lmdb = bl.ensure_lmdb(a.lmdb) if a.data_layer else None
     specs = [dict(kind="gemm", layout="-", inputs="-", batch=0, blas=b) for b in a.blas] + build_specs(a, lmdb)
-    rows = run_rows(specs, a)
+    rows = bl.run_rows(specs, a)
     add_ratios(rows)
     print()
     bl.print_table(rows, COLUMNS, title="One SGD step of the counting net (median of %d timed steps per row; +-%% = "

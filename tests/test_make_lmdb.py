@@ -1,6 +1,7 @@
-"""tools/make_lmdb.py and python_layers/lmdb_build.py: bad inputs, pixels, safety, speed-free."""
+"""tools/make_lmdb.py and ltc/lmdb_build.py: bad inputs, pixels, safety, speed-free."""
 import json
 import os
+import re
 import shutil
 import signal
 import struct
@@ -14,14 +15,15 @@ import lmdb
 import numpy as np
 import pytest
 from PIL import Image
+from caffe.proto import caffe_pb2
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "python_layers"))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
 
-import lmdb_build  # noqa: E402
-import lmdb_io  # noqa: E402
-import make_lmdb  # noqa: E402
+from ltc import lmdb_build
+from ltc import lmdb_io
+from conftest import load_script
+
+make_lmdb = load_script("tools/make_lmdb.py")
 
 TOOL = os.path.join(ROOT, "tools", "make_lmdb.py")
 
@@ -219,7 +221,7 @@ def test_encoded_round_trip(tmp_path, fmt):
     r, e = read_db(raw), read_db(enc)
     assert sorted(r) == sorted(e)
     for k in r:
-        d = lmdb_io.caffe_pb2.Datum()
+        d = caffe_pb2.Datum()
         d.ParseFromString(e[k])
         assert d.encoded and d.data[:4] == (b"\x89PNG" if fmt == "png" else b"\xff\xd8\xff\xe0")
         a, _ = lmdb_io.datum_to_image(r[k])
@@ -259,7 +261,7 @@ def test_overwrite_and_nothing_written(tmp_path):
     assert make_lmdb.main([str(src), out, "--no-progress"]) == 0
     before = read_db(out)
     cv2.imwrite(str(src / "b.png"), photo(50, 50, 2))
-    assert make_lmdb.main([str(src), out, "--no-progress"]) == 1  # refused: exists
+    assert make_lmdb.main([str(src), out, "--no-progress"]) == 2  # refused: exists
     assert read_db(out) == before
     assert make_lmdb.main([str(src), out, "--no-progress", "--overwrite"]) == 0
     assert len(read_db(out)) == 2
@@ -269,7 +271,7 @@ def test_overwrite_and_nothing_written(tmp_path):
     open(bad / "x.jpg", "wb").close()
     (bad / "y.png").write_text("nope")
     out2 = str(tmp_path / "db2")
-    assert make_lmdb.main([str(bad), out2, "--no-progress"]) == 1
+    assert make_lmdb.main([str(bad), out2, "--no-progress"]) == 2
     assert not os.path.exists(out2)
     assert len(open(out2 + ".skipped.tsv").readlines()) == 3
 
@@ -345,11 +347,13 @@ def test_killed_build_leaves_no_output(tmp_path, sig):
     kids = _children(proc.pid)
     assert proc.poll() is None and len(kids) >= 2
     proc.send_signal(sig)
-    proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=30)
     assert not os.path.exists(out)
     if sig != signal.SIGKILL:
         assert proc.returncode == 128 + sig
         assert not os.path.exists(partial)
+        # the message says what was removed, and it is gone (checked above)
+        assert "removed the partial database %s; nothing at %s" % (partial, out) in err.decode(), err
     else:
         assert os.path.isdir(partial)  # left by SIGKILL, but under a name nobody mistakes for OUTPUT
     deadline = time.time() + 10
@@ -398,8 +402,10 @@ def test_hand_serialised_datum_equals_protobuf(label):
         assert lab == label and np.array_equal(back, img)
 
 
-def test_dead_worker_aborts_build(tmp_path):
-    """A worker killed mid-build (OOM killer, decoder crash) ends the build with an error, not a hang."""
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGBUS])
+def test_dead_worker_aborts_build(tmp_path, sig):
+    """A worker killed mid-build (OOM killer, decoder crash, SIGBUS) ends the build with an error naming
+    the worker, its signal and the image it was on, not a hang."""
     src = tmp_path / "src"
     src.mkdir()
     for i in range(120):
@@ -416,10 +422,17 @@ def test_dead_worker_aborts_build(tmp_path):
                 and "resource_tracker" not in open("/proc/%d/cmdline" % k).read()]
         time.sleep(0.1)
     time.sleep(0.5)
-    os.kill(kids[0], signal.SIGKILL)
+    os.kill(kids[0], sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1 and "worker process died" in err
-    assert not os.path.exists(out) and not os.path.exists("%s.partial-%d" % (out, proc.pid))
+    partial = "%s.partial-%d" % (out, proc.pid)
+    assert not os.path.exists(out) and not os.path.exists(partial)
+    assert "(pid %d) was killed by %s" % (kids[0], signal.Signals(sig).name) in err, err
+    m = re.search(r"while (decoding image (\d+) '(\d{3}\.png)'|between images)", err)
+    assert m, err
+    if m.group(2):  # the image named is a real one, with its index
+        assert int(m.group(2)) == int(m.group(3)[:3]) and (src / m.group(3)).is_file()
+    assert "removed the partial database %s" % partial in err and "Traceback" not in err
 
 
 def test_caffe_data_layer_reads_the_database(tmp_path):

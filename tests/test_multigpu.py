@@ -36,7 +36,7 @@ def test_bad_shard_is_refused(shard, num):
 
 
 def test_pipelines_of_two_ranks_read_disjoint_halves(tmp_path, make_test_lmdb):
-    from count_pipeline import BatchPipeline
+    from ltc.pipeline import BatchPipeline
     src = str(tmp_path / "db")
     make_test_lmdb(src, 8)
     pipes = [BatchPipeline(src, 2, workers=0, shard=r, num_shards=2) for r in range(2)]
