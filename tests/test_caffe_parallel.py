@@ -34,7 +34,8 @@ def _net(tmp_path, batch):
     n.norm1 = L.LRN(n.conv1, local_size=5, alpha=1e-2, beta=0.75)
     n.conv2 = L.Convolution(n.norm1, num_output=6, kernel_size=3, pad=1,
                             weight_filler=dict(type="gaussian", std=0.1), bias_filler=dict(type="constant", value=0.2))
-    n.conv3 = L.Convolution(n.conv2, num_output=6, kernel_size=1, weight_filler=dict(type="gaussian", std=0.1))
+    n.conv3 = L.Convolution(n.conv2, num_output=6, kernel_size=1, bias_term=False,  # a conv without bias
+                            weight_filler=dict(type="gaussian", std=0.1))
     n.pool = L.Pooling(n.conv3, pool=P.Pooling.MAX, kernel_size=3, stride=2)
     n.fc = L.InnerProduct(n.pool, num_output=10, weight_filler=dict(type="gaussian", std=0.1))
     n.loss = L.EuclideanLoss(n.fc, n.target)
