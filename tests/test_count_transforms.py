@@ -207,3 +207,39 @@ def test_interpolation_modes():
         assert set(ct.plan_batch(1, "train", 0, 100, 8, name).interp) == {ct.INTERP_NAMES.index(name)}
     with pytest.raises(ValueError, match="interpolation"):
         ct.plan_batch(1, "train", 0, 100, 8, "nearest")
+
+
+
+def low_contrast(shape, seed, base=20):
+    """uint8 array near ``base`` with a std of about 1.5 levels: the eps in (std + eps) and the
+    std's ddof each change the result by far more than 1e-6, while mean / std stays about 10,
+    so float32 arithmetic is good to a few 1e-6."""
+    rng = np.random.RandomState(seed)
+    return (base + rng.randint(-3, 4, shape) * (rng.rand(*shape) < 0.4)).astype(np.uint8)
+
+
+def exact_reference(v_chw, gray, eps=1e-5, ddof=0):
+    """(v - mean) / (std + eps) in float64, the std written out (population std: ddof 0)."""
+    v = v_chw.astype(np.float64)
+    if gray:
+        v = np.repeat(v.mean(axis=0, keepdims=True), v.shape[0], axis=0)
+    mean = v.sum() / v.size
+    std = np.sqrt(((v - mean) ** 2).sum() / (v.size - ddof))
+    return (v - mean) / (std + eps)
+
+
+@pytest.mark.parametrize("gray", [False, True])
+@pytest.mark.parametrize("side", [8, 57])
+def test_normalisation_equals_the_formula_at_1e6_where_ddof_and_eps_matter(gray, side):
+    views = [low_contrast((3, side, side), seed) for seed in range(6)]
+    out = np.full((6, 3, side, side), np.nan, np.float32)
+    ct.normalize_into(views, gray, out)
+    for k, v in enumerate(views):
+        ref = exact_reference(v, gray)
+        # the inputs are crafted so that ddof=1 or eps=1e-3 would be off by more than 1e-5
+        assert np.abs(exact_reference(v, gray, eps=1e-3) - ref).max() > 1e-5
+        assert np.abs(exact_reference(v, gray, ddof=1) - ref).max() > 1e-5
+        np.testing.assert_allclose(out[k], ref, rtol=1e-6, atol=3e-6)
+        np.testing.assert_allclose(ct.normalize(ct.to_gray(v) if gray else v), ref, rtol=1e-6, atol=3e-6)
+        g = np.repeat(v.astype(np.float64).mean(0, keepdims=True), 3, 0) if gray else v.astype(np.float64)
+        assert ct.input_std(v, gray) == pytest.approx(np.sqrt(((g - g.mean()) ** 2).mean()), rel=1e-9)
