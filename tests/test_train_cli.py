@@ -19,11 +19,14 @@ CAFFE = os.path.join(REPO, ".venv", "bin", "caffe")
 TRAIN_VALS = sorted(rel for rel in mp.all_files() if rel.endswith("train_val.prototxt"))
 
 
-def shrink(rel, train_lmdb, val_lmdb, batch=2, workers=0):
-    """The committed net with its LMDBs and batch replaced (everything else as committed)."""
+def shrink(rel, train_lmdb, val_lmdb, batch=2, workers=0, fc=64):
+    """The committed net with its LMDBs and batch replaced and fc6/fc7 narrowed to ``fc`` outputs
+    (everything else as committed: the data layer's settings, the trunk, fc8, the loss)."""
     net = caffe_pb2.NetParameter()
     text_format.Merge(open(os.path.join(REPO, rel)).read(), net)
     for layer in net.layer:
+        if fc and layer.type == "InnerProduct" and layer.name.split("_")[0] in ("fc6", "fc7"):
+            layer.inner_product_param.num_output = fc
         if layer.type == "Python" and layer.python_param.module == "counting_data":
             p = json.loads(layer.python_param.param_str)
             test = layer.include[0].phase == caffe_pb2.TEST
@@ -36,19 +39,61 @@ def shrink(rel, train_lmdb, val_lmdb, batch=2, workers=0):
 def lmdbs(tmp_path_factory):
     from conftest import write_test_lmdb
     root = tmp_path_factory.mktemp("lmdb")
-    write_test_lmdb(str(root / "train"), 6, seed=1)
+    images = write_test_lmdb(str(root / "train"), 6, seed=1)
     write_test_lmdb(str(root / "val"), 3, seed=2, encoded=True)
-    return root / "train", root / "val"
+    return Lmdbs(root / "train", root / "val", images)
+
+
+class Lmdbs(tuple):
+    """(train, val) LMDB paths; .images: the train LMDB's images in key order."""
+    def __new__(cls, train, val, images):
+        self = super().__new__(cls, (train, val))
+        self.images = images
+        return self
 
 
 def test_all_committed_train_val_nets_are_listed():
     assert len(TRAIN_VALS) == 10  # default, 7 variants, stacked, demo
 
 
+def data_params(rel, phase=caffe_pb2.TRAIN):
+    net = caffe_pb2.NetParameter()
+    text_format.Merge(open(os.path.join(REPO, rel)).read(), net)
+    (layer,) = [l for l in net.layer if l.type == "Python" and l.python_param.module == "counting_data"
+                and l.include[0].phase == phase]
+    return json.loads(layer.python_param.param_str)
+
+
+def name_claims(rel):
+    """What a net's folder name says about its data layer (the Table 4 ablations)."""
+    name = rel.split("/")[-2]
+    if name == "gray":
+        return dict(gray_prob=1.0)
+    if name == "color":
+        return dict(gray_prob=0.0)
+    if name.startswith("interp_"):
+        return dict(interpolation=name[len("interp_"):])
+    return {}
+
+
+def test_variant_names_match_their_data_layers():
+    claims = {rel: name_claims(rel) for rel in TRAIN_VALS}
+    assert sum(bool(c) for c in claims.values()) == 6   # gray, color and four fixed methods
+    for rel, claim in claims.items():
+        for phase in (caffe_pb2.TRAIN, caffe_pb2.TEST):
+            p = data_params(rel, phase)
+            for key, value in claim.items():
+                assert p[key] == value, (rel, key)
+
+
 @pytest.mark.parametrize("rel", TRAIN_VALS)
 def test_committed_net_runs_forward_backward_in_caffe(rel, lmdbs, tmp_path):
+    from test_count_transforms import reference_sample
+    from ltc import transforms as ct
+    from ltc import params as lp
+    batch = 4
     path = tmp_path / "net.prototxt"
-    path.write_text(str(shrink(rel, *lmdbs)))
+    path.write_text(str(shrink(rel, *lmdbs, batch=batch)))
     net = caffe.Net(str(path), caffe.TRAIN)
     try:
         loss = float(np.asarray(net.forward()["loss"]).ravel()[0])
@@ -56,7 +101,28 @@ def test_committed_net_runs_forward_backward_in_caffe(rel, lmdbs, tmp_path):
         net.backward()
         assert np.abs(net.params["conv1"][0].diff).sum() > 0
         dim = 20 if "dim20" in rel else 1000
-        assert net.blobs["fc8"].data.shape == ((12 if "stacked" in rel else 2), dim)
+        assert net.blobs["fc8"].data.shape == ((6 * batch if "stacked" in rel else batch), dim)
+        # the inputs are what the folder name says: the batch the data layer was planned to make
+        # with the named setting (gray only / colour only / that OpenCV method), built here from
+        # the LMDB's images with cv2 directly
+        p = dict(dict(seed=lp.SEED, interpolation=lp.INTERPOLATION, gray_prob=lp.GRAY_PROB, crop_size=lp.CROP_SIZE),
+                 **data_params(rel))
+        p.update(name_claims(rel))
+        images = lmdbs.images
+        plan = ct.plan_batch(p["seed"], "train", 0, len(images), batch, p["interpolation"], p["gray_prob"])
+        if "stacked" in rel:
+            got = net.blobs["data"].data.reshape((6, batch) + net.blobs["data"].data.shape[1:])
+        else:
+            got = np.stack([net.blobs[t].data for t in ct.INPUT_NAMES])
+        for i in range(batch):
+            for k, ref in enumerate(reference_sample(images, plan, i, p["crop_size"])):
+                np.testing.assert_allclose(got[k, i], ref, atol=2e-4, err_msg="%s sample %d input %d" % (rel, i, k))
+        channels_equal = [all(np.array_equal(got[k, i, 0], got[k, i, c]) for k in range(6) for c in (1, 2))
+                          for i in range(batch)]
+        if p["gray_prob"] == 1.0:
+            assert all(channels_equal)
+        elif p["gray_prob"] == 0.0:
+            assert not any(channels_equal)
     finally:
         for layer in net.layers:
             if hasattr(layer, "close"):
