@@ -175,3 +175,40 @@ def test_pycaffe_get_solver_steps(tmp_path, lmdbs):
             for layer in net.layers:
                 if hasattr(layer, "close"):
                     layer.close()
+
+
+def test_committed_solvers_test_iter_equals_the_test_data_layers_test_batches():
+    solvers = sorted(rel for rel in mp.all_files() if rel.endswith("solver.prototxt"))
+    assert len(solvers) == len(TRAIN_VALS)
+    for rel in solvers:
+        s = caffe_pb2.SolverParameter()
+        text_format.Merge(open(os.path.join(REPO, rel)).read(), s)
+        tv = os.path.relpath(os.path.join(REPO, s.net), REPO) if not os.path.isabs(s.net) else s.net
+        assert tv in TRAIN_VALS, (rel, s.net)
+        assert list(s.test_iter) == [data_params(tv, caffe_pb2.TEST)["test_batches"]], rel
+
+
+def test_test_passes_under_caffe_train_are_identical(tmp_path, lmdbs):
+    """`caffe train` with base_lr 0: every TEST pass (test_iter = the layer's test_batches, which
+    is smaller than one walk over the validation LMDB) sees the same batches, so the same loss."""
+    net = shrink("prototxt/demo/train_val.prototxt", *lmdbs, workers=1)
+    for layer in net.layer:
+        if layer.type == "Python" and layer.python_param.module == "counting_data" and \
+                layer.include[0].phase == caffe_pb2.TEST:
+            p = json.loads(layer.python_param.param_str)
+            p.update(test_batches=2, batch_size=2)   # val LMDB of 3 images: a walk takes 2 batches, pass 2 differs
+            layer.python_param.param_str = json.dumps(p)
+    (tmp_path / "tv.prototxt").write_text(str(net))
+    s = caffe_pb2.SolverParameter()
+    text_format.Merge(open(os.path.join(REPO, "prototxt/demo/solver.prototxt")).read(), s)
+    s.net = str(tmp_path / "tv.prototxt")
+    s.base_lr, s.max_iter, s.test_interval, s.display, s.snapshot = 0.0, 3, 1, 1, 0
+    s.ClearField("test_iter")
+    s.test_iter.append(2)
+    s.test_initialization = True
+    s.snapshot_prefix = str(tmp_path / "snap")
+    (tmp_path / "solver.prototxt").write_text(str(s))
+    res = _run(["train", "-solver", str(tmp_path / "solver.prototxt")], REPO)
+    assert res.returncode == 0, res.stderr[-3000:]
+    losses = re.findall(r"Test net output #0: loss = ([0-9.e+-]+)", res.stderr)
+    assert len(losses) >= 3 and len(set(losses)) == 1, losses
