@@ -71,6 +71,8 @@ RESIZE_BAD = [("height", 0), ("height", "5"), ("height", 2.5), ("width", -1), ("
 
 
 def _names_key(message, key):
+    """The key is named in the message proper (not only in the data layer's "(got k=v ...)" list)."""
+    message = message.split(" (got ")[0]
     return re.search(r"(^|[^A-Za-z_])'?%s'?([^A-Za-z_]|$)" % re.escape(key), message) is not None
 
 
