@@ -3,6 +3,7 @@
 #   make demo    build the bundled sample LMDBs if missing, then train the CPU demo
 #   make test    set up if the environment is missing, then run the test suite
 #   make data    the embedded sample photos and the Fashion-MNIST counting scenes
+#   make mutations  plant each listed bug in a copy of the tree and check a test catches it
 SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
@@ -12,7 +13,7 @@ PYTEST_ARGS ?=
 # keeps OpenBLAS off its AVX-512 kernels; on an AVX-512 CPU the demo drops that preset.
 CAFFE_ENV := $(if $(shell grep -m1 -o avx512f /proc/cpuinfo 2>/dev/null),env -u OPENBLAS_CORETYPE,)
 
-.PHONY: setup demo test data sample fashion clean-demo
+.PHONY: setup demo test mutations data sample fashion clean-demo
 
 $(CAFFE):
 	bash setup.sh
@@ -38,6 +39,9 @@ demo: sample
 
 test: $(CAFFE)
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)
+
+mutations: $(CAFFE)
+	$(PY) tests/mutations.py
 
 clean-demo:
 	rm -rf runs/demo
