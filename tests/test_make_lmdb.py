@@ -319,6 +319,18 @@ def _children(pid):
     return kids
 
 
+def _committed(path):
+    """Entries committed so far in the LMDB at ``path`` (0 if it cannot be read yet)."""
+    try:
+        env = lmdb.open(path, readonly=True, lock=False)
+    except lmdb.Error:
+        return 0
+    try:
+        return env.stat()["entries"]
+    finally:
+        env.close()
+
+
 def _alive(pid):
     try:
         with open("/proc/%d/stat" % pid) as f:
@@ -338,11 +350,13 @@ def test_killed_build_leaves_no_output(tmp_path, sig):
     proc = subprocess.Popen([sys.executable, TOOL, str(src), out, "--workers", "2", "--delay", "0.02",
                              "--no-progress", "--batch", "20"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     partial = "%s.partial-%d" % (out, proc.pid)
-    deadline = time.time() + 60
+    deadline = time.time() + 300
     while time.time() < deadline and not os.path.isfile(os.path.join(partial, "data.mdb")):
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.05)
-    time.sleep(1.0)  # some batches committed
+    while time.time() < deadline and _committed(partial) < 20:  # some batches committed
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
     kids = _children(proc.pid)
     assert proc.poll() is None and len(kids) >= 2
     proc.send_signal(sig)
@@ -353,7 +367,7 @@ def test_killed_build_leaves_no_output(tmp_path, sig):
         assert not os.path.exists(partial)
     else:
         assert os.path.isdir(partial)  # left by SIGKILL, but under a name nobody mistakes for OUTPUT
-    deadline = time.time() + 10
+    deadline = time.time() + 300
     while time.time() < deadline and any(_alive(k) for k in kids):
         time.sleep(0.1)
     assert not any(_alive(k) for k in kids), "worker processes outlived the build"
@@ -408,7 +422,7 @@ def test_dead_worker_aborts_build(tmp_path):
     out = str(tmp_path / "db")
     proc = subprocess.Popen([sys.executable, TOOL, str(src), out, "--workers", "2", "--delay", "0.05",
                              "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
+    deadline = time.time() + 300
     kids = []
     while time.time() < deadline and not os.path.isdir("%s.partial-%d" % (out, proc.pid)):
         time.sleep(0.05)
