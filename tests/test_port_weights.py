@@ -247,7 +247,11 @@ def test_rescale_normalises_the_random_layers(models, tmp_path, make_test_lmdb):
     """--rescale (Kraehenbuehl et al. within-layer init): every channel of fc6, fc7, score_fr
     has zero-mean unit-std pre-activations on the images used; conv1..conv5 stay ported."""
     make_test_lmdb(str(tmp_path / "imgs"), 3)
-    net_path = write_proto(tmp_path / "fcn.prototxt", mtp.fcn_alexnet(dict(size=64)))
+    fcn = mtp.fcn_alexnet(dict(size=64))
+    for layer in fcn.layer:   # fc6/fc7 narrowed: the rescaling is per channel, whatever the width
+        if layer.name in ("fc6", "fc7"):
+            layer.convolution_param.num_output = 64
+    net_path = write_proto(tmp_path / "fcn.prototxt", fcn)
     out = tmp_path / "init.caffemodel"
     assert load_script("tools/port_weights.py").main([str(models["deploy"]["src"]), str(out), "--rescale", str(tmp_path / "imgs"), "--rescale-net", net_path,
                     "--rescale-images", "3", "--rescale-size", "64"]) == 0
