@@ -92,7 +92,7 @@ MUTATIONS = [
       '"area": cv2.INTER_AREA', '"area": cv2.INTER_LINEAR', [T_TRANSFORMS, VARIANT],
       note="equivalent: a 2:1 downscale (228 -> 114) with INTER_LINEAR averages each 2x2 block, as INTER_AREA does"),
     M("dim20 variant has 1000 outputs (committed net)", "prototxt/variants/dim20/train_val.prototxt",
-      "num_output: 20\n", "num_output: 1000\n", [VARIANT], count=3),
+      "num_output: 20\n", "num_output: 1000\n", [VARIANT], count=6),
     M("numpy loss tests skipped without caffe", "tests/test_counting_loss.py",
       "try:\n    import caffe\nexcept ImportError:\n    caffe = None\n",
       'caffe = pytest.importorskip("caffe")\n', [T_LOSS + "::test_numpy_tests_run_without_caffe"]),
