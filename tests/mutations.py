@@ -128,6 +128,14 @@ MUTATIONS = [
       '(eps > 0, "eps must be > 0")', '(eps > 0, "must be > 0")', [T_PARAMS]),
     M("list file: labels beyond int32 accepted", "ltc/lmdb_build.py",
       "if not INT32_MIN <= label <= INT32_MAX:", "if False:", [T_LISTS]),
+    # --- resume (ltc/snapshots.py, tests/test_resume.py)
+    M("resume: TRAIN restarts at iteration, ignoring iter_size", "ltc/snapshots.py",
+      "return iteration * max(1, solver_param.iter_size)", "return iteration",
+      ["tests/test_resume.py::test_data_start_positions",
+       "tests/test_resume.py::test_caffe_binary_resume_continues_the_data_stream_and_the_weights"]),
+    M("resume: data layer starts at batch 0", "python_layers/counting_data.py",
+      "                start=start)", "                start=0)",
+      ["tests/test_resume.py::test_caffe_binary_resume_continues_the_data_stream_and_the_weights"]),
 ]
 
 
@@ -187,6 +195,10 @@ def main(argv=None):
     tree = tempfile.mkdtemp(prefix="ltc-mutations-")
     try:
         copy_tree(tree)
+        absent = [m for m in todo if not os.path.exists(os.path.join(tree, m.path))]
+        for m in absent:
+            print("%-52s n/a: %s is not in this tree" % (m.name, m.path))
+        todo = [m for m in todo if m not in absent]
         for m in todo:  # every mutation's text is where the list says, before anything runs
             with open(os.path.join(tree, m.path)) as f:
                 if f.read().count(m.old) != m.count:
