@@ -54,3 +54,15 @@ def build_counting_model(path, layout="six", head=64, dim=20, seed=0, netparam=N
 CONVS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 CAFFENET_CONV_SHAPES = {"conv1": (96, 3, 11, 11), "conv2": (256, 48, 5, 5), "conv3": (384, 256, 3, 3),
                         "conv4": (384, 192, 3, 3), "conv5": (256, 192, 3, 3)}
+
+
+def small_train_net(train_lmdb, val_lmdb, batch=2, workers=1, prefetch=3, test_batches=3, head=16, dim=20):
+    """The counting training net (counting data layer for TRAIN and TEST, six branches, the
+    counting loss) with fc6/fc7 shrunk to ``head`` outputs: a few MB per snapshot."""
+    cfg = dict(mp.DEFAULTS, batch=batch, test_batch=batch, dim=dim, train_lmdb=str(train_lmdb),
+               val_lmdb=str(val_lmdb), workers=workers, prefetch=prefetch, test_iter=test_batches)
+    netp = mp.counting_net(cfg)
+    for layer in netp.layer:
+        if layer.name.split("_")[0] in ("fc6", "fc7"):
+            layer.inner_product_param.num_output = head
+    return netp
