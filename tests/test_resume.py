@@ -311,12 +311,18 @@ def fresh_copy(src_dir, dst_dir):
 
 
 def cut_at_layer_boundary(path):
-    """Cut a .caffemodel after its second-to-last layer holding blobs: the rest still parses."""
+    """Cut a .caffemodel just before the last layer that owns a learned parameter (the six-branch
+    net's other branches only hold copies of shared ones): the rest still parses."""
     from caffe.proto import caffe_pb2
     data = path.read_bytes()
     net = caffe_pb2.NetParameter()
     net.ParseFromString(data)
-    last = max(i for i, l in enumerate(net.layer) if len(l.blobs))
+    seen, last = set(), None
+    for i, layer in enumerate(net.layer):
+        names = [layer.param[j].name if j < len(layer.param) else "" for j in range(len(layer.blobs))]
+        if any(not n or n not in seen for n in names):
+            last = i
+        seen.update(n for n in names if n)
     del net.layer[last:]
     prefix = net.SerializeToString()
     assert data.startswith(prefix) and len(prefix) < len(data)

@@ -15,8 +15,9 @@ Stopping a run: Ctrl-C (or `kill -INT -PGID`). With caffe's default -sigint_effe
 solver finishes its iteration, snapshots and exits; SIGHUP (default -sighup_effect snapshot)
 snapshots and trains on. The data workers ignore both and exit with caffe.
 
-Exit codes: 2 usage or input errors (no solver, unreadable solver), 1 no intact snapshot
-(without --new-ok) or a refused snapshot; otherwise caffe's own.
+Exit codes: 2 usage or input errors (no solver, unreadable solver), 1 no snapshot (without
+--new-ok), only damaged ones (never starts over on top of them), or a refused snapshot;
+otherwise caffe's own.
 """
 import argparse
 import glob
@@ -62,7 +63,7 @@ def main(argv=None):
                     help="solver .prototxt; default: the one under prototxt/ whose snapshot_prefix is PREFIX")
     ap.add_argument("--caffe", default=default_caffe(), help="the caffe binary")
     ap.add_argument("--new-ok", action="store_true",
-                    help="start the training from iteration 0 when no intact snapshot exists")
+                    help="start the training from iteration 0 when PREFIX has no snapshot files at all")
     ap.add_argument("--dry-run", action="store_true", help="print the caffe command instead of running it")
     args = ap.parse_args(argv)
 
@@ -82,10 +83,8 @@ def main(argv=None):
         if not prefix:
             print("resume: solver '%s' sets no snapshot_prefix; give PREFIX" % args.solver, file=sys.stderr)
             return 2
+    base = prefix[:prefix.rfind("_iter_")] if explicit and "_iter_" in prefix else prefix
     if args.solver is None:
-        base = prefix
-        if explicit:
-            base = prefix[:prefix.rfind("_iter_")] if "_iter_" in prefix else prefix
         hits = find_solver(base)
         if len(hits) != 1:
             print("resume: %s solver under prototxt/ has snapshot_prefix '%s'%s; name it with --solver"
@@ -93,7 +92,11 @@ def main(argv=None):
                   file=sys.stderr)
             return 2
         args.solver = hits[0]
+        solver_param = snap.read_solver(args.solver)
     print("resume: solver %s" % args.solver, flush=True)
+    if solver_param.snapshot_prefix and os.path.normpath(base) != os.path.normpath(solver_param.snapshot_prefix):
+        print("resume: note: the solver writes its new snapshots to '%s', not '%s'"
+              % (solver_param.snapshot_prefix, base), flush=True)
 
     if explicit:
         try:
@@ -107,9 +110,13 @@ def main(argv=None):
         for path, why in skipped:
             print("resume: skipped %s: %s" % (path, why), flush=True)
         if pick is None:
+            if skipped:   # never start over silently on top of damaged snapshots
+                print("resume: none of the %d snapshot file(s) of '%s' is intact; move them away to start from "
+                      "iteration 0" % (len(skipped), prefix), file=sys.stderr)
+                return 1
             if not args.new_ok:
-                print("resume: no intact snapshot '%s_iter_N.solverstate' found%s (--new-ok starts from iteration 0)"
-                      % (prefix, " among %d" % len(skipped) if skipped else ""), file=sys.stderr)
+                print("resume: no snapshot '%s_iter_N.solverstate' found (--new-ok starts from iteration 0)"
+                      % prefix, file=sys.stderr)
                 return 1
             state_path = None
         else:
@@ -123,6 +130,9 @@ def main(argv=None):
     print("resume: " + " ".join(cmd), flush=True)
     if args.dry_run:
         return 0
+    snap_dir = os.path.dirname(solver_param.snapshot_prefix)
+    if snap_dir:   # Caffe does not make it, and would fail at the first snapshot, hours in
+        os.makedirs(snap_dir, exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
     try:
