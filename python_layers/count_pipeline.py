@@ -459,8 +459,8 @@ class BatchPipeline:
             return self._slots[0]
         self._wanted = b
         if self._held is not None:       # the previous batch's slot is free again
-            self._dispatch(self._in_flight[self._held] + self.prefetch)
-            self._held = None
+            freed, self._held = self._held, None
+            self._dispatch(self._in_flight[freed] + self.prefetch)
         slot = self._wait_for(b)
         self._held = slot
         return self._slots[slot]
