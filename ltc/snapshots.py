@@ -80,6 +80,9 @@ def read_solverstate(path):
     Raises SnapshotError naming the file when it is missing, empty, cut or inconsistent.
     """
     what = "solver state"
+    if str(path).endswith(".h5"):
+        raise SnapshotError("%s '%s' is an HDF5 snapshot: this project checks and resumes binary-proto snapshots "
+                            "only (the solver's default snapshot_format: BINARYPROTO)" % (what, path))
     state = _parse(_pb2().SolverState(), _read(path, what), path, what)
     if not state.HasField("iter"):
         raise SnapshotError("%s '%s' has no 'iter' field: not a Caffe solver state" % (what, path))

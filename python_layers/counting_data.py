@@ -36,8 +36,9 @@ param_str (JSON; unknown keys or wrong types raise ltc_params.ParamError in setu
 Resuming (the stream continues where the interrupted run left it, in both phases):
     caffe binary  ``caffe train -solver S -snapshot X.solverstate``: in setup the layer reads
                   the ``-solver`` and ``-snapshot`` of its own command line (/proc/self/cmdline),
-                  parses the solver state (a truncated or unreadable one is refused with a
-                  message naming the file, before Caffe's own abort) and starts at
+                  checks the solver state and the .caffemodel it names (ltc.snapshots.check_pair:
+                  a truncated or unreadable one is refused with a message naming the file,
+                  before Caffe's own abort or its silent partial load) and starts at
                   ltc.snapshots.data_start: TRAIN batch iter x iter_size; TEST after the test
                   passes run before iter (test_iter batches each).
     pycaffe       ``counting_data.restore(solver, "X.solverstate", "S")`` (S: the solver
@@ -82,6 +83,8 @@ PARAM_SPEC = {
     "stack": (False, bool),
     "test_batches": (0, int),
 }
+
+_STATE_ITER = {}   # solverstate path -> iter, under `caffe train -snapshot`
 
 
 class CountingDataLayer(caffe.Layer):
@@ -132,15 +135,18 @@ class CountingDataLayer(caffe.Layer):
         solver_path, state_path = snapshots.caffe_train_args(snapshots.read_cmdline())
         if not state_path:
             return 0, ""
-        state = snapshots.read_solverstate(state_path)   # SnapshotError naming the file
+        if state_path not in _STATE_ITER:    # checked once for the TRAIN and TEST layers
+            # the solver state and the model it names: a truncated one -> SnapshotError naming the file
+            _STATE_ITER[state_path] = snapshots.check_pair(state_path)[0].iter
+        it = _STATE_ITER[state_path]
         solver = snapshots.read_solver(solver_path) if solver_path else None
         if solver is None:
             raise snapshots.SnapshotError("%s: 'caffe train -snapshot %s' without -solver" % (self.NAME, state_path))
         if phase == "test" and len(set(solver.test_iter)) > 1:
             print("%s: warning: the solver has several test nets with different test_iter; the TEST stream resumes "
                   "as for test net 0" % self.NAME, file=sys.stderr, flush=True)
-        start = snapshots.data_start(phase, state.iter, solver)
-        return start, ", resumed at iteration %d: first batch %d (from %s)" % (state.iter, start, state_path)
+        start = snapshots.data_start(phase, it, solver)
+        return start, ", resumed at iteration %d: first batch %d (from %s)" % (it, start, state_path)
 
     def seek_batch(self, b):
         """Make batch b the next one this layer serves."""

@@ -459,3 +459,17 @@ def test_workers_ignore_sigint_and_sighup_and_keep_serving(lmdbs):
         assert all(_running(p) for p in pipe.worker_pids)
     with BatchPipeline(str(lmdbs[0]), batch_size=4, workers=0, seed=2) as pipe:
         assert all(np.array_equal(pipe.next_batch(), r) for r in ref)
+
+
+def test_caffe_refuses_a_model_cut_between_layers_that_caffe_would_load_silently(two_snapshots, tmp_path):
+    """Caffe's CopyTrainedLayersFrom skips layers missing from the file: without the check the run
+    would go on with the lost layers at their fillers."""
+    src, solver = two_snapshots
+    prefix = fresh_copy(src, tmp_path / "copy")
+    model = prefix.parent / "snap_iter_4.caffemodel"
+    cut_at_layer_boundary(model)
+    res = caffe_train(["-solver", solver, "-snapshot", prefix.parent / "snap_iter_4.solverstate"], tmp_path)
+    assert res.returncode != 0
+    assert re.search(r"ERROR in Python layer CountingDataLayer\.setup: SnapshotError: model '%s' does not match its "
+                     r"solver state" % re.escape(str(model)), res.stderr), res.stderr[-3000:]
+    assert "Resuming from" not in res.stderr
