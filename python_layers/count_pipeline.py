@@ -27,8 +27,8 @@ Design:
   group; the solver must be able to finish its iteration and snapshot), and keep serving.
 - A worker that dies (SIGKILL, the OOM killer) is noticed at once through its closed pipe
   (at the latest within ``_DEATH_CHECK_S``): ``next_batch`` raises a RuntimeError naming the
-  worker, its pid, how it died, the batch it had to deliver and the batch that was asked for; the pipeline is closed then and
-  keeps raising that error, so no half-made batch is ever handed out.
+  worker, its pid, how it died, the batch it had to deliver and the batch asked for; the
+  pipeline is closed then and keeps raising that error, so no half-made batch is handed out.
 - workers = 0 makes each batch in the calling process (for debugging).
 - Raw Datums are scanned without copies (the image is a view of the LMDB page during the
   read transaction); OpenCV runs single-threaded in workers.
@@ -360,7 +360,7 @@ class BatchPipeline:
                     self._fail(self._death_message(w, status))
 
     def _death_message(self, w, status=None):
-        """'data worker w (pid p) was killed by signal 9 (SIGKILL) while making batch b ...'."""
+        """'data worker w (pid p) was killed by signal 9 (SIGKILL) ...; it had batch b to deliver ...'."""
         pid, how = self._pids[w], "exited"
         if status is None:
             try:

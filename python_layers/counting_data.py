@@ -27,6 +27,8 @@ param_str (JSON; unknown keys or wrong types raise ltc_params.ParamError in setu
                   keeps all workers busy; memory = prefetch x 6N x 3 x S x S x 4 bytes
     eps           1e-5     normalisation (v - mean) / (std + eps), pixels on the 0..255 scale
     stack         false    one stacked top instead of six (see above)
+    trace         ""       a file: every forward appends "phase batch-index sha256-of-the-batch"
+                  to it, to compare the data streams of two runs (tests/test_resume.py)
     test_batches  0        TEST phase: the net sees batches 0 .. test_batches-1 over and over,
                   in LMDB key order, each with reproducible crops/modes; 0 = ceil(n_db / N)
                   (one pass over the LMDB). Set the solver's test_iter to this number for
@@ -45,8 +47,6 @@ Resuming (the stream continues where the interrupted run left it, in both phases
                   .prototxt) instead of ``solver.restore(...)``: checks the pair, restores, and
                   moves the data layers of solver.net and solver.test_nets
                   (``seek_to_iteration(solver, S)`` does only the last part).
-    LTC_DATA_TRACE=FILE (environment): every forward appends "phase batch sha256-of-the-batch"
-                  to FILE, to compare the streams of two runs (tests/test_resume.py).
 
 Workers: they are forked in setup and stop on ``close()``, or by themselves when the process
 that owns them ends (also under the ``caffe`` binary, which never finalises Python). pycaffe
@@ -60,7 +60,6 @@ Example:
         param_str: "{\"source\": \"data/sample/train_lmdb\", \"batch_size\": 32, \"workers\": 1}" } }
 """
 import hashlib
-import os
 import sys
 
 import caffe
@@ -82,6 +81,7 @@ PARAM_SPEC = {
     "eps": (1e-5, float),
     "stack": (False, bool),
     "test_batches": (0, int),
+    "trace": ("", str),
 }
 
 _STATE_ITER = {}   # solverstate path -> iter, under `caffe train -snapshot`
@@ -118,7 +118,6 @@ class CountingDataLayer(caffe.Layer):
             raise
         self.p = p
         self.phase_name = phase
-        self._trace = os.environ.get("LTC_DATA_TRACE") or None
         pl = self.pipeline
         s = pl.crop_size // 2
         self.top_shape = (6 * pl.batch_size, 3, s, s) if p["stack"] else (pl.batch_size, 3, s, s)
@@ -161,8 +160,8 @@ class CountingDataLayer(caffe.Layer):
     def forward(self, bottom, top):
         b = self.pipeline.position
         batch = self.pipeline.next_batch()
-        if self._trace:
-            with open(self._trace, "a") as f:
+        if self.p["trace"]:
+            with open(self.p["trace"], "a") as f:
                 f.write("%s %d %s\n" % (self.phase_name, b, hashlib.sha256(batch.tobytes()).hexdigest()))
         if self.p["stack"]:
             top[0].data[...] = batch.reshape(self.top_shape)

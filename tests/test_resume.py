@@ -3,8 +3,9 @@ binary and pycaffe), Ctrl-C / SIGHUP snapshot cleanly with data workers in the p
 truncated snapshots are skipped or refused by name, a killed data worker is a clear error.
 
 The nets are the counting net with fc6/fc7 shrunk (tests/counting_models.py), batch 2, on
-tiny LMDBs; one BLAS thread. The data layer's LTC_DATA_TRACE records "phase batch sha256"
+tiny LMDBs; one BLAS thread. The data layer's `trace` key records "phase batch sha256"
 for every batch it serves."""
+import json
 import os
 import re
 import signal
@@ -28,7 +29,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CAFFE = os.path.join(REPO, ".venv", "bin", "caffe")
 RESUME = os.path.join(REPO, "tools", "resume.py")
 ENV = dict(os.environ, GLOG_minloglevel="0", GLOG_logtostderr="1", OPENBLAS_NUM_THREADS="1")
-ENV.pop("LTC_DATA_TRACE", None)
 TIMEOUT = 300          # generous bound for one caffe run (a few seconds when the machine is idle)
 WEIGHT_RTOL, WEIGHT_ATOL = 1e-6, 1e-7    # final weights, resumed vs uninterrupted (one BLAS thread)
 
@@ -42,28 +42,35 @@ def lmdbs(tmp_path_factory):
 
 
 def write_solver(tmp_path, lmdbs, name, max_iter, iter_size=1, workers=1, snapshot=0, test_iter=2, test_batches=3,
-                 **extra):
-    """Net + solver under tmp_path/name; snapshot prefix tmp_path/name/snap. TEST: test_iter=2 batches per
-    pass out of test_batches=3, so the TEST stream position depends on the passes made."""
+                 tag=None, **extra):
+    """Net + solver under tmp_path/name; snapshot prefix tmp_path/name/snap; the data layers trace the
+    batches they serve to tmp_path/name/TAG.trace (TAG: default max_iter). TEST: test_iter=2 batches
+    per pass out of test_batches=3, so the TEST stream position depends on the passes made."""
+    tag = str(max_iter) if tag is None else tag
     d = tmp_path / name
     d.mkdir(exist_ok=True)
-    net = d / "net.prototxt"
-    net.write_text(str(small_train_net(*lmdbs, workers=workers, test_batches=test_batches)))
+    netp = small_train_net(*lmdbs, workers=workers, test_batches=test_batches)
+    for layer in netp.layer:
+        if layer.python_param.module == "counting_data":
+            p = json.loads(layer.python_param.param_str)
+            p["trace"] = str(d / (tag + ".trace"))
+            layer.python_param.param_str = json.dumps(p)
+    net = d / ("net_%s.prototxt" % tag)
+    net.write_text(str(netp))
     cfg = dict(mp.DEFAULTS, test_iter=test_iter, test_interval=2, max_iter=max_iter, snapshot=snapshot,
                snapshot_prefix=str(d / "snap"), display=1, test_initialization=True)
     s = mp.solver(cfg, str(net))
     s.iter_size = iter_size
     for k, v in extra.items():
         setattr(s, k, v)
-    path = d / ("solver_%d.prototxt" % max_iter)
+    path = d / ("solver_%s.prototxt" % tag)
     path.write_text(str(s))
     return path
 
 
-def caffe_train(args, cwd, trace=None, timeout=TIMEOUT):
-    env = dict(ENV, LTC_DATA_TRACE=str(trace)) if trace else ENV
+def caffe_train(args, cwd, timeout=TIMEOUT):
     return subprocess.run([CAFFE, "train"] + [str(a) for a in args], cwd=str(cwd), capture_output=True, text=True,
-                          timeout=timeout, env=env)
+                          timeout=timeout, env=ENV)
 
 
 def read_trace(path):
@@ -106,19 +113,19 @@ def assert_stream_continues(full, part, resumed, n, iter_size, test_iter=2, test
 def test_caffe_binary_resume_continues_the_data_stream_and_the_weights(tmp_path, lmdbs, iter_size):
     n, m = 3, 3
     full = write_solver(tmp_path, lmdbs, "full", n + m, iter_size)
-    res = caffe_train(["-solver", full], tmp_path, trace=tmp_path / "full.trace")
+    res = caffe_train(["-solver", full], tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
-    part = write_solver(tmp_path, lmdbs, "part", n, iter_size)
-    res = caffe_train(["-solver", part], tmp_path, trace=tmp_path / "part.trace")
+    part = write_solver(tmp_path, lmdbs, "part", n, iter_size, tag="part")
+    res = caffe_train(["-solver", part], tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     state = tmp_path / "part" / ("snap_iter_%d.solverstate" % n)
-    cont = write_solver(tmp_path, lmdbs, "part", n + m, iter_size)
-    res = caffe_train(["-solver", cont, "-snapshot", state], tmp_path, trace=tmp_path / "resumed.trace")
+    cont = write_solver(tmp_path, lmdbs, "part", n + m, iter_size, tag="resumed")
+    res = caffe_train(["-solver", cont, "-snapshot", state], tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "CountingDataLayer[train]" in res.stderr
     assert "resumed at iteration %d: first batch %d" % (n, n * iter_size) in res.stderr
-    assert_stream_continues(read_trace(tmp_path / "full.trace"), read_trace(tmp_path / "part.trace"),
-                            read_trace(tmp_path / "resumed.trace"), n, iter_size)
+    assert_stream_continues(read_trace(tmp_path / "full" / "6.trace"), read_trace(tmp_path / "part" / "part.trace"),
+                            read_trace(tmp_path / "part" / "resumed.trace"), n, iter_size)
     assert_weights_close(tmp_path / "full" / "snap_iter_6.caffemodel", tmp_path / "part" / "snap_iter_6.caffemodel")
 
 
@@ -138,10 +145,9 @@ for k in steps:
 """
 
 
-def pycaffe_run(solver, steps, restore=None, trace=None):
-    env = dict(ENV, LTC_DATA_TRACE=str(trace)) if trace else ENV
+def pycaffe_run(solver, steps, restore=None):
     args = [sys.executable, "-c", PYCAFFE_RUN, str(solver), ",".join(map(str, steps))] + ([str(restore)] if restore else [])
-    res = subprocess.run(args, capture_output=True, text=True, timeout=TIMEOUT, env=env)
+    res = subprocess.run(args, capture_output=True, text=True, timeout=TIMEOUT, env=ENV)
     assert res.returncode == 0, res.stderr[-3000:]
     return res
 
@@ -149,13 +155,14 @@ def pycaffe_run(solver, steps, restore=None, trace=None):
 def test_pycaffe_restore_continues_the_data_stream_and_the_weights(tmp_path, lmdbs):
     n, m, iter_size = 3, 3, 2
     full = write_solver(tmp_path, lmdbs, "full", n + m, iter_size)
-    pycaffe_run(full, [n + m], trace=tmp_path / "full.trace")
-    part = write_solver(tmp_path, lmdbs, "part", n + m, iter_size)
-    pycaffe_run(part, [n], trace=tmp_path / "part.trace")
-    res = pycaffe_run(part, [m], restore=tmp_path / "part" / "snap_iter_3.solverstate", trace=tmp_path / "res.trace")
+    pycaffe_run(full, [n + m])
+    part = write_solver(tmp_path, lmdbs, "part", n + m, iter_size, tag="part")
+    pycaffe_run(part, [n])
+    cont = write_solver(tmp_path, lmdbs, "part", n + m, iter_size, tag="resumed")
+    res = pycaffe_run(cont, [m], restore=tmp_path / "part" / "snap_iter_3.solverstate")
     assert "('train', 0): %d" % (n * iter_size) in res.stdout and "('test0', 0): 4" in res.stdout
-    assert_stream_continues(read_trace(tmp_path / "full.trace"), read_trace(tmp_path / "part.trace"),
-                            read_trace(tmp_path / "res.trace"), n, iter_size)
+    assert_stream_continues(read_trace(tmp_path / "full" / "6.trace"), read_trace(tmp_path / "part" / "part.trace"),
+                            read_trace(tmp_path / "part" / "resumed.trace"), n, iter_size)
     assert_weights_close(tmp_path / "full" / "snap_iter_6.caffemodel", tmp_path / "part" / "snap_iter_6.caffemodel")
 
 
