@@ -229,7 +229,8 @@ def data_start(phase, iteration, solver_param, test_net=0):
         return iteration * max(1, solver_param.iter_size)
     if not len(solver_param.test_iter):
         return 0
-    return test_passes_before(iteration, solver_param) * solver_param.test_iter[min(test_net, len(solver_param.test_iter) - 1)]
+    test_iter = solver_param.test_iter[min(test_net, len(solver_param.test_iter) - 1)]
+    return test_passes_before(iteration, solver_param) * test_iter
 
 
 def read_solver(path):
