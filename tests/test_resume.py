@@ -480,3 +480,29 @@ def test_caffe_refuses_a_model_cut_between_layers_that_caffe_would_load_silently
     assert re.search(r"ERROR in Python layer CountingDataLayer\.setup: SnapshotError: model '%s' does not match its "
                      r"solver state" % re.escape(str(model)), res.stderr), res.stderr[-3000:]
     assert "Resuming from" not in res.stderr
+
+
+PYCAFFE_KILL = r"""
+import os, signal, sys
+import caffe
+import counting_data
+solver = caffe.get_solver(sys.argv[1])
+solver.step(1)
+victim = counting_data.data_layers(solver.net)[0].pipeline.worker_pids[1]
+os.kill(victim, signal.SIGKILL)
+try:
+    solver.step(5)
+except RuntimeError as e:
+    print("victim %d error: %s" % (victim, e), flush=True)
+    sys.exit(3)
+"""
+
+
+def test_killed_worker_under_pycaffe_raises_from_solver_step(tmp_path, lmdbs):
+    solver = write_solver(tmp_path, lmdbs, "run", 200, workers=2)
+    res = subprocess.run([sys.executable, "-c", PYCAFFE_KILL, str(solver)], capture_output=True, text=True,
+                         timeout=TIMEOUT, env=ENV)
+    assert res.returncode == 3, res.stdout + res.stderr[-3000:]
+    victim = int(re.search(r"victim (\d+)", res.stdout).group(1))
+    assert re.search(r"error: CountingDataLayer: data worker 1 \(pid %d\) was killed by signal 9 \(SIGKILL\)" % victim,
+                     res.stdout), res.stdout
