@@ -18,12 +18,10 @@ import numpy as np
 import pytest
 
 from conftest import write_test_lmdb
-from count_pipeline import BatchPipeline
 from counting_models import small_train_net
-from ltc import snapshots
+from ltc import nets as mp, snapshots
+from ltc.pipeline import BatchPipeline
 from test_counting_data import _running, assert_processes_gone
-
-import make_prototxt as mp  # noqa: E402  (tools/ is on sys.path through counting_models)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CAFFE = os.path.join(REPO, ".venv", "bin", "caffe")

@@ -25,9 +25,7 @@ import os
 import shutil
 import sys
 
-from ltc import snapshots as snap
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from ltc import REPO, snapshots as snap
 
 
 def find_solver(prefix):
