@@ -27,7 +27,7 @@ Design:
   group; the solver must be able to finish its iteration and snapshot), and keep serving.
 - A worker that dies (SIGKILL, the OOM killer) is noticed at once through its closed pipe
   (at the latest within ``_DEATH_CHECK_S``): ``next_batch`` raises a RuntimeError naming the
-  worker, its pid, how it died, the batch it had to deliver and the batch asked for; the
+  worker, its pid, how it died, the batch it had to make and the batch asked for; the
   pipeline is closed then and keeps raising that error, so no half-made batch is handed out.
 - workers = 0 makes each batch in the calling process (for debugging).
 - Raw Datums are scanned without copies (the image is a view of the LMDB page during the
@@ -50,6 +50,7 @@ import numpy as np
 from ltc import transforms as ct, workers
 from ltc.params import CROP_SIZE, GRAY_PROB, INTERPOLATION, SEED
 from ltc.lmdb_io import LmdbError, decode_datum, open_lmdb, resolve_path
+from ltc.workers import death_message, reap
 
 _POLL_S = 1.0          # how often an idle worker checks that its parent still lives
 _JOIN_S = 5.0          # how long close() waits for a worker before SIGKILL
@@ -275,10 +276,11 @@ class BatchPipeline:
     def _dispatch(self, b):
         slot = b % self.prefetch
         self._in_flight[slot] = b
+        w = b % self.workers
         try:
-            self._tasks[b % self.workers].send((b, slot))
-        except OSError:  # the worker is gone (EPIPE)
-            self._fail(self._death_message(b % self.workers))
+            self._tasks[w].send((b, slot))
+        except OSError:  # a broken pipe: the worker is gone
+            self._fail(self._death(w, reap(self._pids[w], wait_s=5.0)))
 
     def _pump(self):
         """Receive the answers that are ready (waiting up to _DEATH_CHECK_S); a dead or failed
@@ -288,55 +290,21 @@ class BatchPipeline:
             w = self._results.index(conn)
             try:
                 msg = conn.recv()
-            except (EOFError, OSError):
-                self._fail(self._death_message(w))
+            except (EOFError, OSError):  # its end of the pipe closed: the worker is gone
+                self._fail(self._death(w, reap(self._pids[w], wait_s=5.0)))
             if msg[0] == "error":
-                self._fail("%s: data worker %d (pid %d) failed on batch %d:\n%s"
-                           % (self.who, w, self._pids[w], msg[1], msg[2]))
+                self._fail("%s: data worker %d of %d (pid %d) failed on batch %d:\n%s"
+                           % (self.who, w, self.workers, self._pids[w], msg[1], msg[2]))
             self._done[msg[1]] = msg[2]
         if not ready:
             for w, pid in enumerate(self._pids):
-                done, status = os.waitpid(pid, os.WNOHANG)
-                if done:
-                    self._fail(self._death_message(w, status))
-
-    def _death_message(self, w, status=None):
-        """'data worker w (pid p) was killed by signal 9 (SIGKILL) ...; it had batch b to deliver ...'."""
-        pid, how = self._pids[w], "exited"
-        if status is None:
-            try:
-                for _ in range(200):    # its pipe is closed: it is exiting; collect its status (<= 2 s)
-                    done, status = os.waitpid(pid, os.WNOHANG)
-                    if done:
-                        break
-                    time.sleep(0.01)
-                else:
-                    status = None
-            except ChildProcessError:
-                status = None
-        if status is not None:
-            if os.WIFSIGNALED(status):
-                sig = os.WTERMSIG(status)
-                try:
-                    name = signal.Signals(sig).name
-                except ValueError:
-                    name = "signal %d" % sig
-                how = "was killed by signal %d (%s)" % (sig, name)
-            else:
-                how = "exited with status %d" % os.WEXITSTATUS(status)
-        held = self._in_flight.get(self._held) if self._held is not None else None
-        mine = sorted(b for b in self._in_flight.values() if b % self.workers == w and b not in self._done
-                      and b != held)
-        making = ("; it had batch %d to deliver" % mine[0]) if mine else ""
-        if len(mine) > 1:
-            making += " (then %s)" % ", ".join(map(str, mine[1:]))
-        hint = " (SIGKILL is what the kernel's OOM killer sends: see `dmesg`)" if "SIGKILL" in how else ""
-        wanted = ("; batch %d was not delivered, no partial batch is served" % self._wanted
-                  if self._wanted is not None else "")
-        return "%s: data worker %d (pid %d) %s%s%s%s" % (self.who, w, pid, how, hint, making, wanted)
+                code = reap(pid)
+                if code is not None:
+                    self._fail(self._death(w, code))
 
     def _fail(self, message):
-        """Remember the error, stop the other workers, raise RuntimeError(message)."""
+        """Remember the error, stop the other workers, raise RuntimeError(message) (and again on
+        every later call: no half-made batch is ever handed out)."""
         self._failed = message
         for pid in self._pids:
             try:
@@ -351,6 +319,21 @@ class BatchPipeline:
             self._pump()
         self._wanted = None
         return self._done.pop(b)
+
+    def _death(self, w, code):
+        """The error for dead worker w: its pid, how it died, the batch (and images) it was on."""
+        mine = [b for b in self._in_flight.values()
+                if b % self.workers == w and b >= self._next - 1 and b not in self._done]
+        doing = ""
+        if mine:
+            b = min(mine)
+            keys = [self._maker.keys[int(i)].decode("utf-8", "replace") for i in self.plan(b).index]
+            doing = "it had batch %d to make (%d images of LMDB '%s': %s%s)" % (
+                b, len(keys), self.source, ", ".join(keys[:3]), ", ..." if len(keys) > 3 else "")
+        asked = ("; batch %d was not delivered, no partial batch is served" % self._wanted
+                 if self._wanted is not None else "")
+        return death_message(self.who, "data worker %d of %d (pid %d)" % (w, self.workers, self._pids[w]),
+                             code, doing) + asked
 
     # ------------------------------------------------------------------ public
     @property
