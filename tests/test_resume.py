@@ -504,3 +504,14 @@ def test_killed_worker_under_pycaffe_raises_from_solver_step(tmp_path, lmdbs):
     victim = int(re.search(r"victim (\d+)", res.stdout).group(1))
     assert re.search(r"error: CountingDataLayer: data worker 1 of 2 \(pid %d\) was killed by SIGKILL" % victim,
                      res.stdout), res.stdout
+
+
+def test_fault_latency_bench_end_to_end(tmp_path, lmdbs):
+    out = tmp_path / "fault.csv"
+    res = subprocess.run([sys.executable, os.path.join(REPO, "bench", "fault_latency.py"), "--lmdb", str(lmdbs[0]),
+                          "--batch", "4", "--repeats", "1", "--out", str(out)],
+                         capture_output=True, text=True, timeout=TIMEOUT, env=ENV, cwd=REPO)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Table 1" in res.stdout and "Table 2" in res.stdout
+    rows = out.read_text().splitlines()
+    assert rows[0] == "table,batch,state,repeats,median_s,max_s,served" and len(rows) == 4
