@@ -41,14 +41,15 @@ T_TRANSFER = "tests/test_transfer.py"
 T_BENCH = "tests/test_bench.py"
 T_DATA = "tests/test_counting_data.py"
 VARIANT = T_TRAIN + "::test_committed_net_runs_forward_backward_in_caffe"
+SAME_DB = "tests/test_make_lmdb.py::test_list_and_folder_give_same_database"
 
 MUTATIONS = [
     # --- the twelve bugs of the mutation read (issue 17)
     M("shuffle does nothing", "ltc/lmdb_build.py",
-      "    if shuffle:\n        order = np.random", "    if False:\n        order = np.random", [T_LISTS]),
+      "    if shuffle:\n        order = np.random", "    if False:\n        order = np.random", [SAME_DB, T_LISTS]),
     M("shuffle ignores --seed", "ltc/lmdb_build.py",
       "np.random.RandomState(seed).permutation(len(entries))", "np.random.RandomState(0).permutation(len(entries))",
-      [T_LISTS]),
+      [SAME_DB, T_LISTS]),
     M("normalisation: sample std (ddof 1)", "ltc/transforms.py",
       "return mean, np.sqrt(max(s2 / n - mean * mean, 0.0))",
       "return mean, np.sqrt(max(s2 / n - mean * mean, 0.0) * n / (n - 1))", [T_TRANSFORMS, T_PARAMS]),

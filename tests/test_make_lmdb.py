@@ -242,15 +242,18 @@ def test_list_and_folder_give_same_database(tmp_path):
     lst = tmp_path / "list.txt"
     lst.write_text("".join("%s\n" % n for n in sorted(["z.jpg", "a.png", "b/c.jpg", "b/a.png"])))
     a, b = str(tmp_path / "from_folder"), str(tmp_path / "from_list")
-    assert make_lmdb.main([str(src), a, "--no-progress", "--shuffle", "--seed", "5"]) == 0
-    assert make_lmdb.main([str(lst), b, "--root", str(src), "--no-progress", "--shuffle", "--seed", "5"]) == 0
+    # seed 1 moves every one of the 4 files (seed 5 would be the identity permutation)
+    assert make_lmdb.main([str(src), a, "--no-progress", "--shuffle", "--seed", "1"]) == 0
+    assert make_lmdb.main([str(lst), b, "--root", str(src), "--no-progress", "--shuffle", "--seed", "1"]) == 0
     da, db = read_db(a), read_db(b)
     assert da == db and len(da) == 4
     plain = str(tmp_path / "plain")
     assert make_lmdb.main([str(src), plain, "--no-progress"]) == 0
     assert sorted(k.split("_", 1)[1] for k in read_db(plain)) == sorted(k.split("_", 1)[1] for k in da)
-    assert [k for k in sorted(read_db(plain))] == ["00000000_a.png", "00000001_b/a.png", "00000002_b/c.jpg",
-                                                  "00000003_z.jpg"]
+    names = ["a.png", "b/a.png", "b/c.jpg", "z.jpg"]
+    assert [k for k in sorted(read_db(plain))] == ["%08d_%s" % (i, n) for i, n in enumerate(names)]
+    perm = np.random.RandomState(1).permutation(4)
+    assert [k.split("_", 1)[1] for k in sorted(da)] == [names[i] for i in perm] != names
 
 
 def test_overwrite_and_nothing_written(tmp_path):
