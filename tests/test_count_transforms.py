@@ -102,8 +102,8 @@ def test_normalize_into_matches_reference_and_has_zero_mean_unit_std(gray):
     ct.normalize_into(views, gray, out)
     for k, v in enumerate(views):
         ref = reference_input(v.transpose(1, 2, 0), gray)
-        np.testing.assert_allclose(out[k], ref, atol=1e-4)
-        np.testing.assert_allclose(ct.normalize(ct.to_gray(v) if gray else v), ref, atol=1e-4)
+        np.testing.assert_allclose(out[k], ref, atol=1e-5)
+        np.testing.assert_allclose(ct.normalize(ct.to_gray(v) if gray else v), ref, atol=1e-5)
         assert abs(float(out[k].mean())) < 1e-4
         assert abs(float(out[k].std()) - 1.0) < 1e-4
         assert np.array_equal(out[k, 0], out[k, 1]) == gray and np.array_equal(out[k, 0], out[k, 2]) == gray
@@ -127,7 +127,7 @@ def test_fill_batch_matches_independent_reference(interpolation, crop):
     ct.fill_batch([chw(imgs[j]) for j in plan.index], plan, crop, out)
     for i in range(n):
         for k, ref in enumerate(reference_sample(imgs, plan, i, crop)):
-            np.testing.assert_allclose(out[k, i], ref, atol=2e-4, err_msg="sample %d input %s" % (i, ct.INPUT_NAMES[k]))
+            np.testing.assert_allclose(out[k, i], ref, atol=1e-5, err_msg="sample %d input %s" % (i, ct.INPUT_NAMES[k]))
 
 
 def test_gray_is_all_six_or_none_and_fraction_is_gray_prob():

@@ -38,7 +38,7 @@ def check_against_reference(batch, plan, images, crop=228):
     for i in range(len(plan.index)):
         assert plan.index[plan.partner[i]] != plan.index[i]
         for k, ref in enumerate(reference_sample(images, plan, i, crop)):
-            np.testing.assert_allclose(batch[k, i], ref, atol=2e-4,
+            np.testing.assert_allclose(batch[k, i], ref, atol=1e-5,
                                        err_msg="sample %d input %s" % (i, ct.INPUT_NAMES[k]))
 
 

@@ -121,7 +121,7 @@ def test_committed_net_runs_forward_backward_in_caffe(rel, lmdbs, tmp_path):
                 got = np.stack([net.blobs[t].data for t in ct.INPUT_NAMES])
             for i in range(batch):
                 for k, ref in enumerate(reference_sample(images, plan, i, p["crop_size"])):
-                    np.testing.assert_allclose(got[k, i], ref, atol=2e-4,
+                    np.testing.assert_allclose(got[k, i], ref, atol=1e-5,
                                                err_msg="%s batch %d sample %d input %d" % (rel, b, i, k))
             channels_equal = [all(np.array_equal(got[k, i, 0], got[k, i, c]) for k in range(6) for c in (1, 2))
                               for i in range(batch)]
