@@ -64,6 +64,7 @@ DATA_BAD = [
     ("eps", 0), ("eps", -1e-5), ("eps", "1e-5"),
     ("stack", "yes"), ("stack", 1),
     ("test_batches", -1), ("test_batches", "20"),
+    ("trace", 5), ("trace", ["a"]),
 ]
 LOSS_BAD = [("M", 0), ("M", -1), ("M", "ten"), ("M", True), ("M", None)]
 RESIZE_BAD = [("height", 0), ("height", "5"), ("height", 2.5), ("width", -1), ("width", None),
