@@ -32,7 +32,7 @@ TOY_CLASSES = ("tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shir
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 
 DEFAULTS = dict(min_side=160, max_side=224, min_obj=20, max_obj=96, max_objects=4, clutter=6, scrambled=2,
-                mask_thresh=30, ring=1, difficult_below=24, gap=2, jpeg_quality=95)
+                mask_thresh=30, ring=1, difficult_below=16, gap=2, jpeg_quality=95)
 
 
 def read_fashion(folder=FASHION_DIR, split="train"):

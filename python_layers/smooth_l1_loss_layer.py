@@ -24,10 +24,10 @@ class SmoothL1LossLayer(caffe.Layer):
 
     @report_errors
     def reshape(self, bottom, top):
-        shapes = [b.data.shape for b in bottom]
+        shapes = [bottom[i].data.shape for i in range(3)]
         if not (shapes[0] == shapes[1] == shapes[2]):
             raise ValueError("SmoothL1LossLayer: bottoms must have one shape, got %s" % shapes)
-        top[0].reshape(1)
+        top[0].reshape()   # a scalar, like Caffe's own loss layers
 
     def forward(self, bottom, top):
         loss, self.grad = smooth_l1_forward(bottom[0].data, bottom[1].data, bottom[2].data)
@@ -35,4 +35,4 @@ class SmoothL1LossLayer(caffe.Layer):
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            bottom[0].diff[...] = (self.grad * top[0].diff[0]).astype(np.float32)
+            bottom[0].diff[...] = (self.grad * float(top[0].diff)).astype(np.float32)

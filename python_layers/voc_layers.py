@@ -46,13 +46,13 @@ class VOCClsDataLayer(caffe.Layer):
         self.src = ClsBatcher(p["index"], p["batch"], p["resize"], p["crop"], p["mirror"], p["seed"])
 
     def reshape(self, bottom, top):
-        self.blobs_ = self.src.next()
-        for t, b in zip(top, self.blobs_):
-            t.reshape(*b.shape)
+        self.batch_ = self.src.next()
+        for i, b in enumerate(self.batch_):
+            top[i].reshape(*b.shape)
 
     def forward(self, bottom, top):
-        for t, b in zip(top, self.blobs_):
-            t.data[...] = b
+        for i, b in enumerate(self.batch_):
+            top[i].data[...] = b
 
     def backward(self, top, propagate_down, bottom):
         pass
