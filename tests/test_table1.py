@@ -357,6 +357,20 @@ def test_data_prep_voc_cli(tmp_path, capsys):
     assert props["000002"].tolist() == [[1, 1, 7, 7]]
     assert cli.main(["--voc-root", str(tmp_path), "--out-dir", out]) == 2
     assert "not a VOC tree" in capsys.readouterr().err
+    # SBD: cls/<id>.mat (GTcls.Segmentation) -> PNG class maps + seg_sbd_train.json
+    import cv2
+    sbd = tmp_path / "sbd"
+    for sub in ("img", "cls"):
+        (sbd / sub).mkdir(parents=True)
+    seg = np.zeros((6, 8), np.uint8)
+    seg[2:4, 3:7] = 15
+    cv2.imwrite(str(sbd / "img" / "2008_000002.jpg"), np.zeros((6, 8, 3), np.uint8))
+    savemat(str(sbd / "cls" / "2008_000002.mat"), {"GTcls": {"Segmentation": seg, "Boundaries": np.zeros(1)}})
+    (sbd / "train.txt").write_text("2008_000002\n")
+    assert cli.main(["--voc-root", root, "--out-dir", out, "--sbd-root", str(sbd)]) == 0
+    classes, entries = voc.read_index(os.path.join(out, "seg_sbd_train.json"))
+    assert [e["id"] for e in entries] == ["2008_000002"]
+    assert np.array_equal(voc.read_label_png(entries[0]["label"]), seg)
 
 
 # ----------------------------------------------------------------------------- toy VOC
