@@ -469,7 +469,7 @@ def test_pipeline_end_to_end(task, toy_index, tmp_path):
     assert rows[0].startswith("task,model,class") and len(rows) == 1 + 10 + (4 + 1 if task == "seg" else 1)
     if task == "det":
         # conv1 is frozen (Fast R-CNN), conv2 learns
-        tr = caffe.Net(str(tmp_path / "run" / "det_train.prototxt"), str(tmp_path / "run" / "det_trained.caffemodel"),
+        tr = caffe.Net(str(tmp_path / "run" / "det_t_train.prototxt"), str(tmp_path / "run" / "det_t_trained.caffemodel"),
                        caffe.TEST)
         assert np.array_equal(tr.params["conv1"][0].data, src["conv1"])
         assert not np.array_equal(tr.params["conv2"][0].data, src["conv2"])
@@ -481,3 +481,30 @@ def test_load_ported_refuses_a_model_without_convs(tmp_path):
     net.save(str(tmp_path / "empty.caffemodel"))
     with pytest.raises(table1.Table1Error, match="lacks"):
         table1.load_ported(net, str(tmp_path / "empty.caffemodel"))
+
+
+@pytest.mark.parametrize("sub", ["fast_rcnn", "fast_rcnn_bvlc"])
+def test_fast_rcnn_freezes_conv1_unless_asked(sub):
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+    from ltc import transfer_nets as tn
+
+    def lr(text):
+        net = caffe_pb2.NetParameter()
+        text_format.Parse(text, net, allow_unknown_field=True)
+        return {l.name: [p.lr_mult for p in l.param] for l in net.layer if l.name in ("conv1", "conv2")}
+    with open(os.path.join(REPO, "prototxt", "transfer", sub, "train.prototxt")) as f:
+        assert lr(f.read()) == {"conv1": [0, 0], "conv2": [1, 2]}     # as fast-rcnn's CaffeNet train.prototxt
+    roi = "native" if sub == "fast_rcnn" else "python"
+    assert lr(tn.fast_rcnn(dict(roi=roi, train_conv1=True), "train")) == {"conv1": [1, 2], "conv2": [1, 2]}
+
+
+def test_bvlc_fast_rcnn_nets_load_in_plain_caffe(tmp_path):
+    """The committed BVLC test net instantiates in this Caffe (no fork) and pools 6x6 per ROI."""
+    net = caffe.Net(os.path.join(REPO, "prototxt", "transfer", "fast_rcnn_bvlc", "test.prototxt"), caffe.TEST)
+    net.blobs["data"].reshape(1, 3, 100, 120)
+    net.blobs["rois"].reshape(3, 5)
+    net.blobs["rois"].data[...] = [[0, 0, 0, 50, 50], [0, 10, 20, 119, 99], [0, 5, 5, 5, 5]]
+    net.forward()
+    assert net.blobs["pool5"].data.shape == (3, 256, 6, 6)
+    assert net.blobs["cls_prob"].data.shape == (3, 21) and net.blobs["bbox_pred"].data.shape == (3, 84)

@@ -100,7 +100,7 @@ def main(argv=None):
         if f.tell() == 0:
             w.writerow(table1.SUMMARY_HEADER)
         w.writerows(rows)
-    table1.write_json(os.path.join(args.out, "summary_%s.json" % args.task), results)
+    table1.write_json(os.path.join(args.out, "summary_%s_%s.json" % (args.task, "+".join(n for n, _ in models))), results)
     print("wrote %s" % os.path.join(args.out, "summary.csv"))
     return 0
 
