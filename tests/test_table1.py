@@ -508,3 +508,22 @@ def test_bvlc_fast_rcnn_nets_load_in_plain_caffe(tmp_path):
     net.forward()
     assert net.blobs["pool5"].data.shape == (3, 256, 6, 6)
     assert net.blobs["cls_prob"].data.shape == (3, 21) and net.blobs["bbox_pred"].data.shape == (3, 84)
+
+
+def test_caffe_binary_trains_the_bvlc_fast_rcnn_net(toy_index, tmp_path):
+    """`caffe train` (the BVLC binary, no pycaffe driver) runs the Fast R-CNN net with the Python
+    ROIPooling, SmoothL1 and VOC data layers, and starts from a ported model via -weights."""
+    import subprocess
+    from ltc import transfer_nets as tn
+    model, _ = _ported(tmp_path)
+    cfg = dict(roi="python", index=toy_index["Main", "train"], proposals="toy", scale=100, max_size=200,
+               rois_per_image=8, fc_width=16, num_classes=11)
+    train = _write(tmp_path / "train.prototxt", tn.fast_rcnn(cfg, "train"))
+    solver = _write(tmp_path / "solver.prototxt", tn.step_solver(
+        dict(tn.FRCN_DEFAULTS, max_iter=2, display=1, snapshot_prefix=str(tmp_path / "frcn"), seed=1), train))
+    env = dict(os.environ, GLOG_minloglevel="0", OPENBLAS_NUM_THREADS="1")
+    r = subprocess.run([os.path.join(REPO, ".venv", "bin", "caffe"), "train", "-solver", solver, "-weights", model],
+                       capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Iteration 1" in r.stderr and "loss_bbox" in r.stderr and "loss_cls" in r.stderr
+    assert os.path.isfile(str(tmp_path / "frcn_iter_2.caffemodel"))

@@ -85,7 +85,7 @@ FRCN_DEFAULTS = dict(num_classes=21, fc_width=4096, roi="native", train_conv1=Fa
 
 # VOC07 classification (Kraehenbuehl et al.'s framework: CaffeNet, 227 crops of 256x256 images,
 # batch 10, lr 0.001 stepped; decision: we do not know their exact step schedule and use x0.1 at 50%)
-VOC_CLS_DEFAULTS = dict(num_classes=20, fc_width=4096, index="data/voc/voc2007/cls_trainval.json", batch=10,
+VOC_CLS_DEFAULTS = dict(num_classes=20, fc_width=4096, index="data/voc/voc2007/main_trainval.json", batch=10,
                         resize=256, crop=227, base_lr=0.001, gamma=0.1, stepsize=40000, momentum=0.9,
                         weight_decay=5e-4, max_iter=80000, snapshot_prefix="snapshots/voc07_cls", seed=1701)
 
@@ -467,8 +467,8 @@ def all_files():
     for split in ("train", "test"):
         files["%s/fast_rcnn/%s.prototxt" % (d, split)] = _header(FRCN_NOTE) + fast_rcnn({}, split)
     files[d + "/fast_rcnn/solver.prototxt"] = _header(FRCN_NOTE) + str(frcn_solver({}, d + "/fast_rcnn/train.prototxt"))
-    bv = dict(roi="python", index="data/voc/voc2007/det_trainval.json",
-              proposals="data/voc/voc2007/det_trainval_proposals.npz")
+    bv = dict(roi="python", index="data/voc/voc2007/main_trainval.json",
+              proposals="data/voc/voc2007/main_trainval_proposals.npz")
     for split in ("train", "test"):
         files["%s/fast_rcnn_bvlc/%s.prototxt" % (d, split)] = _header(FRCN_BVLC_NOTE) + fast_rcnn(bv, split)
     files[d + "/fast_rcnn_bvlc/solver.prototxt"] = _header() + str(
@@ -477,7 +477,7 @@ def all_files():
         files["%s/voc_cls/%s.prototxt" % (d, split)] = _header(CLS_NOTE) + str(voc_cls({}, split))
     files[d + "/voc_cls/solver.prototxt"] = _header() + str(step_solver(VOC_CLS_DEFAULTS, d + "/voc_cls/train.prototxt"))
     files[d + "/fcn_alexnet/train_voc.prototxt"] = _header(FCN_VOC_NOTE) + str(
-        fcn_alexnet(dict(inputs="data_layer", index="data/voc/voc2012/seg_train.json"), "train"))
+        fcn_alexnet(dict(inputs="data_layer", index="data/voc/voc2012/seg_sbd_train.json"), "train"))
     return files
 
 
