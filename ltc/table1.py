@@ -16,6 +16,8 @@ layer name, tools/port_weights.py) or from the fillers (random init), tests and 
 
 Schedules: FULL (the published recipes' sizes, for a GPU and real VOC) and QUICK (a few
 hundred CPU steps on the toy VOC with narrow fc6/fc7; not a reproduction of any number).
+FCN's loss is a sum over pixels (normalize: false), so its learning rate scales with the image
+area: QUICK uses 2.5e-7 on the ~200 x 200 toy images (1e-6 diverged from the ported model).
 Detection keeps boxes scoring above ``score_thresh`` before NMS: 0.05 as Fast R-CNN's test
 (FULL); 0 in QUICK, where a briefly trained detector puts most foreground probabilities
 below 0.05 and AP (a ranking score) would otherwise see no detections at all.
@@ -41,7 +43,7 @@ QUICK = {
     "cls": dict(fc_width=512, batch=8, resize=144, crop=128, base_lr=0.01, gamma=0.1, stepsize=450, max_iter=600),
     "det": dict(fc_width=512, scale=224, max_size=400, rois_per_image=64, base_lr=0.001, gamma=0.1, stepsize=400,
                 max_iter=500, score_thresh=0.0),
-    "seg": dict(fc_width=512, base_lr=1e-6, iter_size=1, max_iter=300),
+    "seg": dict(fc_width=512, base_lr=2.5e-7, iter_size=1, max_iter=300),
 }
 COMMON = dict(momentum=0.9, weight_decay=5e-4, seed=1701)
 

@@ -18,7 +18,6 @@ Example::
 Blobs: bottom[0] N x C x H x W features; bottom[1] R x 5 ROIs (batch_index, x1, y1, x2, y2) in
 image pixels -> top[0] R x C x pooled_h x pooled_w. No gradient reaches the ROIs.
 """
-import numpy as np
 
 from ltc.params import ParamError, parse_params, report_errors
 from ltc.roi_pooling import check_rois, roi_pool_backward, roi_pool_forward

@@ -1,7 +1,6 @@
 """Table 1 pipelines: ROIPooling (reference loop, rbgirshick's semantics, finite differences, in
 Caffe), SmoothL1, VOC scores on hand-computed cases, VOC readers on a handmade tree, the toy
 VOC's exact ground truth, the multi-label loss on known logits, and each pipeline end to end."""
-import json
 import math
 import os
 import pickle

@@ -39,6 +39,7 @@ def main(argv=None):
     p.add_argument("--random-init", action="store_true", help="also train from the fillers (baseline)")
     p.add_argument("--quick", action="store_true", help="the small CPU schedule (toy VOC)")
     p.add_argument("--iters", type=int, default=None, help="override the schedule's training iterations")
+    p.add_argument("--base-lr", type=float, default=None, help="override the schedule's base learning rate")
     p.add_argument("--train-index", default=None, help="cls/det: main_<set>.json, seg: seg_<set>.json (toy if unset)")
     p.add_argument("--test-index", default=None, help="as --train-index, for testing")
     p.add_argument("--proposals", default="toy", help="det: training proposals, 'toy' or a .npz from data_prep/voc.py")
@@ -76,7 +77,8 @@ def main(argv=None):
                 return 2
         for name, path in models:
             print("=== %s: %s (%s)" % (task, name, path or "random init"), flush=True)
-            kw = dict(model=path, quick=args.quick, name=name, limit_test=args.limit_test, max_iter=args.iters)
+            kw = dict(model=path, quick=args.quick, name=name, limit_test=args.limit_test, max_iter=args.iters,
+                      base_lr=args.base_lr)
             if task == "det":
                 kw.update(proposals=args.proposals, test_proposals=args.test_proposals, train_conv1=args.train_conv1,
                           use_07=args.voc_ap == "07")
