@@ -3,6 +3,9 @@
 #   make demo    build the bundled sample LMDBs if missing, then train the CPU demo
 #   make test    set up if the environment is missing, then run the test suite
 #   make data    the embedded sample photos and the Fashion-MNIST counting scenes
+#   make train SOLVER=prototxt/solver.prototxt
+#                a long run: resume from the newest intact snapshot (tools/resume.py), or start;
+#                Ctrl-C snapshots and stops, run `make train` again to continue
 SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
@@ -12,7 +15,10 @@ PYTEST_ARGS ?=
 # keeps OpenBLAS off its AVX-512 kernels; on an AVX-512 CPU the demo drops that preset.
 CAFFE_ENV := $(if $(shell grep -m1 -o avx512f /proc/cpuinfo 2>/dev/null),env -u OPENBLAS_CORETYPE,)
 
-.PHONY: setup demo test data sample fashion clean-demo
+SOLVER ?= prototxt/solver.prototxt
+TRAIN_LOG ?= runs/$(notdir $(patsubst %/,%,$(dir $(SOLVER)))).train.log
+
+.PHONY: setup demo test data sample fashion clean-demo train
 
 $(CAFFE):
 	bash setup.sh
@@ -35,6 +41,11 @@ data: sample fashion
 demo: sample
 	mkdir -p runs/demo
 	set -o pipefail; $(CAFFE_ENV) $(CAFFE) train -solver prototxt/demo/solver.prototxt 2>&1 | tee runs/demo/train.log
+
+# tee ignores SIGINT/SIGHUP so that caffe can finish its snapshot after a Ctrl-C or a hangup.
+train: $(CAFFE)
+	mkdir -p $(dir $(TRAIN_LOG))
+	set -o pipefail; $(CAFFE_ENV) $(PY) tools/resume.py --solver $(SOLVER) --new-ok 2>&1 | (trap '' INT HUP; exec tee -a $(TRAIN_LOG))
 
 test: $(CAFFE)
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)
