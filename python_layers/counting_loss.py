@@ -21,7 +21,14 @@ bottoms, one of two layouts:
     (or N x K x 1 x 1): the six-branch siamese net;
   * one bottom   6N x K, the six blocks stacked along the batch axis in that same
     order (the stacked-trunk variant).
-top: the scalar loss (shape ``()``; use ``loss_weight: 1`` in the prototxt).
+tops: the scalar loss (shape ``()``; use ``loss_weight: 1`` in the prototxt), optionally
+followed by the four diagnostics of DIAGNOSTICS (give them ``loss_weight: 0``, so that
+``caffe train`` prints them at every ``display`` and test pass without training on them):
+  count_term     mean over the batch of |phi(Dx) - sum phi(T)|^2
+  contrast_term  mean of max(0, M - |phi(Dy) - sum phi(T)|^2)
+  hinge_active   fraction of samples whose hinge is active (|phi(Dy) - s|^2 < M)
+  norm_dx        mean |phi(Dx)| (Euclidean norm; near 0 with loss near M: the trivial solution)
+Any prefix of these may be requested (2 to 5 tops in all); loss = count_term + contrast_term.
 
 param_str (JSON), every key optional:
   M       number > 0, default 10   the margin of the hinge term (paper: M = 10)
@@ -51,6 +58,7 @@ from ltc_params import ParamError, parse_params, report_errors
 DEFAULT_M = 10.0
 PARAM_SPEC = {"M": (DEFAULT_M, float)}
 INPUT_NAMES = ("phi(T1)", "phi(T2)", "phi(T3)", "phi(T4)", "phi(Dx)", "phi(Dy)")
+DIAGNOSTICS = ("count_term", "contrast_term", "hinge_active", "norm_dx")
 
 
 def counting_loss_forward(tiles, dx, dy, M=DEFAULT_M):
@@ -74,6 +82,23 @@ def counting_loss_forward(tiles, dx, dy, M=DEFAULT_M):
     per_sample = d_pos + np.where(active, hinge, 0.0)
     loss = per_sample.mean() if len(per_sample) else 0.0
     return loss, per_sample, (r_pos, r_neg, active)
+
+
+def counting_loss_diagnostics(dx, cache, M=DEFAULT_M):
+    """The DIAGNOSTICS of one forward pass, as a dict of floats (batch means).
+
+    dx: the N x K phi(Dx); cache: the third value of ``counting_loss_forward``.
+    """
+    r_pos, r_neg, active = cache
+    a = np.asarray(dx, dtype=np.float64).reshape(len(dx), -1)
+    if not len(a):
+        return dict.fromkeys(DIAGNOSTICS, 0.0)
+    d_pos = np.einsum("nk,nk->n", r_pos, r_pos)
+    d_neg = np.einsum("nk,nk->n", r_neg, r_neg)
+    return dict(count_term=float(d_pos.mean()),
+                contrast_term=float(np.where(active, M - d_neg, 0.0).mean()),
+                hinge_active=float(active.mean()),
+                norm_dx=float(np.sqrt(np.einsum("nk,nk->n", a, a)).mean()))
 
 
 def counting_loss_backward(cache, scale=1.0):
@@ -108,8 +133,9 @@ class CountingLossLayer(_LayerBase):
         if len(bottom) not in (1, 6):
             raise Exception("CountingLossLayer needs 6 bottoms (phi(T1..T4), phi(Dx), phi(Dy)) "
                             "or 1 stacked 6N x K bottom, got %d" % len(bottom))
-        if len(top) != 1:
-            raise Exception("CountingLossLayer has exactly one top (the loss), got %d" % len(top))
+        if not 1 <= len(top) <= 1 + len(DIAGNOSTICS):
+            raise Exception("CountingLossLayer has the loss top plus up to %d diagnostic tops (%s), got %d tops"
+                            % (len(DIAGNOSTICS), ", ".join(DIAGNOSTICS), len(top)))
         self.stacked = len(bottom) == 1
 
     @report_errors
@@ -131,7 +157,8 @@ class CountingLossLayer(_LayerBase):
                                     % (i, INPUT_NAMES[i], sh, INPUT_NAMES[0], shape0))
             self.n = shape0[0]
             self.k = int(np.prod(shape0[1:]))
-        top[0].reshape()
+        for i in range(len(top)):      # pycaffe's blob vector supports len() and [i] only
+            top[i].reshape()
 
     def _inputs(self, bottom):
         if self.stacked:
@@ -143,6 +170,10 @@ class CountingLossLayer(_LayerBase):
         f = self._inputs(bottom)
         loss, _, self.cache = counting_loss_forward(f[:4], f[4], f[5], self.params["M"])
         top[0].data[...] = loss
+        if len(top) > 1:
+            diag = counting_loss_diagnostics(f[4], self.cache, self.params["M"])
+            for i in range(1, len(top)):
+                top[i].data[...] = diag[DIAGNOSTICS[i - 1]]
 
     def backward(self, top, propagate_down, bottom):
         g_tile, g_dx, g_dy = counting_loss_backward(self.cache, float(top[0].diff))

@@ -67,6 +67,7 @@ DEFAULTS = dict(
     max_iter=350000, snapshot=5000, snapshot_prefix="snapshots/counting",
     test_iter=20, test_interval=5000, display=20,
     test_initialization=False,      # a 350K-iteration run (and every resume) starts training at once
+    warmup=0,                       # 0: the paper's step policy; N > 0: sigmoid ramp to base_lr over N iterations
 )
 
 # (name, overrides) of every committed net besides the default one.
@@ -169,9 +170,17 @@ def _data_layer(cfg, phase):
     return layer
 
 
+# The loss layer's diagnostic tops (python_layers/counting_loss.py DIAGNOSTICS), weight 0:
+# caffe prints them at every display and test pass; they do not change the loss or gradients.
+LOSS_DIAGNOSTICS = ("count_term", "contrast_term", "hinge_active", "norm_dx")
+
+
 def _loss(n, bottoms, margin):
-    n.loss = L.Python(*bottoms, module="counting_loss", layer="CountingLossLayer",
-                      param_str=json.dumps({"M": margin}), loss_weight=1)
+    tops = L.Python(*bottoms, module="counting_loss", layer="CountingLossLayer",
+                    param_str=json.dumps({"M": margin}), ntop=1 + len(LOSS_DIAGNOSTICS),
+                    loss_weight=[1] + [0] * len(LOSS_DIAGNOSTICS))
+    for name, top in zip(("loss",) + LOSS_DIAGNOSTICS, tops):
+        n[name] = top
 
 
 def counting_net(cfg, inputs="data_layer"):
@@ -227,9 +236,16 @@ def solver(cfg, net_path):
     s.test_interval = cfg["test_interval"]
     s.test_initialization = cfg["test_initialization"]
     s.base_lr = cfg["base_lr"]
-    s.lr_policy = "step"
-    s.gamma = cfg["gamma"]
-    s.stepsize = cfg["stepsize"]
+    if cfg.get("warmup"):
+        # BVLC Caffe has no warm-up policy; "sigmoid" gives lr = base_lr / (1 + exp(-gamma (it - stepsize))),
+        # a ramp from 0.7 % to 99.3 % of base_lr over iterations 0..warmup, then flat at base_lr.
+        s.lr_policy = "sigmoid"
+        s.gamma = 10.0 / cfg["warmup"]
+        s.stepsize = cfg["warmup"] // 2
+    else:
+        s.lr_policy = "step"
+        s.gamma = cfg["gamma"]
+        s.stepsize = cfg["stepsize"]
     s.momentum = cfg["momentum"]
     s.weight_decay = cfg["weight_decay"]
     s.display = cfg["display"]
@@ -309,7 +325,7 @@ def main(argv=None):
     g.add_argument("--val-lmdb", default=DEFAULTS["val_lmdb"], help="validation LMDB (TEST phase)")
     g.add_argument("--workers", type=int, default=DEFAULTS["workers"], help="data worker processes")
     g.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="data and solver seed")
-    for key in ("base_lr", "max_iter", "stepsize", "snapshot", "test_iter", "test_interval"):
+    for key in ("base_lr", "max_iter", "stepsize", "snapshot", "test_iter", "test_interval", "warmup", "display"):
         g.add_argument("--" + key.replace("_", "-"), type=type(DEFAULTS[key]), default=DEFAULTS[key])
     g.add_argument("--snapshot-prefix", default=None, help="default: snapshots/<DIR>")
     args = ap.parse_args(argv)
@@ -319,7 +335,7 @@ def main(argv=None):
         cfg = {k: getattr(args, k) for k in ("dim", "crop", "interpolation", "gray_prob", "margin", "filler",
                                               "layout", "batch", "test_batch", "train_lmdb", "val_lmdb",
                                               "workers", "seed", "base_lr", "max_iter", "stepsize",
-                                              "snapshot", "test_iter", "test_interval")}
+                                              "snapshot", "test_iter", "test_interval", "warmup", "display")}
         cfg["snapshot_prefix"] = args.snapshot_prefix or "snapshots/" + args.custom.strip("/").replace("/", "_")
         command = " ".join([GENERATOR] + [shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])])
         files = render(cfg, args.custom.strip("/"), command=command)
