@@ -55,3 +55,34 @@ def mix_lmdbs(sources, out, overwrite=False):
         shutil.rmtree(out)
     os.rename(tmp, out)
     return counts
+
+
+def subset_per_class(src, out, per_class, seed=1701, overwrite=False):
+    """A shuffled LMDB of the first ``per_class`` datums of each label of ``src`` (in a seeded
+    random order): the few-labels training set of the study's linear probe. Returns
+    {label: count}."""
+    import numpy as np
+    from caffe.proto import caffe_pb2
+    if os.path.exists(out) and not overwrite:
+        raise MixError("'%s' already exists; pass overwrite=True to rebuild it" % out)
+    items = _entries(src)
+    order = np.random.RandomState(seed).permutation(len(items))
+    d = caffe_pb2.Datum()
+    picked, counts = [], {}
+    for i in order:
+        d.ParseFromString(items[i][1])
+        if counts.get(d.label, 0) < per_class:
+            counts[d.label] = counts.get(d.label, 0) + 1
+            picked.append(items[i])
+    tmp = out.rstrip("/") + ".partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(os.path.dirname(os.path.abspath(tmp)), exist_ok=True)
+    env = lmdb.open(tmp, map_size=sum(len(v) for _, v in picked) * 2 + (64 << 20), subdir=True)
+    with env.begin(write=True) as txn:
+        for j, (key, value) in enumerate(picked):   # key order = the seeded shuffle
+            txn.put(("%08d_%s" % (j, key.decode("ascii", "replace"))).encode(), value)
+    env.close()
+    if os.path.exists(out):
+        shutil.rmtree(out)
+    os.rename(tmp, out)
+    return dict(sorted(counts.items()))
