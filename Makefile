@@ -1,6 +1,8 @@
 # learning-to-count: the commands the README names.
 #   make setup   build (or reuse the cached) Caffe and the .venv        (= ./setup.sh)
-#   make demo    build the bundled sample LMDBs if missing, then train the CPU demo
+#   make demo    build the data if missing, train the CPU demo (counting on Fashion scenes + photos),
+#                then the count check, the curves and a plain-words summary
+#   make reproduce  the reproduction study (tools/reproduce.py): trains for hours, resumable
 #   make test    set up if the environment is missing, then run the test suite
 #   make data    the embedded sample photos and the Fashion-MNIST counting scenes
 SHELL := /bin/bash
@@ -12,7 +14,9 @@ PYTEST_ARGS ?=
 # keeps OpenBLAS off its AVX-512 kernels; on an AVX-512 CPU the demo drops that preset.
 CAFFE_ENV := $(if $(shell grep -m1 -o avx512f /proc/cpuinfo 2>/dev/null),env -u OPENBLAS_CORETYPE,)
 
-.PHONY: setup demo test data sample fashion clean-demo
+DEMO_ITERS = $(shell sed -n 's/^max_iter: //p' prototxt/demo/solver.prototxt)
+
+.PHONY: setup demo test data sample fashion photos study-data reproduce clean-demo
 
 $(CAFFE):
 	bash setup.sh
@@ -30,11 +34,27 @@ fashion: $(CAFFE)
 	  echo "data/fashion LMDBs present"; \
 	else $(PY) data_prep/fashion_scenes.py; fi
 
-data: sample fashion
+photos: $(CAFFE)
+	@if [ -f data/photos/train_lmdb/data.mdb ] && [ -f data/photos/val_lmdb/data.mdb ]; then \
+	  echo "data/photos LMDBs present"; \
+	else $(PY) data_prep/embedded.py --set all; fi
 
-demo: sample
+data: sample fashion photos
+
+study-data: data
+	$(PY) tools/reproduce.py --stage data
+
+demo: study-data
 	mkdir -p runs/demo
 	set -o pipefail; $(CAFFE_ENV) $(CAFFE) train -solver prototxt/demo/solver.prototxt 2>&1 | tee runs/demo/train.log
+	$(PY) tools/analyze.py count-check --weights runs/demo/counting_demo_iter_$(DEMO_ITERS).caffemodel \
+	  --source data/fashion/scenes_val_lmdb --max-images 500 --fit-source data/fashion/scenes_train_lmdb \
+	  --out runs/demo/count_check
+	$(PY) tools/analyze.py log --log runs/demo/train.log --out runs/demo/curves
+	$(PY) tools/demo_summary.py --run runs/demo
+
+reproduce: study-data
+	$(CAFFE_ENV) $(PY) tools/reproduce.py
 
 test: $(CAFFE)
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)

@@ -467,3 +467,37 @@ def write_report(res, out, wall=None, commands=None):
     with open(path, "w") as f:
         f.write("\n".join(L) + "\n")
     return path
+
+
+# ----------------------------------------------------------------------------- the demo's last words
+def demo_summary(count_json, log_json, figures):
+    """The closing lines of `make demo`, in plain words, from count-check's and log's JSON."""
+    cc = _json(count_json)
+    lg = _json(log_json)
+    tests = [r for r in lg["test"] if "test_loss" in r]
+    per_k = cc["per_count"]
+    lines = ["", "=" * 78, "What the demo's network learned"]
+    lines.append("  Training: %d iterations on Fashion-MNIST scenes + real photos, no labels used."
+                 % (lg["train"][-1]["iteration"] if lg["train"] else 0))
+    if tests:
+        lines.append("  TEST loss on the 8 held-out real photos: %.3g at iteration %d -> %.3g at iteration %d "
+                     "(an all-zero counting vector scores exactly M = 10)."
+                     % (tests[0]["test_loss"], tests[0]["iteration"], tests[-1]["test_loss"], tests[-1]["iteration"]))
+    lines.append("  Count check on %d unseen scenes of 0..16 items: Spearman(|phi|, k) = %.3f "
+                 "(1 = the norm of the counting vector orders the scenes exactly by their number of items)."
+                 % (cc["n_images"], cc["spearman"]))
+    lines.append("  Mean norm |phi| for k = %d items: %.3g; for k = %d items: %.3g."
+                 % (per_k[0]["k"], per_k[0]["mean"], per_k[-1]["k"], per_k[-1]["mean"]))
+    cm = cc.get("count_map")
+    if cm:
+        lines.append("  A linear read-out of phi fitted on training scenes gives the exact count for %.0f %% of the "
+                     "unseen scenes and the count +-1 for %.0f %%." % (100 * cm["exact"], 100 * cm["within1"]))
+    verdict = ("The network learned to count: without any labels, its counting vector grows with the number of "
+               "objects in the scene." if cc["spearman"] >= 0.8 else
+               "The counting signal is still weak after this short run (Spearman < 0.8); "
+               "`python tools/reproduce.py` trains longer.")
+    lines.append("  " + verdict)
+    for label, path in figures:
+        lines.append("  %-28s %s" % (label + ":", path))
+    lines.append("=" * 78)
+    return "\n".join(lines)

@@ -44,7 +44,7 @@ def lmdbs(tmp_path_factory):
 
 
 def test_all_committed_train_val_nets_are_listed():
-    assert len(TRAIN_VALS) == 10  # default, 7 variants, stacked, demo
+    assert len(TRAIN_VALS) == 12  # default, 7 variants, stacked, demo, study/main, study/linear
 
 
 @pytest.mark.parametrize("rel", TRAIN_VALS)
@@ -58,7 +58,9 @@ def test_committed_net_runs_forward_backward_in_caffe(rel, lmdbs, tmp_path):
         net.backward()
         assert np.abs(net.params["conv1"][0].diff).sum() > 0
         dim = 20 if "dim20" in rel else 1000
-        assert net.blobs["fc8"].data.shape == ((12 if "stacked" in rel else 2), dim)
+        stacked = '\\"stack\\": true' in open(os.path.join(REPO, rel)).read()
+        assert stacked == (rel.startswith(("prototxt/stacked/", "prototxt/study/", "prototxt/demo/")))
+        assert net.blobs["fc8"].data.shape == ((12 if stacked else 2), dim)
     finally:
         for layer in net.layers:
             if hasattr(layer, "close"):
@@ -88,7 +90,8 @@ def test_caffe_train_snapshots_and_resumes(tmp_path, lmdbs):
     assert first.returncode == 0, first.stderr[-3000:]
     losses = re.findall(r"Iteration \d+ .*loss = ([0-9.e+-]+)", first.stderr)
     assert losses and all(np.isfinite(float(x)) for x in losses)
-    assert "Test net output #0: loss" in first.stderr
+    assert re.search(r"Test net output #\d+: loss = ", first.stderr)
+    assert re.search(r"Train net output #\d+: hinge_active = ", first.stderr)   # the loss diagnostics
     state = tmp_path / "snap_iter_2.solverstate"
     assert state.exists() and (tmp_path / "snap_iter_2.caffemodel").exists()
     resumed = _run(["train", "-solver", str(_solver_file(tmp_path, lmdbs, 4, 2)), "-snapshot", str(state)], REPO)

@@ -27,6 +27,8 @@ def main(argv=None):
                     help="run one stage only (report rewrites report.md from results.json)")
     ap.add_argument("--resume", action="append", default=[], metavar="RUN=SOLVERSTATE",
                     help="start run RUN (main or linear) from this solverstate when its folder has no snapshot yet")
+    ap.add_argument("--runs", nargs="+", choices=[n for n, _ in study.RUNS], default=[n for n, _ in study.RUNS],
+                    help="the runs to train (stage train)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1701, 1702], help="linear-probe seeds")
     ap.add_argument("--probe-iters", type=int, default=200, help="linear-probe SGD iterations")
     ap.add_argument("--per-class", type=int, default=study.PROBE_PER_CLASS, help="probe training labels per class")
@@ -48,7 +50,8 @@ def main(argv=None):
         if args.stage in ("all", "data"):
             study.prepare_data(runner, per_class=args.per_class)
         if args.stage in ("all", "train"):
-            study.train_runs(runner, resume=resume, poll=args.poll)
+            study.train_runs(runner, runs=[r for r in study.RUNS if r[0] in args.runs], resume=resume,
+                             poll=args.poll)
         if args.dry_run:
             return 0
         if args.stage in ("all", "evaluate"):
