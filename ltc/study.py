@@ -259,15 +259,28 @@ def tail_means(rows, prefix, names, last=5):
 
 
 def evaluate(runner, out, seeds=(1701, 1702), probe_iters=200, per_class=PROBE_PER_CLASS, table5_images=200,
-             trajectory_images=200, main_solver=RUNS[0][1], single_solver=RUNS[1][1]):
-    """Every analysis of the study; returns the results dict (also OUT/results.json)."""
+             trajectory_images=200, main_solver=RUNS[0][1], single_solver=RUNS[1][1], iteration=None,
+             extra_prefixes=(), probe_val_images=0):
+    """Every analysis of the study; returns the results dict (also OUT/results.json).
+
+    iteration: evaluate this snapshot of the main run instead of its last one; extra_prefixes:
+    snapshot prefixes of earlier legs of the main run (a --resume source) for the norm trajectory.
+    """
     res = {}
-    fig = os.path.join(out, "figures")
-    os.makedirs(fig, exist_ok=True)
-    weights, it = final_model(main_solver)
+    os.makedirs(os.path.join(REPO, out), exist_ok=True)
+    weights, it = final_model(main_solver, iteration)
     res["main"] = dict(weights=weights, iteration=it, solver=main_solver)
     ms = solver_settings(main_solver)
     log_path = os.path.join(os.path.dirname(ms["snapshot_prefix"]), "train.log")
+    legs = [os.path.join(os.path.dirname(p), "train.log") for p in extra_prefixes]
+    if legs:   # one log for the curves: the earlier legs, then this run's (caffe resumes where they stopped)
+        merged = os.path.join(out, "train_all.log")
+        with open(os.path.join(REPO, merged), "w") as f:
+            for leg in legs + [log_path]:
+                with open(os.path.join(REPO, leg), errors="replace") as g:
+                    f.write(g.read())
+        runner.note(["cat"] + legs + [log_path, ">", merged])
+        log_path = merged
 
     # curves + loss terms at the end + TEST on the held-out photos
     runner.tool("tools/analyze.py", "log", "--log", log_path, "--out", os.path.join(out, "log"))
@@ -289,7 +302,12 @@ def evaluate(runner, out, seeds=(1701, 1702), probe_iters=200, per_class=PROBE_P
                               per_count=cc["per_count"], count_map=cc["count_map"])
     # norm trajectory: Spearman of every snapshot on the first scenes
     traj = []
-    for i, path in sorted(snapshots(ms["snapshot_prefix"]).items()):
+    snaps = {}
+    for prefix in list(extra_prefixes) + [ms["snapshot_prefix"]]:
+        snaps.update(snapshots(prefix))
+    for i, path in sorted(snaps.items()):
+        if i > it:
+            continue
         d = os.path.join(out, "trajectory", "iter_%d" % i)
         runner.tool("tools/analyze.py", "count-check", "--weights", os.path.relpath(path, REPO), "--source",
                     SCENES_VAL, "--max-images", trajectory_images, "--out", d)
@@ -308,15 +326,22 @@ def evaluate(runner, out, seeds=(1701, 1702), probe_iters=200, per_class=PROBE_P
                                                  "mean_norm")}
 
     # Table 5 at this scale: the mixed model at the single-method model's last iteration
-    ss = solver_settings(single_solver)
-    single_w, single_it = final_model(single_solver)
-    mixed_w, _ = final_model(main_solver, single_it)
-    runner.tool("tools/analyze.py", "table5", "--weights", mixed_w, single_w, "--train-methods", "mixed",
-                "linear", "--source", SCENES_VAL, "--max-images", table5_images, "--out", os.path.join(out, "table5"))
+    try:
+        single_w, single_it = final_model(single_solver)
+        mixed_w = snaps.get(single_it)
+        if mixed_w is None:
+            raise StudyError("the main run has no snapshot at iteration %d to pair with %s" % (single_it, single_w))
+        mixed_w, missing = os.path.relpath(mixed_w, REPO), None
+        pair = (["--weights", mixed_w, single_w, "--train-methods", "mixed", "linear"])
+    except StudyError as e:   # the single-method run is not trained: the mixed row alone, said so
+        single_it, missing = it, str(e)
+        pair = ["--weights", weights, "--train-methods", "mixed"]
+    runner.tool("tools/analyze.py", "table5", *(pair + ["--source", SCENES_VAL, "--max-images", table5_images,
+                                                       "--out", os.path.join(out, "table5")]))
     t5 = _json(os.path.join(REPO, out, "table5", "table5.json"))
     res["table5"] = dict(iteration=single_it, rows=t5["train_methods"], matrix=t5["matrix"], std=t5["std"],
                          test_methods=t5["test_methods"], table=t5["table"], n_images=t5["n_images"],
-                         single_solver=single_solver, interpolation=ss.get("net"))
+                         single_solver=single_solver, missing=missing)
 
     # linear probe: counting conv1-5 against random init, same probe, data, seeds
     probe_train = PROBE_TRAIN % per_class
@@ -328,6 +353,7 @@ def evaluate(runner, out, seeds=(1701, 1702), probe_iters=200, per_class=PROBE_P
     for seed in seeds:
         runner.tool("tools/linear_probe.py", "--model", "counting=" + ported, "--random-init", "--train-lmdb",
                     probe_train, "--val-lmdb", ITEMS_VAL, "--iters", probe_iters, "--seed", seed,
+                    "--val-images", probe_val_images,
                     "--out-dir", os.path.join(out, "probe", "seed_%d" % seed), "--csv", csv_path)
     res["probe"] = probe_summary(os.path.join(REPO, csv_path))
     res["probe"].update(train_lmdb=probe_train, val_lmdb=ITEMS_VAL, iters=probe_iters, seeds=list(seeds))
@@ -456,6 +482,8 @@ def write_report(res, out, wall=None, commands=None):
     if t5:
         L.append("## Table 5 at this scale (iteration %d, %d scenes)\n" % (t5["iteration"], t5["n_images"]))
         L.append("```\n%s\n```\n" % t5["table"])
+        if t5.get("missing"):
+            L.append("Only the mixed row: %s.\n" % t5["missing"])
         L.append("![table 5](table5/table5.png)\n")
     L.append("## Training curves\n\n![curves](log/curves.png)\n")
     for w in res.get("log_warnings") or []:

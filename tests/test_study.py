@@ -266,3 +266,18 @@ def test_probe_summary_and_goals_and_report(tmp_path):
     assert "| counting - random | +3.0 | +3.0 | +3.0 | +3.0 | +3.0 | +3.0 |" in text
     assert "| counting | 61.0 +- 1.0 |" in text
     assert "python tools/x.py" in text and "count_check/count_check.png" in text
+
+
+def test_demo_summary_says_what_was_learned(tmp_path):
+    cc = dict(n_images=500, spearman=0.96, per_count=[dict(k=0, mean=0.5), dict(k=16, mean=9.0)],
+              count_map=dict(exact=0.5, within1=0.9))
+    lg = dict(train=[dict(iteration=300)], test=[dict(iteration=0, test_loss=750.0), dict(iteration=300, test_loss=4.5)])
+    (tmp_path / "cc.json").write_text(json.dumps(cc))
+    (tmp_path / "log.json").write_text(json.dumps(lg))
+    text = study.demo_summary(str(tmp_path / "cc.json"), str(tmp_path / "log.json"), [("norm-vs-k figure", "a.png")])
+    assert "Spearman(|phi|, k) = 0.960" in text and "750 at iteration 0 -> 4.5 at iteration 300" in text
+    assert "The network learned to count" in text and text.rstrip().splitlines()[-2].strip().endswith("a.png")
+    assert "exact count for 50 %" in text
+    cc["spearman"] = 0.3
+    (tmp_path / "cc.json").write_text(json.dumps(cc))
+    assert "still weak" in study.demo_summary(str(tmp_path / "cc.json"), str(tmp_path / "log.json"), [])

@@ -32,6 +32,8 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int, nargs="+", default=[1701, 1702], help="linear-probe seeds")
     ap.add_argument("--probe-iters", type=int, default=200, help="linear-probe SGD iterations")
     ap.add_argument("--per-class", type=int, default=study.PROBE_PER_CLASS, help="probe training labels per class")
+    ap.add_argument("--iteration", type=int, default=None, help="evaluate this snapshot of the main run (default: its last)")
+    ap.add_argument("--probe-val-images", type=int, default=0, help="score the first N probe validation images (0: all)")
     ap.add_argument("--poll", type=float, default=60, help="seconds between progress lines while training")
     ap.add_argument("--dry-run", action="store_true", help="print the commands only")
     args = ap.parse_args(argv)
@@ -55,8 +57,11 @@ def main(argv=None):
         if args.dry_run:
             return 0
         if args.stage in ("all", "evaluate"):
+            # the main run's earlier leg (a --resume source written by the same net and solver) joins its curves
+            legs = [os.path.join(os.path.dirname(resume["main"]), "counting")] if "main" in resume else []
             res = study.evaluate(runner, out, seeds=args.seeds, probe_iters=args.probe_iters,
-                                 per_class=args.per_class)
+                                 per_class=args.per_class, iteration=args.iteration, extra_prefixes=legs,
+                                 probe_val_images=args.probe_val_images)
         if args.stage in ("all", "evaluate", "report"):
             import json
             with open(os.path.join(study.REPO, out, "results.json")) as f:
