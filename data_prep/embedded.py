@@ -30,14 +30,9 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _p in (_ROOT, os.path.join(_ROOT, "python_layers")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
 
-import lmdb_build  # noqa: E402
+from ltc import REPO, lmdb_build
 
 SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
                   "motorcycle_right.png", "hubble_deep_field.jpg")
@@ -115,11 +110,11 @@ def main(argv=None):
     p.add_argument("--overwrite", action="store_true", help="replace existing LMDBs and image folders")
     args = p.parse_args(argv)
     print("embedded: " + " ".join("%s=%s" % kv for kv in sorted(vars(args).items())))
-    t0 = time.time()
     if args.out is None:
-        args.out = os.path.join(_ROOT, "data", "sample" if args.photo_set == "sample" else "photos")
+        args.out = os.path.join(REPO, "data", "sample" if args.photo_set == "sample" else "photos")
     outs = {s: os.path.join(args.out, "%s_lmdb" % s) for s in ("train", "val")}
-    try:
+
+    def work():
         for o in outs.values():
             if os.path.exists(o) and not args.overwrite:
                 raise lmdb_build.BuildError("'%s' already exists; pass --overwrite to rebuild it" % o)
@@ -140,14 +135,8 @@ def main(argv=None):
             print(lmdb_build.format_summary(s))
             if s["skipped"]:
                 raise lmdb_build.BuildError("%d embedded photos were skipped (see %s)" % (s["skipped"], s["skipped_report"]))
-    except (lmdb_build.BuildError, subprocess.CalledProcessError) as e:
-        print("error: %s" % e, file=sys.stderr)
-        return 1
-    except lmdb_build.Interrupted as e:
-        print("embedded: %s; the LMDB being written was removed" % e, file=sys.stderr)
-        return 128 + e.signum
-    print("done in %.1f s" % (time.time() - t0))
-    return 0
+
+    return lmdb_build.run_cli("embedded", work, failures=(subprocess.CalledProcessError,))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ import lmdb
 import numpy as np
 import pytest
 
-from ltc import countmap, mixdata, study, trainlog
+from conftest import load_script
+from ltc import mixdata, study
+from ltc.analysis import caffelog, countmap, trainlog
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CAFFE_BIN = os.path.join(os.path.dirname(sys.executable), "caffe")
@@ -104,11 +106,9 @@ def counting_logs(tmp_path_factory):
 
 
 def test_log_parses_and_plots_the_diagnostic_tops(counting_logs, tmp_path, capsys):
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    import analysis_lib as al
-    import analyze
+    analyze = load_script("tools/analyze.py")
     dead, alive = counting_logs
-    res = al.parse_caffe_log(alive.read_text())
+    res = caffelog.parse_caffe_log(alive.read_text())
     assert len(res["train"]) == 5                     # iterations 0, 2, 4, 6 and the final line
     for r in res["train"][:-1]:
         assert set("train_" + n for n in trainlog.DIAGNOSTICS) <= set(r)
@@ -127,7 +127,7 @@ def test_log_parses_and_plots_the_diagnostic_tops(counting_logs, tmp_path, capsy
     assert analyze.main(["log", "--log", str(dead), "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "WARNING" in text and "trivial solution" in text
-    rows = al.parse_caffe_log(dead.read_text())["train"]
+    rows = caffelog.parse_caffe_log(dead.read_text())["train"]
     assert all(r["train_norm_dx"] == 0 and r["train_contrast_term"] == 10 for r in rows[:-1])
     assert len(json.loads((out / "log.json").read_text())["warnings"]) == 1
 
