@@ -36,9 +36,14 @@ PROBE_TRAIN = "data/study/items_%d_per_class_lmdb"
 PHOTO_REPEAT = 8        # 34 photos x 8 = 272 of 2,272 samples (12 %): ~4 photos in a batch of 32
 PROBE_PER_CLASS = 20    # few labels: 20 Fashion items per class (200 training images)
 
-# The committed nets (tools/make_prototxt.py VARIANTS "study/main", "study/linear").
+# The committed nets (ltc/nets.py VARIANTS "study/main", "study/linear").
 RUNS = (("main", "prototxt/study/main/solver.prototxt"),
         ("linear", "prototxt/study/linear/solver.prototxt"))
+# Table 5's single-method run branches off the main run: it starts from main's snapshot at this
+# iteration (the same weights and solver state) and trains on with bilinear downsampling only, for
+# as many iterations as main trains on with a random method per batch. The two rows then differ only
+# in the downsampling of their last leg: cheap on 2 cores, and a controlled comparison.
+BRANCHES = {"linear": ("main", 300)}
 
 GOALS = dict(spearman=0.97, exact=0.80, within1=0.95, probe_margin=3.0)
 
@@ -182,37 +187,74 @@ def progress_line(name, log_path, max_iter, t0):
         diag.get("norm_dx", "?"), el)
 
 
-def train_runs(runner, runs=RUNS, resume=None, poll=60, threads=1):
+def train_runs(runner, runs=RUNS, resume=None, poll=60, threads=1, branches=None):
     """Train every run to its max_iter, in parallel (one BLAS thread each), resuming from the
-    newest snapshot (or ``resume[name]``, a solverstate, when the run has none yet)."""
-    resume = resume or {}
-    procs = []
-    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads))
+    newest snapshot (or ``resume[name]``, a solverstate, when the run has none yet). A run in
+    ``branches`` ({name: (parent run, iteration)}) without snapshots of its own waits for the
+    parent's snapshot at that iteration and starts from it."""
+    resume = dict(resume or {})
+    branches = BRANCHES if branches is None else branches
+    procs, waiting = [], []
+    # the training log is caffe's INFO output on stderr, whatever the caller's glog settings
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), GLOG_minloglevel="0", GLOG_logtostderr="1")
     env.pop("OPENBLAS_CORETYPE", None)
-    for name, solver_path in runs:
-        s = solver_settings(solver_path)
-        done = snapshots(s["snapshot_prefix"])
-        if s["max_iter"] in done:
-            print("%s: complete (%s)" % (name, os.path.relpath(done[s["max_iter"]], REPO)))
-            continue
-        it, state = latest_state(s["snapshot_prefix"])
-        if state is None and name in resume:
-            state = os.path.join(REPO, resume[name])
-            if not os.path.isfile(state):
-                raise StudyError("--resume %s=%s: no such solverstate" % (name, resume[name]))
-        log_path = os.path.join(REPO, os.path.dirname(s["snapshot_prefix"]), "train.log")
-        os.makedirs(os.path.dirname(log_path), exist_ok=True)
-        argv = train_command(runner.caffe, solver_path, state)
-        runner.note(argv + ["2>>", os.path.relpath(log_path, REPO)])
-        print("%s: %s at iteration %d of %d" % (name, "resuming" if state else "starting", it, s["max_iter"]))
-        if runner.dry:
-            continue
-        f = open(log_path, "a")
-        procs.append((name, subprocess.Popen(argv, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT),
-                      f, log_path, s["max_iter"]))
+    solvers = dict(RUNS)
+    solvers.update(dict(runs))
+    pending = list(runs)
     t0 = time.time()
+    while pending or procs or waiting:
+        for name, solver_path in pending:
+            p = _start(runner, name, solver_path, resume, branches, waiting, env)
+            if p:
+                procs.append(p)
+        pending = []
+        for name, solver_path in list(waiting):
+            parent, at = branches[name]
+            state = solver_settings(solvers[parent])["snapshot_prefix"] + "_iter_%d.solverstate" % at
+            if os.path.isfile(os.path.join(REPO, state)):
+                waiting.remove((name, solver_path))
+                resume[name] = state
+                p = _start(runner, name, solver_path, resume, branches, waiting, env)
+                if p:
+                    procs.append(p)
+        if runner.dry:
+            return
+        _poll(procs, waiting, t0, poll)
+
+
+def _start(runner, name, solver_path, resume, branches, waiting, env):
+    """Start one run's caffe train (or put it on ``waiting``); returns the process tuple or None."""
+    s = solver_settings(solver_path)
+    done = snapshots(s["snapshot_prefix"])
+    if s["max_iter"] in done:
+        print("%s: complete (%s)" % (name, os.path.relpath(done[s["max_iter"]], REPO)))
+        return None
+    it, state = latest_state(s["snapshot_prefix"])
+    if state is None and name not in resume and name in branches:
+        print("%s: waits for %s's snapshot at iteration %d, then branches off it" % ((name,) + branches[name]))
+        waiting.append((name, solver_path))
+        return None
+    if state is None and name in resume:
+        state = os.path.join(REPO, resume[name])
+        if not os.path.isfile(state):
+            raise StudyError("--resume %s=%s: no such solverstate" % (name, resume[name]))
+        it = int(re.search(r"_iter_(\d+)\.solverstate$", state).group(1))
+    log_path = os.path.join(REPO, os.path.dirname(s["snapshot_prefix"]), "train.log")
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    argv = train_command(runner.caffe, solver_path, state)
+    runner.note(argv + ["2>>", os.path.relpath(log_path, REPO)])
+    print("%s: %s at iteration %d of %d" % (name, "resuming" if state else "starting", it, s["max_iter"]))
+    if runner.dry:
+        return None
+    f = open(log_path, "a")
+    return (name, subprocess.Popen(argv, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT),
+            f, log_path, s["max_iter"])
+
+
+def _poll(procs, waiting, t0, poll):
+    """One round: reap finished runs (StudyError on a failure), print progress, sleep."""
     try:
-        while procs:
+        if procs or waiting:
             for name, p, f, log_path, max_iter in list(procs):
                 if p.poll() is not None:
                     f.close()
@@ -223,7 +265,7 @@ def train_runs(runner, runs=RUNS, resume=None, poll=60, threads=1):
                     print("%s: finished" % name, flush=True)
             for name, _, _, log_path, max_iter in procs:
                 print(progress_line(name, log_path, max_iter, t0), flush=True)
-            if procs:
+            if procs or waiting:
                 time.sleep(poll)
     except BaseException:
         for _, p, f, _, _ in procs:   # interrupted: stop our own trainings; snapshots stay for a resume
@@ -324,6 +366,13 @@ def evaluate(runner, out, seeds=(1701, 1702), probe_iters=200, per_class=PROBE_P
     res["mean_vector"] = {k: mv.get(k) for k in ("n_images", "n_dims", "n_nonzero", "n_above_threshold",
                                                  "threshold", "n_above_rel", "rel_threshold", "max_mean",
                                                  "mean_norm")}
+
+    # dead units: fc8 entries never active on the val scenes (a diagnosis when counting stays weak)
+    runner.tool("tools/analyze.py", "mean-vector", "--weights", weights, "--source", SCENES_VAL, "--max-images", 500,
+                "--out", os.path.join(out, "mean_vector_scenes"))
+    mv = _json(os.path.join(REPO, out, "mean_vector_scenes", "mean_vector.json"))
+    res["fc8_scenes"] = dict(n_images=mv["n_images"], n_dims=mv["n_dims"], n_ever_active=mv["n_nonzero"],
+                             n_above_threshold=mv["n_above_threshold"], mean_norm=mv["mean_norm"])
 
     # Table 5 at this scale: the mixed model at the single-method model's last iteration
     try:
@@ -466,6 +515,11 @@ def write_report(res, out, wall=None, commands=None):
              % (mv["n_images"], mv["n_nonzero"], mv["n_dims"], mv["n_above_threshold"], mv["threshold"],
                 mv["n_above_rel"], mv["rel_threshold"], mv["max_mean"], mv["mean_norm"]))
     L.append("![mean vector](mean_vector/mean_vector.png)\n")
+    fs = res.get("fc8_scenes")
+    if fs:
+        L.append("On %d val scenes, %d of the %d counting-vector entries are ever non-zero (the rest are dead "
+                 "ReLUs there); %d have a mean above 0.01.\n" % (fs["n_images"], fs["n_ever_active"], fs["n_dims"],
+                                                                 fs["n_above_threshold"]))
     pr = res.get("probe")
     if pr:
         L.append("## Transfer: linear probe on frozen features (%s, %d iterations, seeds %s; val %s)\n"

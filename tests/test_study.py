@@ -5,6 +5,7 @@ training, the probe summary and the report."""
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -281,3 +282,21 @@ def test_demo_summary_says_what_was_learned(tmp_path):
     cc["spearman"] = 0.3
     (tmp_path / "cc.json").write_text(json.dumps(cc))
     assert "still weak" in study.demo_summary(str(tmp_path / "cc.json"), str(tmp_path / "log.json"), [])
+
+
+def test_a_branch_run_starts_from_its_parents_snapshot(tmp_path):
+    """Table 5's single-method run waits for the main run's snapshot and resumes from it."""
+    runs = []
+    for name in ("parent", "child"):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "net.prototxt").write_text(COUNTING_NET % 'type: "gaussian" std: 1')
+        (d / "solver.prototxt").write_text((COUNTING_SOLVER % str(d / "snap" / "tiny")).replace(
+            'net: "net.prototxt"', 'net: "%s"' % (d / "net.prototxt")))
+        runs.append((name, str(d / "solver.prototxt")))
+    runner = study.Runner(str(tmp_path / "out"), caffe=CAFFE_BIN)
+    study.train_runs(runner, runs=runs, poll=0.2, branches={"child": ("parent", 4)})
+    assert sorted(study.snapshots(str(tmp_path / "child" / "snap" / "tiny"))) == [8]   # no 4: it began there
+    log = (tmp_path / "child" / "snap" / "train.log").read_text()
+    assert re.search(r"Resuming from \S*parent/snap/tiny_iter_4\.solverstate", log)
+    assert "Iteration 0," not in log and "Iteration 6" in log
