@@ -36,6 +36,8 @@ def main(argv=None):
     ap.add_argument("--probe-val-images", type=int, default=0, help="score the first N probe validation images (0: all)")
     ap.add_argument("--poll", type=float, default=60, help="seconds between progress lines while training")
     ap.add_argument("--dry-run", action="store_true", help="print the commands only")
+    ap.add_argument("--fresh", action="store_true",
+                    help="rerun every evaluation command (default: reuse outputs newer than their inputs)")
     args = ap.parse_args(argv)
     resume = {}
     for spec in args.resume:
@@ -46,7 +48,7 @@ def main(argv=None):
             return 2
         resume[name] = path
     t0 = time.time()
-    runner = study.Runner(os.path.join(study.REPO, args.out), dry=args.dry_run)
+    runner = study.Runner(os.path.join(study.REPO, args.out), dry=args.dry_run, reuse=not args.fresh)
     out = args.out
     try:
         if args.stage in ("all", "data"):
