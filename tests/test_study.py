@@ -304,3 +304,14 @@ def test_a_branch_run_starts_from_its_parents_snapshot(tmp_path):
     log = (tmp_path / "child" / "snap" / "train.log").read_text()
     assert re.search(r"Resuming from \S*parent/snap/tiny_iter_4\.solverstate", log)
     assert "Iteration 0," not in log and "Iteration 6" in log
+
+
+def test_all_embedded_photos_and_the_held_out_split():
+    embedded = load_script("data_prep/embedded.py")
+    sample = embedded.collect_photos(install=False)
+    every = embedded.collect_photos(install=False, photo_set="all")
+    assert len(sample) == 30 and len(every) == 42 and set(sample) < set(every)
+    assert len({name for name, _ in every}) == 42 and all(os.path.isfile(p) for _, p in every)
+    train, held_out = embedded.split_photos(every)
+    assert (len(train), len(held_out)) == (34, 8) and not set(train) & set(held_out)
+    assert "skimage_coins.png" in {name for name, _ in every}
