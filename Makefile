@@ -5,6 +5,9 @@
 #   make reproduce  the reproduction study (tools/reproduce.py): trains for hours, resumable
 #   make test    set up if the environment is missing, then run the test suite
 #   make data    the embedded sample photos and the Fashion-MNIST counting scenes
+#   make train SOLVER=prototxt/solver.prototxt
+#                a long run: resume from the newest intact snapshot (tools/resume.py), or start;
+#                Ctrl-C snapshots and stops, run `make train` again to continue
 SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
@@ -16,8 +19,10 @@ PYTEST_ARGS ?=
 CAFFE_ENV := $(if $(shell grep -m1 -o avx512f /proc/cpuinfo 2>/dev/null),env -u OPENBLAS_CORETYPE,)
 
 DEMO_ITERS = $(shell sed -n 's/^max_iter: //p' prototxt/demo/solver.prototxt)
+SOLVER ?= prototxt/solver.prototxt
+TRAIN_LOG ?= runs/$(notdir $(patsubst %/,%,$(dir $(SOLVER)))).train.log
 
-.PHONY: setup demo test data sample fashion photos study-data reproduce clean-demo
+.PHONY: setup demo test data sample fashion photos study-data reproduce clean-demo train
 
 $(CAFFE):
 	bash setup.sh
@@ -57,6 +62,11 @@ demo: study-data
 
 reproduce: study-data
 	$(CAFFE_ENV) $(PY) tools/reproduce.py
+
+# tee ignores SIGINT/SIGHUP so that caffe can finish its snapshot after a Ctrl-C or a hangup.
+train: $(CAFFE)
+	mkdir -p $(dir $(TRAIN_LOG))
+	set -o pipefail; $(CAFFE_ENV) $(PY) tools/resume.py --solver $(SOLVER) --new-ok 2>&1 | (trap '' INT HUP; exec tee -a $(TRAIN_LOG))
 
 test: $(CAFFE)
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)
