@@ -163,12 +163,13 @@ def snapshots(prefix):
 
 
 def latest_state(prefix):
-    states = []
-    for path in glob.glob(os.path.join(REPO, prefix + "_iter_*.solverstate")):
-        m = re.search(r"_iter_(\d+)\.solverstate$", path)
-        if m:
-            states.append((int(m.group(1)), path))
-    return max(states) if states else (0, None)
+    """(iteration, solverstate) of the newest intact snapshot pair of ``prefix`` (ltc.snapshots checks
+    both files; damaged newer ones are named and skipped), or (0, None)."""
+    from ltc import snapshots as snap
+    found, skipped = snap.newest_intact(os.path.join(REPO, prefix))
+    for path, why in skipped:
+        print("skipping %s: %s" % (os.path.relpath(path, REPO), why))
+    return (found[0], found[1]) if found else (0, None)
 
 
 def train_command(caffe, solver_path, state=None):
