@@ -210,6 +210,21 @@ def test_per_image_normalisation_is_the_data_layers():
     assert np.array_equal(tc.normalize_per_image(img), ct.normalize(img))
 
 
+def test_preprocess_is_the_analyses_single_image_input():
+    """prep(file) = what tools/analyze.py feeds the deploy net (BGR, whole image, area, per image)."""
+    import cv2
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    import analysis_lib as al
+    meta = {"input": ex.input_convention("per-image")}
+    for path in sample_photos()[:3]:
+        ref = al.normalise_views([al.image_view(cv2.imread(path, cv2.IMREAD_COLOR), 114)], gray=False)
+        got = tc.preprocess(path, meta).numpy()
+        assert got.shape == ref.shape == (1, 3, 114, 114)
+        np.testing.assert_allclose(got, ref, rtol=0, atol=2e-5)
+        rgb = tc.preprocess(cv2.imread(path)[:, :, ::-1], meta).numpy()
+        assert np.abs(rgb - ref).max() > 0.1       # channel order matters: the check can fail
+
+
 # ----------------------------------------------------------------------------- PyTorch vs Caffe
 @pytest.mark.parametrize("layout", ["six", "stacked", "deploy"])
 def test_torch_matches_caffe_random_weights(layout, random_models, tmp_path):
