@@ -3,6 +3,7 @@
 #   make demo    build the bundled sample LMDBs if missing, then train the CPU demo
 #   make test    set up if the environment is missing, then run the test suite
 #   make data    the embedded sample photos and the Fashion-MNIST counting scenes
+#   make extras  optional: PyTorch (CPU build), onnx, onnxruntime for tools/export.py and its tests
 SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
@@ -12,7 +13,7 @@ PYTEST_ARGS ?=
 # keeps OpenBLAS off its AVX-512 kernels; on an AVX-512 CPU the demo drops that preset.
 CAFFE_ENV := $(if $(shell grep -m1 -o avx512f /proc/cpuinfo 2>/dev/null),env -u OPENBLAS_CORETYPE,)
 
-.PHONY: setup demo test data sample fashion clean-demo
+.PHONY: setup demo test data sample fashion clean-demo extras
 
 $(CAFFE):
 	bash setup.sh
@@ -35,6 +36,11 @@ data: sample fashion
 demo: sample
 	mkdir -p runs/demo
 	set -o pipefail; $(CAFFE_ENV) $(CAFFE) train -solver prototxt/demo/solver.prototxt 2>&1 | tee runs/demo/train.log
+
+# -c requirements.txt keeps the core pins (protobuf 4.25.9 for Caffe's generated code); torch is
+# pinned to its +cpu build, so pip fails rather than fetch a CUDA build with GBs of libraries.
+extras: $(CAFFE)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -c requirements.txt -r requirements-extras.txt
 
 test: $(CAFFE)
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)
