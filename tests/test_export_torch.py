@@ -446,6 +446,27 @@ def test_cli_runs_as_a_script(random_models, tmp_path):
     assert out.is_file()
 
 
+def test_readme_three_lines_extract_conv5(demo_model, tmp_path):
+    """The README's three lines, run as written (only the model and image paths redirected)."""
+    text = open(os.path.join(REPO, "README.md")).read().splitlines()
+    i = next(k for k, line in enumerate(text) if line.strip() == "from ltc.torch_caffenet import load")
+    lines = [line.strip() for line in text[i:i + 3]]
+    assert lines[1].startswith("net, prep = load(") and lines[2].startswith("conv5 = net.extract(prep(")
+    model = tmp_path / "counting_trunk.pt"
+    assert export(demo_model[1], model) == 0
+    image = os.path.join(REPO, "data/sample/images/val/sklearn_flower.jpg")
+    if not os.path.isfile(image):                 # data/sample not built: the same photo from its package
+        image = os.path.join(os.path.dirname(sample_photos()[-1]), "flower.jpg")
+    code = "\n".join(lines).replace("runs/demo/counting_trunk.pt", str(model))
+    code = code.replace("data/sample/images/val/sklearn_flower.jpg", image)
+    env = {}
+    exec(code, env)
+    conv5 = env["conv5"]
+    assert tuple(conv5.shape) == (1, 256, 6, 6)
+    ref = caffe_net(tmp_path, env["prep"](image), demo_model[1])
+    assert rel_diff(conv5.detach().numpy(), ref.blobs["conv5"].data) < TOL
+
+
 def test_zz_report():
     """Prints the measured differences (pytest -s)."""
     if not REPORT:
