@@ -50,7 +50,10 @@ def batch(meta, size=None):
 
 
 def caffe_net(tmp_path, x, weights, head=None, tag="ref"):
-    """The project's deploy net (or its trunk up to pool5 when head is None) at x's shape, in Caffe."""
+    """The project's deploy net (or its trunk up to pool5 when head is None) at x's shape, in Caffe.
+
+    weights: a .caffemodel (loaded by Caffe's copy_from) or {layer: [w, b]} taken from a net
+    that loaded one (saves re-reading a large six-branch snapshot)."""
     netp = counting_netparam("deploy", head=HEAD, dim=DIM)
     if head is None:
         keep = []
@@ -68,7 +71,12 @@ def caffe_net(tmp_path, x, weights, head=None, tag="ref"):
     proto = tmp_path / ("%s_%dx%d.prototxt" % (tag, x.shape[2], x.shape[3]))
     proto.write_text(str(netp))
     net = caffe.Net(str(proto), caffe.TEST)
-    net.copy_from(str(weights))
+    if isinstance(weights, dict):
+        for name in net.params:
+            for i, b in enumerate(net.params[name]):
+                b.data[...] = weights[name][i]
+    else:
+        net.copy_from(str(weights))
     net.blobs["data"].data[...] = x.numpy()
     net.forward()
     return net
@@ -82,10 +90,11 @@ def rel_diff(a, b):
     return float(np.abs(a - b).max() / scale)
 
 
-def compare(label, backend, got, ref_net, names):
+def compare(label, backend, got, ref, names):
+    """ref: a caffe.Net after forward, or {blob: array}."""
     worst = 0.0
     for name in names:
-        d = rel_diff(got[name], ref_net.blobs[name].data)
+        d = rel_diff(got[name], ref.blobs[name].data if hasattr(ref, "blobs") else ref[name])
         REPORT.append((label, backend, name, d))
         assert d < TOL, (label, backend, name, d)
         worst = max(worst, d)
@@ -152,22 +161,28 @@ def _train_short_demo(d):
 
 
 @pytest.fixture(scope="module")
-def demo_model(tmp_path_factory):
-    """The demo model (runs/demo after `make demo`); without it, the demo net trained for 20 iterations."""
+def demo(tmp_path_factory):
+    """The demo model (runs/demo after `make demo`; without it, the demo net trained for 20
+    iterations), exported once to every format, and Caffe's blobs for the sample photos."""
+    d = tmp_path_factory.mktemp("demo")
     if os.path.isfile(DEMO):
-        return "demo", DEMO
-    return "demo-20it", str(_train_short_demo(tmp_path_factory.mktemp("demo")))
-
-
-def caffe_params(path):
-    """{layer: [weights, bias]} loaded by Caffe itself from a counting snapshot (deploy net)."""
-    src = ex.read_trained(str(path), log=lambda *a: None)
-    head = list(src.head)
-    netp = counting_netparam("deploy", head=head[0], dim=head[2])
-    for layer in netp.layer:
-        if layer.name == "fc7":
-            layer.inner_product_param.num_output = head[1]
-    return netp, head
+        label, src = "demo", DEMO
+    else:
+        label, src = "demo-20it", str(_train_short_demo(d))
+    files = {}
+    have_onnx = importlib.util.find_spec("onnx") is not None
+    for fmt, ext in (("torch", "pt"), ("onnx", "onnx")):
+        if fmt == "onnx" and not have_onnx:
+            continue
+        for part, args in (("head", ["--head"]), ("trunk", [])):
+            files[part + "." + ext] = d / ("%s.%s" % (part, ext))
+            assert export(src, files[part + "." + ext], *args) == 0
+    meta = tc.load(str(files["head.pt"]))[0].meta
+    x = batch(meta)
+    ref = caffe_net(d, x, src, head=meta["head"])          # Caffe itself reads the snapshot, once
+    params = {k: [b.data.copy() for b in v] for k, v in ref.params.items()}
+    blobs = {k: v.data.copy() for k, v in ref.blobs.items()}
+    return dict(label=label, src=src, files=files, meta=meta, x=x, ref=blobs, params=params)
 
 
 # ----------------------------------------------------------------------------- the module itself
@@ -242,32 +257,24 @@ def test_torch_matches_caffe_random_weights(layout, random_models, tmp_path):
         assert np.array_equal(net(x).numpy(), got["fc8"])
 
 
-def test_torch_matches_caffe_demo_model(demo_model, tmp_path):
-    label, src = demo_model
-    out = tmp_path / "demo.pt"
-    assert export(src, out, "--head") == 0
-    net, _ = tc.load(str(out))
+def test_torch_matches_caffe_demo_model(demo):
+    net, _ = tc.load(str(demo["files"]["head.pt"]))
     assert net.meta["head"] == [4096, 4096, 1000]
-    x = batch(net.meta)
-    ref = caffe_net(tmp_path, x, src, head=net.meta["head"])
     with torch.no_grad():
-        got = {k: v.numpy() for k, v in net.extract(x, BLOBS + ("fc6", "fc7", "fc8")).items()}
-    compare(label, "torch", got, ref, BLOBS + ("fc6", "fc7", "fc8"))
+        got = {k: v.numpy() for k, v in net.extract(demo["x"], BLOBS + ("fc6", "fc7", "fc8")).items()}
+    compare(demo["label"], "torch", got, demo["ref"], BLOBS + ("fc6", "fc7", "fc8"))
 
 
-def test_torch_trunk_at_227_matches_caffe(demo_model, tmp_path):
+def test_torch_trunk_at_227_matches_caffe(demo, tmp_path):
     """The trunk export takes any input side: at 227 pool5 is 6x6, as in Caffe."""
-    label, src = demo_model
-    out = tmp_path / "trunk.pt"
-    assert export(src, out) == 0
-    net, prep = tc.load(str(out))
+    net, prep = tc.load(str(demo["files"]["trunk.pt"]))
     assert net.meta["head"] is None and "fc6.weight" not in net.state_dict()
     x = torch.cat([prep(p, 227) for p in sample_photos()[:2]])
-    ref = caffe_net(tmp_path, x, src)
+    ref = caffe_net(tmp_path, x, demo["params"])
     with torch.no_grad():
         got = {k: v.numpy() for k, v in net.extract(x, BLOBS).items()}
     assert got["pool5"].shape == (2, 256, 6, 6)
-    compare(label + "@227", "torch", got, ref, BLOBS)
+    compare(demo["label"] + "@227", "torch", got, ref, BLOBS)
 
 
 def test_folded_std_export_matches_the_ported_model_in_caffe(random_models, tmp_path):
@@ -296,25 +303,29 @@ def test_folded_std_export_matches_the_ported_model_in_caffe(random_models, tmp_
 
 
 # ----------------------------------------------------------------------------- round trip
-def test_round_trip_state_dict_equals_caffe_blobs_exactly(random_models, demo_model, tmp_path):
-    sources = [(k, v["path"]) for k, v in random_models.items()] + [demo_model]
-    for label, src in sources:
+NAMES = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+
+
+def assert_state_dict_is(sd, params, label):
+    """sd (a loaded export) holds exactly the blobs params {layer: [w, b]} that Caffe loaded."""
+    assert list(sd) == [n + s for n in NAMES for s in (".weight", ".bias")]
+    for name in NAMES:
+        for i, suffix in enumerate((".weight", ".bias")):
+            t = sd[name + suffix]
+            assert t.dtype == torch.float32
+            assert np.array_equal(t.numpy(), params[name][i]), (label, name, suffix)
+
+
+def test_round_trip_state_dict_equals_caffe_blobs_exactly(random_models, demo, tmp_path):
+    for label, v in random_models.items():
         out = tmp_path / ("%s.pt" % label)
-        assert export(src, out, "--head") == 0
+        assert export(v["path"], out, "--head") == 0
         net, _ = tc.load(str(out))
-        sd = net.state_dict()
-        netp, head = caffe_params(src)
-        proto = tmp_path / ("%s.prototxt" % label)
-        proto.write_text(str(netp))
-        ref = caffe.Net(str(proto), caffe.TEST)
-        ref.copy_from(str(src))
-        names = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
-        assert list(sd) == [n + s for n in names for s in (".weight", ".bias")]
-        for name in names:
-            for i, suffix in enumerate((".weight", ".bias")):
-                t = sd[name + suffix]
-                assert t.dtype == torch.float32
-                assert np.array_equal(t.numpy(), ref.params[name][i].data), (label, name, suffix)
+        head = net.meta["head"]
+        ref = caffe_net(tmp_path, torch.zeros(1, 3, 114, 114), v["path"], head=head, tag=label)   # Caffe's copy_from
+        assert_state_dict_is(net.state_dict(), {k: [b.data for b in p] for k, p in ref.params.items()}, label)
+    net, _ = tc.load(str(demo["files"]["head.pt"]))
+    assert_state_dict_is(net.state_dict(), demo["params"], demo["label"])
 
 
 def test_ported_model_round_trip_and_refusal(random_models, tmp_path, capsys):
@@ -376,23 +387,20 @@ def test_onnx_matches_caffe_random_weights(layout, random_models, ort, tmp_path)
                                                            "fc6", "fc7", "fc8"))
 
 
-def test_onnx_matches_caffe_demo_model(demo_model, ort, tmp_path):
-    label, src = demo_model
-    out = tmp_path / "demo.onnx"
-    assert export(src, out, "--format", "onnx", "--head") == 0
+def test_onnx_matches_caffe_demo_model(ort, demo):
+    out = demo["files"]["head.onnx"]
     meta = ex.onnx_metadata(out)
-    x = batch(meta)
-    got = onnx_run(ort, out, x)
-    ref = caffe_net(tmp_path, x, src, head=meta["head"])
-    compare(label, "onnxruntime", got, ref, ("conv1", "conv2", "conv3", "conv4", "conv5", "pool5", "fc8"))
+    assert meta == demo["meta"]
+    got = onnx_run(ort, out, demo["x"])
+    compare(demo["label"], "onnxruntime", got, demo["ref"], ("conv1", "conv2", "conv3", "conv4", "conv5", "pool5",
+                                                             "fc6", "fc7", "fc8"))
 
 
-def test_onnx_trunk_takes_any_side_and_holds_the_blobs_exactly(demo_model, ort, tmp_path):
+def test_onnx_trunk_takes_any_side_and_holds_the_blobs_exactly(ort, demo, tmp_path):
     import onnx
     from onnx import numpy_helper
-    label, src = demo_model
-    out = tmp_path / "trunk.onnx"
-    assert export(src, out) == 0
+    label = demo["label"]
+    out = demo["files"]["trunk.onnx"]
     meta = ex.onnx_metadata(out)
     assert meta["head"] is None
     for side in (114, 227):
@@ -400,13 +408,12 @@ def test_onnx_trunk_takes_any_side_and_holds_the_blobs_exactly(demo_model, ort, 
         got = onnx_run(ort, out, x)
         assert sorted(got) == ["conv1", "conv2", "conv3", "conv4", "conv5", "pool5"]
         assert got["pool5"].shape == (2, 256, tc.pooled_size(side), tc.pooled_size(side))
-        ref = caffe_net(tmp_path, x, src)
+        ref = caffe_net(tmp_path, x, demo["params"])
         compare("%s@%d" % (label, side), "onnxruntime", got, ref, ("conv1", "conv2", "conv3", "conv4", "conv5",
                                                                    "pool5"))
     inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(out)).graph.initializer}
-    trained = ex.read_trained(src, log=lambda *a: None)
     for name in ("conv1", "conv2", "conv3", "conv4", "conv5"):
-        w, b = trained.blobs[name]
+        w, b = demo["params"][name]
         matches = [k for k, v in inits.items() if v.shape == w.shape and np.array_equal(v, w)]
         assert matches, name   # the weights are stored unchanged
         assert any(v.shape == b.shape and np.array_equal(v, b) for v in inits.values()), name
@@ -446,14 +453,13 @@ def test_cli_runs_as_a_script(random_models, tmp_path):
     assert out.is_file()
 
 
-def test_readme_three_lines_extract_conv5(demo_model, tmp_path):
+def test_readme_three_lines_extract_conv5(demo, tmp_path):
     """The README's three lines, run as written (only the model and image paths redirected)."""
     text = open(os.path.join(REPO, "README.md")).read().splitlines()
     i = next(k for k, line in enumerate(text) if line.strip() == "from ltc.torch_caffenet import load")
     lines = [line.strip() for line in text[i:i + 3]]
     assert lines[1].startswith("net, prep = load(") and lines[2].startswith("conv5 = net.extract(prep(")
-    model = tmp_path / "counting_trunk.pt"
-    assert export(demo_model[1], model) == 0
+    model = demo["files"]["trunk.pt"]
     image = os.path.join(REPO, "data/sample/images/val/sklearn_flower.jpg")
     if not os.path.isfile(image):                 # data/sample not built: the same photo from its package
         image = os.path.join(os.path.dirname(sample_photos()[-1]), "flower.jpg")
@@ -463,7 +469,7 @@ def test_readme_three_lines_extract_conv5(demo_model, tmp_path):
     exec(code, env)
     conv5 = env["conv5"]
     assert tuple(conv5.shape) == (1, 256, 6, 6)
-    ref = caffe_net(tmp_path, env["prep"](image), demo_model[1])
+    ref = caffe_net(tmp_path, env["prep"](image), demo["params"])
     assert rel_diff(conv5.detach().numpy(), ref.blobs["conv5"].data) < TOL
 
 
