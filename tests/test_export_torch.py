@@ -82,6 +82,14 @@ def caffe_net(tmp_path, x, weights, head=None, tag="ref"):
     return net
 
 
+def have(module):
+    try:
+        __import__(module)
+        return True
+    except ImportError:
+        return False
+
+
 def rel_diff(a, b):
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     assert a.shape == b.shape, (a.shape, b.shape)
@@ -170,7 +178,7 @@ def demo(tmp_path_factory):
     else:
         label, src = "demo-20it", str(_train_short_demo(d))
     files = {}
-    have_onnx = importlib.util.find_spec("onnx") is not None
+    have_onnx = have("onnx")
     for fmt, ext in (("torch", "pt"), ("onnx", "onnx")):
         if fmt == "onnx" and not have_onnx:
             continue
@@ -445,7 +453,7 @@ def test_cli_refuses_mean_input_without_fold(random_models, tmp_path, capsys):
 
 
 def test_cli_runs_as_a_script(random_models, tmp_path):
-    out = tmp_path / "s.onnx" if importlib.util.find_spec("onnx") else tmp_path / "s.pt"
+    out = tmp_path / "s.onnx" if have("onnx") else tmp_path / "s.pt"
     proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "export.py"), str(random_models["six"]["path"]),
                            str(out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
