@@ -3,7 +3,7 @@
 and how long the solver waits for data during real training.
 
 Three tables:
- 1. throughput: count_pipeline.BatchPipeline (the code behind CountingDataLayer) making
+ 1. throughput: ltc.pipeline.BatchPipeline (the code behind CountingDataLayer) making
     training batches (six 114x114 inputs per sample) from an LMDB with 0 (in the calling
     process), 1, 2, ... worker processes, each setting in a child process of its own:
     samples/s, samples/s per worker, scaling vs 1 worker (1.00 = linear), peak RSS;
@@ -29,13 +29,12 @@ import pstats
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import benchlib as bl  # noqa: E402
+from ltc import bench as bl, params
 
 
 def child_pipe(a):
     """Time a.batches batches after one warm-up batch (the warm-up includes forking the workers)."""
-    from count_pipeline import BatchPipeline
+    from ltc.pipeline import BatchPipeline
     t0 = time.perf_counter()
     with BatchPipeline(a.lmdb, a.batch, workers=a.workers, prefetch=max(4, 2 * a.workers + 1), seed=1701,
                        interpolation=a.interpolation) as pipe:
@@ -53,7 +52,7 @@ def child_pipe(a):
 
 
 def child_profile(a):
-    from count_pipeline import BatchPipeline
+    from ltc.pipeline import BatchPipeline
     with BatchPipeline(a.lmdb, a.batch, workers=0, seed=1701, interpolation=a.interpolation) as pipe:
         pipe.next_batch()
         prof = cProfile.Profile()
@@ -114,7 +113,6 @@ def run_profile(a, lmdb):
 
 
 def run_training(a, lmdb):
-    import train_step
     specs = []
     for batch in a.train_batches:
         for layout in a.layouts:
@@ -123,7 +121,7 @@ def run_training(a, lmdb):
                 specs.append(dict(kind="caffe", layout=layout, inputs="data_layer", batch=batch, blas=a.blas,
                                   workers=w, lmdb=lmdb, gemm=False))
     ns = argparse.Namespace(iters=a.iters, warmup=2, repeats=1, timeout=a.timeout, torch_python=bl.TORCH_VENV_PY)
-    rows = train_step.run_rows(specs, ns)
+    rows = bl.run_rows(specs, ns)
     for r in rows:
         if r.get("inputs") != "data_layer" or "step_s" not in r:
             continue
@@ -144,7 +142,7 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="worker counts to time")
     ap.add_argument("--batch", type=int, default=64, help="samples per batch for the throughput rows")
     ap.add_argument("--batches", type=int, default=30, help="timed batches per throughput row")
-    ap.add_argument("--interpolation", default="per_batch", help="the data layer's interpolation setting")
+    ap.add_argument("--interpolation", default=params.INTERPOLATION, help="the data layer's interpolation setting")
     ap.add_argument("--profile-batches", type=int, default=10, help="batches profiled in-process (0: no profile)")
     ap.add_argument("--top", type=int, default=12, help="functions shown in the profile")
     ap.add_argument("--no-training", dest="training", action="store_false", help="skip the solver-wait rows")
@@ -165,8 +163,7 @@ def main(argv=None):
         ap.error("--batch must be >= 2, --batches >= 1, --workers >= 0")
     print("data_layer:", json.dumps(vars(a), sort_keys=True))
     print(bl.machine_line())
-    import train_step
-    lmdb = train_step.ensure_lmdb(a.lmdb)
+    lmdb = bl.ensure_lmdb(a.lmdb)
     print("lmdb: %s" % lmdb)
     csv_path = a.csv or os.path.join(bl.RESULTS, "data_layer.csv")
     stem = os.path.splitext(csv_path)[0]

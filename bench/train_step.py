@@ -38,8 +38,7 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import benchlib as bl  # noqa: E402
+from ltc import bench as bl
 
 LAYOUTS = ("six", "stacked", "plain")
 
@@ -49,7 +48,7 @@ def _caffe_net_files(layout, batch, inputs, lmdb, workers, folder, dim=1000):
     """Write the train net and its solver into folder; returns the solver path."""
     import caffe
     from caffe import layers as L, params as P
-    import make_prototxt as mp
+    from ltc import nets as mp
 
     cfg = dict(mp.DEFAULTS, batch=batch, layout="stacked" if layout == "plain" else layout, dim=dim,
                train_lmdb=lmdb or "unused", val_lmdb=lmdb or "unused", workers=workers,
@@ -292,167 +291,6 @@ def child_torch(a):
 
 
 # ============================================================================ parent
-def ensure_lmdb(path, n=512, seed=0, cache=None):
-    """``path`` if it is an LMDB; else an LMDB of n synthetic 256x256 BGR raw Datums (random crops of
-    bundled photos) in ``cache`` (default bench/.cache), built once."""
-    from lmdb_io import resolve_path
-    real = resolve_path(path)
-    if os.path.isdir(real) and os.path.isfile(os.path.join(real, "data.mdb")):
-        return real
-    target = os.path.join(cache or bl.CACHE, "photos_lmdb_%d" % n)
-    if os.path.isfile(os.path.join(target, "data.mdb")):
-        return target
-    import cv2
-    import lmdb
-    import numpy as np
-    from lmdb_io import image_to_datum
-    photos = bundled_photos()
-    rng = np.random.default_rng(seed)
-    os.makedirs(target, exist_ok=True)
-    env = lmdb.open(target, map_size=n * 256 * 256 * 3 * 2 + (1 << 24))
-    with env.begin(write=True) as txn:
-        for i in range(n):
-            img = photos[i % len(photos)]
-            h, w = img.shape[:2]
-            s = int(rng.integers(min(h, w) // 2, min(h, w) + 1))
-            y, x = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
-            crop = cv2.resize(img[y:y + s, x:x + s], (256, 256), interpolation=cv2.INTER_AREA)
-            txn.put(b"%08d_synth%d.png" % (i, i), image_to_datum(crop, label=0).SerializeToString())
-    env.close()
-    print("built %s (%d synthetic 256x256 crops of bundled photos; %s not found)" % (target, n, path))
-    return target
-
-
-def bundled_photos():
-    """Colour photos shipped with scikit-image, scikit-learn and matplotlib (no downloads), >= 256 px."""
-    from bench_make_lmdb import sample_photos
-    imgs = [im for im in sample_photos() if min(im.shape[:2]) >= 256]
-    if not imgs:
-        raise SystemExit("no bundled photos found (scikit-image / scikit-learn / matplotlib data)")
-    return imgs
-
-
-def row_name(r):
-    name = "%s %s" % (r["kind"], r["layout"])
-    if r.get("inputs") == "data_layer":
-        name += "+data(w%d)" % r["workers"]
-    return name
-
-
-def _groups(specs):
-    """Specs that can share one child (same kind, BLAS, batch, iterations), in first-seen order."""
-    groups = {}
-    for spec in specs:
-        key = (spec["kind"], spec["blas"], spec["batch"], spec.get("iters"), spec.get("warmup"),
-               spec.get("gemm", True), spec.get("alone", False) and id(spec))
-        groups.setdefault(key, []).append(spec)
-    return list(groups.values())
-
-
-def _child_cmd(group, a):
-    s0 = group[0]
-    iters, warmup = s0.get("iters", a.iters), s0.get("warmup", a.warmup)
-    variants = ",".join("%s:%s:%d" % (s["layout"], s["inputs"], s.get("workers", 0)) for s in group)
-    common = ["--variants", variants, "--batch", str(s0["batch"]), "--iters", str(iters), "--warmup", str(warmup)]
-    if s0["kind"] == "torch":
-        return [a.torch_python, os.path.abspath(__file__), "--child", "torch", "--threads", str(s0["blas"])] + common
-    if s0["kind"] == "gemm":
-        return [sys.executable, os.path.abspath(__file__), "--child", "gemm"]
-    lmdb = next((s["lmdb"] for s in group if s.get("lmdb")), "")
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", "caffe", "--lmdb", lmdb] + common
-    return cmd + (["--gemm"] if s0.get("gemm", True) else [])
-
-
-def _summarise(row):
-    t = row.pop("times", None)
-    if not t:
-        return row
-    batch = row["batch"]
-    row.update(step_s=statistics.median(t), min_s=min(t), max_s=max(t), mean_s=statistics.mean(t), iters=len(t))
-    row["samples_s"] = batch / row["step_s"]
-    row["images_s"] = 6 * batch / row["step_s"]
-    row["best_images_s"] = 6 * batch / row["min_s"]
-    row["step_ms"] = 1000 * row["step_s"]
-    row["noise_pct"] = 100.0 * (row["max_s"] - row["min_s"]) / row["step_s"]
-    if row.get("flops"):
-        row["gflops"] = row["flops"] / row["step_s"] / 1e9
-        if row.get("gemm_gflops"):
-            row["pct_limit"] = 100.0 * row["gflops"] / row["gemm_gflops"]
-    if row.get("data_s") is not None:
-        row["data_wait_pct"] = 100.0 * row["data_s"] / row["step_s"]
-    if row.get("loss_s") is not None:
-        row["loss_pct"] = 100.0 * row["loss_s"] / row["step_s"]
-    return row
-
-
-def run_rows(specs, a):
-    """Run the specs, grouped per child (variants of one group step round-robin in one process);
-    with a.repeats > 1 all groups run again in turn and the step times are pooled."""
-    groups = _groups(specs)
-    merged = {}
-    order = []
-    for rep in range(getattr(a, "repeats", 1)):
-        for group in groups:
-            s0 = group[0]
-            kind, blas, batch = s0["kind"], s0["blas"], s0["batch"]
-            env, skip = bl.blas_env(blas) if kind != "torch" else (dict(os.environ), None)
-            if kind == "torch" and not os.path.isfile(a.torch_python):
-                skip = "PyTorch not found at %s; install: %s" % (a.torch_python, bl.TORCH_INSTALL_HINT)
-            label = "%s %s batch %d blas %s" % (kind, "/".join(row_name(dict(s, kind=kind)).split(" ", 1)[1]
-                                                               for s in group), batch, blas)
-            if skip:
-                if rep == 0:
-                    print("skip %s: %s" % (label, skip), flush=True)
-                continue
-            print("run  %s (repeat %d) ..." % (label, rep + 1), end=" ", flush=True)
-            load = bl.load_avg()
-            res, rss, wall, err = bl.run_child(_child_cmd(group, a), env=env, timeout=a.timeout)
-            if res is None:
-                print("FAILED\n%s" % err, flush=True)
-                for s in group:
-                    key = (kind, blas, batch, s["layout"], s["inputs"], s.get("workers", 0))
-                    if key not in merged:
-                        order.append(key)
-                        merged[key] = dict(kind=kind, layout=s["layout"], inputs=s["inputs"], batch=batch,
-                                           images=6 * batch, workers=s.get("workers", 0), blas=blas,
-                                           error=(err.strip().splitlines() or ["failed"])[-1][:200])
-                continue
-            print("done in %.0f s" % wall, flush=True)
-            if kind == "gemm":
-                res.update(kind="gemm", layout="-", inputs="-", batch=None, images=None, blas=blas, peak_rss_mib=rss,
-                           name="sgemm 2048^3 (limit)")
-                key = ("gemm", blas)
-                if key not in merged:
-                    order.append(key)
-                    merged[key] = res
-                continue
-            for v in res["variants"]:
-                key = (kind, blas, batch, v["layout"], v["inputs"], v["workers"])
-                v.update(images=6 * batch, blas=blas if kind != "torch" else "torch/%st" % blas,
-                         children_peak_rss_mib=res.get("children_peak_rss_mib"),
-                         blas_core=res.get("blas_core"), blas_threads=res.get("blas_threads"),
-                         blas_lib=res.get("blas_lib"), torch_version=res.get("torch_version"),
-                         peak_rss_mib=rss, load_before=load)
-                if key in merged and "times" in merged[key]:
-                    merged[key]["times"] += v["times"]
-                    merged[key]["gemm_list"].append(res.get("gemm_gflops"))
-                    merged[key]["peak_rss_mib"] = max(merged[key]["peak_rss_mib"] or 0, rss or 0)
-                else:
-                    if key not in merged:
-                        order.append(key)
-                    v["gemm_list"] = [res.get("gemm_gflops")]
-                    merged[key] = v
-    rows = []
-    for key in order:
-        r = merged[key]
-        g = [x for x in r.pop("gemm_list", []) if x]
-        if g:
-            r["gemm_gflops"] = statistics.median(g)
-        r.setdefault("name", row_name(r))
-        rows.append(_summarise(r))
-    return rows
-
-
 def add_ratios(rows):
     """vs_torch: images/s over the torch row of the same layout family, batch and thread count;
     vs_plain: step time over caffe plain (same batch and BLAS) - 1 (the loss/data overhead)."""
@@ -546,7 +384,7 @@ def main(argv=None):
             print("  blas %-16s %s%s" % (name, desc, "  [skipped: %s]" % skip if skip else ""))
 
     if a.memory:
-        lmdb = ensure_lmdb(a.lmdb)
+        lmdb = bl.ensure_lmdb(a.lmdb)
         blas = a.blas[-1]
         specs = []
         for batch in a.memory_batches:
@@ -557,7 +395,7 @@ def main(argv=None):
             specs.append(dict(kind="caffe", layout="six", inputs="input", batch=batch, blas=blas,
                               iters=2, warmup=1, gemm=False, alone=True))
         a.repeats = 1
-        rows = run_rows(specs, a)
+        rows = bl.run_rows(specs, a)
         cols = [c for c in COLUMNS if c[0] in ("name", "blas", "batch", "images", "step_ms", "images_s",
                                                "peak_rss_mib")]
         cols.append(("children_peak_rss_mib", "worker RSS MiB", 0))
@@ -567,9 +405,9 @@ def main(argv=None):
                      CSV_COLUMNS + ["children_peak_rss_mib"])
         return 0
 
-    lmdb = ensure_lmdb(a.lmdb) if a.data_layer else None
+    lmdb = bl.ensure_lmdb(a.lmdb) if a.data_layer else None
     specs = [dict(kind="gemm", layout="-", inputs="-", batch=0, blas=b) for b in a.blas] + build_specs(a, lmdb)
-    rows = run_rows(specs, a)
+    rows = bl.run_rows(specs, a)
     add_ratios(rows)
     print()
     bl.print_table(rows, COLUMNS, title="One SGD step of the counting net (median of %d timed steps per row; +-%% = "

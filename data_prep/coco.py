@@ -13,14 +13,9 @@ Example:
 import argparse
 import os
 import sys
-import time
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _p in (_ROOT, os.path.join(_ROOT, "python_layers")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
 
-import lmdb_build  # noqa: E402
+from ltc import REPO, lmdb_build
 
 
 def main(argv=None):
@@ -28,15 +23,15 @@ def main(argv=None):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--root", required=True, help="folder holding train<year>/ and val<year>/")
     p.add_argument("--year", choices=("2014", "2017"), default="2014")
-    p.add_argument("--out-dir", default=os.path.join(_ROOT, "data", "coco"), help="where the LMDBs go")
+    p.add_argument("--out-dir", default=os.path.join(REPO, "data", "coco"), help="where the LMDBs go")
     p.add_argument("--split", choices=("both", "train", "val"), default="both")
     p.add_argument("--limit", type=int, default=0, help="at most this many images per split (0: all)")
     lmdb_build.add_build_args(p)
     args = p.parse_args(argv)
     print("coco: " + " ".join("%s=%s" % kv for kv in sorted(vars(args).items())))
-    t0 = time.time()
     splits = ["train", "val"] if args.split == "both" else [args.split]
-    try:
+
+    def work():
         for split in splits:
             folder = os.path.join(args.root, "%s%s" % (split, args.year))
             entries = lmdb_build.collect_folder(folder)
@@ -44,20 +39,10 @@ def main(argv=None):
                 entries = entries[:args.limit]
             if not entries:
                 raise lmdb_build.BuildError("no images in '%s'" % folder)
-            out = os.path.join(args.out_dir, "%s_lmdb" % split)
-            print("%s: %d images from %s -> %s" % (split, len(entries), folder, out))
-            s = lmdb_build.build_lmdb(entries, out, size=args.size, resize=args.resize, encoded=args.encoded,
-                                      workers=args.workers, shuffle=split == "train", seed=args.seed,
-                                      overwrite=args.overwrite, progress=not args.no_progress)
-            print(lmdb_build.format_summary(s))
-    except lmdb_build.BuildError as e:
-        print("error: %s" % e, file=sys.stderr)
-        return 1
-    except lmdb_build.Interrupted as e:
-        print("coco: %s; the LMDB being written was removed" % e, file=sys.stderr)
-        return 128 + e.signum
-    print("done in %.1f s" % (time.time() - t0))
-    return 0
+            lmdb_build.build_split(split, entries, os.path.join(args.out_dir, "%s_lmdb" % split), args,
+                                   shuffle=split == "train")
+
+    return lmdb_build.run_cli("coco", work)
 
 
 if __name__ == "__main__":

@@ -27,14 +27,9 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _p in (_ROOT, os.path.join(_ROOT, "python_layers")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
 
-import lmdb_build  # noqa: E402
+from ltc import REPO, lmdb_build
 
 SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
                   "motorcycle_right.png", "hubble_deep_field.jpg")
@@ -96,7 +91,7 @@ def split_photos(photos, val_every=VAL_EVERY):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", default=os.path.join(_ROOT, "data", "sample"), help="output folder")
+    p.add_argument("--out", default=os.path.join(REPO, "data", "sample"), help="output folder")
     p.add_argument("--size", type=int, default=256, help="LMDB image side")
     p.add_argument("--resize", choices=lmdb_build.RESIZE_MODES, default="warp")
     p.add_argument("--val-every", type=int, default=VAL_EVERY, help="every n-th photo (sorted by name) goes to val")
@@ -105,9 +100,9 @@ def main(argv=None):
     p.add_argument("--overwrite", action="store_true", help="replace existing LMDBs and image folders")
     args = p.parse_args(argv)
     print("embedded: " + " ".join("%s=%s" % kv for kv in sorted(vars(args).items())))
-    t0 = time.time()
     outs = {s: os.path.join(args.out, "%s_lmdb" % s) for s in ("train", "val")}
-    try:
+
+    def work():
         for o in outs.values():
             if os.path.exists(o) and not args.overwrite:
                 raise lmdb_build.BuildError("'%s' already exists; pass --overwrite to rebuild it" % o)
@@ -128,14 +123,8 @@ def main(argv=None):
             print(lmdb_build.format_summary(s))
             if s["skipped"]:
                 raise lmdb_build.BuildError("%d embedded photos were skipped (see %s)" % (s["skipped"], s["skipped_report"]))
-    except (lmdb_build.BuildError, subprocess.CalledProcessError) as e:
-        print("error: %s" % e, file=sys.stderr)
-        return 1
-    except lmdb_build.Interrupted as e:
-        print("embedded: %s; the LMDB being written was removed" % e, file=sys.stderr)
-        return 128 + e.signum
-    print("done in %.1f s" % (time.time() - t0))
-    return 0
+
+    return lmdb_build.run_cli("embedded", work, failures=(subprocess.CalledProcessError,))
 
 
 if __name__ == "__main__":

@@ -31,15 +31,11 @@ import struct
 import sys
 import time
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _p in (_ROOT, os.path.join(_ROOT, "python_layers")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
-import lmdb_build  # noqa: E402
+from ltc import REPO, lmdb_build, lmdb_io
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -145,21 +141,21 @@ def scene_datums(imgs, n, rng, args, max_count, min_count=0):
         pick = rng.randint(0, len(imgs), size=k)
         img, _ = compose_scene([imgs[j] for j in pick], rng, args.canvas, args.min_item, args.max_item,
                                args.margin, args.gap, args.gray, args.tries)
-        yield "%08d_scene_k%02d" % (i, k), lmdb_build.datum_bytes_from_array(img, k)
+        yield "%08d_scene_k%02d" % (i, k), lmdb_io.image_datum_bytes(img, k)
 
 
 def item_datums(imgs, labels, n, rng, args):
     pick = rng.permutation(len(imgs))[:n]
     for i, j in enumerate(pick):
         yield ("%08d_item_%05d_c%d" % (i, j, labels[j]),
-               lmdb_build.datum_bytes_from_array(item_image(imgs[j], args.canvas, args.item_size), int(labels[j])))
+               lmdb_io.image_datum_bytes(item_image(imgs[j], args.canvas, args.item_size), int(labels[j])))
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--fashion-dir", default=FASHION_DIR, help="folder of Fashion-MNIST's idx .gz files")
-    p.add_argument("--out-dir", default=os.path.join(_ROOT, "data", "fashion"), help="where the LMDBs go")
+    p.add_argument("--out-dir", default=os.path.join(REPO, "data", "fashion"), help="where the LMDBs go")
     p.add_argument("--what", choices=("all", "scenes", "items"), default="all")
     p.add_argument("--train-scenes", type=int, default=2000)
     p.add_argument("--val-scenes", type=int, default=500)
@@ -181,9 +177,9 @@ def main(argv=None):
     print("fashion_scenes: " + " ".join("%s=%s" % kv for kv in sorted(vars(args).items())))
     if args.min_item < 1 or args.max_item < args.min_item or args.max_count < 0:
         print("error: need 1 <= --min-item <= --max-item and --max-count >= 0", file=sys.stderr)
-        return 1
-    t0 = time.time()
-    try:
+        return 2
+
+    def work():
         splits = {s: load_fashion(args.fashion_dir, s) for s in ("train", "test")}
         print("read Fashion-MNIST from %s: %d train, %d test items"
               % (args.fashion_dir, len(splits["train"][0]), len(splits["test"][0])))
@@ -208,14 +204,8 @@ def main(argv=None):
             written = lmdb_build.write_datums(out, gen, total=n, overwrite=args.overwrite,
                                               progress=not args.no_progress, desc=name)
             print("wrote %d entries to %s (Fashion %s split) in %.1f s" % (written, out, split, time.time() - t))
-    except (FashionError, lmdb_build.BuildError) as e:
-        print("error: %s" % e, file=sys.stderr)
-        return 1
-    except lmdb_build.Interrupted as e:
-        print("fashion_scenes: %s; the LMDB being written was removed" % e, file=sys.stderr)
-        return 128 + e.signum
-    print("done in %.1f s" % (time.time() - t0))
-    return 0
+
+    return lmdb_build.run_cli("fashion_scenes", work, input_errors=(FashionError,))
 
 
 if __name__ == "__main__":

@@ -24,15 +24,10 @@ Example:
 import argparse
 import os
 import sys
-import time
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _p in (_ROOT, os.path.join(_ROOT, "python_layers")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
 
-import lmdb_build  # noqa: E402
-from lmdb_build import BuildError, Entry  # noqa: E402
+from ltc import REPO, lmdb_build
+from ltc.lmdb_build import BuildError, Entry
 
 
 def _is_wnid(name):
@@ -107,7 +102,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--root", required=True, help="ILSVRC2012 folder holding train/ and val/")
-    p.add_argument("--out-dir", default=os.path.join(_ROOT, "data", "imagenet"), help="where the LMDBs go")
+    p.add_argument("--out-dir", default=os.path.join(REPO, "data", "imagenet"), help="where the LMDBs go")
     p.add_argument("--split", choices=("both", "train", "val"), default="both")
     p.add_argument("--val-list", default="", help="Caffe's val.txt ('file label' per line)")
     p.add_argument("--val-gt", default="", help="devkit ILSVRC2012_validation_ground_truth.txt")
@@ -116,8 +111,8 @@ def main(argv=None):
     lmdb_build.add_build_args(p)
     args = p.parse_args(argv)
     print("imagenet: " + " ".join("%s=%s" % kv for kv in sorted(vars(args).items())))
-    t0 = time.time()
-    try:
+
+    def work():
         wnids = list_synsets(os.path.join(args.root, "train"))
         os.makedirs(args.out_dir, exist_ok=True)
         syn = os.path.join(args.out_dir, "synsets.txt")
@@ -130,20 +125,9 @@ def main(argv=None):
         if args.split in ("both", "val"):
             jobs.append(("val", val_entries(args, wnids), False))
         for split, entries, shuffle in jobs:
-            out = os.path.join(args.out_dir, "%s_lmdb" % split)
-            print("%s: %d images -> %s" % (split, len(entries), out))
-            s = lmdb_build.build_lmdb(entries, out, size=args.size, resize=args.resize, encoded=args.encoded,
-                                      workers=args.workers, shuffle=shuffle, seed=args.seed,
-                                      overwrite=args.overwrite, progress=not args.no_progress)
-            print(lmdb_build.format_summary(s))
-    except BuildError as e:
-        print("error: %s" % e, file=sys.stderr)
-        return 1
-    except lmdb_build.Interrupted as e:
-        print("imagenet: %s; the LMDB being written was removed" % e, file=sys.stderr)
-        return 128 + e.signum
-    print("done in %.1f s" % (time.time() - t0))
-    return 0
+            lmdb_build.build_split(split, entries, os.path.join(args.out_dir, "%s_lmdb" % split), args, shuffle)
+
+    return lmdb_build.run_cli("imagenet", work)
 
 
 if __name__ == "__main__":

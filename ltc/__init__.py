@@ -5,3 +5,8 @@ Every piece of logic lives here once; ``tools/``, ``data_prep/`` and ``bench/`` 
 thin command-line entry points and ``python_layers/`` holds only the Caffe layer
 shells that the prototxts name. Nothing in this package has import-time side effects.
 """
+
+import os
+
+# The repository root: default data/, prototxt/ and runs/ locations are relative to it.
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

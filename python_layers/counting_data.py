@@ -1,7 +1,7 @@
 """Caffe Python data layer of the counting pretext task: ``CountingDataLayer``.
 
-A thin shell over ``count_pipeline.BatchPipeline`` (workers, shared memory) and
-``count_transforms`` (crop, tiles, D, gray, normalisation, derangement; SPEC section 2).
+A thin shell over ``ltc.pipeline.BatchPipeline`` (workers, shared memory) and
+``ltc.transforms`` (crop, tiles, D, gray, normalisation, derangement; docs/design.md, Input pipeline).
 
 Tops (no bottoms), S = crop_size / 2 (114 by default):
     stack false (default): six tops t1, t2, t3, t4, dx, dy, each N x 3 x S x S float32 --
@@ -11,7 +11,7 @@ Tops (no bottoms), S = crop_size / 2 (114 by default):
                  (rows k*N .. k*N+N-1 hold input k), for the stacked single-trunk net.
 Every input has zero mean and unit std on its own (over all its pixels and channels).
 
-param_str (JSON; unknown keys or wrong types raise ltc_params.ParamError in setup):
+param_str (JSON; unknown keys or wrong types raise ltc.params.ParamError in setup):
     source        (required) LMDB of 256x256 BGR Datums (path: cwd first, then repo root);
                   missing / empty / too-small images raise lmdb_io.LmdbError naming the path
     batch_size    256      samples per batch (>= 2)
@@ -48,17 +48,17 @@ import sys
 
 import caffe
 
-from count_pipeline import BatchPipeline
-from count_transforms import CROP_SIZES, INPUT_NAMES, INTERPOLATION_MODES
-from ltc_params import ParamError, parse_params, report_errors
+from ltc.pipeline import BatchPipeline
+from ltc.transforms import CROP_SIZES, INPUT_NAMES, INTERPOLATION_MODES
+from ltc.params import CROP_SIZE, GRAY_PROB, INTERPOLATION, SEED, ParamError, parse_params, report_errors
 
-PARAM_SPEC = {
+PARAM_KEYS = {
     "source": ("", str),
     "batch_size": (256, int),
-    "crop_size": (228, CROP_SIZES),
-    "interpolation": ("per_batch", INTERPOLATION_MODES),
-    "gray_prob": (0.67, float),
-    "seed": (1701, int),
+    "crop_size": (CROP_SIZE, CROP_SIZES),
+    "interpolation": (INTERPOLATION, INTERPOLATION_MODES),
+    "gray_prob": (GRAY_PROB, float),
+    "seed": (SEED, int),
     "workers": (2, int),
     "prefetch": (4, int),
     "eps": (1e-5, float),
@@ -75,7 +75,7 @@ class CountingDataLayer(caffe.Layer):
     @report_errors
     def setup(self, bottom, top):
         self.pipeline = None
-        p = parse_params(self.param_str, PARAM_SPEC, self.NAME, required=("source",))
+        p = parse_params(self.param_str, PARAM_KEYS, self.NAME, required=("source",))
         p["crop_size"] = int(p["crop_size"])  # a choice key also admits 228.0
         if len(bottom) != 0:
             raise ParamError("%s takes no bottoms, got %d" % (self.NAME, len(bottom)))

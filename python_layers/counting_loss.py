@@ -10,9 +10,8 @@ the loss is
 with squared Euclidean norms over the *whole* vector (the hinge is on the squared
 norm, not per dimension). The layer's loss is the mean of l over the N samples.
 
-The maths lives in the plain numpy functions ``counting_loss_forward`` and
-``counting_loss_backward`` (float64 inside, testable without Caffe); the layer is
-a thin shell around them.
+The maths lives in ltc/loss.py (``counting_loss_forward``, ``counting_loss_backward``:
+float64 numpy, testable without Caffe); this layer is a thin shell around them.
 
 Layer contract
 --------------
@@ -39,77 +38,23 @@ Backward honours ``propagate_down`` per bottom. At the hinge's kink
 """
 import numpy as np
 
-try:
-    import caffe
-    _LayerBase = caffe.Layer
-except ImportError:  # the numpy core stays usable without Caffe
-    caffe = None
-    _LayerBase = object
+import caffe
 
-from ltc_params import ParamError, parse_params, report_errors
-
-DEFAULT_M = 10.0
-PARAM_SPEC = {"M": (DEFAULT_M, float)}
-INPUT_NAMES = ("phi(T1)", "phi(T2)", "phi(T3)", "phi(T4)", "phi(Dx)", "phi(Dy)")
+from ltc.loss import INPUT_NAMES, counting_loss_backward, counting_loss_forward, parse_loss_params
+from ltc.params import ParamError, report_errors
 
 
-def counting_loss_forward(tiles, dx, dy, M=DEFAULT_M):
-    """Eq. 4 averaged over the batch.
-
-    tiles: sequence of four N x K arrays; dx, dy: N x K arrays.
-    Returns (loss, per_sample, cache) where cache feeds ``counting_loss_backward``.
-    """
-    if len(tiles) != 4:
-        raise ValueError("counting loss needs exactly four tile features, got %d" % len(tiles))
-    t = [np.asarray(x, dtype=np.float64).reshape(len(x), -1) for x in tiles]
-    a = np.asarray(dx, dtype=np.float64).reshape(len(dx), -1)
-    b = np.asarray(dy, dtype=np.float64).reshape(len(dy), -1)
-    s = t[0] + t[1] + t[2] + t[3]
-    r_pos = a - s                      # should be small: D x counts what the tiles count
-    r_neg = b - s                      # should be large: another image counts differently
-    d_pos = np.einsum("nk,nk->n", r_pos, r_pos)
-    d_neg = np.einsum("nk,nk->n", r_neg, r_neg)
-    hinge = M - d_neg
-    active = hinge > 0
-    per_sample = d_pos + np.where(active, hinge, 0.0)
-    loss = per_sample.mean() if len(per_sample) else 0.0
-    return loss, per_sample, (r_pos, r_neg, active)
-
-
-def counting_loss_backward(cache, scale=1.0):
-    """Gradients of the batch-mean loss (times ``scale``, Caffe's top diff).
-
-    Returns (g_tile, g_dx, g_dy): the gradient for each of the four tiles (all
-    equal, since each tile enters through the sum s), for phi(Dx) and phi(Dy).
-    """
-    r_pos, r_neg, active = cache
-    n = r_pos.shape[0]
-    c = 2.0 * scale / max(n, 1)
-    g_dx = c * r_pos
-    g_dy = -c * active[:, None] * r_neg
-    g_tile = -g_dx - g_dy          # d/ds = -2 r_pos + 2 [active] r_neg
-    return g_tile, g_dx, g_dy
-
-
-def parse_loss_params(param_str):
-    """Validated param_str of the loss layer (see PARAM_SPEC); raises ParamError."""
-    params = parse_params(param_str, PARAM_SPEC, "CountingLossLayer")
-    if not params["M"] > 0:
-        raise ParamError("CountingLossLayer: param_str key 'M' must be > 0, got %r" % params["M"])
-    return params
-
-
-class CountingLossLayer(_LayerBase):
+class CountingLossLayer(caffe.Layer):
     """Caffe Python layer for eq. 4 (see the module docstring for the contract)."""
 
     @report_errors
     def setup(self, bottom, top):
         self.params = parse_loss_params(self.param_str)
         if len(bottom) not in (1, 6):
-            raise Exception("CountingLossLayer needs 6 bottoms (phi(T1..T4), phi(Dx), phi(Dy)) "
+            raise ParamError("CountingLossLayer needs 6 bottoms (phi(T1..T4), phi(Dx), phi(Dy)) "
                             "or 1 stacked 6N x K bottom, got %d" % len(bottom))
         if len(top) != 1:
-            raise Exception("CountingLossLayer has exactly one top (the loss), got %d" % len(top))
+            raise ParamError("CountingLossLayer has exactly one top (the loss), got %d" % len(top))
         self.stacked = len(bottom) == 1
 
     @report_errors
@@ -117,7 +62,7 @@ class CountingLossLayer(_LayerBase):
         if self.stacked:
             shape = bottom[0].data.shape
             if shape[0] % 6:
-                raise Exception("CountingLossLayer: the stacked bottom's batch axis must be 6N "
+                raise ValueError("CountingLossLayer: the stacked bottom's batch axis must be 6N "
                                 "(blocks T1,T2,T3,T4,Dx,Dy), got shape %s" % (shape,))
             self.n = shape[0] // 6
             self.k = int(np.prod(shape[1:]))
@@ -126,7 +71,7 @@ class CountingLossLayer(_LayerBase):
             for i in range(6):
                 sh = bottom[i].data.shape
                 if sh != shape0:
-                    raise Exception("CountingLossLayer: bottom %d (%s) has shape %s but bottom 0 (%s) has %s; "
+                    raise ValueError("CountingLossLayer: bottom %d (%s) has shape %s but bottom 0 (%s) has %s; "
                                     "all six counting vectors must have the same N x K shape"
                                     % (i, INPUT_NAMES[i], sh, INPUT_NAMES[0], shape0))
             self.n = shape0[0]

@@ -27,77 +27,48 @@ Example::
                            param_str: "{\\"height\\": 10, \\"width\\": 10}" } }
 
 Blobs: bottom[0] N x C x H x W (any H, W >= 1) -> top[0] N x C x height x width, float32.
-The numpy core (``interp_matrix``, ``resize_forward``, ``resize_backward``) needs no Caffe.
+The numpy core (``interp_matrix``, ``resize_forward``, ``resize_backward``) is ltc/resize.py.
 """
 import numpy as np
 
-from ltc_params import ParamError, parse_params
+import caffe
 
-SPEC = {"height": (0, int), "width": (0, int), "align_corners": (True, bool)}
+from ltc.params import ParamError, parse_params, report_errors
+from ltc.resize import interp_matrix, resize_backward, resize_forward
 
-
-def interp_matrix(out_size, in_size, align_corners=True):
-    """out_size x in_size float64 matrix R with R @ v = v bilinearly resampled to out_size."""
-    if out_size < 1 or in_size < 1:
-        raise ValueError("interp_matrix: sizes must be >= 1, got out=%d in=%d" % (out_size, in_size))
-    i = np.arange(out_size, dtype=np.float64)
-    if align_corners:
-        src = i * ((in_size - 1) / (out_size - 1)) if out_size > 1 else np.zeros(1)
-    else:
-        src = np.clip((i + 0.5) * (in_size / out_size) - 0.5, 0, in_size - 1)
-    lo = np.minimum(np.floor(src).astype(int), in_size - 1)
-    hi = np.minimum(lo + 1, in_size - 1)
-    frac = src - lo
-    r = np.zeros((out_size, in_size))
-    np.add.at(r, (np.arange(out_size), lo), 1 - frac)
-    np.add.at(r, (np.arange(out_size), hi), frac)
-    return r
+PARAM_KEYS = {"height": (0, int), "width": (0, int), "align_corners": (True, bool)}
 
 
-def resize_forward(x, ry, rx):
-    """N x C x H x W -> N x C x out_h x out_w with the interpolation matrices ry, rx."""
-    return np.matmul(np.matmul(ry, x), rx.T)
+class BilinearResizeLayer(caffe.Layer):
+    """Caffe shell over resize_forward/resize_backward; see the module docstring."""
 
+    @report_errors
+    def setup(self, bottom, top):
+        if len(bottom) != 1 or len(top) != 1:
+            raise ParamError("BilinearResizeLayer: needs exactly 1 bottom and 1 top, got %d and %d"
+                             % (len(bottom), len(top)))
+        p = parse_params(self.param_str, PARAM_KEYS, "BilinearResizeLayer", required=("height", "width"))
+        if p["height"] < 1 or p["width"] < 1:
+            raise ParamError("BilinearResizeLayer: height and width must be >= 1, got %d x %d"
+                             % (p["height"], p["width"]))
+        self.out_h, self.out_w, self.align = p["height"], p["width"], p["align_corners"]
+        self.in_hw = None
 
-def resize_backward(g, ry, rx):
-    """Gradient of resize_forward w.r.t. its input, for top gradient g."""
-    return np.matmul(np.matmul(ry.T, g), rx)
+    @report_errors
+    def reshape(self, bottom, top):
+        if bottom[0].data.ndim != 4:
+            raise ValueError("BilinearResizeLayer: bottom must be N x C x H x W, got shape %s"
+                             % (bottom[0].data.shape,))
+        n, c, h, w = bottom[0].data.shape
+        if self.in_hw != (h, w):
+            self.in_hw = (h, w)
+            self.ry = interp_matrix(self.out_h, h, self.align).astype(np.float32)
+            self.rx = interp_matrix(self.out_w, w, self.align).astype(np.float32)
+        top[0].reshape(n, c, self.out_h, self.out_w)
 
+    def forward(self, bottom, top):
+        top[0].data[...] = resize_forward(bottom[0].data, self.ry, self.rx)
 
-try:
-    import caffe
-except ImportError:  # pragma: no cover - the numpy core above works without Caffe
-    caffe = None
-
-if caffe is not None:
-    class BilinearResizeLayer(caffe.Layer):
-        """Caffe shell over resize_forward/resize_backward; see the module docstring."""
-
-        def setup(self, bottom, top):
-            if len(bottom) != 1 or len(top) != 1:
-                raise ParamError("BilinearResizeLayer: needs exactly 1 bottom and 1 top, got %d and %d"
-                                 % (len(bottom), len(top)))
-            p = parse_params(self.param_str, SPEC, "BilinearResizeLayer", required=("height", "width"))
-            if p["height"] < 1 or p["width"] < 1:
-                raise ParamError("BilinearResizeLayer: height and width must be >= 1, got %d x %d"
-                                 % (p["height"], p["width"]))
-            self.out_h, self.out_w, self.align = p["height"], p["width"], p["align_corners"]
-            self.in_hw = None
-
-        def reshape(self, bottom, top):
-            if bottom[0].data.ndim != 4:
-                raise ValueError("BilinearResizeLayer: bottom must be N x C x H x W, got shape %s"
-                                 % (bottom[0].data.shape,))
-            n, c, h, w = bottom[0].data.shape
-            if self.in_hw != (h, w):
-                self.in_hw = (h, w)
-                self.ry = interp_matrix(self.out_h, h, self.align).astype(np.float32)
-                self.rx = interp_matrix(self.out_w, w, self.align).astype(np.float32)
-            top[0].reshape(n, c, self.out_h, self.out_w)
-
-        def forward(self, bottom, top):
-            top[0].data[...] = resize_forward(bottom[0].data, self.ry, self.rx)
-
-        def backward(self, top, propagate_down, bottom):
-            if propagate_down[0]:
-                bottom[0].diff[...] = resize_backward(top[0].diff, self.ry, self.rx)
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            bottom[0].diff[...] = resize_backward(top[0].diff, self.ry, self.rx)

@@ -1,12 +1,15 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures and helpers."""
+import importlib.util
 import os
+import sys
 
 import cv2
 import lmdb
 import numpy as np
 import pytest
 
-from lmdb_io import image_to_datum
+from ltc import REPO
+from ltc.lmdb_io import image_to_datum
 
 
 def write_test_lmdb(path, n, encoded=False, seed=0, size=256):
@@ -40,3 +43,16 @@ def write_test_lmdb(path, n, encoded=False, seed=0, size=256):
 def make_test_lmdb():
     """make_test_lmdb(path, n, encoded=False, seed=0) -> list of the written HxWx3 images."""
     return write_test_lmdb
+
+
+def load_script(rel_path):
+    """Import a command-line script (tools/, data_prep/, bench/) from its file, as module
+    ``script_<folder>_<name>``: the scripts are entry points, not a package, and two of them
+    may share a file name."""
+    name = "script_" + os.path.splitext(rel_path)[0].replace("/", "_")
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, rel_path))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]

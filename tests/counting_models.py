@@ -5,17 +5,13 @@ tools/make_prototxt.py (layout "six", "stacked" or "deploy"), shrinks fc6/fc7 to
 outputs so the files stay small (fc6 still takes the 3x3x256 pool5), fills every parameter
 with seeded random values, saves it with ``net.save`` and returns the caffe.Net.
 """
-import os
-import sys
 
 import numpy as np
 
 import caffe
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if os.path.join(REPO, "tools") not in sys.path:
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-import make_prototxt as mp  # noqa: E402
+from ltc import caffenet
+from ltc import nets as mp
 
 PLAIN = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 
@@ -50,7 +46,7 @@ def build_counting_model(path, layout="six", head=64, dim=20, seed=0, netparam=N
     return net
 
 
-# CaffeNet's conv layers and weight shapes (SPEC section 3): what a ported model must hold.
-CONVS = ("conv1", "conv2", "conv3", "conv4", "conv5")
-CAFFENET_CONV_SHAPES = {"conv1": (96, 3, 11, 11), "conv2": (256, 48, 5, 5), "conv3": (384, 256, 3, 3),
-                        "conv4": (384, 192, 3, 3), "conv5": (256, 192, 3, 3)}
+# CaffeNet's conv layers and weight shapes (checked against literal shapes in test_prototxt.py):
+# what a ported model must hold.
+CONVS = caffenet.CONV_NAMES
+CAFFENET_CONV_SHAPES = dict(caffenet.CONV_SHAPES)

@@ -1,4 +1,4 @@
-"""Tests of tools/analysis_lib.py and tools/analyze.py (the paper's analyses, SPEC section 5).
+"""Tests of ltc/analysis/ and tools/analyze.py (the paper's analyses).
 
 Known answers: stub feature functions with known counting vectors (eq. 6, rankings,
 neighbours, neurons), an exact recomputation of eq. 6 with OpenCV and the reference
@@ -15,13 +15,13 @@ import lmdb
 import numpy as np
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tools"))
+from ltc.analysis import caffelog, features, metrics
+from ltc.analysis import table5 as t5
+from ltc import transforms as ct
+from ltc.lmdb_io import image_to_datum
+from conftest import load_script
 
-import analysis_lib as al  # noqa: E402
-import analyze  # noqa: E402
-import count_transforms as ct  # noqa: E402
-from lmdb_io import image_to_datum  # noqa: E402
+analyze = load_script("tools/analyze.py")
 
 CAFFE_BIN = os.path.join(os.path.dirname(sys.executable), "caffe")
 
@@ -74,7 +74,7 @@ def test_table5_constant_features_give_nine():
     """phi = c for every input: sum_p phi(T_p x) - phi(D x) = 3c, so e_ij = 9|c|^2 / |c|^2 = 9 everywhere."""
     c = np.array([1.0, 0.0, 2.5])
     phi = Stub(lambda x: np.tile(c, (len(x), 1)), 8, 3)
-    res = al.table5([(m, phi) for m in al.TRAIN_METHODS], ListImages(random_images(5, 20)), crop=16, progress=False)
+    res = t5.table5([(m, phi) for m in features.TRAIN_METHODS], ListImages(random_images(5, 20)), crop=16, progress=False)
     assert res["matrix"].shape == (5, 5)
     np.testing.assert_allclose(res["matrix"], 9.0, rtol=1e-12)
     np.testing.assert_allclose(res["std"], 0.0, atol=1e-12)
@@ -86,10 +86,10 @@ def test_table5_equals_independent_recomputation():
     imgs = random_images(n, 21, seed=3)
     phi_a, wa = linear_relu(1, s, dim)
     phi_b, wb = linear_relu(2, s, dim)
-    res = al.table5([("cubic", phi_a), ("mixed", phi_b)], ListImages(imgs), crop=crop, seed=seed,
+    res = t5.table5([("cubic", phi_a), ("mixed", phi_b)], ListImages(imgs), crop=crop, seed=seed,
                     gray_prob=gray_prob, chunk=3, progress=False)
     # the draws: deterministic, in range, and both colour modes / several methods occur
-    again = al.table5([("cubic", phi_a)], ListImages(imgs), crop=crop, seed=seed, gray_prob=gray_prob, progress=False)
+    again = t5.table5([("cubic", phi_a)], ListImages(imgs), crop=crop, seed=seed, gray_prob=gray_prob, progress=False)
     assert np.array_equal(again["offsets"], res["offsets"]) and np.array_equal(again["mixed"], res["mixed"])
     assert res["offsets"].min() >= 0 and res["offsets"].max() <= 21 - crop
     assert 0 < res["gray"].sum() < n and len(set(res["mixed"].tolist())) > 1
@@ -108,14 +108,14 @@ def test_table5_equals_independent_recomputation():
         x = img[y0:y0 + crop, x0:x0 + crop]
         g = bool(res["gray"][i])
         tiles = [x[:s, :s], x[:s, s:], x[s:, :s], x[s:, s:]]
-        downs = [cv2.resize(x, (s, s), interpolation=ct.INTERP_FLAGS[m]) for m in al.METHODS]
+        downs = [cv2.resize(x, (s, s), interpolation=ct.INTERP_FLAGS[m]) for m in features.METHODS]
         for r, w in enumerate((wa, wb)):
             t = sum(feats(w, prep(v, g)) for v in tiles)
             d = [feats(w, prep(v, g)) for v in downs]
             errs = [np.sum((t - dj) ** 2) for dj in d]
             expect[r, :4] += errs
             expect[r, 4] += errs[res["mixed"][i]]
-            dens[r] += np.sum(d[al.METHODS.index("cubic")] ** 2) if r == 0 else np.mean([np.sum(dj ** 2) for dj in d])
+            dens[r] += np.sum(d[features.METHODS.index("cubic")] ** 2) if r == 0 else np.mean([np.sum(dj ** 2) for dj in d])
     expect /= dens[:, None]
     np.testing.assert_allclose(res["matrix"], expect, rtol=1e-4)
     np.testing.assert_allclose(res["std"], expect[:, :4].std(1, ddof=1), rtol=1e-4)
@@ -126,7 +126,7 @@ def test_linear_and_area_coincide_at_factor_two():
     """A fact behind Table 5: shrinking by exactly 2, OpenCV's bilinear equals its area average,
     so the Linear and Area columns of eq. 6 coincide (the paper's pair (linear, area))."""
     phi, _ = linear_relu(3, 8, 4)
-    res = al.table5([("linear", phi), ("area", phi)], ListImages(random_images(4, 20)), crop=16, progress=False)
+    res = t5.table5([("linear", phi), ("area", phi)], ListImages(random_images(4, 20)), crop=16, progress=False)
     np.testing.assert_array_equal(res["err"][..., 0], res["err"][..., 2])
     assert res["matrix"][0, 0] == res["matrix"][1, 0]                      # same D_i x in the denominator
     x = random_images(1, 228)[0]
@@ -138,23 +138,23 @@ def test_linear_and_area_coincide_at_factor_two():
 
 def test_table5_rejects_bad_inputs():
     phi = Stub(lambda x: np.ones((len(x), 2)), 8, 2)
-    with pytest.raises(al.AnalysisError, match="training method"):
-        al.table5([("bilinear", phi)], ListImages(random_images(2, 20)), crop=16, progress=False)
-    with pytest.raises(al.AnalysisError, match="crop 228"):
-        al.table5([("area", phi)], ListImages(random_images(2, 20)), crop=228, progress=False)
-    with pytest.raises(al.AnalysisError, match="smaller than the 16 crop"):
-        al.table5([("area", phi)], ListImages(random_images(2, 12)), crop=16, progress=False)
+    with pytest.raises(features.AnalysisError, match="training method"):
+        t5.table5([("bilinear", phi)], ListImages(random_images(2, 20)), crop=16, progress=False)
+    with pytest.raises(features.AnalysisError, match="crop 228"):
+        t5.table5([("area", phi)], ListImages(random_images(2, 20)), crop=228, progress=False)
+    with pytest.raises(features.AnalysisError, match="smaller than the 16 crop"):
+        t5.table5([("area", phi)], ListImages(random_images(2, 12)), crop=16, progress=False)
 
 
 def test_paper_table5_std_column_is_sample_std_of_single_methods():
     """Our reading of the paper's table (rows = training method) reproduces its std column."""
-    for m, row in al.PAPER_TABLE5.items():
+    for m, row in t5.PAPER_TABLE5.items():
         assert round(float(np.std(row[:4], ddof=1)), 2) == pytest.approx(row[5], abs=1e-9), m
-    assert min(al.PAPER_TABLE5, key=lambda m: al.PAPER_TABLE5[m][5]) == "mixed"
+    assert min(t5.PAPER_TABLE5, key=lambda m: t5.PAPER_TABLE5[m][5]) == "mixed"
 
 
 def test_format_table5_layout():
-    text = al.format_table5(["linear", "mixed"], np.array([[0.1, 0.2, 0.3, 0.4, 0.5], [1, 1, 1, 1, 1.0]]),
+    text = t5.format_table5(["linear", "mixed"], np.array([[0.1, 0.2, 0.3, 0.4, 0.5], [1, 1, 1, 1, 1.0]]),
                             np.array([0.129, 0.0]))
     lines = text.splitlines()
     assert lines[0].split() == ["train\\test", "Linear", "Cubic", "Area", "Lanczos", "Mixed", "std"]
@@ -165,7 +165,7 @@ def test_format_table5_layout():
 def test_rank_by_norm_top_and_bottom():
     norms = np.array([3.0, 1.0, 5.0, 2.0, 5.0, 0.0, 4.0])
     F = np.column_stack([norms * 0.6, norms * 0.8])      # |row| = norms exactly
-    top, low, got = al.rank_by_norm(F, 3)
+    top, low, got = metrics.rank_by_norm(F, 3)
     np.testing.assert_allclose(got, norms)
     assert top.tolist() == [2, 4, 6]                       # tie 5.0 broken by index
     assert low.tolist() == [5, 1, 3]
@@ -173,20 +173,20 @@ def test_rank_by_norm_top_and_bottom():
 
 def test_nearest_neighbours_known_answer():
     D = np.array([[0.0, 0], [1, 0], [3, 0], [0, 2], [10, 10]])
-    idx, dist = al.nearest_neighbours(D[[0, 2]], D, 3, exclude=[0, 2])
+    idx, dist = metrics.nearest_neighbours(D[[0, 2]], D, 3, exclude=[0, 2])
     assert idx.tolist() == [[1, 3, 2], [1, 0, 3]]
     np.testing.assert_allclose(dist, [[1, 2, 3], [2, 3, np.sqrt(13)]])
-    idx, dist = al.nearest_neighbours(np.array([[2.0, 0]]), D, 2)       # tie 1 vs 2: lower index first
+    idx, dist = metrics.nearest_neighbours(np.array([[2.0, 0]]), D, 2)       # tie 1 vs 2: lower index first
     assert idx.tolist() == [[1, 2]] and dist.tolist() == [[1.0, 1.0]]
 
 
 def test_top_neurons_and_top_images():
     F = np.array([[0, 5, 1, 0], [0, 1, 2, 0], [0, 3, 9, 0.5], [0, 0, 0, 0]], float)
-    neurons, mean = al.top_neurons(F, 2)
+    neurons, mean = metrics.top_neurons(F, 2)
     assert neurons.tolist() == [2, 1]
     np.testing.assert_allclose(mean, F.mean(0))
-    assert al.top_images(F, 1, 3).tolist() == [0, 2, 1]
-    assert al.top_images(F, 2, 2).tolist() == [2, 1]
+    assert metrics.top_images(F, 1, 3).tolist() == [0, 2, 1]
+    assert metrics.top_images(F, 2, 2).tolist() == [2, 1]
 
 
 def test_mean_vector_stats_counts():
@@ -195,7 +195,7 @@ def test_mean_vector_stats_counts():
     F[0, 1] = 0.02            # mean 0.005: non-zero but below 0.01
     F[:, 2] = 0.5
     F[1, 5] = 0.2             # mean 0.05
-    st = al.mean_vector_stats(F, threshold=0.01, rel=0.1)
+    st = metrics.mean_vector_stats(F, threshold=0.01, rel=0.1)
     assert st["n_nonzero"] == 4 and st["n_above_threshold"] == 3 and st["n_above_rel"] == 2
     np.testing.assert_allclose(st["frac_active"], [1, 0.25, 1, 0, 0, 0.25])
 
@@ -207,7 +207,7 @@ def test_crop_box_covers_the_promised_area_range(shape):
     rng = np.random.default_rng(0)
     areas = []
     for _ in range(3000):
-        y0, x0, ch, cw = al.crop_box(rng, h, w, 0.5, 0.95)
+        y0, x0, ch, cw = features.crop_box(rng, h, w, 0.5, 0.95)
         assert 0 <= y0 and y0 + ch <= h and 0 <= x0 and x0 + cw <= w
         areas.append(ch * cw / float(h * w))
     areas = np.array(areas)
@@ -220,14 +220,14 @@ def test_crop_box_covers_the_promised_area_range(shape):
 
 def test_crop_box_positions_vary_and_bad_range():
     rng = np.random.default_rng(1)
-    boxes = {al.crop_box(rng, 100, 100)[:2] for _ in range(50)}
+    boxes = {features.crop_box(rng, 100, 100)[:2] for _ in range(50)}
     assert len(boxes) > 10
-    with pytest.raises(al.AnalysisError):
-        al.crop_box(rng, 10, 10, 0.9, 0.5)
+    with pytest.raises(features.AnalysisError):
+        features.crop_box(rng, 10, 10, 0.9, 0.5)
 
 
 def test_bin_stats():
-    rows = al.bin_stats([0.5, 0.55, 0.7, 0.95], [1.0, 3.0, 10.0, 4.0], [0.5, 0.6, 0.8, 0.95])
+    rows = metrics.bin_stats([0.5, 0.55, 0.7, 0.95], [1.0, 3.0, 10.0, 4.0], [0.5, 0.6, 0.8, 0.95])
     assert [r["count"] for r in rows] == [2, 1, 1]
     assert rows[0]["mean"] == 2.0 and rows[0]["std"] == 1.0 and rows[2]["mean"] == 4.0
 
@@ -238,10 +238,9 @@ def test_spearman_equals_scipy():
     k = rng.integers(0, 8, 300).astype(float)              # many ties, like object counts
     norm = k * 0.3 + rng.normal(size=300)
     for x, y in ((norm, k), (k, k ** 2), (rng.normal(size=50), rng.normal(size=50)), (k, -k)):
-        assert al.spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-12)
-    assert al.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
-    assert np.isnan(al.spearman([1, 1, 1], [1, 2, 3]))
-    np.testing.assert_allclose(al.rankdata([3, 1, 3, 2]), stats.rankdata([3, 1, 3, 2]))
+        assert metrics.spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-12)
+    assert metrics.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert np.isnan(metrics.spearman([1, 1, 1], [1, 2, 3]))
 
 
 # ----------------------------------------------------------------------------- Caffe log
@@ -283,7 +282,7 @@ def caffe_log(tmp_path_factory):
 
 def test_parse_real_caffe_log(caffe_log):
     text = caffe_log.read_text()
-    res = al.parse_caffe_log(text)
+    res = caffelog.parse_caffe_log(text)
     assert [r["iteration"] for r in res["train"]] == [0, 2, 4, 6, 8, 10, 12]
     assert [r["iteration"] for r in res["test"]] == [0, 5, 10]
     # x = 1, W = 0.5 -> ip = 1.5, y = 1: EuclideanLoss = sum(0.5^2) / (2 * 4) = 0.25 before any update
@@ -309,7 +308,7 @@ def test_parse_old_glog_format_and_plain_lines():
             "I0101 00:00:02.500000  7 solver.cpp:330] Iteration 200, Testing net (#1)\n"
             "I0101 00:00:02.600000  7 solver.cpp:397]     Test net output #1: acc = 0.75\n"
             "Iteration 300, loss = 0.5\n")
-    res = al.parse_caffe_log(text)
+    res = caffelog.parse_caffe_log(text)
     assert res["train"][0] == dict(iteration=100, seconds=0.0, loss=1.5, lr=0.001, train_loss=1.25)
     assert res["test"][0]["net"] == 1 and res["test"][0]["test_acc"] == 0.75
     assert res["test"][0]["seconds"] == pytest.approx(3.0)      # across the new-year boundary
@@ -371,35 +370,35 @@ def write_lmdb(path, images, labels):
 
 def test_caffe_features_match_numpy(tiny_model):
     d, w, b = tiny_model
-    phi = al.CaffeFeatures(str(d / "deploy.prototxt"), str(d / "model.caffemodel"), batch=3, log=None)
+    phi = features.CaffeFeatures(str(d / "deploy.prototxt"), str(d / "model.caffemodel"), batch=3, log=None)
     assert phi.input_size == 8 and phi.dim == 5
     x = np.random.default_rng(0).normal(size=(7, 3, 8, 8)).astype(np.float32)
     expect = np.maximum(x.reshape(7, -1).astype(np.float64) @ w.T + b, 0)
     np.testing.assert_allclose(phi(x), expect, rtol=1e-4, atol=1e-5)
     # extract_features = full view resized with the chosen interpolation, normalised per image
     imgs = random_images(5, 24, seed=2)
-    F, labels = al.extract_features(phi, ListImages(imgs, list(range(5))), view="full", interp="area",
+    F, labels = features.extract_features(phi, ListImages(imgs, list(range(5))), view="full", interp="area",
                                     chunk=2, progress=False)
     assert labels == list(range(5))
     for i, img in enumerate(imgs):
         v = ct.normalize(cv2.resize(img, (8, 8), interpolation=cv2.INTER_AREA).transpose(2, 0, 1))
         np.testing.assert_allclose(F[i], np.maximum(w.astype(np.float64) @ v.ravel() + b, 0), rtol=1e-4, atol=1e-5)
-    with pytest.raises(al.AnalysisError, match="8 x 8"):
+    with pytest.raises(features.AnalysisError, match="8 x 8"):
         phi(np.zeros((2, 3, 9, 9), np.float32))
 
 
 def test_caffe_features_errors(tiny_model, tmp_path):
     d, _, _ = tiny_model
-    with pytest.raises(al.AnalysisError, match="do not fill layer.*fc8"):
-        al.CaffeFeatures(str(d / "deploy.prototxt"), str(d / "wrong.caffemodel"), log=None)
-    with pytest.raises(al.AnalysisError, match="does not exist|do not exist"):
-        al.CaffeFeatures(str(d / "deploy.prototxt"), str(tmp_path / "nope.caffemodel"), log=None)
+    with pytest.raises(features.AnalysisError, match="do not fill layer.*fc8"):
+        features.CaffeFeatures(str(d / "deploy.prototxt"), str(d / "wrong.caffemodel"), log=None)
+    with pytest.raises(features.AnalysisError, match="does not exist|do not exist"):
+        features.CaffeFeatures(str(d / "deploy.prototxt"), str(tmp_path / "nope.caffemodel"), log=None)
 
 
 def test_image_set_lmdb_and_folder(tmp_path):
     imgs = random_images(4, 24)
     write_lmdb(tmp_path / "db", imgs, [3, 1, 4, 1])
-    s = al.ImageSet(str(tmp_path / "db"), max_images=3)
+    s = features.ImageSet(str(tmp_path / "db"), max_images=3)
     assert len(s) == 3 and s.names[2] == "00000002_img2.png"
     img, lab = s.load(2)
     assert lab == 4 and np.array_equal(img, imgs[2])
@@ -407,14 +406,14 @@ def test_image_set_lmdb_and_folder(tmp_path):
     cv2.imwrite(str(tmp_path / "f" / "sub" / "b.png"), imgs[0])
     cv2.imwrite(str(tmp_path / "f" / "a.png"), imgs[1])
     (tmp_path / "f" / "notes.txt").write_text("x")
-    s = al.ImageSet(str(tmp_path / "f"))
+    s = features.ImageSet(str(tmp_path / "f"))
     assert s.names == ["a.png", os.path.join("sub", "b.png")]
     assert np.array_equal(s.load(1)[0], imgs[0]) and s.load(1)[1] is None
-    with pytest.raises(al.AnalysisError, match="neither an LMDB"):
-        al.ImageSet(str(tmp_path / "missing"))
+    with pytest.raises(features.AnalysisError, match="neither an LMDB"):
+        features.ImageSet(str(tmp_path / "missing"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(al.AnalysisError, match="no image files"):
-        al.ImageSet(str(tmp_path / "empty"))
+    with pytest.raises(features.AnalysisError, match="no image files"):
+        features.ImageSet(str(tmp_path / "empty"))
 
 
 def test_commands_end_to_end(tiny_model, tmp_path):
@@ -459,8 +458,8 @@ def test_commands_end_to_end(tiny_model, tmp_path):
     assert analyze.main(["table5", "--deploy", str(d / "deploy.prototxt"), "--weights", str(d / "model.caffemodel"),
                          "--train-methods", "area", "--source", str(tmp_path / "db"), "--crop", "16",
                          "--out", str(out / "t5")]) == 0
-    t5 = json.loads((out / "t5" / "table5.json").read_text())
-    assert len(t5["matrix"]) == 1 and len(t5["matrix"][0]) == 5 and (out / "t5" / "table5.png").exists()
+    t5_json = json.loads((out / "t5" / "table5.json").read_text())
+    assert len(t5_json["matrix"]) == 1 and len(t5_json["matrix"][0]) == 5 and (out / "t5" / "table5.png").exists()
     # clear errors, exit status 2
     assert analyze.main(["table5", "--weights", str(d / "model.caffemodel"), "--train-methods", "area", "cubic",
                          "--deploy", str(d / "deploy.prototxt"), "--source", str(tmp_path / "db")]) == 2

@@ -1,18 +1,15 @@
 """Tests of the benchmark helpers and a small end-to-end run of each bench/ script."""
 import csv
-import json
 import os
 import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "bench"))
-sys.path.insert(0, os.path.join(REPO, "tools"))
+from conftest import load_script
 
-import benchlib as bl  # noqa: E402
+from ltc import bench as bl
 
-# CaffeNet at 114x114 (SPEC 3), multiply-adds per image, worked out by hand:
+# CaffeNet at 114x114 (ltc/caffenet.py), multiply-adds per image, worked out by hand:
 HAND_MACS = {
     "conv1": 96 * 26 * 26 * 3 * 11 * 11,
     "conv2": 256 * 13 * 13 * 48 * 5 * 5,
@@ -27,7 +24,7 @@ HAND_MACS = {
 
 def _net(layout, batch, tmp_path):
     import caffe
-    import make_prototxt as mp
+    from ltc import nets as mp
     cfg = dict(mp.DEFAULTS, batch=batch, layout=layout)
     path = tmp_path / ("%s.prototxt" % layout)
     path.write_text(str(mp.counting_net(cfg, inputs="input")))
@@ -89,7 +86,7 @@ def test_table_and_csv(tmp_path, capsys):
 
 
 def test_train_step_end_to_end(tmp_path, make_test_lmdb):
-    import train_step
+    train_step = load_script("bench/train_step.py")
     make_test_lmdb(str(tmp_path / "db"), 8)
     out = tmp_path / "ts.csv"
     rc = train_step.main(["--batches", "2", "--layouts", "six", "plain", "--blas", "env", "--no-torch",
@@ -108,13 +105,13 @@ def test_train_step_end_to_end(tmp_path, make_test_lmdb):
 
 
 def test_train_step_rejects_batch_of_one(tmp_path):
-    import train_step
+    train_step = load_script("bench/train_step.py")
     with pytest.raises(SystemExit):
         train_step.main(["--batches", "1", "--no-torch", "--csv", str(tmp_path / "x.csv")])
 
 
 def test_data_layer_end_to_end(tmp_path, make_test_lmdb):
-    import data_layer
+    data_layer = load_script("bench/data_layer.py")
     make_test_lmdb(str(tmp_path / "db"), 8)
     out = tmp_path / "dl.csv"
     rc = data_layer.main(["--lmdb", str(tmp_path / "db"), "--workers", "0", "1", "--batch", "4", "--batches", "3",
@@ -134,24 +131,19 @@ def test_data_layer_end_to_end(tmp_path, make_test_lmdb):
 
 
 def test_ensure_lmdb_uses_given_or_builds_synthetic(tmp_path, make_test_lmdb):
-    import lmdb_io
-    import train_step
+    from ltc import lmdb_io
     make_test_lmdb(str(tmp_path / "db"), 3)
-    assert train_step.ensure_lmdb(str(tmp_path / "db"), cache=str(tmp_path / "c")) == str(tmp_path / "db")
-    path = train_step.ensure_lmdb(str(tmp_path / "missing"), n=5, cache=str(tmp_path / "c"))
+    assert bl.ensure_lmdb(str(tmp_path / "db"), cache=str(tmp_path / "c")) == str(tmp_path / "db")
+    path = bl.ensure_lmdb(str(tmp_path / "missing"), n=5, cache=str(tmp_path / "c"))
     assert path == str(tmp_path / "c" / "photos_lmdb_5")
     images = [img for _, img, _ in lmdb_io.iter_images(path)]
     assert len(images) == 5 and all(img.shape == (256, 256, 3) for img in images)
 
 
-def test_make_lmdb_bench_end_to_end(tmp_path):
-    import importlib.util
-    # bench/make_lmdb.py by path: tools/make_lmdb.py has the same module name
-    spec = importlib.util.spec_from_file_location("bench_make_lmdb_script", os.path.join(REPO, "bench", "make_lmdb.py"))
-    bench_make_lmdb = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench_make_lmdb)
+def test_lmdb_write_bench_end_to_end(tmp_path):
+    lmdb_write = load_script("bench/lmdb_write.py")
     out = tmp_path / "ml.csv"
-    rc = bench_make_lmdb.main(["--n", "12", "--workers", "0", "1", "--repeats", "1",
+    rc = lmdb_write.main(["--n", "12", "--workers", "0", "1", "--repeats", "1",
                                "--images", str(tmp_path / "jpegs"), "--csv", str(out)])
     assert rc == 0
     rows = {r["name"]: r for r in csv.DictReader(open(out))}
@@ -165,7 +157,7 @@ def test_make_lmdb_bench_end_to_end(tmp_path):
 
 
 def test_train_step_memory_rows(tmp_path, make_test_lmdb):
-    import train_step
+    train_step = load_script("bench/train_step.py")
     make_test_lmdb(str(tmp_path / "db"), 6)
     out = tmp_path / "mem.csv"
     assert train_step.main(["--memory", "--memory-batches", "2", "--blas", "env", "--lmdb", str(tmp_path / "db"),

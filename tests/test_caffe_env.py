@@ -9,7 +9,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_BIN = os.path.join(REPO, ".venv", "bin")
 
-import caffe  # noqa: E402  (the venv puts pycaffe on sys.path)
+import caffe
 
 
 class ScaleShiftLayer(caffe.Layer):
@@ -57,7 +57,6 @@ def test_python_layer_is_compiled_in():
 def test_python_layer_forward_backward_in_real_net(tmp_path):
     proto = tmp_path / "net.prototxt"
     proto.write_text(NET)
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     net = caffe.Net(str(proto), caffe.TEST)
     x = np.array([[0.5, -1.0, 2.0], [0.0, 1.5, -0.25]], dtype=np.float32)
     t = np.array([[1.0, 1.0, 1.0], [-1.0, 0.0, 2.0]], dtype=np.float32)

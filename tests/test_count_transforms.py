@@ -1,9 +1,9 @@
-"""Tests of python_layers/count_transforms.py: the counting inputs' numpy/OpenCV core (no Caffe)."""
+"""Tests of ltc/transforms.py: the counting inputs' numpy/OpenCV core (no Caffe)."""
 import cv2
 import numpy as np
 import pytest
 
-import count_transforms as ct
+from ltc import transforms as ct
 
 FLAGS = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC, "area": cv2.INTER_AREA, "lanczos": cv2.INTER_LANCZOS4}
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 import caffe
-import count_transforms as ct
+from ltc import transforms as ct
 from conftest import write_test_lmdb
-from count_pipeline import BatchPipeline
-from lmdb_io import LmdbError, image_to_datum
-from ltc_params import ParamError
+from ltc.pipeline import BatchPipeline
+from ltc.lmdb_io import LmdbError, image_to_datum
+from ltc.params import ParamError
 from test_count_transforms import reference_sample
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -127,10 +127,10 @@ def test_a_bad_image_inside_the_lmdb_is_reported_with_its_key(tmp_path):
 
 def test_workers_exit_when_their_parent_dies_without_closing(db):
     path, _ = db
-    code = ("import os, sys; sys.path[:0] = [%r, %r]\n"
-            "from count_pipeline import BatchPipeline\n"
+    code = ("import os\n"
+            "from ltc.pipeline import BatchPipeline\n"
             "p = BatchPipeline(%r, batch_size=4, workers=2, prefetch=3); p.next_batch()\n"
-            "print(*p.worker_pids, flush=True); os._exit(0)\n") % (REPO, os.path.join(REPO, "python_layers"), path)
+            "print(*p.worker_pids, flush=True); os._exit(0)\n") % path
     t0 = time.monotonic()
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
@@ -144,15 +144,14 @@ def test_workers_survive_an_opencv_thread_pool_in_the_parent(db):
     """OpenCV started its thread pool in the parent (pytest, a notebook): forked workers must not
     touch that pool's state (cv2.setNumThreads in the child blocked for ever in pthread_cond_destroy)."""
     path, _ = db
-    code = ("import sys; sys.path[:0] = [%r, %r]\n"
-            "import cv2, numpy as np\n"
+    code = ("import cv2, numpy as np\n"
             "cv2.resize(np.zeros((2000, 2000, 3), np.uint8), (500, 500), interpolation=cv2.INTER_AREA)\n"
             "n0 = cv2.getNumThreads()\n"
-            "from count_pipeline import BatchPipeline\n"
+            "from ltc.pipeline import BatchPipeline\n"
             "for _ in range(3):\n"
             "    with BatchPipeline(%r, batch_size=8, workers=2, prefetch=3) as p:\n"
             "        p.next_batch(); p.next_batch()\n"
-            "print('ok', n0, cv2.getNumThreads())\n") % (REPO, os.path.join(REPO, "python_layers"), path)
+            "print('ok', n0, cv2.getNumThreads())\n") % path
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and res.stdout.startswith("ok"), res.stderr
     assert res.stdout.split()[1] == res.stdout.split()[2]  # the parent's OpenCV setting is restored

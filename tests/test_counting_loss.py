@@ -1,13 +1,12 @@
 """Eq. 4: the numpy core against an independent formula, finite differences (float64),
 and the Caffe Python layer inside a real caffe.Net (forward, FD gradients, propagate_down)."""
-import json
 import os
 
 import numpy as np
 import pytest
 
-import counting_loss as cl
-from ltc_params import ParamError
+from ltc import loss as lc
+from ltc.params import ParamError
 
 
 def reference_loss(feats, M):
@@ -30,7 +29,7 @@ def random_feats(rng, n=5, k=7, scale=1.0):
 def test_forward_matches_reference(M, scale):
     rng = np.random.RandomState(0)
     f = random_feats(rng, scale=scale)
-    loss, per_sample, _ = cl.counting_loss_forward(f[:4], f[4], f[5], M)
+    loss, per_sample, _ = lc.counting_loss_forward(f[:4], f[4], f[5], M)
     assert loss == pytest.approx(reference_loss(f, M), rel=1e-12)
     assert per_sample.shape == (5,)
 
@@ -39,14 +38,14 @@ def test_hinge_is_on_whole_vector_not_per_dimension():
     # |b - s|^2 = 4 + 4 = 8 < M = 10 -> hinge 2; a per-dimension hinge would give 2 * (10 - 4) = 12
     z = np.zeros((1, 2))
     b = np.array([[2.0, 2.0]])
-    loss, _, _ = cl.counting_loss_forward([z, z, z, z], z, b, 10.0)
+    loss, _, _ = lc.counting_loss_forward([z, z, z, z], z, b, 10.0)
     assert loss == pytest.approx(2.0)
 
 
 def test_zero_features_give_exactly_M():
     z = np.zeros((4, 1000))
     for M in (10.0, 3.5):
-        loss, per_sample, _ = cl.counting_loss_forward([z] * 4, z, z, M)
+        loss, per_sample, _ = lc.counting_loss_forward([z] * 4, z, z, M)
         assert loss == M
         assert np.all(per_sample == M)
 
@@ -71,10 +70,10 @@ def test_backward_matches_finite_differences_float64(scale):
     rng = np.random.RandomState(1)
     f = random_feats(rng, n=4, k=6, scale=scale)
     M = 10.0
-    loss, per_sample, cache = cl.counting_loss_forward(f[:4], f[4], f[5], M)
-    g_tile, g_dx, g_dy = cl.counting_loss_backward(cache, scale=1.0)
+    loss, per_sample, cache = lc.counting_loss_forward(f[:4], f[4], f[5], M)
+    g_tile, g_dx, g_dy = lc.counting_loss_backward(cache, scale=1.0)
     analytic = [g_tile] * 4 + [g_dx, g_dy]
-    fun = lambda: cl.counting_loss_forward(f[:4], f[4], f[5], M)[0]  # noqa: E731
+    fun = lambda: lc.counting_loss_forward(f[:4], f[4], f[5], M)[0]  # noqa: E731
     for i in range(6):
         np.testing.assert_allclose(analytic[i], _numeric_grad(fun, f[i]), rtol=1e-6, atol=1e-8)
     # the hinge must be active for some and inactive for others in at least one case overall
@@ -86,8 +85,8 @@ def test_hinge_inactive_gives_no_gradient_to_dy():
     rng = np.random.RandomState(2)
     f = random_feats(rng, n=3, k=4)
     f[5] = f[5] + 100.0  # |b - s|^2 >> M
-    _, _, cache = cl.counting_loss_forward(f[:4], f[4], f[5], 10.0)
-    _, _, g_dy = cl.counting_loss_backward(cache)
+    _, _, cache = lc.counting_loss_forward(f[:4], f[4], f[5], 10.0)
+    _, _, g_dy = lc.counting_loss_backward(cache)
     assert np.all(g_dy == 0)
 
 
@@ -198,7 +197,7 @@ def test_propagate_down_is_honoured(tmp_path):
 ])
 def test_bad_param_str_is_refused_by_the_real_net(tmp_path, param_str, message):
     with pytest.raises(ParamError) as err:
-        cl.parse_loss_params(param_str)
+        lc.parse_loss_params(param_str)
     assert message in str(err.value)
     with pytest.raises(ParamError) as err:   # the same error surfaces from caffe.Net's setup
         loss_net(tmp_path, 2, 3, param_str=param_str)

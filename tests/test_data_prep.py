@@ -3,23 +3,20 @@ import gzip
 import json
 import os
 import struct
-import sys
 
 import cv2
 import lmdb
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for p in ("python_layers", "tools", "data_prep"):
-    sys.path.insert(0, os.path.join(ROOT, p))
+from conftest import load_script
+from ltc import lmdb_io
 
-import coco  # noqa: E402
-import embedded  # noqa: E402
-import fashion_scenes  # noqa: E402
-import imagenet  # noqa: E402
-import lmdb_info  # noqa: E402
-import lmdb_io  # noqa: E402
+coco = load_script("data_prep/coco.py")
+embedded = load_script("data_prep/embedded.py")
+fashion_scenes = load_script("data_prep/fashion_scenes.py")
+imagenet = load_script("data_prep/imagenet.py")
+lmdb_info = load_script("tools/lmdb_info.py")
 
 
 def db_items(path):
@@ -106,13 +103,13 @@ def test_fashion_scenes_build(tmp_path, capsys):
     assert fashion_scenes.main(["--fashion-dir", fdir, "--out-dir", out2, "--what", "scenes", "--train-scenes", "30",
                                 "--val-scenes", "12", "--max-count", "6", "--no-progress"]) == 0
     assert [k for k, _ in db_items(os.path.join(out2, "scenes_train_lmdb"))] == [k for k, _ in scenes]
-    assert fashion_scenes.main(["--fashion-dir", fdir, "--out-dir", out, "--no-progress"]) == 1  # exists
+    assert fashion_scenes.main(["--fashion-dir", fdir, "--out-dir", out, "--no-progress"]) == 2  # exists
     assert "already exists" in capsys.readouterr().err
 
 
 def test_fashion_missing_dataset_says_how_to_install(tmp_path, capsys):
     rc = fashion_scenes.main(["--fashion-dir", str(tmp_path / "nowhere"), "--out-dir", str(tmp_path / "o")])
-    assert rc == 1
+    assert rc == 2
     assert "apt-get install -y dataset-fashion-mnist" in capsys.readouterr().err
     bad = tmp_path / "bad.gz"
     with gzip.open(str(bad), "wb") as f:
@@ -202,7 +199,7 @@ def test_imagenet_val_list_and_devkit(tmp_path, capsys):
     assert info["entries"] == 6 and info["labels"] == {"0": 2, "1": 2, "2": 2}
     assert info["shapes"] == {"3x256x256": 6} and info["storage"] == {"raw uint8": 6}
     assert cv2.imread(sheet).shape == (2 * 34 + 2, 3 * 34 + 2, 3)  # 5 tiles: 3 columns, 2 rows
-    assert imagenet.main(["--root", root, "--out-dir", str(tmp_path / "c"), "--split", "val"]) == 1
+    assert imagenet.main(["--root", root, "--out-dir", str(tmp_path / "c"), "--split", "val"]) == 2
     assert "val labels unknown" in capsys.readouterr().err
 
 
@@ -217,4 +214,4 @@ def test_coco_folders(tmp_path):
     assert len(db_items(os.path.join(out, "train_lmdb"))) == 3
     assert len(db_items(os.path.join(out, "val_lmdb"))) == 2
     assert "empty file" in open(os.path.join(out, "val_lmdb.skipped.tsv")).read()
-    assert coco.main(["--root", root, "--out-dir", str(tmp_path / "o2"), "--no-progress"]) == 1  # no *2014 folders
+    assert coco.main(["--root", root, "--out-dir", str(tmp_path / "o2"), "--no-progress"]) == 2  # no *2014 folders

@@ -1,4 +1,4 @@
-"""tools/make_lmdb.py and python_layers/lmdb_build.py: bad inputs, pixels, safety, speed-free."""
+"""tools/make_lmdb.py and ltc/lmdb_build.py: bad inputs, pixels, safety, speed-free."""
 import json
 import os
 import shutil
@@ -14,14 +14,15 @@ import lmdb
 import numpy as np
 import pytest
 from PIL import Image
+from caffe.proto import caffe_pb2
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "python_layers"))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
 
-import lmdb_build  # noqa: E402
-import lmdb_io  # noqa: E402
-import make_lmdb  # noqa: E402
+from ltc import lmdb_build
+from ltc import lmdb_io
+from conftest import load_script
+
+make_lmdb = load_script("tools/make_lmdb.py")
 
 TOOL = os.path.join(ROOT, "tools", "make_lmdb.py")
 
@@ -219,7 +220,7 @@ def test_encoded_round_trip(tmp_path, fmt):
     r, e = read_db(raw), read_db(enc)
     assert sorted(r) == sorted(e)
     for k in r:
-        d = lmdb_io.caffe_pb2.Datum()
+        d = caffe_pb2.Datum()
         d.ParseFromString(e[k])
         assert d.encoded and d.data[:4] == (b"\x89PNG" if fmt == "png" else b"\xff\xd8\xff\xe0")
         a, _ = lmdb_io.datum_to_image(r[k])
@@ -259,7 +260,7 @@ def test_overwrite_and_nothing_written(tmp_path):
     assert make_lmdb.main([str(src), out, "--no-progress"]) == 0
     before = read_db(out)
     cv2.imwrite(str(src / "b.png"), photo(50, 50, 2))
-    assert make_lmdb.main([str(src), out, "--no-progress"]) == 1  # refused: exists
+    assert make_lmdb.main([str(src), out, "--no-progress"]) == 2  # refused: exists
     assert read_db(out) == before
     assert make_lmdb.main([str(src), out, "--no-progress", "--overwrite"]) == 0
     assert len(read_db(out)) == 2
@@ -269,7 +270,7 @@ def test_overwrite_and_nothing_written(tmp_path):
     open(bad / "x.jpg", "wb").close()
     (bad / "y.png").write_text("nope")
     out2 = str(tmp_path / "db2")
-    assert make_lmdb.main([str(bad), out2, "--no-progress"]) == 1
+    assert make_lmdb.main([str(bad), out2, "--no-progress"]) == 2
     assert not os.path.exists(out2)
     assert len(open(out2 + ".skipped.tsv").readlines()) == 3
 

@@ -12,13 +12,13 @@ import pytest
 import caffe
 from caffe.proto import caffe_pb2
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tools"))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import make_transfer_prototxt as mtp  # noqa: E402
-import port_weights as pw  # noqa: E402
-from counting_models import CAFFENET_CONV_SHAPES as SHAPES, CONVS, build_counting_model, counting_netparam  # noqa: E402
-from lmdb_io import image_to_datum  # noqa: E402
+from conftest import load_script
+from ltc import REPO
+from ltc import transfer_nets as mtp
+from ltc import surgery as pw
+from counting_models import CAFFENET_CONV_SHAPES as SHAPES, CONVS, build_counting_model, counting_netparam
+from ltc import lmdb_io
+from ltc.lmdb_io import image_to_datum
 
 
 
@@ -31,7 +31,7 @@ def models(tmp_path_factory):
         src = d / ("%s.caffemodel" % layout)
         net = build_counting_model(src, layout, seed=seed)
         ported = d / ("%s_ported.caffemodel" % layout)
-        assert pw.main([str(src), str(ported)]) == 0
+        assert load_script("tools/port_weights.py").main([str(src), str(ported)]) == 0
         params = {k: [b.data.copy() for b in net.params[k]] for k in CONVS + ("fc6", "fc7", "fc8")}
         out[layout] = dict(src=src, ported=ported, params=params, net=net)
     return out
@@ -99,7 +99,7 @@ def test_ported_features_equal_the_counting_branch(models, tmp_path):
 
 def test_keep_head_renames_and_downstream_ignores_it(models, tmp_path):
     out = tmp_path / "head.caffemodel"
-    assert pw.main([str(models["stacked"]["src"]), str(out), "--keep-head"]) == 0
+    assert load_script("tools/port_weights.py").main([str(models["stacked"]["src"]), str(out), "--keep-head"]) == 0
     net = ported_layers(out)
     assert [l.name for l in net.layer] == list(CONVS) + ["count_fc6", "count_fc7", "count_fc8"]
     by = {l.name: l for l in net.layer}
@@ -112,7 +112,7 @@ def test_keep_head_renames_and_downstream_ignores_it(models, tmp_path):
 
 def test_fold_std_value_scales_conv1_exactly(models, tmp_path):
     out = tmp_path / "fold.caffemodel"
-    assert pw.main([str(models["deploy"]["src"]), str(out), "--fold-std-value", "57.5"]) == 0
+    assert load_script("tools/port_weights.py").main([str(models["deploy"]["src"]), str(out), "--fold-std-value", "57.5"]) == 0
     by = {l.name: l for l in ported_layers(out).layer}
     src = models["deploy"]["params"]
     assert np.array_equal(pw.blob_array(by["conv1"].blobs[0]), src["conv1"][0] / np.float32(57.5))
@@ -139,14 +139,14 @@ def test_fold_std_measures_the_counting_inputs(models, tmp_path, capsys):
     s_gray, _ = pw.measure_input_std(str(db), n_images=3, gray_prob=1.0)
     assert s_gray < 1e-6   # gray mode averages the channels: a uniform image
     out = tmp_path / "fold.caffemodel"
-    assert pw.main([str(models["deploy"]["src"]), str(out), "--fold-std", str(db), "--fold-std-images", "3"]) == 0
+    assert load_script("tools/port_weights.py").main([str(models["deploy"]["src"]), str(out), "--fold-std", str(db), "--fold-std-images", "3"]) == 0
     assert "measured input std 81.6497" in capsys.readouterr().out
     conv1 = pw.blob_array(ported_layers(out).layer[0].blobs[0])
     assert np.array_equal(conv1, models["deploy"]["params"]["conv1"][0] / np.float32(s))
 
 
 def _refused(capsys, argv):
-    assert pw.main(argv) == 1
+    assert load_script("tools/port_weights.py").main(argv) == 2
     return capsys.readouterr().err
 
 
@@ -243,13 +243,13 @@ def test_rescale_normalises_the_random_layers(models, tmp_path, make_test_lmdb):
     make_test_lmdb(str(tmp_path / "imgs"), 3)
     net_path = write_proto(tmp_path / "fcn.prototxt", mtp.fcn_alexnet(dict(size=64)))
     out = tmp_path / "init.caffemodel"
-    assert pw.main([str(models["deploy"]["src"]), str(out), "--rescale", str(tmp_path / "imgs"), "--rescale-net", net_path,
+    assert load_script("tools/port_weights.py").main([str(models["deploy"]["src"]), str(out), "--rescale", str(tmp_path / "imgs"), "--rescale-net", net_path,
                     "--rescale-images", "3", "--rescale-size", "64"]) == 0
     net = caffe.Net(net_path, caffe.TEST)
     net.copy_from(str(out))
     for name in CONVS:
         assert np.array_equal(net.params[name][0].data, models["deploy"]["params"][name][0])
-    imgs = [im for _, im, _ in __import__("lmdb_io").iter_images(str(tmp_path / "imgs"))]
+    imgs = [im for _, im, _ in lmdb_io.iter_images(str(tmp_path / "imgs"))]
     batch = np.stack([cv2.resize(im, (64, 64), interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1) for im in imgs])
     net.blobs["data"].reshape(3, 3, 64, 64)
     net.blobs["label"].reshape(3, 1, 64, 64)
@@ -269,5 +269,5 @@ def _refused_rescale(models, tmp_path):
     r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "port_weights.py"), str(models["deploy"]["src"]),
                         str(tmp_path / "x.caffemodel"), "--rescale", str(tmp_path / "imgs"), "--rescale-net", probe],
                        capture_output=True, text=True)
-    assert r.returncode == 1
+    assert r.returncode == 2
     return r.stderr

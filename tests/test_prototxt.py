@@ -1,8 +1,7 @@
 """The generated counting nets: in sync with the generator, valid in real Caffe,
-shapes as SPEC section 3 says, parameters shared across the six branches, and the
+CaffeNet's shapes, parameters shared across the six branches, and the
 stacked trunk equal to the six-branch net."""
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -11,15 +10,21 @@ import caffe
 from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tools"))
-import make_prototxt as mp  # noqa: E402
+from conftest import load_script
+from ltc import REPO
+from ltc import nets as mp
 
 LAYERS = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
 SUFFIXES = [s for _, s in mp.BRANCHES]
 CAFFENET_SHAPES = {"conv1": (96, 3, 11, 11), "conv2": (256, 48, 5, 5), "conv3": (384, 256, 3, 3),
                    "conv4": (384, 192, 3, 3), "conv5": (256, 192, 3, 3), "fc6": (4096, 2304),
                    "fc7": (4096, 4096), "fc8": (1000, 4096)}
+
+
+
+def test_caffenet_conv_shapes_are_caffenets():
+    from ltc import caffenet
+    assert dict(caffenet.CONV_SHAPES) == {k: v for k, v in CAFFENET_SHAPES.items() if k.startswith("conv")}
 
 
 def read_net(path):
@@ -29,7 +34,7 @@ def read_net(path):
 
 
 def test_generated_files_are_in_sync(tmp_path):
-    assert mp.main(["--out-root", str(tmp_path)]) == 0
+    assert load_script("tools/make_prototxt.py").main(["--out-root", str(tmp_path)]) == 0
     generated = sorted(os.path.relpath(os.path.join(d, f), tmp_path)
                        for d, _, fs in os.walk(tmp_path) for f in fs)
     assert "prototxt/train_val.prototxt" in generated and "prototxt/demo/solver.prototxt" in generated

@@ -4,7 +4,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,9 +12,8 @@ import caffe
 from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tools"))
-import make_prototxt as mp  # noqa: E402
+from ltc import REPO
+from ltc import nets as mp
 
 CAFFE = os.path.join(REPO, ".venv", "bin", "caffe")
 TRAIN_VALS = sorted(rel for rel in mp.all_files() if rel.endswith("train_val.prototxt"))

@@ -1,8 +1,7 @@
 """prototxt/transfer/ and tools/make_transfer_prototxt.py: in sync with the generator; the linear
-probe, FCN-AlexNet and Fast R-CNN definitions follow SPEC section 6; the bilinear resize layer
+probe, FCN-AlexNet and Fast R-CNN definitions follow the published FCN-AlexNet and Fast R-CNN nets; the bilinear resize layer
 is right (forward against OpenCV and corner alignment, backward by finite differences)."""
 import os
-import sys
 
 import cv2
 import numpy as np
@@ -12,13 +11,13 @@ import caffe
 from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tools"))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import make_transfer_prototxt as mtp  # noqa: E402
-import port_weights as pw  # noqa: E402
-import resize_layer as rl  # noqa: E402
-from counting_models import CAFFENET_CONV_SHAPES as SHAPES, CONVS, build_counting_model  # noqa: E402
+from conftest import load_script
+from ltc import REPO
+from ltc import transfer_nets as mtp
+import resize_layer as rl
+from ltc import params
+from ltc import resize as rz
+from counting_models import CAFFENET_CONV_SHAPES as SHAPES, CONVS, build_counting_model
 
 TRANSFER = os.path.join(REPO, "prototxt", "transfer")
 
@@ -39,13 +38,13 @@ def write_proto(path, netparam):
 def ported(tmp_path_factory):
     d = tmp_path_factory.mktemp("transfer")
     net = build_counting_model(d / "deploy.caffemodel", "deploy", seed=7)
-    assert pw.main([str(d / "deploy.caffemodel"), str(d / "ported.caffemodel")]) == 0
+    assert load_script("tools/port_weights.py").main([str(d / "deploy.caffemodel"), str(d / "ported.caffemodel")]) == 0
     return dict(path=str(d / "ported.caffemodel"), params={k: [b.data.copy() for b in net.params[k]] for k in CONVS})
 
 
 # ----------------------------------------------------------------------------- generator sync
 def test_generated_transfer_files_are_in_sync(tmp_path):
-    assert mtp.main(["--out-root", str(tmp_path)]) == 0
+    assert load_script("tools/make_transfer_prototxt.py").main(["--out-root", str(tmp_path)]) == 0
     generated = sorted(os.path.relpath(os.path.join(d, f), tmp_path) for d, _, fs in os.walk(tmp_path) for f in fs)
     assert "prototxt/transfer/fcn_alexnet/train.prototxt" in generated
     for rel in generated:
@@ -66,34 +65,34 @@ def test_generated_transfer_files_are_in_sync(tmp_path):
 def test_resize_half_pixel_equals_cv2(shape):
     h, w, oh, ow = shape
     x = np.random.RandomState(0).rand(2, 3, h, w).astype(np.float32)
-    got = rl.resize_forward(x.astype(np.float64), rl.interp_matrix(oh, h, False), rl.interp_matrix(ow, w, False))
+    got = rz.resize_forward(x.astype(np.float64), rz.interp_matrix(oh, h, False), rz.interp_matrix(ow, w, False))
     ref = np.stack([np.stack([cv2.resize(x[n, c], (ow, oh), interpolation=cv2.INTER_LINEAR) for c in range(3)])
                     for n in range(2)])
     np.testing.assert_allclose(got, ref, atol=1e-5)
 
 
 def test_resize_align_corners_keeps_corners_and_linear_ramps():
-    r = rl.interp_matrix(10, 55, True)
+    r = rz.interp_matrix(10, 55, True)
     np.testing.assert_allclose(r.sum(1), 1)
     ramp = np.arange(55, dtype=np.float64)
     np.testing.assert_allclose(r @ ramp, np.linspace(0, 54, 10))   # bilinear reproduces a ramp exactly
     assert r[0, 0] == 1 and r[-1, -1] == 1
-    assert rl.interp_matrix(1, 9, True)[0, 0] == 1
+    assert rz.interp_matrix(1, 9, True)[0, 0] == 1
 
 
 def test_resize_backward_by_finite_differences():
     rng = np.random.RandomState(1)
     x = rng.rand(1, 2, 9, 7)
-    ry, rx = rl.interp_matrix(4, 9, True), rl.interp_matrix(3, 7, True)
+    ry, rx = rz.interp_matrix(4, 9, True), rz.interp_matrix(3, 7, True)
     g = rng.rand(1, 2, 4, 3)
-    analytic = rl.resize_backward(g, ry, rx)
+    analytic = rz.resize_backward(g, ry, rx)
     num = np.zeros_like(x)
     eps = 1e-6
     for idx in np.ndindex(*x.shape):
         xp, xm = x.copy(), x.copy()
         xp[idx] += eps
         xm[idx] -= eps
-        num[idx] = ((rl.resize_forward(xp, ry, rx) - rl.resize_forward(xm, ry, rx)) * g).sum() / (2 * eps)
+        num[idx] = ((rz.resize_forward(xp, ry, rx) - rz.resize_forward(xm, ry, rx)) * g).sum() / (2 * eps)
     np.testing.assert_allclose(analytic, num, rtol=1e-6, atol=1e-8)
 
 
@@ -106,7 +105,7 @@ def test_resize_layer_in_caffe(tmp_path):
     x = np.random.RandomState(2).rand(2, 3, 13, 13).astype(np.float32)
     net.blobs["x"].data[...] = x
     net.forward()
-    ref = rl.resize_forward(x.astype(np.float64), rl.interp_matrix(5, 13), rl.interp_matrix(6, 13))
+    ref = rz.resize_forward(x.astype(np.float64), rz.interp_matrix(5, 13), rz.interp_matrix(6, 13))
     assert net.blobs["r"].data.shape == (2, 3, 5, 6)
     np.testing.assert_allclose(net.blobs["r"].data, ref, rtol=1e-5, atol=1e-6)
     proto.write_text(proto.read_text().replace('\\"width\\": 6', '\\"width\\": 6, \\"depth\\": 1'))
@@ -115,8 +114,8 @@ def test_resize_layer_in_caffe(tmp_path):
 
 
 def test_resize_layer_rejects_bad_params():
-    with pytest.raises(rl.ParamError, match="height"):
-        rl.parse_params('{"width": 3}', rl.SPEC, "BilinearResizeLayer", required=("height", "width"))
+    with pytest.raises(params.ParamError, match="height"):
+        params.parse_params('{"width": 3}', rl.PARAM_KEYS, "BilinearResizeLayer", required=("height", "width"))
 
 
 # ----------------------------------------------------------------------------- linear probe
@@ -163,7 +162,7 @@ def test_linear_probe_feature_sizes_and_frozen_step(ported, tmp_path):
         assert np.array_equal(net.params[name][0].data, ported["params"][name][0]), name
     assert not np.array_equal(net.params["conv3_fc"][0].data, fc_before)
     # the resized conv1 equals the resize of Caffe's own conv1 output (after ReLU)
-    ref = rl.resize_forward(net.blobs["conv1"].data.astype(np.float64), rl.interp_matrix(10, 55), rl.interp_matrix(10, 55))
+    ref = rz.resize_forward(net.blobs["conv1"].data.astype(np.float64), rz.interp_matrix(10, 55), rz.interp_matrix(10, 55))
     np.testing.assert_allclose(net.blobs["conv1_resize"].data, ref, rtol=1e-4, atol=1e-4)
 
 
@@ -281,7 +280,7 @@ def test_fast_rcnn_conv_trunk_takes_the_ported_weights(ported, tmp_path):
 def _two_class_lmdb(path, n, seed):
     """Class 0: dark images, class 1: bright images (alternating keys, 256x256 BGR)."""
     import lmdb
-    from lmdb_io import image_to_datum
+    from ltc.lmdb_io import image_to_datum
     rng = np.random.RandomState(seed)
     env = lmdb.open(str(path), map_size=1 << 28)
     with env.begin(write=True) as txn:
@@ -294,7 +293,7 @@ def _two_class_lmdb(path, n, seed):
 
 
 def test_linear_probe_tool_trains_and_reports(ported, tmp_path, capsys):
-    import linear_probe as lp
+    lp = load_script("tools/linear_probe.py")
     _two_class_lmdb(tmp_path / "train_lmdb", 48, 0)
     _two_class_lmdb(tmp_path / "val_lmdb", 30, 1)
     out = tmp_path / "probe"
@@ -313,16 +312,16 @@ def test_linear_probe_tool_trains_and_reports(ported, tmp_path, capsys):
     # a counting snapshot (not ported) and a missing LMDB are refused with a clear message
     counting = tmp_path / "six.caffemodel"
     build_counting_model(counting, "deploy")
-    assert lp.main(["--model", "c=%s" % counting, "--out-dir", str(out)]) == 1
+    assert lp.main(["--model", "c=%s" % counting, "--out-dir", str(out)]) == 2
     err = capsys.readouterr().err
     assert str(counting) in err and "port it first" in err
     assert lp.main(["--random-init", "--train-lmdb", str(tmp_path / "nope"), "--val-lmdb", str(tmp_path / "val_lmdb"),
-                    "--out-dir", str(out)]) == 1
+                    "--out-dir", str(out)]) == 2
     assert "nope" in capsys.readouterr().err
 
 
 def test_transfer_check_tool(ported, tmp_path, make_test_lmdb, capsys):
-    import transfer_check as tc
+    tc = load_script("tools/transfer_check.py")
     make_test_lmdb(str(tmp_path / "imgs"), 3)
     assert tc.main([ported["path"], "--lmdb", str(tmp_path / "imgs"), "--batch", "3", "--fcn-size", "128",
                     "--out-dir", str(tmp_path / "tc")]) == 0
@@ -330,5 +329,5 @@ def test_transfer_check_tool(ported, tmp_path, make_test_lmdb, capsys):
     assert "linear probe after one step (frozen): conv1..conv5 hold exactly the ported blobs" in out
     assert "FCN-AlexNet: one step done on a 128x128 image" in out and "transfer_check: OK" in out
     assert tc.main([str(tmp_path / "missing.caffemodel"), "--lmdb", str(tmp_path / "imgs"),
-                    "--out-dir", str(tmp_path / "tc")]) == 1
+                    "--out-dir", str(tmp_path / "tc")]) == 2
     assert "missing.caffemodel: no such file" in capsys.readouterr().err

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The paper's analyses of a trained counting net (SPEC section 5), one subcommand each.
+"""The paper's analyses of a trained counting net (its section 5 and Tables 4-5), one subcommand each.
 
     python tools/analyze.py table5 --weights L.caffemodel C.caffemodel --train-methods linear cubic
     python tools/analyze.py mean-vector  --weights runs/demo/counting_demo_iter_300.caffemodel   # Fig. 3
@@ -14,7 +14,7 @@ Every image subcommand takes ``--deploy`` (default prototxt/deploy.prototxt), ``
 ``--source`` (an LMDB of the project format or a folder of images), ``--out`` (default
 runs/analysis/<subcommand>), ``--max-images``; it writes PNG figures plus CSV/JSON numbers
 into --out and prints the headline numbers. Inputs are prepared with the data layer's own
-transforms (see tools/analysis_lib.py): one view per image (``--view full``: the whole image
+transforms (see ltc/analysis/): one view per image (``--view full``: the whole image
 resized to the net's input size; ``center``: the central --crop region downsampled), in
 ``--color-mode`` color or gray, each input normalised on its own like the data layer does.
 Forward passes run ``--batch`` images at a time on the CPU.
@@ -24,13 +24,12 @@ import os
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _p in (REPO, os.path.join(REPO, "python_layers"), os.path.join(REPO, "tools")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
-import numpy as np  # noqa: E402
+import numpy as np
 
-import analysis_lib as al  # noqa: E402
+from ltc import REPO, caffe_env, params
+caffe_env.quiet_glog()   # before pycaffe loads: keeps Caffe's net-setup log out of the output
+from ltc.analysis import caffelog, features, metrics, report
+from ltc.analysis import table5 as t5
 
 DEFAULT_DEPLOY = "prototxt/deploy.prototxt"
 DEFAULT_WEIGHTS = "runs/demo/counting_demo_iter_300.caffemodel"
@@ -55,9 +54,9 @@ def _out_dir(args):
 
 def _features(args, weights=None, phi=None):
     """(phi, images, F, labels) for the image subcommands."""
-    phi = phi or al.CaffeFeatures(args.deploy, weights or args.weights, batch=args.batch)
-    images = al.ImageSet(args.source, args.max_images, who=args.cmd)
-    F, labels = al.extract_features(phi, images, view=args.view, crop=args.crop, interp=args.interp,
+    phi = phi or features.CaffeFeatures(args.deploy, weights or args.weights, batch=args.batch)
+    images = features.ImageSet(args.source, args.max_images, who=args.cmd)
+    F, labels = features.extract_features(phi, images, view=args.view, crop=args.crop, interp=args.interp,
                                     color_mode=args.color_mode, chunk=args.batch, desc=args.cmd)
     return phi, images, F, labels
 
@@ -77,37 +76,37 @@ def _done(out, files):
 # ============================================================================ subcommands
 def cmd_table5(args):
     if args.weights is None:
-        raise al.AnalysisError("table5 needs --weights (one .caffemodel per training method)")
+        raise features.AnalysisError("table5 needs --weights (one .caffemodel per training method)")
     if len(args.train_methods) != len(args.weights):
-        raise al.AnalysisError("table5: %d --weights but %d --train-methods; give one training method per model "
+        raise features.AnalysisError("table5: %d --weights but %d --train-methods; give one training method per model "
                                "(linear, cubic, area, lanczos, mixed)" % (len(args.weights), len(args.train_methods)))
     deploys = args.deploys or [args.deploy] * len(args.weights)
     if len(deploys) != len(args.weights):
-        raise al.AnalysisError("table5: --deploys needs one prototxt per --weights file")
-    models = [(m, al.CaffeFeatures(d, w, batch=args.batch)) for m, d, w in zip(args.train_methods, deploys, args.weights)]
-    images = al.ImageSet(args.source, args.max_images, who="table5")
-    res = al.table5(models, images, crop=args.crop, seed=args.seed, gray_prob=args.gray_prob)
+        raise features.AnalysisError("table5: --deploys needs one prototxt per --weights file")
+    models = [(m, features.CaffeFeatures(d, w, batch=args.batch)) for m, d, w in zip(args.train_methods, deploys, args.weights)]
+    images = features.ImageSet(args.source, args.max_images, who="table5")
+    res = t5.table5(models, images, crop=args.crop, seed=args.seed, gray_prob=args.gray_prob)
     out = _out_dir(args)
-    table = al.format_table5(args.train_methods, res["matrix"], res["std"])
+    table = t5.format_table5(args.train_methods, res["matrix"], res["std"])
     print("\nTable 5 (eq. 6), %d images of %s:\n%s" % (len(images), images.source, table))
     if np.allclose(res["matrix"][:, 0], res["matrix"][:, 2], rtol=1e-6, atol=0):
         print("note: OpenCV's INTER_LINEAR and INTER_AREA give bit-identical images when shrinking by exactly 2 "
               "(%d -> %d), so the Linear and Area columns coincide" % (args.crop, args.crop // 2))
-    paper = [m for m in al.TRAIN_METHODS]
-    print("\npaper's Table 5 (ImageNet, 350K iterations):\n" + al.format_table5(
-        paper, [al.PAPER_TABLE5[m][:5] for m in paper], [al.PAPER_TABLE5[m][5] for m in paper]))
+    paper = [m for m in features.TRAIN_METHODS]
+    print("\npaper's Table 5 (ImageNet, 350K iterations):\n" + t5.format_table5(
+        paper, [t5.PAPER_TABLE5[m][:5] for m in paper], [t5.PAPER_TABLE5[m][5] for m in paper]))
     rows = []
     for r, m in enumerate(args.train_methods):
         row = dict(train_method=m, weights=args.weights[r], std=res["std"][r], denominator=res["denom"][r])
-        row.update({"test_" + t: res["matrix"][r, j] for j, t in enumerate(al.TEST_METHODS)})
+        row.update({"test_" + t: res["matrix"][r, j] for j, t in enumerate(features.TEST_METHODS)})
         rows.append(row)
-    files = [al.write_csv(os.path.join(out, "table5.csv"), rows,
-                          ["train_method"] + ["test_" + t for t in al.TEST_METHODS] + ["std", "denominator", "weights"])]
-    files.append(al.write_json(os.path.join(out, "table5.json"), dict(
+    files = [report.write_csv(os.path.join(out, "table5.csv"), rows,
+                          ["train_method"] + ["test_" + t for t in features.TEST_METHODS] + ["std", "denominator", "weights"])]
+    files.append(report.write_json(os.path.join(out, "table5.json"), dict(
         command=" ".join(sys.argv), source=images.source, n_images=len(images), crop=args.crop, seed=args.seed,
         gray_prob=args.gray_prob, n_gray=int(res["gray"].sum()), train_methods=args.train_methods,
-        test_methods=al.TEST_METHODS, weights=args.weights, matrix=res["matrix"], std=res["std"],
-        numerators=res["numer"], denominators=res["denom"], table=table, paper_table5=al.PAPER_TABLE5,
+        test_methods=features.TEST_METHODS, weights=args.weights, matrix=res["matrix"], std=res["std"],
+        numerators=res["numer"], denominators=res["denom"], table=table, paper_table5=t5.PAPER_TABLE5,
         std_convention="sample std (ddof=1) over the four single-method test columns",
         mixed_denominator="for a mixed-trained model: |phi(D x)|^2 averaged over the four methods")))
     plt = _plt()
@@ -119,7 +118,7 @@ def cmd_table5(args):
             ax.text(j, r, "%.3f" % mat[r, j], ha="center", va="center", fontsize=9,
                     color="black" if j == 5 else "white")
     ax.set_xticks(range(6))
-    ax.set_xticklabels([t.capitalize() for t in al.TEST_METHODS] + ["std"])
+    ax.set_xticklabels([t.capitalize() for t in features.TEST_METHODS] + ["std"])
     ax.set_xlim(-0.5, 5.5)
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([m.capitalize() for m in args.train_methods])
@@ -137,7 +136,7 @@ def cmd_table5(args):
 
 def cmd_mean_vector(args):
     phi, images, F, _ = _features(args)
-    st = al.mean_vector_stats(F, args.threshold)
+    st = metrics.mean_vector_stats(F, args.threshold)
     out = _out_dir(args)
     print("\nFig. 3: mean counting vector over %d images of %s (%d dims)" % (len(images), images.source, phi.dim))
     print("  entries with mean > 0: %d of %d" % (st["n_nonzero"], phi.dim))
@@ -145,12 +144,12 @@ def cmd_mean_vector(args):
     print("  entries with mean > 1%% of the largest mean (%.4g): %d" % (st["max_mean"], st["n_above_rel"]))
     print("  mean counting-vector norm: %.4g   (paper, ImageNet: 30 non-zero of 1000)" % st["mean_norm"])
     rows = [dict(dim=d, mean=st["mean"][d], std=st["std"][d], frac_active=st["frac_active"][d]) for d in range(phi.dim)]
-    files = [al.write_csv(os.path.join(out, "mean_vector.csv"), rows, ["dim", "mean", "std", "frac_active"])]
+    files = [report.write_csv(os.path.join(out, "mean_vector.csv"), rows, ["dim", "mean", "std", "frac_active"])]
     summary = {k: v for k, v in st.items() if k not in ("mean", "std", "frac_active")}
     top = np.argsort(-st["mean"], kind="mergesort")[:20]
     summary.update(command=" ".join(sys.argv), source=images.source, weights=args.weights,
                    top_dims=[dict(dim=int(d), mean=st["mean"][d]) for d in top])
-    files.append(al.write_json(os.path.join(out, "mean_vector.json"), summary))
+    files.append(report.write_json(os.path.join(out, "mean_vector.json"), summary))
     plt = _plt()
     fig, axes = plt.subplots(2, 1, figsize=(10, 6))
     axes[0].bar(np.arange(phi.dim), st["mean"], width=1.0, color="tab:blue")
@@ -179,21 +178,21 @@ def cmd_norm_ranking(args):
     k = min(args.k, max(1, len(images) // 2))
     if k < args.k:
         print("note: %d images, so %d per sheet (the highest and lowest sheets stay disjoint)" % (len(images), k))
-    top, low, norms = al.rank_by_norm(F, k)
+    top, low, norms = metrics.rank_by_norm(F, k)
     out = _out_dir(args)
     print("\nFig. 4: counting-vector norm over %d images: min %.4g, median %.4g, max %.4g"
           % (len(images), norms.min(), np.median(norms), norms.max()))
     order = np.lexsort((np.arange(len(norms)), -norms))
     rows = [dict(rank=r + 1, index=int(i), key=images.names[i], norm=norms[i]) for r, i in enumerate(order)]
-    files = [al.write_csv(os.path.join(out, "norms.csv"), rows, ["rank", "index", "key", "norm"])]
-    files.append(al.write_json(os.path.join(out, "norm_ranking.json"), dict(
+    files = [report.write_csv(os.path.join(out, "norms.csv"), rows, ["rank", "index", "key", "norm"])]
+    files.append(report.write_json(os.path.join(out, "norm_ranking.json"), dict(
         command=" ".join(sys.argv), source=images.source, n_images=len(images),
         highest=[dict(index=int(i), key=images.names[i], norm=norms[i]) for i in top],
         lowest=[dict(index=int(i), key=images.names[i], norm=norms[i]) for i in low],
         norm_min=norms.min(), norm_median=np.median(norms), norm_max=norms.max())))
     ncols = int(np.ceil(np.sqrt(k)))
     for name, sel in (("highest", top), ("lowest", low)):
-        files.append(al.image_grid(os.path.join(out, "norm_%s.png" % name), [images.load(i)[0] for i in sel],
+        files.append(report.image_grid(os.path.join(out, "norm_%s.png" % name), [images.load(i)[0] for i in sel],
                                    [_caption(images, i, "norm %.3g" % norms[i]) for i in sel], ncols=ncols,
                                    title="Fig. 4: the %d images with the %s counting-vector norm" % (len(sel), name)))
     _done(out, files)
@@ -202,9 +201,9 @@ def cmd_norm_ranking(args):
 
 def cmd_crop_scale(args):
     phi, images, F, _ = _features(args)
-    top, low, norms = al.rank_by_norm(F, min(args.set_size, len(images) // 2))
+    top, low, norms = metrics.rank_by_norm(F, min(args.set_size, len(images) // 2))
     if len(top) < 1:
-        raise al.AnalysisError("crop-scale needs at least 2 images, got %d" % len(images))
+        raise features.AnalysisError("crop-scale needs at least 2 images, got %d" % len(images))
     from tqdm import tqdm
     s = phi.input_size
     rows = []
@@ -216,11 +215,11 @@ def cmd_crop_scale(args):
             rng = np.random.default_rng([args.seed, int(i)])
             views, boxes = [], []
             for c in range(args.crops):
-                y0, x0, h, w = al.crop_box(rng, img.shape[0], img.shape[1], args.min_area, args.max_area)
-                views.append(al.image_view(img[y0:y0 + h, x0:x0 + w], s, "full", interp=args.interp))
+                y0, x0, h, w = features.crop_box(rng, img.shape[0], img.shape[1], args.min_area, args.max_area)
+                views.append(features.image_view(img[y0:y0 + h, x0:x0 + w], s, "full", interp=args.interp))
                 boxes.append((y0, x0, h, w))
-            x = np.concatenate([al.normalise_views([v], args.color_mode == "gray") for v in views])
-            n = al.l2_norms(phi(x))
+            x = np.concatenate([features.normalise_views([v], args.color_mode == "gray") for v in views])
+            n = metrics.l2_norms(phi(x))
             for c, (y0, x0, h, w) in enumerate(boxes):
                 rows.append(dict(set=set_name, index=int(i), key=images.names[i], crop=c, y0=y0, x0=x0, h=h, w=w,
                                  area=h * w / float(img.shape[0] * img.shape[1]), norm=n[c], image_norm=norms[i]))
@@ -235,14 +234,14 @@ def cmd_crop_scale(args):
     for set_name, _ in sets:
         a = np.array([r["area"] for r in rows if r["set"] == set_name])
         v = np.array([r["norm"] for r in rows if r["set"] == set_name])
-        bins = al.bin_stats(a, v, edges)
-        rho = al.spearman(a, v)
+        bins = metrics.bin_stats(a, v, edges)
+        rho = metrics.spearman(a, v)
         summary["sets"][set_name] = dict(bins=bins, spearman_area_norm=rho, n_crops=len(a))
         print("  %-8s set: " % set_name + "  ".join("%.2f-%.2f: %.3g+-%.2g" % (b["lo"], b["hi"], b["mean"], b["std"])
                                                     for b in bins) + "   Spearman(area, norm) = %.3f" % rho)
-    files = [al.write_csv(os.path.join(out, "crops.csv"), rows,
+    files = [report.write_csv(os.path.join(out, "crops.csv"), rows,
                           ["set", "index", "key", "crop", "y0", "x0", "h", "w", "area", "norm", "image_norm"]),
-             al.write_json(os.path.join(out, "crop_scale.json"), summary)]
+             report.write_json(os.path.join(out, "crop_scale.json"), summary)]
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     for (set_name, _), col, off in zip(sets, ("tab:red", "tab:blue"), (-0.004, 0.004)):
@@ -262,7 +261,7 @@ def cmd_crop_scale(args):
     img, _ = images.load(i)
     ex = sorted([r for r in rows if r["index"] == i and r["set"] == "highest"], key=lambda r: r["area"])
     crops = [img[r["y0"]:r["y0"] + r["h"], r["x0"]:r["x0"] + r["w"]] for r in ex]
-    files.append(al.image_grid(os.path.join(out, "crops_example.png"), crops,
+    files.append(report.image_grid(os.path.join(out, "crops_example.png"), crops,
                                ["area %.2f\nnorm %.3g" % (r["area"], r["norm"]) for r in ex], ncols=len(crops),
                                title="Fig. 5: crops of %s by increasing size" % images.names[i], cell=1.6))
     _done(out, files)
@@ -272,8 +271,8 @@ def cmd_crop_scale(args):
 def cmd_neighbours(args):
     phi, images, F, _ = _features(args)
     if args.database:
-        db = al.ImageSet(args.database, args.max_images, who="neighbours database")
-        Fd, _ = al.extract_features(phi, db, view=args.view, crop=args.crop, interp=args.interp,
+        db = features.ImageSet(args.database, args.max_images, who="neighbours database")
+        Fd, _ = features.extract_features(phi, db, view=args.view, crop=args.crop, interp=args.interp,
                                     color_mode=args.color_mode, chunk=args.batch, desc="database")
         same = os.path.realpath(db.source) == os.path.realpath(images.source)
     else:
@@ -281,7 +280,7 @@ def cmd_neighbours(args):
     rng = np.random.default_rng(args.seed)
     nq = min(args.queries, len(images))
     q = np.sort(rng.choice(len(images), nq, replace=False))
-    idx, dist = al.nearest_neighbours(F[q], Fd, args.k, exclude=list(q) if same else None)
+    idx, dist = metrics.nearest_neighbours(F[q], Fd, args.k, exclude=list(q) if same else None)
     out = _out_dir(args)
     rows = []
     for a, qi in enumerate(q):
@@ -293,9 +292,9 @@ def cmd_neighbours(args):
     print("\nFig. 7: %d queries from %s, %d nearest neighbours in %s; mean distance to the nearest %.4g, "
           "to the k-th %.4g, to the whole database %.4g" % (nq, images.source, idx.shape[1], db.source,
                                                           dist[:, 0].mean(), dist[:, -1].mean(), mean_d))
-    files = [al.write_csv(os.path.join(out, "neighbours.csv"), rows,
+    files = [report.write_csv(os.path.join(out, "neighbours.csv"), rows,
                           ["query", "query_key", "rank", "neighbour", "neighbour_key", "distance"]),
-             al.write_json(os.path.join(out, "neighbours.json"), dict(
+             report.write_json(os.path.join(out, "neighbours.json"), dict(
                  command=" ".join(sys.argv), source=images.source, database=db.source, queries=q, k=idx.shape[1],
                  neighbours=idx, distances=dist, mean_distance_to_database=mean_d))]
     ims, caps, border = [], [], []
@@ -307,7 +306,7 @@ def cmd_neighbours(args):
             ims.append(db.load(int(idx[a, r]))[0])
             caps.append(_caption(db, idx[a, r], "d %.3g" % dist[a, r]))
             border.append(None)
-    files.append(al.image_grid(os.path.join(out, "neighbours.png"), ims, caps, ncols=idx.shape[1] + 1, border=border,
+    files.append(report.image_grid(os.path.join(out, "neighbours.png"), ims, caps, ncols=idx.shape[1] + 1, border=border,
                                title="Fig. 7: queries (red) and nearest neighbours in counting space", cell=1.6))
     _done(out, files)
     return dict(queries=q, idx=idx, dist=dist)
@@ -315,12 +314,12 @@ def cmd_neighbours(args):
 
 def cmd_neurons(args):
     phi, images, F, _ = _features(args)
-    neurons, mean = al.top_neurons(F, args.neurons)
+    neurons, mean = metrics.top_neurons(F, args.neurons)
     out = _out_dir(args)
     rows, ims, caps, labels = [], [], [], []
     print("\nFig. 8: the %d most active neurons (by mean response over %d images)" % (len(neurons), len(images)))
     for j in neurons:
-        sel = al.top_images(F, j, args.k)
+        sel = metrics.top_images(F, j, args.k)
         print("  neuron %4d: mean %.4g, top activations %s" % (j, mean[j], " ".join("%.3g" % F[i, j] for i in sel)))
         for r, i in enumerate(sel):
             rows.append(dict(neuron=int(j), neuron_mean=mean[j], rank=r + 1, index=int(i), key=images.names[i],
@@ -328,12 +327,12 @@ def cmd_neurons(args):
             ims.append(images.load(int(i))[0])
             caps.append(_caption(images, i, "%.3g" % F[i, j]))
         labels.append("neuron %d" % j)
-    files = [al.write_csv(os.path.join(out, "neurons.csv"), rows,
+    files = [report.write_csv(os.path.join(out, "neurons.csv"), rows,
                           ["neuron", "neuron_mean", "rank", "index", "key", "activation"]),
-             al.write_json(os.path.join(out, "neurons.json"), dict(
+             report.write_json(os.path.join(out, "neurons.json"), dict(
                  command=" ".join(sys.argv), source=images.source, n_images=len(images), neurons=neurons,
                  neuron_means=mean[neurons], n_active=int((mean > 0).sum()), top=rows))]
-    files.append(al.image_grid(os.path.join(out, "neurons.png"), ims, caps, ncols=args.k, row_labels=labels,
+    files.append(report.image_grid(os.path.join(out, "neurons.png"), ims, caps, ncols=args.k, row_labels=labels,
                                title="Fig. 8: the %d images activating each of the %d most active neurons most"
                                      % (args.k, len(neurons)), cell=1.5))
     _done(out, files)
@@ -343,11 +342,11 @@ def cmd_neurons(args):
 def cmd_count_check(args):
     phi, images, F, labels = _features(args)
     if any(lab is None for lab in labels):
-        raise al.AnalysisError("count-check needs an LMDB whose labels are object counts (data/fashion/"
+        raise features.AnalysisError("count-check needs an LMDB whose labels are object counts (data/fashion/"
                                "scenes_*_lmdb); '%s' is a folder without labels" % images.source)
     k = np.array(labels, np.float64)
-    norms = al.l2_norms(F)
-    rho = al.spearman(norms, k)
+    norms = metrics.l2_norms(F)
+    rho = metrics.spearman(norms, k)
     from scipy import stats
     sp = stats.spearmanr(norms, k)
     pr = stats.pearsonr(norms, k) if np.std(norms) > 0 and np.std(k) > 0 else None
@@ -361,8 +360,8 @@ def cmd_count_check(args):
     for r in per_k:
         print("  k = %2d: %4d images, norm %.4g +- %.3g" % (r["k"], r["count"], r["mean"], r["std"]))
     rows = [dict(index=i, key=images.names[i], count=int(k[i]), norm=norms[i]) for i in range(len(images))]
-    files = [al.write_csv(os.path.join(out, "count_check.csv"), rows, ["index", "key", "count", "norm"]),
-             al.write_json(os.path.join(out, "count_check.json"), dict(
+    files = [report.write_csv(os.path.join(out, "count_check.csv"), rows, ["index", "key", "count", "norm"]),
+             report.write_json(os.path.join(out, "count_check.json"), dict(
                  command=" ".join(sys.argv), source=images.source, n_images=len(images), spearman=rho,
                  spearman_scipy=float(sp.statistic), spearman_p=float(sp.pvalue),
                  pearson=None if pr is None else float(pr.statistic), per_count=per_k))]
@@ -385,18 +384,18 @@ def cmd_count_check(args):
 
 
 def cmd_log(args):
-    path = al.resolve_path(args.log)
+    path = features.resolve_path(args.log)
     if not os.path.isfile(path):
-        raise al.AnalysisError("log '%s' does not exist (looked in %s); caffe writes its log to stderr: "
+        raise features.AnalysisError("log '%s' does not exist (looked in %s); caffe writes its log to stderr: "
                                "caffe train ... 2> train.log" % (args.log, path))
     with open(path, errors="replace") as f:
-        res = al.parse_caffe_log(f.read())
+        res = caffelog.parse_caffe_log(f.read())
     if not res["train"] and not res["test"]:
-        raise al.AnalysisError("log '%s' holds no 'Iteration N ..., loss = ...' or 'Test net output' lines; is it a "
+        raise features.AnalysisError("log '%s' holds no 'Iteration N ..., loss = ...' or 'Test net output' lines; is it a "
                                "Caffe training log (stderr of caffe train, written with GLOG_minloglevel=0)?" % path)
     out = _out_dir(args)
-    files = [al.write_csv(os.path.join(out, "train.csv"), res["train"]),
-             al.write_csv(os.path.join(out, "test.csv"), res["test"])]
+    files = [report.write_csv(os.path.join(out, "train.csv"), res["train"]),
+             report.write_csv(os.path.join(out, "test.csv"), res["test"])]
     last_train = res["train"][-1] if res["train"] else None
     print("\nlog %s: %d train rows, %d test rows, %d lr rows" % (path, len(res["train"]), len(res["test"]), len(res["lr"])))
     if last_train:
@@ -405,7 +404,7 @@ def cmd_log(args):
     for t in res["test"][-3:]:
         print("  test: iteration %d, %s" % (t["iteration"], ", ".join("%s %.5g" % (k, v) for k, v in t.items()
                                                                       if k.startswith("test_"))))
-    files.append(al.write_json(os.path.join(out, "log.json"), dict(command=" ".join(sys.argv), log=path, **res)))
+    files.append(report.write_json(os.path.join(out, "log.json"), dict(command=" ".join(sys.argv), log=path, **res)))
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     ax = axes[0]
@@ -468,11 +467,11 @@ def _image_args(p, source=DEFAULT_SOURCE):
     p.add_argument("--out", default=None, help="output folder (default runs/analysis/<subcommand>)")
     p.add_argument("--max-images", type=_pos_int, default=1000, help="use the first N images (key / file-name order)")
     p.add_argument("--batch", type=_pos_int, default=64, help="images per forward pass")
-    p.add_argument("--view", choices=al.VIEWS, default="full",
+    p.add_argument("--view", choices=features.VIEWS, default="full",
                    help="full: whole image resized to the input size; center: central --crop region downsampled")
     p.add_argument("--crop", type=_pos_int, default=228, help="crop size of --view center (input size = crop / 2)")
-    p.add_argument("--interp", choices=al.METHODS, default="area", help="OpenCV interpolation of the resize")
-    p.add_argument("--color-mode", choices=al.COLOR_MODES, default="color", help="feed colour or gray inputs")
+    p.add_argument("--interp", choices=features.METHODS, default="area", help="OpenCV interpolation of the resize")
+    p.add_argument("--color-mode", choices=features.COLOR_MODES, default="color", help="feed colour or gray inputs")
     p.add_argument("--seed", type=int, default=1701, help="seed of every random choice")
 
 
@@ -485,14 +484,14 @@ def build_parser():
     p.add_argument("--deploy", default=DEFAULT_DEPLOY, help="deploy prototxt shared by all models")
     p.add_argument("--deploys", nargs="+", default=None, help="one deploy prototxt per model (overrides --deploy)")
     p.add_argument("--weights", nargs="+", default=None, help="one .caffemodel per model (rows of the table)")
-    p.add_argument("--train-methods", nargs="+", default=["mixed"], choices=al.TRAIN_METHODS,
+    p.add_argument("--train-methods", nargs="+", default=["mixed"], choices=features.TRAIN_METHODS,
                    help="the downsampling each model was trained with, one per --weights (mixed = random per batch)")
     p.add_argument("--source", default=DEFAULT_SOURCE, help="LMDB or image folder (images >= --crop on each side)")
     p.add_argument("--out", default=None, help="output folder (default runs/analysis/table5)")
     p.add_argument("--max-images", type=_pos_int, default=1000, help="use the first N images")
     p.add_argument("--batch", type=_pos_int, default=64, help="inputs per forward pass")
     p.add_argument("--crop", type=_pos_int, default=228, help="pretext crop x (tiles and D(x) are crop/2)")
-    p.add_argument("--gray-prob", type=_fraction, default=0.67, help="probability of gray inputs per image (as training)")
+    p.add_argument("--gray-prob", type=_fraction, default=params.GRAY_PROB, help="probability of gray inputs per image (as training)")
     p.add_argument("--seed", type=int, default=1701, help="seed of the crops, colour modes and mixed methods")
 
     p = sub.add_parser("mean-vector", formatter_class=fmt, help="Fig. 3: mean counting vector and its sparsity")
@@ -543,7 +542,7 @@ def main(argv=None):
     t0 = time.time()
     try:
         res = COMMANDS[args.cmd](args)
-    except (al.AnalysisError, al.LmdbError) as e:
+    except (features.AnalysisError, features.LmdbError) as e:
         print("error: %s" % e, file=sys.stderr)
         return 2
     print("done in %.1f s" % (time.time() - t0))

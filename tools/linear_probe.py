@@ -30,77 +30,15 @@ import time
 
 import numpy as np
 
-os.environ.setdefault("GLOG_minloglevel", "2")   # Caffe's per-layer log is long; set it to 0 to see it
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _p in (REPO, os.path.join(REPO, "python_layers"), os.path.join(REPO, "tools")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+from ltc import caffe_env
+caffe_env.quiet_glog()   # before pycaffe loads: Caffe's per-layer log is long (GLOG_minloglevel=0 shows it)
+from ltc import REPO
 
-from caffe.proto import caffe_pb2  # noqa: E402
+from ltc import lmdb_io, probe
+from ltc import transfer_nets as mtp
+from ltc.probe import ProbeError, check_weights, read_labels, warn_if_sorted
 
-import lmdb_io  # noqa: E402
-import make_transfer_prototxt as mtp  # noqa: E402
-import port_weights as pw  # noqa: E402
-
-LAYERS = tuple(name for name, _ in mtp.PROBE_SIZES)   # conv1..conv5, pool5
-
-
-class ProbeError(ValueError):
-    """Bad input to the probe; the message names the file and the problem."""
-
-
-def read_labels(path, limit=None):
-    """Labels of an LMDB in key order (Datum field 'label'; images are not decoded)."""
-    env = lmdb_io.open_lmdb(path, "linear_probe")
-    labels = []
-    try:
-        with env.begin() as txn:
-            d = caffe_pb2.Datum()
-            for i, (_, v) in enumerate(txn.cursor()):
-                if limit is not None and i >= limit:
-                    break
-                d.ParseFromString(v)
-                labels.append(d.label)
-    finally:
-        env.close()
-    return np.array(labels, np.int64)
-
-
-def check_weights(path):
-    """Refuse a file that is not a CaffeNet conv1..conv5 model; returns {layer: [weights, bias]}."""
-    if not os.path.isfile(path):
-        raise ProbeError("%s: no such file" % path)
-    try:
-        model = pw.CountingModel(path)
-        raise ProbeError("%s: this is a %s counting snapshot; port it first: python tools/port_weights.py %s OUT.caffemodel "
-                         "--fold-std TRAIN_LMDB" % (path, model.kind, path))
-    except pw.PortError:
-        pass
-    net = caffe_pb2.NetParameter()
-    try:
-        with open(path, "rb") as f:
-            net.ParseFromString(f.read())
-    except Exception as e:  # protobuf DecodeError
-        raise ProbeError("%s: not a readable .caffemodel (%s)" % (path, e))
-    by = {l.name: l for l in net.layer}
-    out = {}
-    for name, shape in pw.CONV_SHAPES:
-        if name not in by or len(by[name].blobs) != 2:
-            raise ProbeError("%s: no layer '%s' with weights and bias: not a CaffeNet-layout model "
-                             "(tools/port_weights.py writes one)" % (path, name))
-        got = pw.blob_shape(by[name].blobs[0])
-        if got != shape:
-            raise ProbeError("%s: '%s' weights are %s, CaffeNet's are %s" % (path, name, pw._fmt(got), pw._fmt(shape)))
-        out[name] = [pw.blob_array(b) for b in by[name].blobs]
-    return out
-
-
-def warn_if_sorted(labels, num_classes):
-    if len(labels) > 20 and num_classes > 2:
-        same = float(np.mean(labels[1:] == labels[:-1]))
-        if same > 0.5:
-            print("WARNING: %.0f%% of consecutive training labels are equal: the LMDB looks sorted by class, and "
-                  "Caffe's Data layer reads it in key order; rebuild it shuffled for a meaningful probe" % (100 * same))
+LAYERS = probe.LAYERS
 
 
 def probe_one(name, weights, cfg, args, n_val, val_labels):
@@ -231,7 +169,7 @@ def main(argv=None):
             results.append((name, path, acc, secs))
     except ProbeError as e:
         print("linear_probe: error: %s" % e, file=sys.stderr)
-        return 1
+        return 2
 
     print("\nTop-1 accuracy (%%) of linear classifiers on frozen layers; %s, %d images; %d iterations x %d"
           % (os.path.relpath(val_lmdb, REPO) if val_lmdb.startswith(REPO) else val_lmdb, n_val, args.iters, args.batch))

@@ -17,15 +17,11 @@ import math
 import os
 import sys
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _p in (_ROOT, os.path.join(_ROOT, "python_layers")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
-import lmdb_io  # noqa: E402
+from ltc import lmdb_io
 
 
 def datum_header(buf):
@@ -192,7 +188,7 @@ def main(argv=None):
         s = scan(args.lmdb, args.limit)
     except lmdb_io.LmdbError as e:
         print("error: %s" % e, file=sys.stderr)
-        return 1
+        return 2
     if args.sheet:
         shape, k = contact_sheet(args.lmdb, args.sheet, args.n, args.tile, args.pick)
         s["sheet"] = os.path.abspath(args.sheet)

@@ -26,12 +26,8 @@ import json
 import os
 import sys
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _p in (_ROOT, os.path.join(_ROOT, "python_layers")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
 
-import lmdb_build  # noqa: E402
+from ltc import lmdb_build
 
 
 def build_parser():
@@ -82,7 +78,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.workers < 0 or args.size < 1 or args.batch < 1:
         print("make_lmdb: error: --workers must be >= 0, --size and --batch >= 1", file=sys.stderr)
-        return 1
+        return 2
     print("make_lmdb: " + " ".join("%s=%s" % kv for kv in sorted(vars(args).items()) if kv[0] != "delay"))
     sys.stdout.flush()
     try:
@@ -100,7 +96,7 @@ def main(argv=None):
             progress=not args.no_progress, writemap=not args.no_writemap)
     except lmdb_build.BuildError as e:
         print("make_lmdb: error: %s" % e, file=sys.stderr)
-        return 1
+        return e.exit_code
     except lmdb_build.Interrupted as e:
         print("make_lmdb: %s; removed the partial database, nothing at %s" % (e, args.output), file=sys.stderr)
         return 128 + e.signum

@@ -1,316 +1,40 @@
 #!/usr/bin/env python3
-"""Generate the counting network's prototxts (caffe.NetSpec) into prototxt/.
+"""Generate the counting network's prototxts into prototxt/ (the nets are ltc/nets.py).
 
     python tools/make_prototxt.py                 # regenerate every committed file
     python tools/make_prototxt.py --check         # exit 1 if a committed file is stale
     python tools/make_prototxt.py --custom DIR --dim 20 --interpolation area ...
-                                                  # one net + solver with your options
-
-What is written (all relative to prototxt/):
-
-    train_val.prototxt, solver.prototxt, deploy.prototxt   the paper's net (SPEC 1-4)
-    variants/<name>/{train_val,solver,deploy}.prototxt     Table 4 ablations:
-        dim20, interp_linear, interp_cubic, interp_area, interp_lanczos, gray, color
-    stacked/{train_val,solver}.prototxt                    one trunk on the six inputs
-                                                           stacked along the batch axis
-    demo/{train_val,solver}.prototxt                       small CPU demo on data/sample
-
-The six-branch net: a counting data layer (TRAIN and TEST phases, each with its own
-LMDB) produces t1..t4 (the tiles), dx and dy (the downsampled x and y); one branch
-function builds each column of the CaffeNet body (SPEC 3); the branch fed t1 carries
-the plain layer names conv1..fc8, the others the suffixes _t2, _t3, _t4, _dx, _dy;
-all branches share parameters by name (conv1_w, conv1_b, ...; weights lr 1 / decay 1,
-biases lr 2 / decay 0); the contrastive counting loss (eq. 4) comes last.
-
-Every generated file starts with a comment naming the command that regenerates it;
-tests/test_prototxt.py regenerates into a temporary folder and requires byte equality.
+                                                  # one net + solver + deploy with your options
 """
 import argparse
-import json
-import os
 import shlex
 import sys
-import tempfile
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _p in (REPO, os.path.join(REPO, "python_layers")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
-
-import caffe  # noqa: E402
-from caffe import layers as L, params as P  # noqa: E402
-from caffe.proto import caffe_pb2  # noqa: E402
-
-PROTOTXT_DIR = os.path.join(REPO, "prototxt")
-GENERATOR = "python tools/make_prototxt.py"
-BRANCHES = (("t1", ""), ("t2", "_t2"), ("t3", "_t3"), ("t4", "_t4"), ("dx", "_dx"), ("dy", "_dy"))
-INTERPOLATIONS = ("per_batch", "per_sample", "linear", "cubic", "area", "lanczos")
-
-# The paper's settings and the project's decisions (SPEC.md); every one is an option below.
-DEFAULTS = dict(
-    dim=1000,                       # counting vector size (paper: 1000; Table 4 ablation: 20)
-    crop=228,                       # decision: 228 crop -> 114 inputs (option 224 -> 112)
-    interpolation="per_batch",      # decision: one random method per batch
-    gray_prob=0.67,                 # paper: grayscale 67% of the time
-    margin=10.0,                    # paper: M = 10
-    filler="xavier",                # decision: xavier weights (option gaussian, std 0.01/0.005)
-    batch=256,                      # decision: batch 256 (as the Jigsaw sibling)
-    test_batch=256,
-    train_lmdb="data/imagenet/train_lmdb",
-    val_lmdb="data/imagenet/val_lmdb",
-    seed=1701,
-    workers=2,
-    prefetch=4,
-    layout="six",                   # six-branch siamese (faithful) or "stacked"
-    # solver (SPEC 4)
-    base_lr=1e-4, gamma=0.9, stepsize=10000, momentum=0.9, weight_decay=5e-4,
-    max_iter=350000, snapshot=5000, snapshot_prefix="snapshots/counting",
-    test_iter=20, test_interval=5000, display=20,
-    test_initialization=False,      # a 350K-iteration run (and every resume) starts training at once
-)
-
-# (name, overrides) of every committed net besides the default one.
-VARIANTS = [
-    ("variants/dim20", dict(dim=20, snapshot_prefix="snapshots/counting_dim20")),
-    ("variants/interp_linear", dict(interpolation="linear", snapshot_prefix="snapshots/counting_interp_linear")),
-    ("variants/interp_cubic", dict(interpolation="cubic", snapshot_prefix="snapshots/counting_interp_cubic")),
-    ("variants/interp_area", dict(interpolation="area", snapshot_prefix="snapshots/counting_interp_area")),
-    ("variants/interp_lanczos", dict(interpolation="lanczos", snapshot_prefix="snapshots/counting_interp_lanczos")),
-    ("variants/gray", dict(gray_prob=1.0, snapshot_prefix="snapshots/counting_gray")),
-    ("variants/color", dict(gray_prob=0.0, snapshot_prefix="snapshots/counting_color")),
-    ("stacked", dict(layout="stacked", snapshot_prefix="snapshots/counting_stacked")),
-    # The CPU demo: same architecture, loss and learning rate; a batch that fits 2 cores and
-    # few iterations (the TEST net sees the whole small val LMDB in one batch).
-    ("demo", dict(train_lmdb="data/sample/train_lmdb", val_lmdb="data/sample/val_lmdb",
-                  batch=16, test_batch=16, stepsize=100, max_iter=300,
-                  snapshot=300, snapshot_prefix="runs/demo/counting_demo",
-                  test_iter=1, test_interval=50, display=10, workers=1, prefetch=4,
-                  test_initialization=True)),
-]
-
-
-# ----------------------------------------------------------------------------- net pieces
-def _param(name, lr_w=1, decay_w=1, lr_b=2, decay_b=0):
-    """Shared parameter specs: one place, so every branch agrees by construction."""
-    return [dict(name=name + "_w", lr_mult=lr_w, decay_mult=decay_w),
-            dict(name=name + "_b", lr_mult=lr_b, decay_mult=decay_b)]
-
-
-def _fillers(kind, fc=False):
-    if kind == "xavier":
-        return dict(weight_filler=dict(type="xavier"), bias_filler=dict(type="constant", value=0.1 if fc else 0))
-    if kind == "gaussian":  # CaffeNet's: std 0.01 for convs, 0.005 for fc6/fc7
-        return dict(weight_filler=dict(type="gaussian", std=0.005 if fc else 0.01),
-                    bias_filler=dict(type="constant", value=0.1 if fc else 0))
-    raise ValueError("unknown filler %r (xavier or gaussian)" % kind)
-
-
-def branch(n, bottom, suffix, dim, filler):
-    """One CaffeNet column from ``bottom`` to the counting vector fc8 (ReLU'd in place).
-
-    Layer and top names are conv1..fc8 plus ``suffix``; parameters are shared by name.
-    Returns the fc8 top.
-    """
-    def conv(name, x, num_output, kernel, stride=1, pad=0, group=1):
-        extra = dict(stride=stride) if stride != 1 else {}
-        extra.update(dict(pad=pad) if pad else {}, **(dict(group=group) if group != 1 else {}))
-        n[name + suffix] = L.Convolution(x, num_output=num_output, kernel_size=kernel, param=_param(name),
-                                         **dict(extra, **_fillers(filler)))
-        n["relu" + name[-1] + suffix] = L.ReLU(n[name + suffix], in_place=True)
-        return n[name + suffix]
-
-    def pool(name, x):
-        n[name + suffix] = L.Pooling(x, pool=P.Pooling.MAX, kernel_size=3, stride=2)
-        return n[name + suffix]
-
-    def lrn(name, x):
-        n[name + suffix] = L.LRN(x, local_size=5, alpha=1e-4, beta=0.75)
-        return n[name + suffix]
-
-    def fc(name, x, num_output):
-        n[name + suffix] = L.InnerProduct(x, num_output=num_output, param=_param(name), **_fillers(filler, fc=True))
-        n["relu" + name[-1] + suffix] = L.ReLU(n[name + suffix], in_place=True)
-        return n[name + suffix]
-
-    x = conv("conv1", bottom, 96, 11, stride=4)
-    x = lrn("norm1", pool("pool1", x))
-    x = conv("conv2", x, 256, 5, pad=2, group=2)
-    x = lrn("norm2", pool("pool2", x))
-    x = conv("conv3", x, 384, 3, pad=1)
-    x = conv("conv4", x, 384, 3, pad=1, group=2)
-    x = conv("conv5", x, 256, 3, pad=1, group=2)
-    x = pool("pool5", x)
-    x = fc("fc6", x, 4096)
-    x = fc("fc7", x, 4096)
-    return fc("fc8", x, dim)
-
-
-def data_param_str(cfg, phase):
-    """The counting data layer's JSON param_str for ``phase`` ("train" or "test")."""
-    p = dict(source=cfg["train_lmdb"] if phase == "train" else cfg["val_lmdb"],
-             batch_size=cfg["batch"] if phase == "train" else cfg["test_batch"],
-             crop_size=cfg["crop"], interpolation=cfg["interpolation"], gray_prob=cfg["gray_prob"],
-             seed=cfg["seed"] if phase == "train" else cfg["seed"] + 1,
-             workers=cfg["workers"], prefetch=cfg["prefetch"])
-    if phase == "test":  # every test pass sees the same test_iter batches
-        p["test_batches"] = cfg["test_iter"]
-    if cfg["layout"] == "stacked":
-        p["stack"] = True
-    return json.dumps(p, sort_keys=True)
-
-
-def _data_layer(cfg, phase):
-    tops = ["data"] if cfg["layout"] == "stacked" else [b for b, _ in BRANCHES]
-    layer = caffe_pb2.LayerParameter(name="data", type="Python", top=tops)
-    layer.include.add().phase = caffe_pb2.TRAIN if phase == "train" else caffe_pb2.TEST
-    layer.python_param.module = "counting_data"
-    layer.python_param.layer = "CountingDataLayer"
-    layer.python_param.param_str = data_param_str(cfg, phase)
-    return layer
-
-
-def _loss(n, bottoms, margin):
-    n.loss = L.Python(*bottoms, module="counting_loss", layer="CountingLossLayer",
-                      param_str=json.dumps({"M": margin}), loss_weight=1)
-
-
-def counting_net(cfg, inputs="data_layer"):
-    """The training net as a NetParameter.
-
-    inputs: "data_layer" (the counting data layer, TRAIN and TEST) or "input"
-    (plain Input blobs of the same names and shapes, for feeding from pycaffe).
-    """
-    size = cfg["crop"] // 2
-    n = caffe.NetSpec()
-    if cfg["layout"] == "stacked":
-        n.data = L.Input(shape=dict(dim=[6 * cfg["batch"], 3, size, size]))
-        _loss(n, [branch(n, n.data, "", cfg["dim"], cfg["filler"])], cfg["margin"])
-    elif cfg["layout"] == "six":
-        for name, _ in BRANCHES:
-            n[name] = L.Input(shape=dict(dim=[cfg["batch"], 3, size, size]))
-        feats = [branch(n, n[name], suffix, cfg["dim"], cfg["filler"]) for name, suffix in BRANCHES]
-        _loss(n, feats, cfg["margin"])
-    else:
-        raise ValueError("unknown layout %r (six or stacked)" % cfg["layout"])
-    net = n.to_proto()
-    net.name = "counting_%s" % cfg["layout"]
-    if inputs == "data_layer":
-        body = [l for l in net.layer if l.type != "Input"]
-        del net.layer[:]
-        net.layer.extend([_data_layer(cfg, "train"), _data_layer(cfg, "test")] + body)
-    elif inputs != "input":
-        raise ValueError("inputs must be 'data_layer' or 'input'")
-    return net
-
-
-def deploy_net(cfg):
-    """One branch: input ``data`` 1 x 3 x S x S, output ``fc8`` (the counting vector)."""
-    size = cfg["crop"] // 2
-    n = caffe.NetSpec()
-    n.data = L.Input(shape=dict(dim=[1, 3, size, size]))
-    branch(n, n.data, "", cfg["dim"], cfg["filler"])
-    net = n.to_proto()
-    net.name = "counting_deploy"
-    for layer in net.layer:  # deploy needs no learning-rate settings or fillers
-        del layer.param[:]
-        for field in ("convolution_param", "inner_product_param"):
-            if layer.HasField(field):
-                getattr(layer, field).ClearField("weight_filler")
-                getattr(layer, field).ClearField("bias_filler")
-    return net
-
-
-def solver(cfg, net_path):
-    s = caffe_pb2.SolverParameter()
-    s.net = net_path
-    s.test_iter.append(cfg["test_iter"])
-    s.test_interval = cfg["test_interval"]
-    s.test_initialization = cfg["test_initialization"]
-    s.base_lr = cfg["base_lr"]
-    s.lr_policy = "step"
-    s.gamma = cfg["gamma"]
-    s.stepsize = cfg["stepsize"]
-    s.momentum = cfg["momentum"]
-    s.weight_decay = cfg["weight_decay"]
-    s.display = cfg["display"]
-    s.average_loss = min(cfg["display"], 20)
-    s.max_iter = cfg["max_iter"]
-    s.snapshot = cfg["snapshot"]
-    s.snapshot_prefix = cfg["snapshot_prefix"]
-    s.random_seed = cfg["seed"]
-    s.solver_mode = caffe_pb2.SolverParameter.CPU
-    return s
-
-
-# ----------------------------------------------------------------------------- writing
-def _header(command):
-    return ("# Generated by `%s` -- do not edit by hand; change tools/make_prototxt.py and rerun.\n"
-            "# Paths are relative to the repository root (run caffe from there).\n" % command)
-
-
-def render(cfg, rel_dir, command=GENERATOR):
-    """{relative path: file text} for one configuration (train_val, solver, deploy)."""
-    cfg = dict(DEFAULTS, **cfg)
-    files = {}
-    tv = os.path.join("prototxt", rel_dir, "train_val.prototxt") if rel_dir else "prototxt/train_val.prototxt"
-    files[tv] = _header(command) + str(counting_net(cfg))
-    files[tv.replace("train_val.prototxt", "solver.prototxt")] = _header(command) + str(solver(cfg, tv))
-    if cfg["layout"] == "six" and rel_dir != "demo":
-        files[tv.replace("train_val.prototxt", "deploy.prototxt")] = _header(command) + str(deploy_net(cfg))
-    return files
-
-
-def all_files():
-    files = render({}, "")
-    for rel_dir, overrides in VARIANTS:
-        files.update(render(overrides, rel_dir))
-    return files
-
-
-def write_files(files, root):
-    for rel, text in sorted(files.items()):
-        path = os.path.join(root, rel)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
-            f.write(text)
-        print("wrote %s" % os.path.relpath(path, os.getcwd()))
-
-
-def check_files(files, root, generator, what="generated files"):
-    """--check: 0 if every file in ``files`` exists under ``root`` with that text, else list and 1."""
-    stale = [rel for rel, text in sorted(files.items())
-             if not os.path.exists(os.path.join(root, rel)) or open(os.path.join(root, rel)).read() != text]
-    for rel in stale:
-        print("stale or missing: %s" % rel)
-    if stale:
-        print("run `%s` to regenerate" % generator)
-        return 1
-    print("all %d %s are up to date" % (len(files), what))
-    return 0
+from ltc import REPO, nets
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(description=nets.__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--out-root", default=REPO, help="folder that receives prototxt/...")
     ap.add_argument("--check", action="store_true", help="compare with the files on disk instead of writing")
     ap.add_argument("--custom", metavar="DIR", help="write one net (train_val, solver, deploy) with the options below into prototxt/DIR")
     g = ap.add_argument_group("options for --custom (defaults: the paper's net)")
-    g.add_argument("--dim", type=int, default=DEFAULTS["dim"], help="counting vector size")
-    g.add_argument("--crop", type=int, choices=(228, 224), default=DEFAULTS["crop"], help="random crop; inputs are crop/2")
-    g.add_argument("--interpolation", choices=INTERPOLATIONS, default=DEFAULTS["interpolation"], help="D's interpolation")
-    g.add_argument("--gray-prob", type=float, default=DEFAULTS["gray_prob"], help="probability that a sample is grayscale")
-    g.add_argument("--margin", type=float, default=DEFAULTS["margin"], help="M of eq. 4")
-    g.add_argument("--filler", choices=("xavier", "gaussian"), default=DEFAULTS["filler"], help="weight initialisation")
-    g.add_argument("--layout", choices=("six", "stacked"), default=DEFAULTS["layout"], help="six branches or one stacked trunk")
-    g.add_argument("--batch", type=int, default=DEFAULTS["batch"], help="training samples per batch")
-    g.add_argument("--test-batch", type=int, default=DEFAULTS["test_batch"], help="test samples per batch")
-    g.add_argument("--train-lmdb", default=DEFAULTS["train_lmdb"], help="training LMDB")
-    g.add_argument("--val-lmdb", default=DEFAULTS["val_lmdb"], help="validation LMDB (TEST phase)")
-    g.add_argument("--workers", type=int, default=DEFAULTS["workers"], help="data worker processes")
-    g.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="data and solver seed")
+    g.add_argument("--dim", type=int, default=nets.DEFAULTS["dim"], help="counting vector size")
+    g.add_argument("--crop", type=int, choices=(228, 224), default=nets.DEFAULTS["crop"], help="random crop; inputs are crop/2")
+    g.add_argument("--interpolation", choices=nets.INTERPOLATIONS, default=nets.DEFAULTS["interpolation"], help="D's interpolation")
+    g.add_argument("--gray-prob", type=float, default=nets.DEFAULTS["gray_prob"], help="probability that a sample is grayscale")
+    g.add_argument("--margin", type=float, default=nets.DEFAULTS["margin"], help="M of eq. 4")
+    g.add_argument("--filler", choices=("xavier", "gaussian"), default=nets.DEFAULTS["filler"], help="weight initialisation")
+    g.add_argument("--layout", choices=("six", "stacked"), default=nets.DEFAULTS["layout"], help="six branches or one stacked trunk")
+    g.add_argument("--batch", type=int, default=nets.DEFAULTS["batch"], help="training samples per batch")
+    g.add_argument("--test-batch", type=int, default=nets.DEFAULTS["test_batch"], help="test samples per batch")
+    g.add_argument("--train-lmdb", default=nets.DEFAULTS["train_lmdb"], help="training LMDB")
+    g.add_argument("--val-lmdb", default=nets.DEFAULTS["val_lmdb"], help="validation LMDB (TEST phase)")
+    g.add_argument("--workers", type=int, default=nets.DEFAULTS["workers"], help="data worker processes")
+    g.add_argument("--seed", type=int, default=nets.DEFAULTS["seed"], help="data and solver seed")
     for key in ("base_lr", "max_iter", "stepsize", "snapshot", "test_iter", "test_interval"):
-        g.add_argument("--" + key.replace("_", "-"), type=type(DEFAULTS[key]), default=DEFAULTS[key])
+        g.add_argument("--" + key.replace("_", "-"), type=type(nets.DEFAULTS[key]), default=nets.DEFAULTS[key])
     g.add_argument("--snapshot-prefix", default=None, help="default: snapshots/<DIR>")
     args = ap.parse_args(argv)
     print("make_prototxt:", {k: v for k, v in vars(args).items() if v is not None})
@@ -321,14 +45,14 @@ def main(argv=None):
                                               "workers", "seed", "base_lr", "max_iter", "stepsize",
                                               "snapshot", "test_iter", "test_interval")}
         cfg["snapshot_prefix"] = args.snapshot_prefix or "snapshots/" + args.custom.strip("/").replace("/", "_")
-        command = " ".join([GENERATOR] + [shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])])
-        files = render(cfg, args.custom.strip("/"), command=command)
+        command = " ".join([nets.GENERATOR] + [shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])])
+        files = nets.render(cfg, args.custom.strip("/"), command=command)
     else:
-        files = all_files()
+        files = nets.all_files()
 
     if args.check:
-        return check_files(files, args.out_root, GENERATOR)
-    write_files(files, args.out_root)
+        return nets.check_files(files, args.out_root, nets.GENERATOR)
+    nets.write_files(files, args.out_root)
     return 0
 
 

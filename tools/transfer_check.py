@@ -22,17 +22,15 @@ import sys
 
 import numpy as np
 
-os.environ.setdefault("GLOG_minloglevel", "2")
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _p in (REPO, os.path.join(REPO, "python_layers"), os.path.join(REPO, "tools")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+from ltc import caffe_env
+caffe_env.quiet_glog()   # before pycaffe loads: Caffe's per-layer log is long (GLOG_minloglevel=0 shows it)
+from ltc import REPO
 
-import caffe  # noqa: E402
+import caffe
 
-import lmdb_io  # noqa: E402
-import linear_probe as lp  # noqa: E402
-import make_transfer_prototxt as mtp  # noqa: E402
+from ltc import lmdb_io
+from ltc import probe as lp
+from ltc import transfer_nets as mtp
 
 MEAN = np.array(mtp.PROBE_DEFAULTS["mean"], np.float32).reshape(3, 1, 1)
 
@@ -124,11 +122,11 @@ def main(argv=None):
         items = list(lmdb_io.iter_images(args.lmdb, limit=args.batch))
     except (lp.ProbeError, lmdb_io.LmdbError) as e:
         print("transfer_check: error: %s" % e, file=sys.stderr)
-        return 1
+        return 2
     images = [img for _, img, _ in items]
     if min(min(i.shape[:2]) for i in images) < 227:
         print("transfer_check: error: %s: images must be at least 227x227" % args.lmdb, file=sys.stderr)
-        return 1
+        return 2
     labels = np.array([lab for _, _, lab in items], np.float32)
     weights = lmdb_io.resolve_path(args.weights)
     probe_step(weights, ref, images, labels, out_dir)

@@ -5,10 +5,10 @@ and can be driven from any script (benchmarks, tests):
 
     with BatchPipeline("data/sample/train_lmdb", batch_size=32, workers=2, seed=1701) as pipe:
         batch = pipe.next_batch()        # float32 6 x 32 x 3 x 114 x 114: t1,t2,t3,t4,dx,dy
-        plan = pipe.plan(0)              # the random choices behind batch 0 (count_transforms.BatchPlan)
+        plan = pipe.plan(0)              # the random choices behind batch 0 (ltc.transforms.BatchPlan)
 
 Design:
-- Batch b is fully determined by (seed, phase, b) (count_transforms.plan_batch), so the
+- Batch b is fully determined by (seed, phase, b) (ltc.transforms.plan_batch), so the
   batches do not depend on the number of workers; the consumer gets them in index order.
 - ``workers`` processes are forked at construction (before the caller starts threads of its
   own, if possible). Batch b goes to worker b mod workers and is written straight into slot
@@ -26,9 +26,8 @@ Design:
   read transaction); OpenCV runs single-threaded in workers.
 
 Throughput check (samples/s; one sample = six inputs; also CPU seconds used by the makers):
-    python python_layers/count_pipeline.py --source data/sample/train_lmdb --workers 1 2
+    python bench/data_layer.py --lmdb data/sample/train_lmdb --workers 1 2
 """
-import ctypes
 import mmap
 import os
 import signal
@@ -40,10 +39,10 @@ from multiprocessing.connection import Pipe, wait
 import cv2
 import numpy as np
 
-import count_transforms as ct
-from lmdb_io import LmdbError, datum_to_image, open_lmdb, read_varint as _varint, resolve_path
+from ltc import transforms as ct, workers
+from ltc.params import CROP_SIZE, GRAY_PROB, INTERPOLATION, SEED
+from ltc.lmdb_io import LmdbError, decode_datum, open_lmdb, resolve_path
 
-_PR_SET_PDEATHSIG = 1
 _POLL_S = 1.0          # how often an idle worker checks that its parent still lives
 _JOIN_S = 5.0          # how long close() waits for a worker before SIGKILL
 
@@ -55,59 +54,13 @@ def read_key_array(env):
     return np.array(keys, dtype=np.bytes_)
 
 
-def datum_fields(buf):
-    """Scan a serialised Datum without copying: {field number: int, or (offset, length) for bytes}.
-
-    Datum fields: 1 channels, 2 height, 3 width, 4 data, 5 label, 6 float_data, 7 encoded.
-    Raises ValueError on a malformed message.
-    """
-    fields, pos, n = {}, 0, len(buf)
-    while pos < n:
-        key, pos = _varint(buf, pos)
-        wire = key & 7
-        if wire == 0:
-            fields[key >> 3], pos = _varint(buf, pos)
-        elif wire == 2:
-            length, pos = _varint(buf, pos)
-            fields[key >> 3] = (pos, length)
-            pos += length
-        elif wire == 5:
-            pos += 4
-        elif wire == 1:
-            pos += 8
-        else:
-            raise ValueError("unexpected protobuf wire type %d" % wire)
-    if pos != n:
-        raise ValueError("truncated message")
-    return fields
-
-
 def decode_chw(value, key, source):
-    """Datum bytes/buffer -> 3 x H x W uint8 BGR.
-
-    A raw Datum comes back as a zero-copy view of ``value`` (CHW already), so with an LMDB
-    buffer it is only valid inside the read transaction; encoded Datums are decoded by
-    OpenCV straight from the buffer. Anything unusual goes through lmdb_io.datum_to_image
-    for its error message.
-    """
+    """Datum bytes/buffer -> 3 x H x W uint8 BGR (lmdb_io.decode_datum: zero-copy for raw Datums,
+    so valid only inside the read transaction); errors name the LMDB and the key."""
     try:
-        f = datum_fields(value)
-        c, h, w = f.get(1, 0), f.get(2, 0), f.get(3, 0)
-        data = f.get(4, (0, 0))
-        if not isinstance(data, tuple):
-            raise ValueError("field 'data' is not bytes")
-        if f.get(7, 0):
-            img = cv2.imdecode(np.frombuffer(value, np.uint8, count=data[1], offset=data[0]), cv2.IMREAD_COLOR)
-            if img is not None:
-                return np.ascontiguousarray(img.transpose(2, 0, 1))
-        elif c == 3 and data[1] == c * h * w and h > 0:
-            return np.frombuffer(value, np.uint8, count=data[1], offset=data[0]).reshape(c, h, w)
-        img, _ = datum_to_image(bytes(value))
+        return decode_datum(value)[0]
     except LmdbError as e:
         raise LmdbError("LMDB '%s', key %r: %s" % (source, key, e))
-    except Exception as e:  # a value that is no Datum at all
-        raise LmdbError("LMDB '%s', key %r: cannot parse the value as a Caffe Datum (%s)" % (source, key, e))
-    return np.ascontiguousarray(img.transpose(2, 0, 1))
 
 
 class _Maker:
@@ -166,29 +119,16 @@ class _Maker:
             self.env = None
 
 
-def _set_pdeathsig():
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: the getppid polling still applies
-        pass
-
-
 def _worker_main(maker, slots, tasks, results, parent_pid):
     """Worker loop (forked child): wait for (batch, slot), fill the slot, answer (batch, slot)."""
-    # The caffe binary installs glog's failure handler for SIGTERM, which would print
-    # "*** Aborted at ..." when the death signal arrives: a worker just dies quietly.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
-    _set_pdeathsig()
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+    if not workers.start_worker(parent_pid):  # Ctrl-C is the parent's business; gone already?
         return
     # No cv2.setNumThreads here: after a fork, reconfiguring the thread pool that OpenCV may
     # have started in the parent blocks for ever (pthread_cond_destroy on the pool's condition
     # variables). The parent sets one thread around the fork instead (_start_workers).
     while True:
         if not tasks.poll(_POLL_S):
-            if os.getppid() != parent_pid:
+            if not workers.parent_alive(parent_pid):
                 return
             continue
         try:
@@ -217,7 +157,7 @@ class BatchPipeline:
     RuntimeError when a worker fails (with its traceback).
     """
 
-    def __init__(self, source, batch_size, crop_size=228, interpolation="per_batch", gray_prob=0.67, seed=1701,
+    def __init__(self, source, batch_size, crop_size=CROP_SIZE, interpolation=INTERPOLATION, gray_prob=GRAY_PROB, seed=SEED,
                  phase="train", workers=2, prefetch=4, eps=1e-5, test_batches=0, who="BatchPipeline"):
         self._pids = []
         self._closed = True
@@ -345,7 +285,7 @@ class BatchPipeline:
         return list(self._pids)
 
     def plan(self, b):
-        """The random choices behind batch b (count_transforms.BatchPlan); cheap, no images read."""
+        """The random choices behind batch b (ltc.transforms.BatchPlan); cheap, no images read."""
         return self._maker.plan(b)
 
     def next_batch(self):
@@ -408,51 +348,3 @@ class BatchPipeline:
             self.close()
         except Exception:
             pass
-
-
-def main(argv=None):
-    """Throughput check: python python_layers/count_pipeline.py --source LMDB --workers 1 2."""
-    import argparse
-    ap = argparse.ArgumentParser(description="Measure BatchPipeline throughput (samples/s; one sample = six inputs).",
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--source", default="data/sample/train_lmdb", help="LMDB of 256x256 Datums")
-    ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--crop-size", type=int, default=228, choices=ct.CROP_SIZES)
-    ap.add_argument("--interpolation", default="per_batch", choices=ct.INTERPOLATION_MODES)
-    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to measure")
-    ap.add_argument("--batches", type=int, default=16, help="timed batches per worker count")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed batches first")
-    ap.add_argument("--prefetch", type=int, default=4, help="shared-memory slots (at least workers + 1 is used)")
-    ap.add_argument("--seed", type=int, default=1701)
-    args = ap.parse_args(argv)
-    print("resolved args:", vars(args), flush=True)
-    results = {}
-    for w in args.workers:
-        with BatchPipeline(args.source, args.batch_size, crop_size=args.crop_size, interpolation=args.interpolation,
-                           seed=args.seed, workers=w, prefetch=max(w + 1, args.prefetch)) as pipe:
-            for _ in range(args.warmup):
-                pipe.next_batch()
-            pids = pipe.worker_pids or [os.getpid()]
-            cpu0 = sum(_cpu_seconds(p) for p in pids)
-            t0 = time.perf_counter()
-            for _ in range(args.batches):
-                pipe.next_batch()
-            dt = time.perf_counter() - t0
-            cpu = sum(_cpu_seconds(p) for p in pids) - cpu0
-        n = args.batches * args.batch_size
-        results[w] = n / dt
-        print("workers %d: %.0f samples/s wall (%d batches of %d in %.2f s); batch makers used %.2f CPU s "
-              "= %.0f samples per CPU second" % (w, results[w], args.batches, args.batch_size, dt, cpu, n / cpu),
-              flush=True)
-    return results
-
-
-def _cpu_seconds(pid):
-    """User + system CPU seconds of a process so far (Linux /proc)."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-if __name__ == "__main__":
-    main()

@@ -4,11 +4,20 @@ Every layer declares its keys with a default and a type; ``parse_params`` reject
 unknown keys, wrong types and malformed JSON with a message that names the layer
 and says what to fix. No eval, no YAML.
 
-    SPEC = {"M": (10.0, float), "workers": (2, int)}
-    p = parse_params(param_str, SPEC, "CountingLossLayer")
+    KEYS = {"M": (10.0, float), "workers": (2, int)}
+    p = parse_params(param_str, KEYS, "CountingLossLayer")
     p["M"]  -> 10.0
+
+It also holds the counting data layer's defaults, once: the layer, the batch pipeline, the
+net generator, the analyses and the tools all read them from here.
 """
 import json
+
+# The counting data layer's defaults (docs/design.md says why each is what it is).
+CROP_SIZE = 228             # random crop of the 256 x 256 image; the six inputs are crop / 2
+INTERPOLATION = "per_batch" # D's OpenCV method: one random draw among the four per batch
+GRAY_PROB = 0.67            # the paper: grayscale inputs 67% of the time
+SEED = 1701                 # data and solver seed
 
 
 class ParamError(ValueError):

@@ -11,24 +11,22 @@ import ctypes
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from ltc import REPO
 BENCH = os.path.join(REPO, "bench")
 RESULTS = os.path.join(BENCH, "results")
 CACHE = os.path.join(BENCH, ".cache")
 VENV_PY = os.path.join(REPO, ".venv", "bin", "python")
+TRAIN_STEP = os.path.join(BENCH, "train_step.py")   # the script whose --child modes run_rows starts
 TORCH_VENV_PY = os.path.join(BENCH, ".venv-torch", "bin", "python")
 OPENMP_DIR = "/usr/lib/x86_64-linux-gnu/openblas-openmp"
 PTHREAD_DIR = "/usr/lib/x86_64-linux-gnu/openblas-pthread"
 TORCH_INSTALL_HINT = ("python3 -m venv bench/.venv-torch && bench/.venv-torch/bin/pip install numpy torch "
                       "(a CPU build: e.g. a torch-*+cpu wheel; git-ignored, used only by bench/)")
-
-for _p in (REPO, os.path.join(REPO, "python_layers"), os.path.join(REPO, "tools")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
 
 
 # ----------------------------------------------------------------------------- machine / BLAS
@@ -309,3 +307,217 @@ def load_avg():
         return os.getloadavg()[0]
     except OSError:
         return None
+
+
+# ----------------------------------------------------------------------------- images
+def sample_photos():
+    """The colour photos bundled with installed packages (no downloads)."""
+    import cv2
+    import matplotlib
+    import skimage
+    import sklearn.datasets
+    sk = os.path.join(os.path.dirname(skimage.__file__), "data")
+    paths = [os.path.join(sk, n) for n in ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg",
+                                           "motorcycle_left.png", "motorcycle_right.png", "hubble_deep_field.jpg")]
+    paths += [os.path.join(os.path.dirname(sklearn.datasets.__file__), "images", n) for n in ("china.jpg", "flower.jpg")]
+    paths.append(os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg"))
+    imgs = [cv2.imread(p, cv2.IMREAD_COLOR) for p in paths if os.path.isfile(p)]
+    return [im for im in imgs if im is not None]
+
+
+def make_jpegs(folder, n, seed=0, quality=90):
+    """Write n JPEGs (~500x375, landscape or portrait) into folder; returns the list file."""
+    import cv2
+    import numpy as np
+    listfile = os.path.join(folder, "list.txt")
+    if os.path.isfile(listfile) and sum(1 for _ in open(listfile)) == n:
+        return listfile
+    os.makedirs(folder, exist_ok=True)
+    photos = sample_photos()
+    rng = np.random.RandomState(seed)
+    names = []
+    for i in range(n):
+        src = photos[rng.randint(len(photos))]
+        h, w = src.shape[:2]
+        ch, cw = int(h * rng.uniform(0.5, 1.0)), int(w * rng.uniform(0.5, 1.0))
+        y, x = rng.randint(0, h - ch + 1), rng.randint(0, w - cw + 1)
+        crop = src[y:y + ch, x:x + cw]
+        size = (500, 375) if rng.rand() < 0.75 else (375, 500)
+        img = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
+        if rng.rand() < 0.5:
+            img = img[:, ::-1]
+        name = "img_%05d.jpg" % i
+        cv2.imwrite(os.path.join(folder, name), img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        names.append(name)
+    with open(listfile, "w") as f:
+        for k, name in enumerate(names):
+            f.write("%s %d\n" % (name, k % 10))
+    return listfile
+
+
+# ----------------------------------------------------------------------------- training-step rows
+def torch_env():
+    """The PyTorch child runs in its own venv, which lacks the project's .pth: give it the repo root."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def ensure_lmdb(path, n=512, seed=0, cache=None):
+    """``path`` if it is an LMDB; else an LMDB of n synthetic 256x256 BGR raw Datums (random crops of
+    bundled photos) in ``cache`` (default bench/.cache), built once."""
+    from ltc.lmdb_io import resolve_path
+    real = resolve_path(path)
+    if os.path.isdir(real) and os.path.isfile(os.path.join(real, "data.mdb")):
+        return real
+    target = os.path.join(cache or CACHE, "photos_lmdb_%d" % n)
+    if os.path.isfile(os.path.join(target, "data.mdb")):
+        return target
+    import cv2
+    import lmdb
+    import numpy as np
+    from ltc.lmdb_io import image_to_datum
+    photos = bundled_photos()
+    rng = np.random.default_rng(seed)
+    os.makedirs(target, exist_ok=True)
+    env = lmdb.open(target, map_size=n * 256 * 256 * 3 * 2 + (1 << 24))
+    with env.begin(write=True) as txn:
+        for i in range(n):
+            img = photos[i % len(photos)]
+            h, w = img.shape[:2]
+            s = int(rng.integers(min(h, w) // 2, min(h, w) + 1))
+            y, x = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
+            crop = cv2.resize(img[y:y + s, x:x + s], (256, 256), interpolation=cv2.INTER_AREA)
+            txn.put(b"%08d_synth%d.png" % (i, i), image_to_datum(crop, label=0).SerializeToString())
+    env.close()
+    print("built %s (%d synthetic 256x256 crops of bundled photos; %s not found)" % (target, n, path))
+    return target
+
+
+def bundled_photos():
+    """Colour photos shipped with scikit-image, scikit-learn and matplotlib (no downloads), >= 256 px."""
+    imgs = [im for im in sample_photos() if min(im.shape[:2]) >= 256]
+    if not imgs:
+        raise SystemExit("no bundled photos found (scikit-image / scikit-learn / matplotlib data)")
+    return imgs
+
+
+def row_name(r):
+    name = "%s %s" % (r["kind"], r["layout"])
+    if r.get("inputs") == "data_layer":
+        name += "+data(w%d)" % r["workers"]
+    return name
+
+
+def _groups(specs):
+    """Specs that can share one child (same kind, BLAS, batch, iterations), in first-seen order."""
+    groups = {}
+    for spec in specs:
+        key = (spec["kind"], spec["blas"], spec["batch"], spec.get("iters"), spec.get("warmup"),
+               spec.get("gemm", True), spec.get("alone", False) and id(spec))
+        groups.setdefault(key, []).append(spec)
+    return list(groups.values())
+
+
+def _child_cmd(group, a):
+    s0 = group[0]
+    iters, warmup = s0.get("iters", a.iters), s0.get("warmup", a.warmup)
+    variants = ",".join("%s:%s:%d" % (s["layout"], s["inputs"], s.get("workers", 0)) for s in group)
+    common = ["--variants", variants, "--batch", str(s0["batch"]), "--iters", str(iters), "--warmup", str(warmup)]
+    if s0["kind"] == "torch":
+        return [a.torch_python, TRAIN_STEP, "--child", "torch", "--threads", str(s0["blas"])] + common
+    if s0["kind"] == "gemm":
+        return [sys.executable, TRAIN_STEP, "--child", "gemm"]
+    lmdb = next((s["lmdb"] for s in group if s.get("lmdb")), "")
+    cmd = [sys.executable, TRAIN_STEP, "--child", "caffe", "--lmdb", lmdb] + common
+    return cmd + (["--gemm"] if s0.get("gemm", True) else [])
+
+
+def _summarise(row):
+    t = row.pop("times", None)
+    if not t:
+        return row
+    batch = row["batch"]
+    row.update(step_s=statistics.median(t), min_s=min(t), max_s=max(t), mean_s=statistics.mean(t), iters=len(t))
+    row["samples_s"] = batch / row["step_s"]
+    row["images_s"] = 6 * batch / row["step_s"]
+    row["best_images_s"] = 6 * batch / row["min_s"]
+    row["step_ms"] = 1000 * row["step_s"]
+    row["noise_pct"] = 100.0 * (row["max_s"] - row["min_s"]) / row["step_s"]
+    if row.get("flops"):
+        row["gflops"] = row["flops"] / row["step_s"] / 1e9
+        if row.get("gemm_gflops"):
+            row["pct_limit"] = 100.0 * row["gflops"] / row["gemm_gflops"]
+    if row.get("data_s") is not None:
+        row["data_wait_pct"] = 100.0 * row["data_s"] / row["step_s"]
+    if row.get("loss_s") is not None:
+        row["loss_pct"] = 100.0 * row["loss_s"] / row["step_s"]
+    return row
+
+
+def run_rows(specs, a):
+    """Run the specs, grouped per child (variants of one group step round-robin in one process);
+    with a.repeats > 1 all groups run again in turn and the step times are pooled."""
+    groups = _groups(specs)
+    merged = {}
+    order = []
+    for rep in range(getattr(a, "repeats", 1)):
+        for group in groups:
+            s0 = group[0]
+            kind, blas, batch = s0["kind"], s0["blas"], s0["batch"]
+            env, skip = blas_env(blas) if kind != "torch" else (torch_env(), None)
+            if kind == "torch" and not os.path.isfile(a.torch_python):
+                skip = "PyTorch not found at %s; install: %s" % (a.torch_python, TORCH_INSTALL_HINT)
+            label = "%s %s batch %d blas %s" % (kind, "/".join(row_name(dict(s, kind=kind)).split(" ", 1)[1]
+                                                               for s in group), batch, blas)
+            if skip:
+                if rep == 0:
+                    print("skip %s: %s" % (label, skip), flush=True)
+                continue
+            print("run  %s (repeat %d) ..." % (label, rep + 1), end=" ", flush=True)
+            load = load_avg()
+            res, rss, wall, err = run_child(_child_cmd(group, a), env=env, timeout=a.timeout)
+            if res is None:
+                print("FAILED\n%s" % err, flush=True)
+                for s in group:
+                    key = (kind, blas, batch, s["layout"], s["inputs"], s.get("workers", 0))
+                    if key not in merged:
+                        order.append(key)
+                        merged[key] = dict(kind=kind, layout=s["layout"], inputs=s["inputs"], batch=batch,
+                                           images=6 * batch, workers=s.get("workers", 0), blas=blas,
+                                           error=(err.strip().splitlines() or ["failed"])[-1][:200])
+                continue
+            print("done in %.0f s" % wall, flush=True)
+            if kind == "gemm":
+                res.update(kind="gemm", layout="-", inputs="-", batch=None, images=None, blas=blas, peak_rss_mib=rss,
+                           name="sgemm 2048^3 (limit)")
+                key = ("gemm", blas)
+                if key not in merged:
+                    order.append(key)
+                    merged[key] = res
+                continue
+            for v in res["variants"]:
+                key = (kind, blas, batch, v["layout"], v["inputs"], v["workers"])
+                v.update(images=6 * batch, blas=blas if kind != "torch" else "torch/%st" % blas,
+                         children_peak_rss_mib=res.get("children_peak_rss_mib"),
+                         blas_core=res.get("blas_core"), blas_threads=res.get("blas_threads"),
+                         blas_lib=res.get("blas_lib"), torch_version=res.get("torch_version"),
+                         peak_rss_mib=rss, load_before=load)
+                if key in merged and "times" in merged[key]:
+                    merged[key]["times"] += v["times"]
+                    merged[key]["gemm_list"].append(res.get("gemm_gflops"))
+                    merged[key]["peak_rss_mib"] = max(merged[key]["peak_rss_mib"] or 0, rss or 0)
+                else:
+                    if key not in merged:
+                        order.append(key)
+                    v["gemm_list"] = [res.get("gemm_gflops")]
+                    merged[key] = v
+    rows = []
+    for key in order:
+        r = merged[key]
+        g = [x for x in r.pop("gemm_list", []) if x]
+        if g:
+            r["gemm_gflops"] = statistics.median(g)
+        r.setdefault("name", row_name(r))
+        rows.append(_summarise(r))
+    return rows

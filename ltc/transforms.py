@@ -1,4 +1,4 @@
-"""The counting pretext's input transforms (SPEC section 2), as plain numpy/OpenCV functions.
+"""The counting pretext's input transforms (docs/design.md, Input pipeline), as plain numpy/OpenCV functions.
 
 One training sample is six network inputs, each 3 x S x S float32 (S = crop / 2):
 
@@ -28,6 +28,8 @@ from collections import namedtuple
 
 import cv2
 import numpy as np
+
+from ltc.params import GRAY_PROB, INTERPOLATION
 
 # OpenCV methods the paper draws from, in a fixed order (codes 0..3 index this tuple).
 INTERP_NAMES = ("linear", "cubic", "area", "lanczos")
@@ -134,8 +136,7 @@ def normalize_into(views, gray, out, eps=1e-5):
     for k, v in enumerate(views):
         dst = out[k]
         if gray:
-            s = cv2.add(v[0], v[1], dtype=cv2.CV_16U)       # exact channel sum 0..765
-            s = cv2.add(s, v[2], dtype=cv2.CV_16U)
+            s = _channel_sum(v)
             m, sd = _plane_stats([s])                        # gray = s / 3
             a = 1.0 / (sd + 3.0 * eps)                      # (s/3 - m/3) / (sd/3 + eps)
             cv2.addWeighted(s, a, s, 0.0, -m * a, dst=dst[0], dtype=cv2.CV_32F)
@@ -148,6 +149,20 @@ def normalize_into(views, gray, out, eps=1e-5):
             for c, p in enumerate(planes):
                 cv2.addWeighted(p, a, p, 0.0, -m * a, dst=dst[c], dtype=cv2.CV_32F)
     return out
+
+
+def _channel_sum(v):
+    """Exact sum of a 3 x S x S uint8 view's channels (uint16, 0..765): three times its gray."""
+    s = cv2.add(v[0], v[1], dtype=cv2.CV_16U)
+    return cv2.add(s, v[2], dtype=cv2.CV_16U)
+
+
+def input_std(view, gray):
+    """The std (0-255 scale) that normalize_into divides ``view`` by, before eps: over all
+    pixels and channels of the view, or of its channel average when ``gray``."""
+    if gray:
+        return _plane_stats([_channel_sum(view)])[1] / 3.0
+    return _plane_stats([view[c] for c in range(view.shape[0])])[1]
 
 
 # ----------------------------------------------------------------------------- randomness
@@ -230,7 +245,7 @@ def derangement(ids, rng, tries=100):
     return p
 
 
-def plan_batch(seed, phase, batch_index, n_db, batch_size, interpolation="per_batch", gray_prob=0.67,
+def plan_batch(seed, phase, batch_index, n_db, batch_size, interpolation=INTERPOLATION, gray_prob=GRAY_PROB,
                test_batches=0, perm_cache=None):
     """Every random choice of one batch, from a generator seeded with (seed, phase, batch).
 
@@ -270,8 +285,14 @@ def fill_batch(images, plan, crop_size, out, eps=1e-5):
     n = len(plan.index)
     if out.shape != batch_shape(n, crop_size) or out.dtype != np.float32:
         raise ValueError("out must be float32 %s, got %s %s" % (batch_shape(n, crop_size), out.dtype, out.shape))
-    for i in range(n):
-        views = sample_views(images[i], images[plan.partner[i]], plan.off_x[i], plan.off_y[i], crop_size,
-                             INTERP_FLAGS[INTERP_NAMES[plan.interp[i]]])
+    for i, views in enumerate(batch_views(images, plan, crop_size)):
         normalize_into(views, bool(plan.gray[i]), out[:, i], eps)
     return out
+
+
+def batch_views(images, plan, crop_size):
+    """The six uint8 inputs of each batch member, in batch order, as the data layer makes them
+    (images and plan as in fill_batch); colour mode and normalisation are applied after."""
+    for i in range(len(plan.index)):
+        yield sample_views(images[i], images[plan.partner[i]], plan.off_x[i], plan.off_y[i], crop_size,
+                           INTERP_FLAGS[INTERP_NAMES[plan.interp[i]]])

@@ -36,7 +36,6 @@ dropped, palette expanded, 16-bit -> 8-bit (value >> 8), CMYK JPEG -> BGR, EXIF
 orientation applied.
 """
 import collections
-import ctypes
 import glob
 import multiprocessing
 import os
@@ -51,9 +50,10 @@ import cv2
 import lmdb
 import numpy as np
 
+from ltc import lmdb_io, workers
+from ltc.lmdb_io import IMAGE_EXTENSIONS
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp",
-                    ".gif", ".ppm", ".pgm", ".pbm", ".pnm")
+
 RESIZE_MODES = ("warp", "shorter-crop")
 ENCODE_FORMATS = ("jpg", "png")
 MAX_KEY_BYTES = 511  # LMDB's default maximum key size
@@ -65,7 +65,12 @@ Entry.__doc__ = ("One source image: key_path goes into the key, abs_path is read
 
 
 class BuildError(RuntimeError):
-    """The build cannot go on (bad arguments, existing output, unreadable list file)."""
+    """The build cannot go on. exit_code: 2 for bad input (arguments, an existing output, an
+    unreadable list file; the default), 1 for a failure while building (a worker died)."""
+
+    def __init__(self, message, exit_code=2):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class Interrupted(BaseException):
@@ -77,6 +82,38 @@ class Interrupted(BaseException):
 
 
 # ----------------------------------------------------------------------------- sources
+
+def run_cli(who, work, input_errors=(), failures=()):
+    """Run a data_prep script's ``work()`` with the scripts' shared error handling; returns the
+    exit status: 0 done, BuildError.exit_code (2 bad input, 1 failure), 2 for ``input_errors``,
+    1 for ``failures``, 128 + the signal when interrupted (the partial LMDB is removed)."""
+    import sys
+    t0 = time.time()
+    try:
+        work()
+    except BuildError as e:
+        print("error: %s" % e, file=sys.stderr)
+        return e.exit_code
+    except tuple(input_errors) + tuple(failures) as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 2 if isinstance(e, tuple(input_errors)) else 1
+    except Interrupted as e:
+        print("%s: %s; the LMDB being written was removed" % (who, e), file=sys.stderr)
+        return 128 + e.signum
+    print("done in %.1f s" % (time.time() - t0))
+    return 0
+
+
+def build_split(split, entries, out, args, shuffle, progress=None):
+    """build_lmdb of one split with a data_prep script's shared options (add_build_args); prints
+    the summary and returns it."""
+    print("%s: %d images -> %s" % (split, len(entries), out))
+    s = build_lmdb(entries, out, size=args.size, resize=args.resize, encoded=args.encoded, workers=args.workers,
+                   shuffle=shuffle, seed=args.seed, overwrite=args.overwrite,
+                   progress=not args.no_progress if progress is None else progress)
+    print(format_summary(s))
+    return s
+
 
 def add_build_args(parser, seed_help="train shuffle seed"):
     """The LMDB-building options shared by the data_prep/ dataset scripts."""
@@ -289,41 +326,14 @@ def encode_image(img, fmt="jpg", jpeg_quality=95):
     return buf.tobytes()
 
 
-def _varint(v):
-    if v < 0:
-        v += 1 << 64  # int32 negatives are written as 10-byte two's complement, as protobuf does
-    out = bytearray()
-    while True:
-        b = v & 0x7F
-        v >>= 7
-        if v:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def serialize_datum(channels, height, width, data, label, encoded):
-    """The bytes of a caffe_pb2.Datum with fields channels, height, width, data, label, encoded set.
-
-    Written by hand (protobuf wire format, fields in number order, as protobuf itself
-    serialises them) so that worker processes need not import Caffe; the result is
-    byte-identical to ``Datum.SerializeToString()`` and to convert_imageset's values
-    (tests/test_make_lmdb.py checks both).
-    """
-    return b"".join((b"\x08", _varint(channels), b"\x10", _varint(height), b"\x18", _varint(width),
-                     b"\x22", _varint(len(data)), data, b"\x28", _varint(int(label)),
-                     b"\x38", b"\x01" if encoded else b"\x00"))
-
-
 def make_datum_bytes(img, label, encoded=False, fmt="jpg", jpeg_quality=95):
     """Resized HxWx3 uint8 BGR image -> serialised Datum (raw CHW, or encoded JPEG/PNG bytes)."""
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
         raise ValueError("make_datum_bytes wants HxWx3 uint8, got %s %s" % (img.dtype, img.shape))
     h, w = img.shape[:2]
     if encoded:
-        return serialize_datum(3, h, w, encode_image(img, fmt, jpeg_quality), label, True)
-    return serialize_datum(3, h, w, np.ascontiguousarray(img.transpose(2, 0, 1)).tobytes(), label, False)
+        return lmdb_io.image_datum_bytes(img, label, encode_image(img, fmt, jpeg_quality))
+    return lmdb_io.image_datum_bytes(img, label)
 
 
 # ----------------------------------------------------------------------------- workers
@@ -339,20 +349,8 @@ def quiet_opencv():
         pass
 
 
-def _die_with_parent():
-    """Ask the kernel to SIGKILL this process when its parent dies (Linux prctl)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # pragma: no cover - non-Linux
-        pass
-
-
 def _worker_init(cfg, parent_pid):
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and terminates us
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _die_with_parent()
-    if os.getppid() != parent_pid:  # parent died before prctl took effect
+    if not workers.start_worker(parent_pid, signal.SIGKILL):  # the parent handles Ctrl-C; gone already?
         os._exit(1)
     cv2.setNumThreads(1)
     quiet_opencv()
@@ -370,8 +368,7 @@ def datum_into(buf, off, limit, img, label, encoded=False, fmt="jpg", jpeg_quali
     h, w = img.shape[:2]
     payload = encode_image(img, fmt, jpeg_quality) if encoded else None
     n = len(payload) if encoded else 3 * h * w
-    head = b"".join((b"\x08", _varint(3), b"\x10", _varint(h), b"\x18", _varint(w), b"\x22", _varint(n)))
-    tail = b"".join((b"\x28", _varint(int(label)), b"\x38", b"\x01" if encoded else b"\x00"))
+    head, tail = lmdb_io.datum_head(3, h, w, n), lmdb_io.datum_tail(label, encoded)
     total = len(head) + n + len(tail)
     if total > limit:
         return make_datum_bytes(img, label, encoded, fmt, jpeg_quality)
@@ -401,7 +398,7 @@ def process_entry(task, cfg=None):
     so the pixels do not travel through a pipe.
     """
     cfg = cfg or _CFG
-    if "parent_pid" in cfg and os.getppid() != cfg["parent_pid"]:
+    if "parent_pid" in cfg and not workers.parent_alive(cfg["parent_pid"]):
         os._exit(1)
     slot, idx, path, label = task
     if cfg.get("delay"):
@@ -425,21 +422,11 @@ def process_entry(task, cfg=None):
 
 # ----------------------------------------------------------------------------- writing
 
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale_partials(output, log=print):
     """Remove ``OUTPUT.partial-<pid>`` folders whose process is gone (a killed build)."""
     for p in glob.glob(glob.escape(output) + ".partial-*"):
         tail = p.rsplit(".partial-", 1)[1]
-        if tail.isdigit() and int(tail) != os.getpid() and not _pid_alive(int(tail)):
+        if tail.isdigit() and int(tail) != os.getpid() and not workers.pid_alive(int(tail)):
             log("removing stale partial build %s (its process %s is gone)" % (p, tail))
             shutil.rmtree(p, ignore_errors=True)
 
@@ -623,7 +610,7 @@ def _watch_workers(pool, it, n, poll=1.0):
                 procs = list(pool._pool)
                 if sorted(p.pid for p in procs) != pids or any(p.exitcode is not None for p in procs):
                     raise BuildError("a worker process died (killed, out of memory, or a crash in an image "
-                                     "decoder); the build was abandoned and nothing was written")
+                                     "decoder); the build was abandoned and nothing was written", exit_code=1)
         yield value
 
 
@@ -804,8 +791,3 @@ def write_datums(output, items, total=None, overwrite=False, batch=1000, map_byt
             n = w.count
             w.finish()
     return n
-
-
-def datum_bytes_from_array(img, label):
-    """Convenience: HxWx3 uint8 -> serialised raw Datum."""
-    return make_datum_bytes(img, label)

@@ -2,18 +2,19 @@
 """Benchmark tools/make_lmdb.py against Caffe's own convert_imageset on the same JPEGs.
 
 Writes --n JPEGs (about 500x375, random crops / scales / flips of photos bundled with
-scikit-image, scikit-learn and matplotlib; bench/bench_make_lmdb.py's generator) into a
-cache folder once, then builds an LMDB of S x S images from them with
+scikit-image, scikit-learn and matplotlib) into a cache folder once, then builds an LMDB of S x S images from them with
     convert_imageset --resize_height S --resize_width S   (from the project's Caffe build)
     tools/make_lmdb.py --workers W --size S                (W from --workers; default warp)
 in turn, --repeats times (the runs alternate, so load changes on a shared machine hit all
 alike). images/s = n / wall time of the whole command (process start-up included, as a
 user sees it); make_lmdb's own build time (its --summary-json) is reported as well.
-The database size is the LMDB's used pages (env.info) and data.mdb's size on disk.
+The database size is the LMDB's used pages (env.info) and data.mdb's size on disk. Last, the
+first make_lmdb database is compared with convert_imageset's entry by entry (keys and Datum bytes:
+equal where both JPEG decoders agree).
 
 Example:
-  python bench/make_lmdb.py                       # 2,000 JPEGs, workers 1 2, twice
-  python bench/make_lmdb.py --n 500 --workers 0 1 2 --repeats 3
+  python bench/lmdb_write.py                       # 2,000 JPEGs, workers 1 2, twice
+  python bench/lmdb_write.py --n 500 --workers 0 1 2 --repeats 3
 """
 import argparse
 import json
@@ -25,8 +26,7 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import benchlib as bl  # noqa: E402
+from ltc import bench as bl
 
 
 def convert_imageset_path():
@@ -48,6 +48,19 @@ def db_size(path):
         env.close()
     st = os.stat(os.path.join(path, "data.mdb"))
     return used / 2 ** 20, st.st_blocks * 512 / 2 ** 20, entries
+
+
+def compare_dbs(a, b):
+    """(same keys in the same order, entries whose values differ, entries of a) of two LMDBs."""
+    import lmdb
+    ea, eb = lmdb.open(a, readonly=True, lock=False), lmdb.open(b, readonly=True, lock=False)
+    try:
+        with ea.begin() as ta, eb.begin() as tb:
+            ka, kb = [k for k, _ in ta.cursor()], [k for k, _ in tb.cursor()]
+            return ka == kb, sum(1 for k in ka if ta.get(k) != tb.get(k)), len(ka)
+    finally:
+        ea.close()
+        eb.close()
 
 
 def run_one(name, cmd, db, n, summary=None):
@@ -83,16 +96,15 @@ def main(argv=None):
         ap.error("--n and --repeats must be >= 1, --workers >= 0")
     print("make_lmdb bench:", json.dumps(vars(a), sort_keys=True))
     print(bl.machine_line())
-    from bench_make_lmdb import make_jpegs
     folder = a.images or os.path.join(bl.CACHE, "jpegs_%d" % a.n)
     t = time.perf_counter()
-    listfile = make_jpegs(folder, a.n, a.seed)
+    listfile = bl.make_jpegs(folder, a.n, a.seed)
     print("JPEGs: %s (%d files, %.1f MiB; ready in %.1f s)"
           % (folder, a.n, sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)
                               if f.endswith(".jpg")) / 2 ** 20, time.perf_counter() - t))
     tool = convert_imageset_path()
     commands = []
-    scratch = tempfile.mkdtemp(prefix="bench_make_lmdb_")
+    scratch = tempfile.mkdtemp(prefix="bench_lmdb_write_")
     if tool:
         commands.append(("convert_imageset", [tool, "--resize_height=%d" % a.size, "--resize_width=%d" % a.size,
                                               folder + "/", listfile, os.path.join(scratch, "ci")],
@@ -114,6 +126,10 @@ def main(argv=None):
                 r = run_one(name, cmd, db, a.n, js)
                 runs[name].append(r)
                 print("%.1f s, %.0f images/s" % (r["wall_s"], r["images_s"]), flush=True)
+        if tool and a.workers:
+            same_keys, differ, n = compare_dbs(os.path.join(scratch, "ci"), commands[1][2])
+            print("%s vs convert_imageset: keys equal: %s; entries whose Datum bytes differ: %d of %d"
+                  % (commands[1][0], same_keys, differ, n))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     rows = []

@@ -1,0 +1,8 @@
+"""The paper's analyses of a trained counting net (the command is tools/analyze.py).
+
+features  images, views, the Caffe feature function and feature extraction
+metrics   norms, neighbours, top neurons, sparsity, Spearman, binned statistics
+table5    Table 5 (train vs test downsampling method)
+caffelog  parsing a ``caffe train`` log
+report    CSV / JSON / image-grid output
+"""

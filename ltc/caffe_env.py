@@ -1,0 +1,20 @@
+"""Caffe's logging for the command-line tools.
+
+glog reads GLOG_minloglevel once, when pycaffe is first imported, so a tool that wants
+Caffe's per-layer INFO/WARNING lines kept out of its own output calls ``quiet_glog()``
+before it imports pycaffe (or an ``ltc`` module that does). Library modules never touch the
+environment; a level the user set is kept (``GLOG_minloglevel=0 python tools/...`` shows it).
+"""
+import os
+
+
+def quiet_glog(level="2"):
+    """Set GLOG_minloglevel to ``level`` unless the caller's environment already sets it."""
+    os.environ.setdefault("GLOG_minloglevel", str(level))
+
+
+def child_env(level="2", **extra):
+    """A copy of os.environ for a child Caffe process, with glog quietened (unless set) and ``extra``."""
+    env = dict(os.environ, **extra)
+    env.setdefault("GLOG_minloglevel", str(level))
+    return env

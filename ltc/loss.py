@@ -1,0 +1,62 @@
+"""The contrastive counting loss (eq. 4), numpy core: float64 inside, no Caffe needed.
+
+For one sample with counting vectors t_j = phi(T_j x) (the four tiles), a = phi(D x) and
+b = phi(D y) (another image), s = t_1 + ... + t_4:
+    l(x, y) = |a - s|^2 + max(0, M - |b - s|^2)
+with squared Euclidean norms over the whole vector; the batch loss is the mean of l.
+At the hinge's kink (|b - s|^2 == M exactly) the hinge counts as inactive.
+The Caffe layer is python_layers/counting_loss.py.
+"""
+import numpy as np
+
+from ltc.params import ParamError, parse_params
+
+DEFAULT_M = 10.0
+PARAM_KEYS = {"M": (DEFAULT_M, float)}
+INPUT_NAMES = ("phi(T1)", "phi(T2)", "phi(T3)", "phi(T4)", "phi(Dx)", "phi(Dy)")
+
+
+def counting_loss_forward(tiles, dx, dy, M=DEFAULT_M):
+    """Eq. 4 averaged over the batch.
+
+    tiles: sequence of four N x K arrays; dx, dy: N x K arrays.
+    Returns (loss, per_sample, cache) where cache feeds ``counting_loss_backward``.
+    """
+    if len(tiles) != 4:
+        raise ValueError("counting loss needs exactly four tile features, got %d" % len(tiles))
+    t = [np.asarray(x, dtype=np.float64).reshape(len(x), -1) for x in tiles]
+    a = np.asarray(dx, dtype=np.float64).reshape(len(dx), -1)
+    b = np.asarray(dy, dtype=np.float64).reshape(len(dy), -1)
+    s = t[0] + t[1] + t[2] + t[3]
+    r_pos = a - s                      # should be small: D x counts what the tiles count
+    r_neg = b - s                      # should be large: another image counts differently
+    d_pos = np.einsum("nk,nk->n", r_pos, r_pos)
+    d_neg = np.einsum("nk,nk->n", r_neg, r_neg)
+    hinge = M - d_neg
+    active = hinge > 0
+    per_sample = d_pos + np.where(active, hinge, 0.0)
+    loss = per_sample.mean() if len(per_sample) else 0.0
+    return loss, per_sample, (r_pos, r_neg, active)
+
+
+def counting_loss_backward(cache, scale=1.0):
+    """Gradients of the batch-mean loss (times ``scale``, Caffe's top diff).
+
+    Returns (g_tile, g_dx, g_dy): the gradient for each of the four tiles (all
+    equal, since each tile enters through the sum s), for phi(Dx) and phi(Dy).
+    """
+    r_pos, r_neg, active = cache
+    n = r_pos.shape[0]
+    c = 2.0 * scale / max(n, 1)
+    g_dx = c * r_pos
+    g_dy = -c * active[:, None] * r_neg
+    g_tile = -g_dx - g_dy          # d/ds = -2 r_pos + 2 [active] r_neg
+    return g_tile, g_dx, g_dy
+
+
+def parse_loss_params(param_str):
+    """Validated param_str of the loss layer (see PARAM_KEYS); raises ParamError."""
+    params = parse_params(param_str, PARAM_KEYS, "CountingLossLayer")
+    if not params["M"] > 0:
+        raise ParamError("CountingLossLayer: param_str key 'M' must be > 0, got %r" % params["M"])
+    return params
