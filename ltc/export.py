@@ -11,20 +11,14 @@ torch (and onnx for ONNX files) are optional: this module imports them only when
 """
 import json
 import os
-import sys
 
 import numpy as np
 
 from caffe.proto import caffe_pb2
 
-# The counting-snapshot reader lives in tools/port_weights.py until the restructure (issue 12)
-# moves it to ltc/surgery.py.
-_TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
-if _TOOLS not in sys.path:
-    sys.path.insert(0, _TOOLS)
-import port_weights as surgery  # noqa: E402
+from ltc import lmdb_io, surgery
 
-CONV_NAMES = tuple(n for n, _ in surgery.CONV_SHAPES)
+CONV_NAMES = surgery.CONV_NAMES
 HEAD_NAMES = surgery.HEAD_NAMES
 BGR_MEAN = (104.0, 117.0, 123.0)
 DEFAULT_EPS = 1e-5
@@ -208,9 +202,7 @@ def require(fmt):
 
 
 def measure_input_std(lmdb_path, n_images=256, seed=1701):
-    """The porter's average per-image input std (see tools/port_weights.py --fold-std)."""
-    import lmdb_io
-
+    """The porter's average per-input std (surgery.measure_input_std, its defaults)."""
     try:
         return surgery.measure_input_std(lmdb_path, n_images, seed=seed)
     except (surgery.PortError, lmdb_io.LmdbError) as e:

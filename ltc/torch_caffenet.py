@@ -33,14 +33,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-# (name, in channels, out channels, kernel, stride, pad, groups), then what follows each conv
-CONVS = (("conv1", 3, 96, 11, 4, 0, 1), ("conv2", 96, 256, 5, 1, 2, 2), ("conv3", 256, 384, 3, 1, 1, 1),
-         ("conv4", 384, 384, 3, 1, 1, 2), ("conv5", 384, 256, 3, 1, 1, 2))
+from ltc import caffenet
+from ltc.caffenet import CONV_NAMES, CONVS   # (name, num_output, kernel, stride, pad, group); no Caffe needed
+from ltc.transforms import normalize
+
+# what follows each conv (after its ReLU), in net order
 AFTER = {"conv1": ("pool1", "norm1"), "conv2": ("pool2", "norm2"), "conv5": ("pool5",)}
-CONV_NAMES = tuple(c[0] for c in CONVS)
 HEAD_NAMES = ("fc6", "fc7", "fc8")
-LRN = dict(size=5, alpha=1e-4, beta=0.75, k=1.0)
-POOL = dict(kernel_size=3, stride=2)
+LRN = dict(size=caffenet.LRN["local_size"], alpha=caffenet.LRN["alpha"], beta=caffenet.LRN["beta"], k=1.0)  # Caffe's k
+POOL = caffenet.POOL
 BGR_MEAN = (104.0, 117.0, 123.0)
 FORMAT = "learning-to-count/caffenet"
 FORMAT_VERSION = 1
@@ -48,15 +49,14 @@ FORMAT_VERSION = 1
 
 def pooled_size(size):
     """Caffe's output side of the CaffeNet trunk (pool5) for a square input of side ``size``."""
-    def conv(s, k, st, p):
-        return (s + 2 * p - k) // st + 1
-
     def pool(s):  # ceil mode, no padding: the last window always starts inside the input
         return -(-(s - POOL["kernel_size"]) // POOL["stride"]) + 1
 
-    s = pool(conv(size, 11, 4, 0))
-    s = pool(conv(s, 5, 1, 2))
-    return pool(s)
+    s = size
+    for name, _, k, stride, pad, _ in CONVS:
+        s = (s + 2 * pad - k) // stride + 1
+        s = pool(s) if name in AFTER else s
+    return s
 
 
 class CaffeLRN(nn.Module):
@@ -87,8 +87,10 @@ class CaffeNet(nn.Module):
 
     def __init__(self, head=None, input_size=114):
         super().__init__()
-        for name, cin, cout, k, stride, pad, groups in CONVS:
+        cin = 3
+        for name, cout, k, stride, pad, groups in CONVS:
             setattr(self, name, nn.Conv2d(cin, cout, k, stride=stride, padding=pad, groups=groups))
+            cin = cout
         self.pool = nn.MaxPool2d(ceil_mode=True, **POOL)
         self.lrn = CaffeLRN(**LRN)
         self.head = tuple(int(h) for h in head) if head else None
@@ -161,12 +163,6 @@ class Outputs(nn.Module):
 
 
 # ----------------------------------------------------------------------------- preprocessing
-def normalize_per_image(img, eps=1e-5):
-    """(v - mean) / (std + eps) over all pixels and channels (the counting data layer's rule)."""
-    v = np.asarray(img, dtype=np.float64)
-    return ((v - v.mean()) / (v.std() + eps)).astype(np.float32)
-
-
 def preprocess(image, meta, size=None):
     """A BGR HxWx3 uint8 image (or an image file path) -> a 1x3xSxS float32 tensor for the net.
 
@@ -187,7 +183,7 @@ def preprocess(image, meta, size=None):
     size = int(size or inp["size"])
     img = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
     if inp["normalization"] == "per-image":
-        x = normalize_per_image(img, inp["eps"])
+        x = normalize(img, inp["eps"])   # the data layer's reference normalisation
     elif inp["normalization"] == "bgr-mean":
         x = img - np.asarray(inp["mean_bgr"], np.float32)
     else:

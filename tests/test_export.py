@@ -10,11 +10,10 @@ import pytest
 
 import caffe
 
+from conftest import load_script
+from counting_models import build_counting_model
+from ltc import REPO
 from ltc import export as ex
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from counting_models import build_counting_model  # noqa: E402
 
 QUIET = dict(log=lambda *a: None)
 
@@ -31,10 +30,7 @@ def models(tmp_path_factory):
 
 
 def _ported(tmp_path, src, *args):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("pw_for_export", os.path.join(REPO, "tools", "port_weights.py"))
-    pw = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pw)
+    pw = load_script("tools/port_weights.py")
     out = tmp_path / "ported.caffemodel"
     assert pw.main([str(src), str(out)] + list(args)) == 0
     return out
@@ -134,13 +130,10 @@ def test_ported_model_with_wrong_shapes_is_refused(tmp_path):
 
 
 def test_missing_torch_is_a_clear_failure(monkeypatch, models, tmp_path, capsys):
-    import importlib.util
     monkeypatch.setitem(sys.modules, "torch", None)     # import torch -> ImportError
     with pytest.raises(ex.MissingDependency, match="'torch'.*make extras"):
         ex.require("torch")
-    spec = importlib.util.spec_from_file_location("export_cli_nt", os.path.join(REPO, "tools", "export.py"))
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = load_script("tools/export.py")
     out = tmp_path / "o.pt"
     assert cli.main([str(models["deploy"][0]), str(out)]) == 1
     assert "make extras" in capsys.readouterr().err and not out.exists()

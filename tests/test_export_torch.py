@@ -18,12 +18,11 @@ import caffe  # noqa: E402
 from caffe.proto import caffe_pb2  # noqa: E402
 from google.protobuf import text_format  # noqa: E402
 
+from conftest import load_script  # noqa: E402
+from counting_models import build_counting_model, counting_netparam  # noqa: E402
+from ltc import REPO  # noqa: E402
 from ltc import export as ex  # noqa: E402
 from ltc import torch_caffenet as tc  # noqa: E402
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from counting_models import build_counting_model, counting_netparam  # noqa: E402
 
 CAFFE = os.path.join(REPO, ".venv", "bin", "caffe")
 DEMO = os.path.join(REPO, "runs", "demo", "counting_demo_iter_300.caffemodel")
@@ -110,20 +109,8 @@ def compare(label, backend, got, ref, names):
 
 
 def export(src, out, *args):
-    from tools_export import main
-    return main([str(src), str(out)] + list(args))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _cli_on_path():
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    import importlib
-    spec = importlib.util.spec_from_file_location("tools_export", os.path.join(REPO, "tools", "export.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    sys.modules["tools_export"] = mod
-    yield
-    sys.modules.pop("tools_export", None)
+    """tools/export.py's main (exit status)."""
+    return load_script("tools/export.py").main([str(src), str(out)] + list(args))
 
 
 @pytest.fixture(scope="module")
@@ -227,17 +214,10 @@ def test_lrn_is_caffes_across_channels_formula(tmp_path):
     assert rel_diff(got, ref) < 1e-6
 
 
-def test_per_image_normalisation_is_the_data_layers():
-    import count_transforms as ct
-    img = np.random.RandomState(1).randint(0, 256, (40, 30, 3)).astype(np.uint8)
-    assert np.array_equal(tc.normalize_per_image(img), ct.normalize(img))
-
-
 def test_preprocess_is_the_analyses_single_image_input():
     """prep(file) = what tools/analyze.py feeds the deploy net (BGR, whole image, area, per image)."""
     import cv2
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    import analysis_lib as al
+    from ltc.analysis import features as al
     meta = {"input": ex.input_convention("per-image")}
     for path in sample_photos()[:3]:
         ref = al.normalise_views([al.image_view(cv2.imread(path, cv2.IMREAD_COLOR), 114)], gray=False)
@@ -287,9 +267,7 @@ def test_torch_trunk_at_227_matches_caffe(demo, tmp_path):
 
 def test_folded_std_export_matches_the_ported_model_in_caffe(random_models, tmp_path):
     """--fold-std-value S: BGR-mean inputs; Caffe reference = tools/port_weights.py --fold-std-value S."""
-    pw_spec = importlib.util.spec_from_file_location("pw_cli", os.path.join(REPO, "tools", "port_weights.py"))
-    pw = importlib.util.module_from_spec(pw_spec)
-    pw_spec.loader.exec_module(pw)
+    pw = load_script("tools/port_weights.py")
     src = random_models["six"]["path"]
     ported = tmp_path / "ported.caffemodel"
     assert pw.main([str(src), str(ported), "--fold-std-value", "61.25"]) == 0
@@ -337,9 +315,7 @@ def test_round_trip_state_dict_equals_caffe_blobs_exactly(random_models, demo, t
 
 
 def test_ported_model_round_trip_and_refusal(random_models, tmp_path, capsys):
-    pw_spec = importlib.util.spec_from_file_location("pw_cli2", os.path.join(REPO, "tools", "port_weights.py"))
-    pw = importlib.util.module_from_spec(pw_spec)
-    pw_spec.loader.exec_module(pw)
+    pw = load_script("tools/port_weights.py")
     ported = tmp_path / "ported.caffemodel"
     assert pw.main([str(random_models["stacked"]["path"]), str(ported), "--keep-head"]) == 0
     capsys.readouterr()

@@ -21,11 +21,10 @@ Exit status: 0 done, 2 bad input or usage (the message names the file), 1 other 
 (e.g. torch/onnx not installed: `make extras`). OUT is written only when complete.
 """
 import argparse
-import os
 import sys
 
-os.environ.setdefault("GLOG_minloglevel", "2")
-
+from ltc import caffe_env
+caffe_env.quiet_glog()   # before pycaffe loads (ltc.export reads Caffe's protobuf definitions)
 from ltc import export as ex  # noqa: E402
 
 
