@@ -143,3 +143,15 @@ def test_importing_the_exporter_does_not_import_torch():
     code = "import sys, ltc.export; assert 'torch' not in sys.modules and 'onnx' not in sys.modules"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_fold_std_measurement_errors_name_the_lmdb(tmp_path, make_test_lmdb):
+    with pytest.raises(ex.ExportError, match="nothing_here"):
+        ex.measure_input_std(str(tmp_path / "nothing_here"), 4)
+    db = tmp_path / "one_lmdb"
+    make_test_lmdb(str(db), 1)
+    with pytest.raises(ex.ExportError, match="one_lmdb: 1 image"):
+        ex.measure_input_std(str(db), 4)
+    make_test_lmdb(str(tmp_path / "three_lmdb"), 3)
+    s, n = ex.measure_input_std(str(tmp_path / "three_lmdb"), 3)
+    assert n == 18 and 5 < s < 120
