@@ -19,8 +19,12 @@ Parallelism: worker processes (spawned, so safe whatever threads this process ru
 read and decode the files themselves; each writes its serialised Datum into a slot
 of a shared-memory buffer and sends back only the length, so the pipe carries
 paths and small tuples, not pixels. The main process writes in key order, in
-transactions of ``batch`` puts. A worker that dies (OOM kill, decoder crash) ends the
-build with an error instead of a hang. Raw Datums are byte-identical to those of
+transactions of ``batch`` puts. A worker that dies (OOM kill, decoder crash, SIGBUS)
+ends the build with an error naming it, its signal and the image it was on, instead
+of a hang. The ring is sized to what /dev/shm can hold (fewer slots, else pipes, else
+decoding in this process, each said). Resource faults: a free-space estimate refuses
+a job that clearly will not fit, and a disk that fills anyway is a ``DiskFull`` error,
+never a SIGBUS (see ``SafeLmdbWriter``). Raw Datums are byte-identical to those of
 Caffe's ``convert_imageset`` for the same decoded image (checked by the tests).
 
 What counts as a bad input (each is skipped with a reason, never a crash):
@@ -52,6 +56,7 @@ import numpy as np
 
 from ltc import lmdb_io, workers
 from ltc.lmdb_io import IMAGE_EXTENSIONS
+from ltc.workers import death_message, is_no_space, signal_name
 
 
 RESIZE_MODES = ("warp", "shorter-crop")
@@ -73,11 +78,25 @@ class BuildError(RuntimeError):
         self.exit_code = exit_code
 
 
+class DiskFull(BuildError):
+    """The filesystem of OUTPUT is out of space, or will clearly be (the up-front estimate): a failure."""
+
+    def __init__(self, message, exit_code=1):
+        super().__init__(message, exit_code)
+
+
+class WorkerDied(BuildError):
+    """A decoding worker process ended without answering (a signal, the OOM killer, a crash): a failure."""
+
+    def __init__(self, message, exit_code=1):
+        super().__init__(message, exit_code)
+
+
 class Interrupted(BaseException):
     """SIGTERM/SIGINT arrived; the build is abandoned and its partial folder removed."""
 
     def __init__(self, signum):
-        BaseException.__init__(self, "interrupted by signal %d" % signum)
+        BaseException.__init__(self, "interrupted by signal %d (%s)" % (signum, signal_name(signum)))
         self.signum = signum
 
 
@@ -92,13 +111,13 @@ def run_cli(who, work, input_errors=(), failures=()):
     try:
         work()
     except BuildError as e:
-        print("error: %s" % e, file=sys.stderr)
+        print("error: %s%s" % (e, "; " + e.cleanup if getattr(e, "cleanup", "") else ""), file=sys.stderr)
         return e.exit_code
     except tuple(input_errors) + tuple(failures) as e:
         print("error: %s" % e, file=sys.stderr)
         return 2 if isinstance(e, tuple(input_errors)) else 1
     except Interrupted as e:
-        print("%s: %s; the LMDB being written was removed" % (who, e), file=sys.stderr)
+        print("%s: %s; %s" % (who, e, getattr(e, "cleanup", "") or "no LMDB was being written"), file=sys.stderr)
         return 128 + e.signum
     print("done in %.1f s" % (time.time() - t0))
     return 0
@@ -109,7 +128,7 @@ def build_split(split, entries, out, args, shuffle, progress=None):
     the summary and returns it."""
     print("%s: %d images -> %s" % (split, len(entries), out))
     s = build_lmdb(entries, out, size=args.size, resize=args.resize, encoded=args.encoded, workers=args.workers,
-                   shuffle=shuffle, seed=args.seed, overwrite=args.overwrite,
+                   shuffle=shuffle, seed=args.seed, overwrite=args.overwrite, force=args.force,
                    progress=not args.no_progress if progress is None else progress)
     print(format_summary(s))
     return s
@@ -124,6 +143,8 @@ def add_build_args(parser, seed_help="train shuffle seed"):
     parser.add_argument("--seed", type=int, default=0, help=seed_help)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--force", action="store_true",
+                        help="build even when the free-space estimate says the database will not fit")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -383,11 +404,41 @@ def datum_into(buf, off, limit, img, label, encoded=False, fmt="jpg", jpeg_quali
 
 
 _SHM = []
+_STATUS = []
+
+
+def _status_table():
+    """This worker's view of the pool's status table (rows: pid, task number, 1 busy / 2 done), or None."""
+    name = _CFG.get("status_name")
+    if not name:
+        return None
+    if not _STATUS:
+        from multiprocessing import shared_memory
+        shm = shared_memory.SharedMemory(name=name)
+        _STATUS.append((shm, np.ndarray((_CFG["nslots"], 3), np.int64, buffer=shm.buf)))
+    return _STATUS[0][1]
 
 
 def process_chunk(tasks):
-    """process_entry over a list of tasks (one pool message per chunk)."""
-    return [process_entry(t) for t in tasks]
+    """process_entry over a list of tasks (one pool message per chunk).
+
+    Each task's row of the status table says which process works on it and whether it
+    is done, so that a worker killed mid-image is reported with that image.
+    """
+    table = _status_table()
+    out = []
+    pid = os.getpid()
+    for t in tasks:
+        if table is not None:
+            row = table[t[0] % _CFG["nslots"]]
+            row[2] = 0
+            row[1] = t[0]
+            row[0] = pid
+            row[2] = 1
+        out.append(process_entry(t))
+        if table is not None:
+            row[2] = 2
+    return out
 
 
 def process_entry(task, cfg=None):
@@ -431,6 +482,36 @@ def remove_stale_partials(output, log=print):
             shutil.rmtree(p, ignore_errors=True)
 
 
+def free_bytes(path):
+    """Bytes an unprivileged process may still write on the filesystem of ``path`` (statvfs)."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def _mb(n):
+    return "%.1f MiB" % (n / float(1 << 20))
+
+
+PAGE_BYTES = 4096      # LMDB's page size (the OS page size) for the estimate; the writer asks env.stat()
+LOCK_BYTES = 8192      # lock.mdb for LMDB's default 126 readers
+
+
+def lmdb_bytes_per_entry(value_bytes, key_bytes, psize=PAGE_BYTES):
+    """Bytes one entry takes in an append-built LMDB: overflow pages for a large value
+    (a page header of 16 bytes, whole pages), else the value in the leaf; plus its leaf node."""
+    node = 8 + key_bytes + 2  # node header, key, index slot in the leaf page
+    if value_bytes + node > (psize - 16) // 2:
+        return -(-(value_bytes + 16) // psize) * psize + node + 8
+    return node + value_bytes
+
+
+def _make_space_message(output, written, total, db_bytes, need, free_start, free_now, why):
+    return ("disk full: the filesystem of OUTPUT '%s' ran out of space (%s) after %d of %d images were written "
+            "(%s in the partial database); the database needs about %s, %s were free when the build started "
+            "and %s are free now" % (output, why, written, total, _mb(db_bytes), _mb(need), _mb(free_start),
+                                     _mb(free_now)))
+
+
 class SafeLmdbWriter(object):
     """Write an LMDB at ``output`` all-or-nothing.
 
@@ -441,34 +522,71 @@ class SafeLmdbWriter(object):
     next build for the same OUTPUT removes it.
     Writes are buffered and committed every ``batch`` puts; when LMDB reports the map
     full the transaction is retried after ``set_mapsize`` doubles the map.
+
+    Disk full: with writemap LMDB writes into memory-mapped pages of a sparse file, and a
+    page the filesystem cannot back kills the process with SIGBUS. So before each
+    transaction the pages it can touch are reserved with posix_fallocate (lock.mdb before
+    LMDB opens it); a filesystem that cannot reserve them gets writemap=False. A full disk
+    therefore shows up as ENOSPC from posix_fallocate (writemap) or as an LMDB write
+    error (no writemap), and both raise ``DiskFull`` naming the output, how much was
+    written, and the space needed against the space free; ``total`` (entries) and
+    ``need_bytes`` describe the whole job for that message.
     """
 
-    def __init__(self, output, overwrite=False, map_size=1 << 30, batch=1000, log=print, writemap=True):
+    def __init__(self, output, overwrite=False, map_size=1 << 30, batch=1000, log=print, writemap=True,
+                 total=None, need_bytes=None):
         self.output = os.path.abspath(output.rstrip("/") or output)
         self.overwrite = overwrite
         self.batch = max(1, int(batch))
         self.log = log
+        self.env = None
+        self.done = True          # nothing to clean up until the partial folder exists
+        self.cleanup = ""
+        self.pending = []
+        self.count = 0
+        self.grows = 0
+        self.last_key = b""
+        self.reserved = 0         # bytes of data.mdb known to be backed by the filesystem
+        self.writemap = bool(writemap)
+        self.total, self.need = total, need_bytes  # the whole job, for the disk-full message
         parent = os.path.dirname(self.output)
         if not os.path.isdir(parent):
             os.makedirs(parent, exist_ok=True)
         if os.path.lexists(self.output) and not overwrite:
             raise BuildError("output '%s' already exists; pass --overwrite to replace it" % self.output)
         remove_stale_partials(self.output, log)
+        self.free_start = free_bytes(parent)
         self.partial = "%s.partial-%d" % (self.output, os.getpid())
         if os.path.lexists(self.partial):
             shutil.rmtree(self.partial)
-        os.makedirs(self.partial)
         self.map_size = int(max(1 << 20, map_size))
-        # writemap: pages are written straight into the map (about 2x faster puts of large
-        # values); the file is then a sparse file as large as the map while building, and
-        # finish() trims it to the used pages. writemap=False for filesystems without sparse files.
-        self.env = lmdb.open(self.partial, map_size=self.map_size, subdir=True, meminit=False,
-                             writemap=bool(writemap), map_async=True, sync=False, metasync=False)
-        self.pending = []
-        self.count = 0
-        self.grows = 0
-        self.last_key = b""
         self.done = False
+        try:
+            os.makedirs(self.partial)
+            # lock.mdb is memory-mapped too: back its pages before LMDB touches them (this
+            # also finds out whether the filesystem can reserve pages at all)
+            can_reserve = self._can_reserve(os.path.join(self.partial, "lock.mdb"))
+            if writemap and can_reserve is not True:
+                self.log("the filesystem of %s cannot reserve pages (posix_fallocate: %s); writing without "
+                         "writemap, so that a full disk is an error and not a SIGBUS" % (self.partial, can_reserve))
+            writemap = bool(writemap) and can_reserve is True
+            # writemap: pages are written straight into the map (about 2x faster puts of large
+            # values); the file is then a sparse file as large as the map while building, and
+            # finish() trims it to the used pages. writemap=False for filesystems without sparse files.
+            self.writemap = writemap
+            self.env = lmdb.open(self.partial, map_size=self.map_size, subdir=True, meminit=False,
+                                 writemap=writemap, map_async=True, sync=False, metasync=False)
+            self.psize = self.env.stat()["psize"]
+            self.data_file = os.path.join(self.partial, "data.mdb")
+        except BaseException as e:
+            note = self.abort()
+            if isinstance(e, (OSError, lmdb.Error)):
+                err = self._space_error(e, doing="creating the partial database") or BuildError(
+                    "cannot create the partial database %s: %s" % (self.partial, e), exit_code=1)
+                err.cleanup = note
+                raise err
+            e.cleanup = note
+            raise
 
     def __enter__(self):
         return self
@@ -490,6 +608,13 @@ class SafeLmdbWriter(object):
     def flush(self):
         while self.pending:
             try:
+                if self.writemap:
+                    try:
+                        self._reserve_txn(self.pending)
+                    except OSError as e:
+                        raise self._space_error(e, self.pending, "reserving pages for the next transaction") or \
+                            BuildError("reserving pages in the partial database %s failed: %s" % (self.partial, e),
+                                       exit_code=1)
                 with self.env.begin(write=True) as txn:
                     for k, v in self.pending:
                         ok = txn.put(k, v, append=k > self.last_key, overwrite=False)
@@ -503,6 +628,9 @@ class SafeLmdbWriter(object):
                 self.grows += 1
                 self.env.set_mapsize(self.map_size)
                 continue
+            except (OSError, lmdb.Error) as e:
+                raise self._space_error(e, pending=self.pending) or BuildError(
+                    "writing the partial database %s failed: %s" % (self.partial, e), exit_code=1)
             self.count += len(self.pending)
             self.pending = []
 
@@ -511,22 +639,105 @@ class SafeLmdbWriter(object):
             cur = txn.cursor()
             return cur.key() if cur.last() else b""
 
+    # -- disk space
+    @staticmethod
+    def _reserve_file(path, nbytes):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            os.posix_fallocate(fd, 0, nbytes)
+        finally:
+            os.close(fd)
+
+    def _can_reserve(self, path):
+        """Reserve LOCK_BYTES of ``path``: True, or the reason (a string) why this filesystem cannot."""
+        try:
+            self._reserve_file(path, LOCK_BYTES)
+            return True
+        except OSError as e:
+            if is_no_space(e):
+                raise
+            return e.strerror or str(e)
+
+    def _used_bytes(self):
+        return (self.env.info()["last_pgno"] + 1) * self.psize
+
+    def _reserve_txn(self, pending):
+        """posix_fallocate the pages a transaction of ``pending`` can add to data.mdb.
+
+        Upper bound on new pages: each large value's overflow pages, twice the leaf pages
+        the small entries fill, the copied root-to-leaf path, free-list pages (64), and one
+        page per 8 puts for splits. Capped at the map size (LMDB touches nothing past it).
+        """
+        ps = self.psize
+        over, small = 0, 0
+        for k, v in pending:
+            node = 8 + len(k) + 2
+            if len(v) + node > (ps - 16) // 2:
+                over += -(-(len(v) + 16) // ps)
+                small += node + 8
+            else:
+                small += node + len(v)
+        pages = over + 2 * -(-small // ps) + 64 + len(pending) // 8
+        end = min(self.map_size, self._used_bytes() + pages * ps)
+        if end > self.reserved:
+            fd = os.open(self.data_file, os.O_RDWR)
+            try:
+                os.posix_fallocate(fd, self.reserved, end - self.reserved)
+            finally:
+                os.close(fd)
+            self.reserved = end
+
+    def _db_bytes(self):
+        try:
+            return self._used_bytes() if self.env is not None else 0
+        except lmdb.Error:
+            return 0
+
+    def _space_error(self, exc, pending=(), doing=""):
+        """DiskFull for ``exc`` if it means the filesystem is full, else None."""
+        parent = os.path.dirname(self.output)
+        try:
+            free_now = free_bytes(parent)
+        except OSError:
+            free_now = 0
+        pending_bytes = sum(len(v) for _, v in pending)
+        # without writemap a full disk surfaces as a short write, which LMDB reports as EIO
+        if not (is_no_space(exc) or "No space left" in str(exc) or
+                (isinstance(exc, lmdb.Error) and free_now < pending_bytes + (1 << 20))):
+            return None
+        written = self.count
+        db = self._db_bytes()
+        total = self.total if self.total is not None else written + len(pending)
+        need = self.need or 0
+        if written:
+            need = max(need, int(db / written * total))
+        why = getattr(exc, "strerror", None) or str(exc)
+        if isinstance(exc, lmdb.Error) and "No space left" not in why:
+            why += ", a write cut short by the full disk"
+        if doing:
+            why = "%s: %s" % (doing, why)
+        return DiskFull(_make_space_message(self.output, written, total, db, need, self.free_start, free_now,
+                                            why))
+
     def finish(self):
         """Commit, sync, close and rename into place; returns the final path."""
         self.flush()
-        self.env.sync(True)
-        used = (self.env.info()["last_pgno"] + 1) * self.env.stat()["psize"]
-        self.env.close()
-        data_file = os.path.join(self.partial, "data.mdb")
-        if os.path.getsize(data_file) > used:
-            # pages past last_pgno are unused: the file is then what a writer without
-            # writemap leaves (smaller than the map size recorded in the meta page)
-            os.truncate(data_file, used)
+        try:
+            self.env.sync(True)
+            used = self._used_bytes()
+            self.env.close()
+            data_file = os.path.join(self.partial, "data.mdb")
+            if os.path.getsize(data_file) > used:
+                # pages past last_pgno are unused: the file is then what a writer without
+                # writemap leaves (smaller than the map size recorded in the meta page)
+                os.truncate(data_file, used)
+        except (OSError, lmdb.Error) as e:
+            raise self._space_error(e, doing="finishing") or BuildError(
+                "finishing the partial database %s failed: %s" % (self.partial, e), exit_code=1)
         old = None
         if os.path.lexists(self.output):
             if not self.overwrite:
-                shutil.rmtree(self.partial, ignore_errors=True)
-                self.done = True
+                self.abort()
                 raise BuildError("output '%s' appeared while building; not replacing it (use --overwrite)"
                                  % self.output)
             old = "%s.old-%d" % (self.output, os.getpid())
@@ -541,12 +752,19 @@ class SafeLmdbWriter(object):
         return self.output
 
     def abort(self):
+        """Close and remove the partial folder; returns (and keeps in ``cleanup``) what was done."""
         try:
-            self.env.close()
+            if self.env is not None:
+                self.env.close()
         except Exception:  # noqa: BLE001 - closing twice is harmless, we are cleaning up
             pass
         shutil.rmtree(self.partial, ignore_errors=True)
         self.done = True
+        if os.path.lexists(self.partial):
+            self.cleanup = "could NOT remove the partial database %s; remove it by hand" % self.partial
+        else:
+            self.cleanup = "removed the partial database %s" % self.partial
+        return self.cleanup
 
 
 class signals_raise(object):
@@ -568,6 +786,11 @@ class signals_raise(object):
     def _handler(signum, frame):
         raise Interrupted(signum)
 
+    def hold(self):
+        """Ignore further SIGTERM/SIGINT until ``__exit__``: cleanup must not be cut short."""
+        for s in self.old:
+            signal.signal(s, signal.SIG_IGN)
+
     def __exit__(self, *exc):
         for s, h in self.old.items():
             signal.signal(s, h)
@@ -577,11 +800,16 @@ class signals_raise(object):
 def write_report(path, rows, header=("index", "path", "reason")):
     """Write a TSV report atomically (tmp file + rename)."""
     tmp = "%s.tmp-%d" % (path, os.getpid())
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("\t".join(header) + "\n")
-        for row in rows:
-            f.write("\t".join(str(c).replace("\t", " ").replace("\n", " ") for c in row) + "\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("\t".join(header) + "\n")
+            for row in rows:
+                f.write("\t".join(str(c).replace("\t", " ").replace("\n", " ") for c in row) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def folder_bytes(path):
@@ -594,30 +822,178 @@ def folder_bytes(path):
 
 # ----------------------------------------------------------------------------- the build
 
-def _watch_workers(pool, it, n, poll=1.0):
-    """Yield the n results of the imap iterator ``it``; raise BuildError if a worker dies meanwhile.
+def _shm_create(nbytes):
+    """A shared-memory block of ``nbytes`` whose pages are all backed now (posix_fallocate).
+
+    A sparse block on a small /dev/shm kills the first worker that writes past the free
+    space with SIGBUS; reserving it here turns that into an OSError (ENOSPC) up front.
+    """
+    from multiprocessing import shared_memory
+    shm = shared_memory.SharedMemory(create=True, size=nbytes)
+    try:
+        fd = getattr(shm, "_fd", -1)
+        if fd >= 0:
+            os.posix_fallocate(fd, 0, nbytes)
+    except BaseException:
+        shm.close()
+        shm.unlink()
+        raise
+    return shm
+
+
+def _shm_free():
+    try:
+        return free_bytes("/dev/shm")
+    except OSError:
+        return None
+
+
+def _open_ring(workers, chunksize, slot_size, log):
+    """(shared memory or None, nslots, chunksize): the worker ring sized to what /dev/shm holds.
+
+    The ring wants max(64, 4 x workers x chunksize) slots; it takes at most half of the
+    free /dev/shm (the rest is for semaphores and everyone else), with fewer slots and
+    smaller chunks when it must, and no ring at all (Datums come back through the pool's
+    pipes) below 2 slots per worker. Every fallback is logged.
+    """
+    want = max(64, 4 * workers * chunksize)
+    free = _shm_free()
+    n = want if free is None else min(want, (free // 2) // slot_size)
+    least = 2 * workers
+    shm, why = None, ""
+    while n >= least:
+        try:
+            shm = _shm_create(n * slot_size)
+            break
+        except OSError as e:
+            why = e.strerror or str(e)
+            if not is_no_space(e):
+                break
+            n //= 2
+    free_txt = "%s free" % _mb(free) if free is not None else "unknown free space"
+    if shm is None:
+        log("shared memory: /dev/shm has %s, too little for a ring of %d image slots (%s; the ring takes at most "
+            "half the free space)%s; sending the images through the pool's pipes instead"
+            % (free_txt, least, _mb(least * slot_size), ": %s" % why if why else ""))
+        return None, want, chunksize
+    if n < want:
+        chunksize = max(1, min(chunksize, n // (4 * workers)))
+        log("shared memory: /dev/shm has %s, too little for a ring of %d image slots (%s; the ring takes at most "
+            "half the free space); using %d slots (%s), %d image(s) per chunk"
+            % (free_txt, want, _mb(want * slot_size), n, _mb(n * slot_size), chunksize))
+    return shm, n, chunksize
+
+
+def _pool_pids(pool):
+    return [p.pid for p in list(pool._pool)]
+
+
+def _end_pool(pool, graceful, wait_s=10.0):
+    """Stop a pool without ever hanging.
+
+    Pool.join()/terminate() wait for the locks of the task queues; a worker killed while
+    holding one never releases it, so they run in a daemon thread, and workers still
+    alive after ``wait_s`` are killed (the pool is abandoned; nothing of it is needed).
+    """
+    procs = list(pool._pool)
+
+    def stop():
+        if graceful:
+            pool.close()
+            pool.join()
+        else:
+            pool.terminate()
+            pool.join()
+    t = threading.Thread(target=stop, daemon=True, name="lmdb_build-pool-stop")
+    t.start()
+    t.join(wait_s)
+    if t.is_alive():
+        for p in procs + list(pool._pool):
+            try:
+                p.kill()
+            except (OSError, ValueError, AttributeError):
+                pass
+        t.join(wait_s)
+    return not t.is_alive()
+
+
+def _watch_workers(pool, it, n, describe, poll=1.0):
+    """Yield the n results of the imap iterator ``it``; raise WorkerDied if a worker dies meanwhile.
 
     multiprocessing.Pool silently replaces a dead worker and loses its tasks, so a
-    plain loop over imap would wait forever after a crash or an OOM kill.
+    plain loop over imap would wait forever after a crash or an OOM kill. Every
+    ``poll`` seconds without a result the original workers are checked; the error
+    names the worker, how it died and (``describe(pid)``) the image it was on.
     """
-    pids = sorted(p.pid for p in pool._pool)
+    procs = list(pool._pool)
+    pids = set(p.pid for p in procs)
     for _ in range(n):
         while True:
             try:
                 value = it.next(timeout=poll)
                 break
             except multiprocessing.TimeoutError:
-                procs = list(pool._pool)
-                if sorted(p.pid for p in procs) != pids or any(p.exitcode is not None for p in procs):
-                    raise BuildError("a worker process died (killed, out of memory, or a crash in an image "
-                                     "decoder); the build was abandoned and nothing was written", exit_code=1)
+                for w, p in enumerate(procs):
+                    code = p.exitcode
+                    if code is not None:
+                        raise WorkerDied(death_message(
+                            "a worker process died", "decoding worker %d of %d (pid %d)" % (w + 1, len(procs), p.pid),
+                            code, describe(p.pid)))
+                if set(_pool_pids(pool)) != pids:
+                    raise WorkerDied("a worker process died and was replaced by the pool; its images are lost")
         yield value
+
+
+def estimate_db_bytes(tasks, keys, cfg):
+    """(bytes, how) that the database of ``tasks`` will take, or (None, why not).
+
+    Raw Datums have a known size; for ``encoded`` up to 8 evenly spaced images are
+    decoded and encoded here and their average is used. Skipped images are not foreseen,
+    so this is an upper bound for raw Datums.
+    """
+    if not tasks:
+        return 0, "no images"
+    key_bytes = sum(len(keys[t[1]]) for t in tasks) / float(len(tasks))
+    if not cfg["encoded"]:
+        s = cfg["size"]
+        value = len(lmdb_io.serialize_datum(3, s, s, b"", 2 ** 31 - 1, False)) + 3 * s * s
+        what = "raw 3x%dx%d Datums" % (s, s)
+    else:
+        quiet_opencv()
+        sample = tasks[::max(1, len(tasks) // 8)][:8]
+        c = dict(cfg, delay=0.0)
+        sizes = [len(r[1]) for r in (process_entry(t, c) for t in sample) if r[1] is not None]
+        if not sizes:
+            return None, "none of the %d sampled images could be read" % len(sample)
+        value = sum(sizes) / float(len(sizes))
+        what = "the average encoded Datum of %d sampled images" % len(sizes)
+    per = lmdb_bytes_per_entry(int(value), int(round(key_bytes)))
+    total = int(len(tasks) * per * 1.01) + 4 * PAGE_BYTES + LOCK_BYTES   # 1%: branch pages
+    return total, "%d images x %.1f KiB, %s" % (len(tasks), per / 1024.0, what)
+
+
+def check_space(output, need, how, sampled, log=print):
+    """Refuse (DiskFull) when the database clearly will not fit beside OUTPUT.
+
+    Clearly: the estimate is above the free space, or for a sampled (encoded) estimate
+    more than 25% above it. Returns the free bytes.
+    """
+    parent = os.path.dirname(output)
+    probe = parent
+    while not os.path.isdir(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    free = free_bytes(probe)
+    if need is not None and (need * (0.8 if sampled else 1.0)) > free:
+        raise DiskFull("not enough space for OUTPUT '%s': the database needs about %s (%s) and its filesystem has "
+                       "%s free; nothing was written. Free some space, choose another OUTPUT, or pass --force to "
+                       "try anyway" % (output, _mb(need), how, _mb(free)))
+    return free
 
 
 def build_lmdb(entries, output, size=256, resize="warp", encoded=False, encode_format="jpg",
                jpeg_quality=95, workers=None, shuffle=False, seed=0, overwrite=False, min_side=16,
                max_pixels=100_000_000, batch=1000, initial_map_bytes=None, delay=0.0, progress=True,
-               log=print, chunksize=8, start_method="spawn", small_job=SMALL_JOB, writemap=True):
+               log=print, chunksize=8, start_method="spawn", small_job=SMALL_JOB, writemap=True, force=False):
     """Build ``output`` from ``entries``; returns a summary dict.
 
     Keys are ``%08d_<key_path>`` with the index in the (optionally shuffled, with
@@ -628,7 +1004,10 @@ def build_lmdb(entries, output, size=256, resize="warp", encoded=False, encode_f
     spawned pool, a script that calls this must guard its entry point with
     ``if __name__ == "__main__":`` (the workers import the main module).
     Skipped entries are written to ``output + '.skipped.tsv'``. Raises BuildError if
-    nothing could be written (no database is created then).
+    nothing could be written (no database is created then), DiskFull when the
+    database will not fit (up front, from ``estimate_db_bytes``, unless ``force``) or
+    did not fit, WorkerDied when a worker process dies. Every exception leaving here has
+    a ``cleanup`` attribute saying what was removed.
     """
     from tqdm import tqdm
 
@@ -660,15 +1039,20 @@ def build_lmdb(entries, output, size=256, resize="warp", encoded=False, encode_f
             keys[i] = key
             tasks.append((len(tasks), i, e.abs_path, e.label))
 
+    need, how = estimate_db_bytes(tasks, keys, cfg)
+    if not force and not (os.path.lexists(output) and not overwrite):  # an existing OUTPUT is reported below
+        remove_stale_partials(output, log)  # a killed build's leftovers are not in the way
+        check_space(output, need, how, sampled=bool(encoded), log=log)
     per_item = size * size * 3 + 256 if not encoded else size * size + 4096
     map_bytes = initial_map_bytes or int(max(64 << 20, len(tasks) * per_item * 1.25))
     t0 = time.time()
     bytes_read = 0
-    pool = shm = None
+    pool = shm = status = None
+    nslots = 1
     stop = threading.Event()
-    with signals_raise():
+    with signals_raise() as sig:
         writer = SafeLmdbWriter(output, overwrite=overwrite, map_size=map_bytes, batch=batch, log=log,
-                                writemap=writemap)
+                                writemap=writemap, total=len(tasks), need_bytes=need)
         try:
             if workers > 0 and len(tasks) < small_job:
                 workers = 0
@@ -677,12 +1061,18 @@ def build_lmdb(entries, output, size=256, resize="warp", encoded=False, encode_f
                 # its length; the feeder below hands out task j only once the result of task
                 # j - nslots (the slot's previous user) has been written.
                 chunksize = max(1, int(chunksize))
-                nslots = max(64, 4 * workers * chunksize)
                 slot_size = 3 * size * size + 64
-                from multiprocessing import shared_memory
-                shm = shared_memory.SharedMemory(create=True, size=nslots * slot_size)
+                shm, nslots, chunksize = _open_ring(workers, chunksize, slot_size, log)
                 free = threading.Semaphore(nslots)
-                cfg.update(shm_name=shm.name, nslots=nslots, slot_size=slot_size)
+                if shm is not None:
+                    cfg.update(shm_name=shm.name, slot_size=slot_size)
+                cfg.update(nslots=nslots)
+                try:  # one row per slot: which worker works on which task (for a dead worker's message)
+                    status = _shm_create(nslots * 3 * 8)
+                    np.ndarray((nslots, 3), np.int64, buffer=status.buf)[...] = 0
+                    cfg.update(status_name=status.name)
+                except OSError:
+                    status = None
 
                 def feed():  # chunks of tasks, each task waiting for a free slot
                     for c in range(0, len(tasks), chunksize):
@@ -693,17 +1083,34 @@ def build_lmdb(entries, output, size=256, resize="warp", encoded=False, encode_f
                                     return
                         yield chunk
 
+                def describe(pid):  # the image a worker was on, from the status table
+                    if status is None:
+                        return ""
+                    table = np.ndarray((nslots, 3), np.int64, buffer=status.buf)
+                    busy = [int(r[1]) for r in table if r[0] == pid and r[2] == 1]
+                    if not busy:
+                        return "between images"
+                    t = tasks[min(busy)]
+                    return "decoding image %d '%s'" % (t[1], entries[t[1]].key_path)
+
                 # spawn, not fork: a forked child inherits OpenCV's thread-pool locks in whatever
                 # state the parent's threads left them and can deadlock in cv2.resize/imdecode
                 ctx = multiprocessing.get_context(start_method)
-                pool = ctx.Pool(workers, initializer=_worker_init, initargs=(cfg, os.getpid()))
+                try:
+                    pool = ctx.Pool(workers, initializer=_worker_init, initargs=(cfg, os.getpid()))
+                except OSError as e:  # e.g. no room in /dev/shm for the pool's semaphores
+                    log("cannot start worker processes (%s); decoding in this process instead" % (e.strerror or e))
+                    pool, workers = None, 0
+            if workers > 0:
                 # imap over chunks with chunksize 1: its iterator then has next(timeout) (with
                 # chunksize > 1 imap returns a plain generator), which _watch_workers needs
                 chunks = _watch_workers(pool, pool.imap(process_chunk, feed(), chunksize=1),
-                                        (len(tasks) + chunksize - 1) // chunksize)
+                                        (len(tasks) + chunksize - 1) // chunksize, describe)
                 results = (r for chunk in chunks for r in chunk)
             else:  # in-process
                 quiet_opencv()
+                cfg.pop("shm_name", None)
+                cfg.pop("status_name", None)
                 results = (process_entry(t, cfg) for t in tasks)
             bar = tqdm(total=len(tasks), unit="img", disable=not progress, dynamic_ncols=True,
                        smoothing=0.1, mininterval=0.5)
@@ -717,14 +1124,13 @@ def build_lmdb(entries, output, size=256, resize="warp", encoded=False, encode_f
                         writer.put(keys[idx], bytes(shm.buf[off:off + value]))
                     else:
                         writer.put(keys[idx], value)
-                    if shm is not None:
+                    if pool is not None:
                         free.release()
                     bar.update(1)
                     if j % 256 == 255:
                         bar.set_postfix(skipped=len(skipped), refresh=False)
             if pool is not None:
-                pool.close()
-                pool.join()
+                _end_pool(pool, graceful=True)
                 pool = None
             writer.flush()
             written = writer.count
@@ -735,18 +1141,24 @@ def build_lmdb(entries, output, size=256, resize="warp", encoded=False, encode_f
                 raise BuildError("nothing was written: all %d entries were skipped (see %s)"
                                  % (len(entries), report_path))
             writer.finish()
-        except BaseException:
+        except BaseException as exc:
+            sig.hold()  # a second Ctrl-C must not cut the cleanup short
             stop.set()
+            note = writer.abort() if not writer.done else (writer.cleanup or "")
             if pool is not None:
-                pool.terminate()
-                pool.join()
-            writer.abort()
+                _end_pool(pool, graceful=False)
+            _free_shm(shm, status)
+            shm = status = None
+            exc.cleanup = note
             raise
         finally:
-            if shm is not None:
-                shm.close()
-                shm.unlink()
-    write_report(report_path, skipped)
+            _free_shm(shm, status)
+    try:
+        write_report(report_path, skipped)
+    except OSError as e:
+        raise (DiskFull if is_no_space(e) else BuildError)(
+            "the database is complete at %s, but the skip report %s could not be written: %s"
+            % (output, report_path, e.strerror or e), exit_code=1)
     secs = time.time() - t0
     db_bytes = folder_bytes(output)
     summary = collections.OrderedDict([
@@ -757,6 +1169,15 @@ def build_lmdb(entries, output, size=256, resize="warp", encoded=False, encode_f
         ("images_per_s", round(len(tasks) / secs, 1) if secs > 0 else None), ("workers", workers),
     ])
     return summary
+
+
+def _free_shm(*blocks):
+    for b in blocks:
+        if b is not None:
+            try:
+                b.close()
+            finally:
+                b.unlink()
 
 
 def format_summary(s):
@@ -780,8 +1201,9 @@ def write_datums(output, items, total=None, overwrite=False, batch=1000, map_byt
     from tqdm import tqdm
 
     map_bytes = map_bytes or int(max(64 << 20, (total or 1000) * (256 * 256 * 3 + 256) * 1.25))
-    with signals_raise():
-        with SafeLmdbWriter(output, overwrite=overwrite, map_size=map_bytes, batch=batch, log=log) as w:
+    with signals_raise() as sig:
+        w = SafeLmdbWriter(output, overwrite=overwrite, map_size=map_bytes, batch=batch, log=log, total=total)
+        try:
             for key, value in tqdm(items, total=total, unit="img", disable=not progress, desc=desc,
                                    dynamic_ncols=True, mininterval=0.5):
                 w.put(key, value)
@@ -790,4 +1212,8 @@ def write_datums(output, items, total=None, overwrite=False, batch=1000, map_byt
                 raise BuildError("nothing to write to %s" % output)
             n = w.count
             w.finish()
+        except BaseException as exc:
+            sig.hold()  # a second Ctrl-C must not cut the cleanup short
+            exc.cleanup = w.abort() if not w.done else w.cleanup
+            raise
     return n

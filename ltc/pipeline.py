@@ -42,6 +42,7 @@ import numpy as np
 from ltc import transforms as ct, workers
 from ltc.params import CROP_SIZE, GRAY_PROB, INTERPOLATION, SEED
 from ltc.lmdb_io import LmdbError, decode_datum, open_lmdb, resolve_path
+from ltc.workers import death_message, reap
 
 _POLL_S = 1.0          # how often an idle worker checks that its parent still lives
 _JOIN_S = 5.0          # how long close() waits for a worker before SIGKILL
@@ -258,7 +259,11 @@ class BatchPipeline:
     def _dispatch(self, b):
         slot = b % self.prefetch
         self._in_flight[slot] = b
-        self._tasks[b % self.workers].send((b, slot))
+        w = b % self.workers
+        try:
+            self._tasks[w].send((b, slot))
+        except OSError:  # a broken pipe: the worker is gone
+            raise RuntimeError(self._death(w, reap(self._pids[w], wait_s=5.0)))
 
     def _wait_for(self, b):
         while b not in self._done:
@@ -266,18 +271,31 @@ class BatchPipeline:
             for conn in ready:
                 try:
                     msg = conn.recv()
-                except EOFError:
+                except EOFError:  # its end of the pipe closed: the worker is gone
                     w = self._results.index(conn)
-                    raise RuntimeError("%s: data worker %d (pid %d) exited unexpectedly"
-                                       % (self.who, w, self._pids[w]))
+                    raise RuntimeError(self._death(w, reap(self._pids[w], wait_s=5.0)))
                 if msg[0] == "error":
                     raise RuntimeError("%s: data worker failed on batch %d:\n%s" % (self.who, msg[1], msg[2]))
                 self._done[msg[1]] = msg[2]
             if not ready:
                 for w, pid in enumerate(self._pids):
-                    if os.waitpid(pid, os.WNOHANG)[0] != 0:
-                        raise RuntimeError("%s: data worker %d (pid %d) died" % (self.who, w, pid))
+                    code = reap(pid)
+                    if code is not None:
+                        raise RuntimeError(self._death(w, code))
         return self._done.pop(b)
+
+    def _death(self, w, code):
+        """The error for dead worker w: its pid, how it died, the batch (and images) it was on."""
+        mine = [b for b in self._in_flight.values()
+                if b % self.workers == w and b >= self._next - 1 and b not in self._done]
+        doing = ""
+        if mine:
+            b = min(mine)
+            keys = [self._maker.keys[int(i)].decode("utf-8", "replace") for i in self.plan(b).index]
+            doing = "it had batch %d to make (%d images of LMDB '%s': %s%s)" % (
+                b, len(keys), self.source, ", ".join(keys[:3]), ", ..." if len(keys) > 3 else "")
+        return death_message(self.who, "data worker %d of %d (pid %d)" % (w, self.workers, self._pids[w]),
+                             code, doing)
 
     # ------------------------------------------------------------------ public
     @property

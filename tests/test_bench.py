@@ -168,3 +168,12 @@ def test_train_step_memory_rows(tmp_path, make_test_lmdb):
     # the data-layer worker is reaped before the child reports, so its own peak shows
     assert float(rows["caffe six+data(w1)"]["children_peak_rss_mib"]) > 10
     assert rows["caffe six"]["children_peak_rss_mib"] == ""
+
+
+def test_lmdb_reserve_bench_end_to_end(tmp_path, capsys):
+    lmdb_reserve = load_script("bench/lmdb_reserve.py")
+    rows = lmdb_reserve.main(["--n", "8", "--size", "32", "--repeats", "1", "--dir", str(tmp_path)])
+    assert [r["mode"] for r in rows] == list(lmdb_reserve.MODES)
+    assert all(r["ips"] > 0 and r["secs"] > 0 for r in rows)
+    assert "speed vs writemap" in capsys.readouterr().out
+    assert os.listdir(str(tmp_path)) == []  # its build folders are removed

@@ -1,6 +1,7 @@
 """tools/make_lmdb.py and ltc/lmdb_build.py: bad inputs, pixels, safety, speed-free."""
 import json
 import os
+import re
 import shutil
 import signal
 import struct
@@ -346,11 +347,13 @@ def test_killed_build_leaves_no_output(tmp_path, sig):
     kids = _children(proc.pid)
     assert proc.poll() is None and len(kids) >= 2
     proc.send_signal(sig)
-    proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=30)
     assert not os.path.exists(out)
     if sig != signal.SIGKILL:
         assert proc.returncode == 128 + sig
         assert not os.path.exists(partial)
+        # the message says what was removed, and it is gone (checked above)
+        assert "removed the partial database %s; nothing at %s" % (partial, out) in err.decode(), err
     else:
         assert os.path.isdir(partial)  # left by SIGKILL, but under a name nobody mistakes for OUTPUT
     deadline = time.time() + 10
@@ -399,8 +402,10 @@ def test_hand_serialised_datum_equals_protobuf(label):
         assert lab == label and np.array_equal(back, img)
 
 
-def test_dead_worker_aborts_build(tmp_path):
-    """A worker killed mid-build (OOM killer, decoder crash) ends the build with an error, not a hang."""
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGBUS])
+def test_dead_worker_aborts_build(tmp_path, sig):
+    """A worker killed mid-build (OOM killer, decoder crash, SIGBUS) ends the build with an error naming
+    the worker, its signal and the image it was on, not a hang."""
     src = tmp_path / "src"
     src.mkdir()
     for i in range(120):
@@ -417,10 +422,17 @@ def test_dead_worker_aborts_build(tmp_path):
                 and "resource_tracker" not in open("/proc/%d/cmdline" % k).read()]
         time.sleep(0.1)
     time.sleep(0.5)
-    os.kill(kids[0], signal.SIGKILL)
+    os.kill(kids[0], sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1 and "worker process died" in err
-    assert not os.path.exists(out) and not os.path.exists("%s.partial-%d" % (out, proc.pid))
+    partial = "%s.partial-%d" % (out, proc.pid)
+    assert not os.path.exists(out) and not os.path.exists(partial)
+    assert "(pid %d) was killed by %s" % (kids[0], signal.Signals(sig).name) in err, err
+    m = re.search(r"while (decoding image (\d+) '(\d{3}\.png)'|between images)", err)
+    assert m, err
+    if m.group(2):  # the image named is a real one, with its index
+        assert int(m.group(2)) == int(m.group(3)[:3]) and (src / m.group(3)).is_file()
+    assert "removed the partial database %s" % partial in err and "Traceback" not in err
 
 
 def test_caffe_data_layer_reads_the_database(tmp_path):

@@ -14,8 +14,20 @@ INTER_LINEAR, the same pixels as ``convert_imageset --resize_height S
 Bad files (missing, broken symlinks, empty, truncated, corrupt, non-images, tiny,
 huge, duplicates, bad list lines) are skipped and listed with their reason in
 ``OUTPUT.skipped.tsv``. The database is built in ``OUTPUT.partial-<pid>`` and renamed
-into place only when complete. Exit status: 0 done, 1 nothing written or bad
-arguments, 130/143 interrupted by SIGINT/SIGTERM.
+into place only when complete; on any failure or interruption the partial folder is
+removed and the message says so.
+
+Resource faults: the free space beside OUTPUT is checked against an estimate of the
+database before anything is written (``--force`` skips the check); a disk that fills
+up anyway ends the build with an error naming OUTPUT, how much was written, and the
+space needed against the space free (pages are reserved with posix_fallocate, so a
+full disk is never a SIGBUS). The workers' shared-memory ring is sized to what
+/dev/shm can hold (fewer slots, or pipes, said on stdout); a worker that dies is
+reported with its signal and the image it was on.
+
+Exit status: 0 done; 1 a failure while building (not enough space or disk full, a
+worker died, a write error); 2 bad arguments or input (a missing source, an existing
+OUTPUT, every image skipped); 130/143 interrupted by SIGINT/SIGTERM.
 
 Examples:
   python tools/make_lmdb.py data/sample/images/train data/sample/my_lmdb
@@ -59,6 +71,8 @@ def build_parser():
     p.add_argument("--no-writemap", action="store_true",
                    help="plain LMDB writes (slower) for filesystems without sparse files: with writemap the "
                    "file is as large as the map (sparse) until it is trimmed at the end")
+    p.add_argument("--force", action="store_true",
+                   help="build even when the free-space estimate says the database will not fit")
     p.add_argument("--summary-json", default="", help="also write the summary as JSON to this file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--delay", type=float, default=0.0, help=argparse.SUPPRESS)  # seconds per image, for tests
@@ -72,6 +86,16 @@ def entries_from_source(source, root="", label=0):
     if os.path.isfile(source):
         return lmdb_build.read_list_file(source, root=root)
     raise lmdb_build.BuildError("source '%s' is neither a folder nor a list file" % source)
+
+
+def _aftermath(exc, output):
+    """'; removed ...; nothing at OUTPUT' -- what the failed build left, as checked now."""
+    note = getattr(exc, "cleanup", "")
+    if not note:
+        return ""
+    output = os.path.abspath(output.rstrip("/") or output)
+    there = ("the existing %s is unchanged" % output if os.path.lexists(output) else "nothing at %s" % output)
+    return "; %s; %s" % (note, there)
 
 
 def main(argv=None):
@@ -93,12 +117,15 @@ def main(argv=None):
             shuffle=args.shuffle, seed=args.seed, overwrite=args.overwrite, min_side=args.min_side,
             max_pixels=int(args.max_pixels), batch=args.batch,
             initial_map_bytes=int(args.initial_map_mb * (1 << 20)) or None, delay=args.delay,
-            progress=not args.no_progress, writemap=not args.no_writemap)
+            progress=not args.no_progress, writemap=not args.no_writemap, force=args.force)
     except lmdb_build.BuildError as e:
-        print("make_lmdb: error: %s" % e, file=sys.stderr)
+        print("make_lmdb: error: %s%s" % (e, _aftermath(e, args.output)), file=sys.stderr)
         return e.exit_code
+    except OSError as e:
+        print("make_lmdb: error: %s%s" % (e, _aftermath(e, args.output)), file=sys.stderr)
+        return 1
     except lmdb_build.Interrupted as e:
-        print("make_lmdb: %s; removed the partial database, nothing at %s" % (e, args.output), file=sys.stderr)
+        print("make_lmdb: %s%s" % (e, _aftermath(e, args.output)), file=sys.stderr)
         return 128 + e.signum
     print(lmdb_build.format_summary(summary))
     if args.summary_json:
