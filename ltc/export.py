@@ -51,7 +51,8 @@ def _arrays(layer):
 
 
 def _read_ported(path, log):
-    """A CaffeNet-layout model (conv1..conv5, optionally count_fc6..8) or None if it is not one."""
+    """A CaffeNet-layout model (conv1..conv5, optionally count_fc6..8); None if the file is no
+    NetParameter, False if it is one but not of that layout."""
     net = caffe_pb2.NetParameter()
     try:
         with open(path, "rb") as f:
@@ -60,7 +61,7 @@ def _read_ported(path, log):
         return None
     layers = {l.name: l for l in net.layer}
     if not all(n in layers for n in CONV_NAMES) or any(n in layers for n in HEAD_NAMES):
-        return None
+        return False
     blobs = {}
     for name, shape in surgery.CONV_SHAPES:
         layer = layers[name]
@@ -103,6 +104,8 @@ def read_trained(path, log=print):
             raise ExportError("%s: no such file" % path)
         ported = _read_ported(path, log)
         if ported is None:
+            raise ExportError(str(e))
+        if ported is False:
             raise ExportError("%s (nor is it a CaffeNet-layout model from tools/port_weights.py: no conv1..conv5 "
                               "without a counting head)" % e)
         return ported
