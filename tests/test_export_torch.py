@@ -164,14 +164,16 @@ def demo(tmp_path_factory):
         label, src = "demo", DEMO
     else:
         label, src = "demo-20it", str(_train_short_demo(d))
-    files = {}
-    have_onnx = have("onnx")
-    for fmt, ext in (("torch", "pt"), ("onnx", "onnx")):
-        if fmt == "onnx" and not have_onnx:
-            continue
-        for part, args in (("head", ["--head"]), ("trunk", [])):
-            files[part + "." + ext] = d / ("%s.%s" % (part, ext))
-            assert export(src, files[part + "." + ext], *args) == 0
+    files = {"head.pt": d / "head.pt"}
+    assert export(src, files["head.pt"], "--head") == 0            # the command line, once
+    trained = ex.read_trained(src, log=lambda *a: None)          # the other files: read the large snapshot once
+    for part, head in (("trunk", False), ("head", True)):
+        for ext, write in (("pt", ex.write_torch), ("onnx", ex.write_onnx)):
+            name = "%s.%s" % (part, ext)
+            if name in files or (ext == "onnx" and not have("onnx")):
+                continue
+            files[name] = d / name
+            write(*ex.prepare(trained, head=head, log=lambda *a: None), str(files[name]))
     meta = tc.load(str(files["head.pt"]))[0].meta
     x = batch(meta)
     ref = caffe_net(d, x, src, head=meta["head"])          # Caffe itself reads the snapshot, once
