@@ -4,6 +4,9 @@
 #   make test    set up if the environment is missing, then run the test suite
 #   make data    the embedded sample photos and the Fashion-MNIST counting scenes
 #   make extras  optional: PyTorch (CPU build), onnx, onnxruntime for tools/export.py and its tests
+#   make train SOLVER=prototxt/solver.prototxt
+#                a long run: resume from the newest intact snapshot (tools/resume.py), or start;
+#                Ctrl-C snapshots and stops, run `make train` again to continue
 SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
@@ -13,7 +16,10 @@ PYTEST_ARGS ?=
 # keeps OpenBLAS off its AVX-512 kernels; on an AVX-512 CPU the demo drops that preset.
 CAFFE_ENV := $(if $(shell grep -m1 -o avx512f /proc/cpuinfo 2>/dev/null),env -u OPENBLAS_CORETYPE,)
 
-.PHONY: setup demo test data sample fashion clean-demo extras
+SOLVER ?= prototxt/solver.prototxt
+TRAIN_LOG ?= runs/$(notdir $(patsubst %/,%,$(dir $(SOLVER)))).train.log
+
+.PHONY: setup demo test data sample fashion clean-demo train extras
 
 $(CAFFE):
 	bash setup.sh
@@ -41,6 +47,11 @@ demo: sample
 # pinned to its +cpu build, so pip fails rather than fetch a CUDA build with GBs of libraries.
 extras: $(CAFFE)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -c requirements.txt -r requirements-extras.txt
+
+# tee ignores SIGINT/SIGHUP so that caffe can finish its snapshot after a Ctrl-C or a hangup.
+train: $(CAFFE)
+	mkdir -p $(dir $(TRAIN_LOG))
+	set -o pipefail; $(CAFFE_ENV) $(PY) tools/resume.py --solver $(SOLVER) --new-ok 2>&1 | (trap '' INT HUP; exec tee -a $(TRAIN_LOG))
 
 test: $(CAFFE)
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)
