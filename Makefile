@@ -5,6 +5,7 @@
 #   make reproduce  the reproduction study (tools/reproduce.py): trains for hours, resumable
 #   make test    set up if the environment is missing, then run the test suite
 #   make data    the embedded sample photos and the Fashion-MNIST counting scenes
+#   make extras  optional: PyTorch (CPU build), onnx, onnxruntime for tools/export.py and its tests
 #   make train SOLVER=prototxt/solver.prototxt
 #                a long run: resume from the newest intact snapshot (tools/resume.py), or start;
 #                Ctrl-C snapshots and stops, run `make train` again to continue
@@ -22,7 +23,7 @@ DEMO_ITERS = $(shell sed -n 's/^max_iter: //p' prototxt/demo/solver.prototxt)
 SOLVER ?= prototxt/solver.prototxt
 TRAIN_LOG ?= runs/$(notdir $(patsubst %/,%,$(dir $(SOLVER)))).train.log
 
-.PHONY: setup demo test data sample fashion photos study-data reproduce clean-demo train
+.PHONY: setup demo test data sample fashion photos study-data reproduce clean-demo train extras
 
 $(CAFFE):
 	bash setup.sh
@@ -62,6 +63,11 @@ demo: study-data
 
 reproduce: study-data
 	$(CAFFE_ENV) $(PY) tools/reproduce.py
+
+# -c requirements.txt keeps the core pins (protobuf 4.25.9 for Caffe's generated code); torch is
+# pinned to its +cpu build, so pip fails rather than fetch a CUDA build with GBs of libraries.
+extras: $(CAFFE)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -c requirements.txt -r requirements-extras.txt
 
 # tee ignores SIGINT/SIGHUP so that caffe can finish its snapshot after a Ctrl-C or a hangup.
 train: $(CAFFE)
