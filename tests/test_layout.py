@@ -53,11 +53,16 @@ def test_python_layers_hold_only_the_layer_shells():
 
 
 def test_library_import_leaves_the_environment_alone():
-    # third-party imports first: OpenCV's own __init__ edits LD_LIBRARY_PATH
+    # third-party imports first: OpenCV's own __init__ edits LD_LIBRARY_PATH. A module that
+    # needs an optional extra (ltc.torch_caffenet: torch) is skipped where it is absent.
     code = ("import os, pkgutil, importlib, cv2, caffe, ltc, ltc.analysis\n"
             "before = dict(os.environ)\n"
             "for m in pkgutil.walk_packages(ltc.__path__, 'ltc.'):\n"
-            "    importlib.import_module(m.name)\n"
+            "    try:\n"
+            "        importlib.import_module(m.name)\n"
+            "    except ImportError as e:\n"
+            "        if e.name not in ('torch', 'onnx', 'onnxruntime'):\n"
+            "            raise\n"
             "print(sorted(set(os.environ.items()) ^ set(before.items())))\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("GLOG_")}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO)

@@ -72,7 +72,8 @@ def test_train_val_structure():
                 [(name + "_w", 1, 1), (name + "_b", 2, 0)]
     assert list(by_name["conv1"].bottom) == ["t1"] and list(by_name["conv1_dy"].bottom) == ["dy"]
     loss = net.layer[-1]
-    assert loss.python_param.module == "counting_loss" and list(loss.loss_weight) == [1]
+    assert loss.python_param.module == "counting_loss" and list(loss.loss_weight) == [1, 0, 0, 0, 0]
+    assert list(loss.top) == ["loss", "count_term", "contrast_term", "hinge_active", "norm_dx"]
     assert list(loss.bottom) == ["fc8", "fc8_t2", "fc8_t3", "fc8_t4", "fc8_dx", "fc8_dy"]
 
 

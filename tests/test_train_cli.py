@@ -53,7 +53,7 @@ class Lmdbs(tuple):
 
 
 def test_all_committed_train_val_nets_are_listed():
-    assert len(TRAIN_VALS) == 10  # default, 7 variants, stacked, demo
+    assert len(TRAIN_VALS) == 12  # default, 7 variants, stacked, demo, study/main, study/linear
 
 
 def data_params(rel, phase=caffe_pb2.TRAIN):
@@ -101,7 +101,9 @@ def test_committed_net_runs_forward_backward_in_caffe(rel, lmdbs, tmp_path):
         net.backward()
         assert np.abs(net.params["conv1"][0].diff).sum() > 0
         dim = 20 if "dim20" in rel else 1000
-        assert net.blobs["fc8"].data.shape == ((6 * batch if "stacked" in rel else batch), dim)
+        stacked = '\\"stack\\": true' in open(os.path.join(REPO, rel)).read()
+        assert stacked == (rel.startswith(("prototxt/stacked/", "prototxt/study/", "prototxt/demo/")))
+        assert net.blobs["fc8"].data.shape == ((6 * batch if stacked else batch), dim)
         # the inputs are what the folder name says: the batch the data layer was planned to make
         # with the named setting (gray only / colour only / that OpenCV method), built here from
         # the LMDB's images with cv2 directly
@@ -115,7 +117,7 @@ def test_committed_net_runs_forward_backward_in_caffe(rel, lmdbs, tmp_path):
             if b:
                 net.forward()
             plan = ct.plan_batch(p["seed"], "train", b, len(images), batch, p["interpolation"], p["gray_prob"])
-            if "stacked" in rel:
+            if stacked:
                 got = net.blobs["data"].data.reshape((6, batch) + net.blobs["data"].data.shape[1:])
             else:
                 got = np.stack([net.blobs[t].data for t in ct.INPUT_NAMES])
@@ -158,7 +160,8 @@ def test_caffe_train_snapshots_and_resumes(tmp_path, lmdbs):
     assert first.returncode == 0, first.stderr[-3000:]
     losses = re.findall(r"Iteration \d+ .*loss = ([0-9.e+-]+)", first.stderr)
     assert losses and all(np.isfinite(float(x)) for x in losses)
-    assert "Test net output #0: loss" in first.stderr
+    assert re.search(r"Test net output #\d+: loss = ", first.stderr)
+    assert re.search(r"Train net output #\d+: hinge_active = ", first.stderr)   # the loss diagnostics
     state = tmp_path / "snap_iter_2.solverstate"
     assert state.exists() and (tmp_path / "snap_iter_2.caffemodel").exists()
     # fc6/fc7 narrowed (shrink): about 10 MB of weights and 60 MB of solver state (a history per
@@ -219,5 +222,5 @@ def test_test_passes_under_caffe_train_are_identical(tmp_path, lmdbs):
     (tmp_path / "solver.prototxt").write_text(str(s))
     res = _run(["train", "-solver", str(tmp_path / "solver.prototxt")], REPO)
     assert res.returncode == 0, res.stderr[-3000:]
-    losses = re.findall(r"Test net output #0: loss = ([0-9.e+-]+)", res.stderr)
+    losses = re.findall(r"Test net output #\d+: loss = ([0-9.e+-]+)", res.stderr)
     assert len(losses) >= 3 and len(set(losses)) == 1, losses
