@@ -36,6 +36,17 @@ TRUNK_LAYERS = ("conv1", "relu1", "pool1", "norm1", "conv2", "relu2", "pool2", "
                 "conv3", "relu3", "conv4", "relu4", "conv5", "relu5", "pool5")
 POOL5_DIM = 256 * 3 * 3   # pool5 of a 114 x 114 counting input (an ImageNet 227 input gives 256 x 6 x 6)
 
+def pooled_size(size):
+    """Side of pool5 for a square input of side ``size``, as Caffe computes it (its pooling
+    rounds the output size up: the last window starts inside the input); 3 at 114, 6 at 227."""
+    s = size
+    for name, _, k, stride, pad, _ in CONVS:
+        s = (s + 2 * pad - k) // stride + 1
+        if name in ("conv1", "conv2", "conv5"):   # pool1, pool2, pool5 follow these
+            s = -(-(s - POOL["kernel_size"]) // POOL["stride"]) + 1
+    return s
+
+
 
 def trunk(n, bottom, suffix="", param=None, fillers=None, conv1_pad=0, pool_pad=(0, 0, 0), stop="pool5"):
     """Add conv1 .. pool5 (or .. relu5 with stop="relu5") to NetSpec ``n``; returns the last top.

@@ -16,7 +16,7 @@ import numpy as np
 
 from caffe.proto import caffe_pb2
 
-from ltc import lmdb_io, surgery
+from ltc import caffenet, lmdb_io, surgery
 
 CONV_NAMES = surgery.CONV_NAMES
 HEAD_NAMES = surgery.HEAD_NAMES
@@ -183,7 +183,7 @@ def prepare(trained, normalization=None, fold_std=None, head=False, size=COUNTIN
 
 
 def _pooled_size(size):
-    return _need("ltc.torch_caffenet").pooled_size(size)
+    return caffenet.pooled_size(size)
 
 
 # ----------------------------------------------------------------------------- writers

@@ -47,16 +47,7 @@ FORMAT = "learning-to-count/caffenet"
 FORMAT_VERSION = 1
 
 
-def pooled_size(size):
-    """Caffe's output side of the CaffeNet trunk (pool5) for a square input of side ``size``."""
-    def pool(s):  # ceil mode, no padding: the last window always starts inside the input
-        return -(-(s - POOL["kernel_size"]) // POOL["stride"]) + 1
-
-    s = size
-    for name, _, k, stride, pad, _ in CONVS:
-        s = (s + 2 * pad - k) // stride + 1
-        s = pool(s) if name in AFTER else s
-    return s
+pooled_size = caffenet.pooled_size
 
 
 class CaffeLRN(nn.Module):
