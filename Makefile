@@ -1,18 +1,30 @@
 # learning-to-count: the commands the README names.
 #   make setup   build (or reuse the cached) Caffe and the .venv        (= ./setup.sh)
-#   make demo    build the bundled sample LMDBs if missing, then train the CPU demo
+#   make demo    build the data if missing, train the CPU demo (counting on Fashion scenes + photos),
+#                then the count check, the curves and a plain-words summary
+#   make reproduce  the reproduction study (tools/reproduce.py): trains for hours, resumable
 #   make test    set up if the environment is missing, then run the test suite
 #   make data    the embedded sample photos and the Fashion-MNIST counting scenes
+#   make extras  optional: PyTorch (CPU build), onnx, onnxruntime for tools/export.py and its tests
+#   make train SOLVER=prototxt/solver.prototxt
+#                a long run: resume from the newest intact snapshot (tools/resume.py), or start;
+#                Ctrl-C snapshots and stops, run `make train` again to continue
+#   make mutations  plant each listed bug in a copy of the tree and check a test catches it
 SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
 CAFFE := $(VENV)/bin/caffe
 PYTEST_ARGS ?=
 # Training speed (bench/train_step.py): some machines preset OPENBLAS_CORETYPE=Haswell, which
-# keeps OpenBLAS off its AVX-512 kernels; on an AVX-512 CPU the demo drops that preset.
+# keeps OpenBLAS off its AVX-512 kernels; on an AVX-512 CPU the demo drops that preset. One BLAS thread
+# (unless OPENBLAS_NUM_THREADS is set): as fast as two on 2 cores, and far steadier on a busy machine.
 CAFFE_ENV := $(if $(shell grep -m1 -o avx512f /proc/cpuinfo 2>/dev/null),env -u OPENBLAS_CORETYPE,)
 
-.PHONY: setup demo test data sample fashion clean-demo
+DEMO_ITERS = $(shell sed -n 's/^max_iter: //p' prototxt/demo/solver.prototxt)
+SOLVER ?= prototxt/solver.prototxt
+TRAIN_LOG ?= runs/$(notdir $(patsubst %/,%,$(dir $(SOLVER)))).train.log
+
+.PHONY: setup demo test mutations data sample fashion photos study-data reproduce clean-demo train extras
 
 $(CAFFE):
 	bash setup.sh
@@ -30,14 +42,44 @@ fashion: $(CAFFE)
 	  echo "data/fashion LMDBs present"; \
 	else $(PY) data_prep/fashion_scenes.py; fi
 
-data: sample fashion
+photos: $(CAFFE)
+	@if [ -f data/photos/train_lmdb/data.mdb ] && [ -f data/photos/val_lmdb/data.mdb ]; then \
+	  echo "data/photos LMDBs present"; \
+	else $(PY) data_prep/embedded.py --set all; fi
 
-demo: sample
+data: sample fashion photos
+
+study-data: data
+	$(PY) tools/reproduce.py --stage data
+
+demo: study-data
 	mkdir -p runs/demo
-	set -o pipefail; $(CAFFE_ENV) $(CAFFE) train -solver prototxt/demo/solver.prototxt 2>&1 | tee runs/demo/train.log
+	set -o pipefail; OPENBLAS_NUM_THREADS=$${OPENBLAS_NUM_THREADS:-1} $(CAFFE_ENV) $(CAFFE) train \
+	  -solver prototxt/demo/solver.prototxt 2>&1 | tee runs/demo/train.log
+	$(PY) tools/analyze.py count-check --weights runs/demo/counting_demo_iter_$(DEMO_ITERS).caffemodel \
+	  --source data/fashion/scenes_val_lmdb --max-images 500 --fit-source data/fashion/scenes_train_lmdb \
+	  --out runs/demo/count_check
+	$(PY) tools/analyze.py log --log runs/demo/train.log --out runs/demo/curves
+	$(PY) tools/demo_summary.py --run runs/demo
+
+reproduce: study-data
+	$(CAFFE_ENV) $(PY) tools/reproduce.py
+
+# -c requirements.txt keeps the core pins (protobuf 4.25.9 for Caffe's generated code); torch is
+# pinned to its +cpu build, so pip fails rather than fetch a CUDA build with GBs of libraries.
+extras: $(CAFFE)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -c requirements.txt -r requirements-extras.txt
+
+# tee ignores SIGINT/SIGHUP so that caffe can finish its snapshot after a Ctrl-C or a hangup.
+train: $(CAFFE)
+	mkdir -p $(dir $(TRAIN_LOG))
+	set -o pipefail; $(CAFFE_ENV) $(PY) tools/resume.py --solver $(SOLVER) --new-ok 2>&1 | (trap '' INT HUP; exec tee -a $(TRAIN_LOG))
 
 test: $(CAFFE)
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)
+
+mutations: $(CAFFE)
+	$(PY) tests/mutations.py
 
 clean-demo:
 	rm -rf runs/demo

@@ -92,6 +92,11 @@ def run_throughput(a, lmdb):
         res["per_worker"] = res["samples_s"] / max(w, 1)
         print("%.0f samples/s" % res["samples_s"], flush=True)
         rows.append(res)
+    return add_scaling(rows)
+
+
+def add_scaling(rows):
+    """scaling: samples/s over (workers x the 1-worker row's samples/s); 1.00 = linear."""
     one = [r for r in rows if r.get("workers") == 1 and "samples_s" in r]
     for r in rows:
         if one and r.get("workers", 0) >= 1 and "samples_s" in r:
@@ -121,7 +126,11 @@ def run_training(a, lmdb):
                 specs.append(dict(kind="caffe", layout=layout, inputs="data_layer", batch=batch, blas=a.blas,
                                   workers=w, lmdb=lmdb, gemm=False))
     ns = argparse.Namespace(iters=a.iters, warmup=2, repeats=1, timeout=a.timeout, torch_python=bl.TORCH_VENV_PY)
-    rows = bl.run_rows(specs, ns)
+    return add_slowdown(bl.run_rows(specs, ns))
+
+
+def add_slowdown(rows):
+    """slowdown: a data-layer row's step time over the Input row's (same layout and batch) - 1."""
     for r in rows:
         if r.get("inputs") != "data_layer" or "step_s" not in r:
             continue

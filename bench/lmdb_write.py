@@ -81,6 +81,18 @@ def run_one(name, cmd, db, n, summary=None):
     return r
 
 
+def add_ratios(rows):
+    """vs_convert: images/s over convert_imageset's; scaling: images/s over (workers x the 1-worker row's)."""
+    ref = [r for r in rows if r["name"] == "convert_imageset"]
+    one = [r for r in rows if r["workers"] == 1]
+    for r in rows:
+        if ref:
+            r["vs_convert"] = r["images_s"] / ref[0]["images_s"]
+        if one and r["workers"]:
+            r["scaling"] = r["images_s"] / (r["workers"] * one[0]["images_s"])
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -144,13 +156,7 @@ def main(argv=None):
         if tool_ips:
             row["tool_images_s"] = statistics.median(tool_ips)
         rows.append(row)
-    ref = [r for r in rows if r["name"] == "convert_imageset"]
-    one = [r for r in rows if r["workers"] == 1]
-    for r in rows:
-        if ref:
-            r["vs_convert"] = r["images_s"] / ref[0]["images_s"]
-        if one and r["workers"]:
-            r["scaling"] = r["images_s"] / (r["workers"] * one[0]["images_s"])
+    add_ratios(rows)
     print()
     bl.print_table(rows, [("name", "builder", 0), ("images_s", "images/s", 0), ("runs_images_s", "each run", 0),
                           ("spread_pct", "spread %", 0), ("tool_images_s", "own timer img/s", 0),

@@ -10,7 +10,10 @@ No download: the photos are read from the package folders of
   foolbox 3.3.4 data/imagenet_NN_CLASS.jpg (20 ImageNet validation photos; the package
                 is installed with ``pip install --no-deps foolbox==3.3.4`` if its files
                 are absent; it is never imported, only its data files are read)
-30 photos in all. Split (deterministic): the photos sorted by their file name
+30 photos in all (``--set sample``). ``--set all`` adds the 12 other real photographs that
+scikit-image bundles (brick, camera, cell, clock_motion, coins, grass, gravel, ihc, moon, page,
+retina, text; its drawings, test patterns, the 102-px microaneurysms crop and the 25-px LFW
+faces are left out): 42 photos, written to data/photos by default. Split (deterministic): the photos sorted by their file name
 ``<package>_<name>``; every 5th one (positions 4, 9, 14, ...) goes to val: 24 train, 6 val.
 
 Writes the photo files unchanged into ``<out>/images/{train,val}/`` and builds
@@ -33,6 +36,9 @@ from ltc import REPO, lmdb_build
 
 SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
                   "motorcycle_right.png", "hubble_deep_field.jpg")
+SKIMAGE_MORE_PHOTOS = ("brick.png", "camera.png", "cell.png", "clock_motion.png", "coins.png", "grass.png",
+                       "gravel.png", "ihc.png", "moon.png", "page.png", "retina.jpg", "text.png")
+PHOTO_SETS = ("sample", "all")
 SKLEARN_PHOTOS = ("china.jpg", "flower.jpg")
 FOOLBOX_SPEC = "foolbox==3.3.4"
 VAL_EVERY = 5
@@ -64,12 +70,14 @@ def foolbox_photos(install=True):
     return [os.path.join(data, n) for n in names]
 
 
-def collect_photos(install=True):
-    """[(file name in the sample set, source path)] of all embedded photos, sorted by name."""
+def collect_photos(install=True, photo_set="sample"):
+    """[(file name in the sample set, source path)] of the embedded photos of ``photo_set``
+    ("sample": 30, "all": 42), sorted by name."""
     import matplotlib
     found = []
     sk = _package_dir("skimage")
-    found += [("skimage_" + n, os.path.join(sk, "data", n)) for n in SKIMAGE_PHOTOS]
+    names = SKIMAGE_PHOTOS + (SKIMAGE_MORE_PHOTOS if photo_set == "all" else ())
+    found += [("skimage_" + n, os.path.join(sk, "data", n)) for n in names]
     sl = _package_dir("sklearn")
     found += [("sklearn_" + n, os.path.join(sl, "datasets", "images", n)) for n in SKLEARN_PHOTOS]
     found.append(("matplotlib_grace_hopper.jpg", os.path.join(matplotlib.get_data_path(), "sample_data",
@@ -91,7 +99,9 @@ def split_photos(photos, val_every=VAL_EVERY):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", default=os.path.join(REPO, "data", "sample"), help="output folder")
+    p.add_argument("--set", dest="photo_set", choices=PHOTO_SETS, default="sample",
+                   help="sample: the 30 photos of the demo; all: also scikit-image's 12 other photographs")
+    p.add_argument("--out", default=None, help="output folder (default: data/sample, or data/photos for --set all)")
     p.add_argument("--size", type=int, default=256, help="LMDB image side")
     p.add_argument("--resize", choices=lmdb_build.RESIZE_MODES, default="warp")
     p.add_argument("--val-every", type=int, default=VAL_EVERY, help="every n-th photo (sorted by name) goes to val")
@@ -100,13 +110,15 @@ def main(argv=None):
     p.add_argument("--overwrite", action="store_true", help="replace existing LMDBs and image folders")
     args = p.parse_args(argv)
     print("embedded: " + " ".join("%s=%s" % kv for kv in sorted(vars(args).items())))
+    if args.out is None:
+        args.out = os.path.join(REPO, "data", "sample" if args.photo_set == "sample" else "photos")
     outs = {s: os.path.join(args.out, "%s_lmdb" % s) for s in ("train", "val")}
 
     def work():
         for o in outs.values():
             if os.path.exists(o) and not args.overwrite:
                 raise lmdb_build.BuildError("'%s' already exists; pass --overwrite to rebuild it" % o)
-        photos = collect_photos(install=not args.no_install)
+        photos = collect_photos(install=not args.no_install, photo_set=args.photo_set)
         train, val = split_photos(photos, args.val_every)
         print("found %d embedded photos: %d train, %d val" % (len(photos), len(train), len(val)))
         for split, items in (("train", train), ("val", val)):

@@ -171,11 +171,15 @@ def collect_folder(folder, label=0):
     return [Entry(r, os.path.join(folder, r), int(label), None) for r in rels]
 
 
+INT32_MIN, INT32_MAX = -2 ** 31, 2 ** 31 - 1  # the Datum's label is an int32
+
+
 def read_list_file(list_path, root=""):
     """Entries of a ``convert_imageset`` list file: ``path [label]`` per line.
 
     As in convert_imageset the label is after the last space (so paths may hold
-    spaces); a line without an integer there is read as a path with label 0.
+    spaces; a tab is part of the path, as there); a line without an integer there is read
+    as a path with label 0.
     Relative paths are joined to ``root`` (default: the list file's folder). Blank
     lines and lines starting with '#' are ignored. Duplicate paths (same normalised
     absolute path) and lines whose label is not an integer are kept as entries with a
@@ -199,10 +203,15 @@ def read_list_file(list_path, root=""):
             head, tail = line.rsplit(" ", 1)
             if _looks_like_int(tail):
                 path, label = head.rstrip(), int(tail)
+                if not INT32_MIN <= label <= INT32_MAX:
+                    reason = "bad label: list line %d, %s does not fit the Datum's int32 label" % (lineno, tail)
             elif not os.path.exists(os.path.join(root, line)) and _is_image_name(head.rstrip()):
                 path = head.rstrip()
                 reason = "bad label: list line %d, '%s' is not an integer" % (lineno, tail)
         full = os.path.normpath(os.path.join(root, path))
+        if reason is None and "\t" in path and not os.path.lexists(full):
+            reason = ("bad list line %d: a tab in %r, which is no such file (the label follows the "
+                      "path after a space)" % (lineno, path))
         if reason is None and full in first_line:
             reason = "duplicate: same path as list line %d" % first_line[full]
         first_line.setdefault(full, lineno)

@@ -14,6 +14,8 @@ from ltc.params import ParamError, parse_params
 DEFAULT_M = 10.0
 PARAM_KEYS = {"M": (DEFAULT_M, float)}
 INPUT_NAMES = ("phi(T1)", "phi(T2)", "phi(T3)", "phi(T4)", "phi(Dx)", "phi(Dy)")
+# The loss layer's optional extra tops (loss_weight 0 in the generated nets), in this order.
+DIAGNOSTICS = ("count_term", "contrast_term", "hinge_active", "norm_dx")
 
 
 def counting_loss_forward(tiles, dx, dy, M=DEFAULT_M):
@@ -37,6 +39,23 @@ def counting_loss_forward(tiles, dx, dy, M=DEFAULT_M):
     per_sample = d_pos + np.where(active, hinge, 0.0)
     loss = per_sample.mean() if len(per_sample) else 0.0
     return loss, per_sample, (r_pos, r_neg, active)
+
+
+def counting_loss_diagnostics(dx, cache, M=DEFAULT_M):
+    """The DIAGNOSTICS of one forward pass, as a dict of floats (batch means):
+    count_term = mean |a - s|^2, contrast_term = mean max(0, M - |b - s|^2), hinge_active =
+    fraction of samples with |b - s|^2 < M, norm_dx = mean |a|. dx: the N x K phi(Dx);
+    cache: the third value of ``counting_loss_forward``."""
+    r_pos, r_neg, active = cache
+    a = np.asarray(dx, dtype=np.float64).reshape(len(dx), -1)
+    if not len(a):
+        return dict.fromkeys(DIAGNOSTICS, 0.0)
+    d_pos = np.einsum("nk,nk->n", r_pos, r_pos)
+    d_neg = np.einsum("nk,nk->n", r_neg, r_neg)
+    return dict(count_term=float(d_pos.mean()),
+                contrast_term=float(np.where(active, M - d_neg, 0.0).mean()),
+                hinge_active=float(active.mean()),
+                norm_dx=float(np.sqrt(np.einsum("nk,nk->n", a, a)).mean()))
 
 
 def counting_loss_backward(cache, scale=1.0):

@@ -15,7 +15,10 @@ What is written (all relative to prototxt/):
                                                            prototxt/deploy.prototxt
     stacked/{train_val,solver}.prototxt                    one trunk on the six inputs
                                                            stacked along the batch axis
-    demo/{train_val,solver}.prototxt                       small CPU demo on data/sample
+    demo/{train_val,solver}.prototxt                       CPU demo: the small-scale recipe on
+                                                           the Fashion scenes (make demo)
+    study/{main,linear}/{train_val,solver}.prototxt        the reproduction study's nets
+                                                           (tools/reproduce.py)
 
 The six-branch net: a counting data layer (TRAIN and TEST phases, each with its own
 LMDB) produces t1..t4 (the tiles), dx and dy (the downsampled x and y); one branch
@@ -64,7 +67,15 @@ DEFAULTS = dict(
     max_iter=350000, snapshot=5000, snapshot_prefix="snapshots/counting",
     test_iter=20, test_interval=5000, display=20,
     test_initialization=False,      # a 350K-iteration run (and every resume) starts training at once
+    warmup=0,                       # 0: the paper's step policy; N > 0: sigmoid ramp to base_lr over N iterations
 )
+
+# The small-scale recipe (README "Does it reproduce?"): one stacked trunk (same loss and gradients as the
+# six branches, faster), batch 32, the paper's lr 1e-4 from the first iteration (a warm-up to 5e-4 drifted
+# back towards the trivial solution: README), snapshots every 100.
+SMALL = dict(layout="stacked", batch=32, base_lr=1e-4, warmup=0, train_lmdb="data/study/train_lmdb",
+             val_lmdb="data/photos/val_lmdb", test_batch=8, test_iter=1, test_interval=100, display=10,
+             snapshot=100, max_iter=600)
 
 # (name, overrides) of every committed net besides the default one.
 VARIANTS = [
@@ -76,13 +87,17 @@ VARIANTS = [
     ("variants/gray", dict(gray_prob=1.0, snapshot_prefix="snapshots/counting_gray")),
     ("variants/color", dict(gray_prob=0.0, snapshot_prefix="snapshots/counting_color")),
     ("stacked", dict(layout="stacked", snapshot_prefix="snapshots/counting_stacked")),
-    # The CPU demo: same architecture, loss and learning rate; a batch that fits 2 cores and
-    # few iterations (the TEST net sees the whole small val LMDB in one batch).
-    ("demo", dict(train_lmdb="data/sample/train_lmdb", val_lmdb="data/sample/val_lmdb",
-                  batch=16, test_batch=16, stepsize=100, max_iter=300,
-                  snapshot=300, snapshot_prefix="runs/demo/counting_demo",
-                  test_iter=1, test_interval=50, display=10, workers=1, prefetch=4,
+    # The CPU demo (make demo): the small-scale recipe on the Fashion scenes only, 300 iterations, tested
+    # on 100 held-out scenes every 50 iterations; make demo then runs count-check.
+    ("demo", dict(SMALL, train_lmdb="data/fashion/scenes_train_lmdb",
+                  val_lmdb="data/fashion/scenes_val_lmdb", test_batch=50, test_iter=2, test_interval=50,
+                  max_iter=300, snapshot=300, snapshot_prefix="runs/demo/counting_demo", workers=1,
                   test_initialization=True)),
+    # The reproduction study (tools/reproduce.py): the small-scale recipe on Fashion scenes + real photos,
+    # tested on the 8 held-out photos; "linear" is the same with one fixed downsampling (Table 5): the study
+    # starts it from main's iteration-300 snapshot (ltc/study.py BRANCHES).
+    ("study/main", dict(SMALL, max_iter=400, snapshot_prefix="runs/study/main/counting")),
+    ("study/linear", dict(SMALL, interpolation="linear", max_iter=400, snapshot_prefix="runs/study/linear/counting")),
 ]
 
 
@@ -143,9 +158,17 @@ def _data_layer(cfg, phase):
     return layer
 
 
+# The loss layer's diagnostic tops (ltc.loss.DIAGNOSTICS), weight 0: caffe prints them at every
+# display and test pass; they do not change the loss or the gradients.
+LOSS_DIAGNOSTICS = ("count_term", "contrast_term", "hinge_active", "norm_dx")
+
+
 def _loss(n, bottoms, margin):
-    n.loss = L.Python(*bottoms, module="counting_loss", layer="CountingLossLayer",
-                      param_str=json.dumps({"M": margin}), loss_weight=1)
+    tops = L.Python(*bottoms, module="counting_loss", layer="CountingLossLayer",
+                    param_str=json.dumps({"M": margin}), ntop=1 + len(LOSS_DIAGNOSTICS),
+                    loss_weight=[1] + [0] * len(LOSS_DIAGNOSTICS))
+    for name, top in zip(("loss",) + LOSS_DIAGNOSTICS, tops):
+        n[name] = top
 
 
 def counting_net(cfg, inputs="data_layer"):
@@ -202,9 +225,16 @@ def solver(cfg, net_path):
     s.test_interval = cfg["test_interval"]
     s.test_initialization = cfg["test_initialization"]
     s.base_lr = cfg["base_lr"]
-    s.lr_policy = "step"
-    s.gamma = cfg["gamma"]
-    s.stepsize = cfg["stepsize"]
+    if cfg.get("warmup"):
+        # BVLC Caffe has no warm-up policy; "sigmoid" gives lr = base_lr / (1 + exp(-gamma (it - stepsize))),
+        # a ramp from 0.7 % to 99.3 % of base_lr over iterations 0..warmup, then flat at base_lr.
+        s.lr_policy = "sigmoid"
+        s.gamma = 10.0 / cfg["warmup"]
+        s.stepsize = cfg["warmup"] // 2
+    else:
+        s.lr_policy = "step"
+        s.gamma = cfg["gamma"]
+        s.stepsize = cfg["stepsize"]
     s.momentum = cfg["momentum"]
     s.weight_decay = cfg["weight_decay"]
     s.display = cfg["display"]

@@ -21,6 +21,14 @@ Design:
   the owning process dies without closing (the ``caffe`` binary never runs atexit nor
   finalises Python), each worker gets SIGTERM through prctl(PR_SET_PDEATHSIG) and also
   notices the new parent pid within a second while idle, and exits.
+- Resume: ``start`` (or ``seek(b)`` later) makes the stream begin at batch b, exactly the
+  batches an uninterrupted stream serves from its b-th call on.
+- Signals: workers ignore SIGINT and SIGHUP (a Ctrl-C or a hangup reaches the whole process
+  group; the solver must be able to finish its iteration and snapshot), and keep serving.
+- A worker that dies (SIGKILL, the OOM killer) is noticed at once through its closed pipe
+  (at the latest within ``_DEATH_CHECK_S``): ``next_batch`` raises a RuntimeError naming the
+  worker, its pid, how it died, the batch it had to make and the batch asked for; the
+  pipeline is closed then and keeps raising that error, so no half-made batch is handed out.
 - workers = 0 makes each batch in the calling process (for debugging).
 - Raw Datums are scanned without copies (the image is a view of the LMDB page during the
   read transaction); OpenCV runs single-threaded in workers.
@@ -46,6 +54,7 @@ from ltc.workers import death_message, reap
 
 _POLL_S = 1.0          # how often an idle worker checks that its parent still lives
 _JOIN_S = 5.0          # how long close() waits for a worker before SIGKILL
+_DEATH_CHECK_S = 2.0   # while waiting for a batch, how often the workers' pids are checked too
 
 
 def read_key_array(env):
@@ -122,7 +131,11 @@ class _Maker:
 
 def _worker_main(maker, slots, tasks, results, parent_pid):
     """Worker loop (forked child): wait for (batch, slot), fill the slot, answer (batch, slot)."""
-    if not workers.start_worker(parent_pid):  # Ctrl-C is the parent's business; gone already?
+    # Ctrl-C (ignored by start_worker) and hangups reach the whole process group: they are the
+    # parent's business (the solver finishes its iteration and snapshots, -sigint_effect /
+    # -sighup_effect); keep serving.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if not workers.start_worker(parent_pid):  # gone already?
         return
     # No cv2.setNumThreads here: after a fork, reconfiguring the thread pool that OpenCV may
     # have started in the parent blocks for ever (pthread_cond_destroy on the pool's condition
@@ -153,13 +166,14 @@ class BatchPipeline:
     source: LMDB path (cwd first, then repo root); batch_size >= 2; crop_size 228 or 224;
     interpolation: "per_batch" | "per_sample" | "linear" | "cubic" | "area" | "lanczos";
     gray_prob in [0, 1]; seed >= 0; phase "train" | "test"; workers >= 0; prefetch >= 1
-    (ring slots, used when workers > 0); eps > 0; test_batches >= 0 (0: one pass over the DB).
+    (ring slots, used when workers > 0); eps > 0; test_batches >= 0 (0: one pass over the DB);
+    start >= 0: index of the first batch served (a resumed run; see ``seek``).
     Errors: ValueError for a bad argument, lmdb_io.LmdbError for a missing/empty/bad LMDB,
     RuntimeError when a worker fails (with its traceback).
     """
 
     def __init__(self, source, batch_size, crop_size=CROP_SIZE, interpolation=INTERPOLATION, gray_prob=GRAY_PROB, seed=SEED,
-                 phase="train", workers=2, prefetch=4, eps=1e-5, test_batches=0, who="BatchPipeline",
+                 phase="train", workers=2, prefetch=4, eps=1e-5, test_batches=0, who="BatchPipeline", start=0,
                  shard=0, num_shards=1):
         self._pids = []
         self._closed = True
@@ -174,7 +188,8 @@ class BatchPipeline:
                   (workers >= 0, "workers must be >= 0 (0 = make batches in this process)"),
                   (prefetch >= 1, "prefetch must be >= 1"),
                   (eps > 0, "eps must be > 0"),
-                  (test_batches >= 0, "test_batches must be >= 0 (0 = one pass over the LMDB)")]
+                  (test_batches >= 0, "test_batches must be >= 0 (0 = one pass over the LMDB)"),
+                  (start >= 0, "start must be >= 0")]
         try:
             sharding.check_shard(shard, num_shards)
         except ValueError as e:
@@ -209,8 +224,10 @@ class BatchPipeline:
                         gray_prob=gray_prob, seed=seed, phase=phase, eps=eps, test_batches=test_batches, who=who)
         self.who = who
         self._maker = _Maker(self.cfg, keys)
-        self._next = 0           # index of the next batch next_batch returns
+        self._next = start       # index of the next batch next_batch returns
         self._held = None        # slot handed out by the previous next_batch
+        self._failed = None      # the error message once a worker has died or failed
+        self._wanted = None      # the batch next_batch is waiting for
         nslots = prefetch if workers > 0 else 1
         nbytes = int(np.prod(self.shape)) * 4
         self._mm = mmap.mmap(-1, nslots * nbytes)   # MAP_SHARED | MAP_ANONYMOUS: shared with forked workers
@@ -232,7 +249,7 @@ class BatchPipeline:
         finally:
             cv2.setNumThreads(cv_threads)
         self._in_flight = {}     # slot -> batch index
-        for b in range(self.prefetch):
+        for b in range(self._next, self._next + self.prefetch):
             self._dispatch(b)
 
     def _fork_workers(self, parent):
@@ -269,25 +286,44 @@ class BatchPipeline:
         try:
             self._tasks[w].send((b, slot))
         except OSError:  # a broken pipe: the worker is gone
-            raise RuntimeError(self._death(w, reap(self._pids[w], wait_s=5.0)))
+            self._fail(self._death(w, reap(self._pids[w], wait_s=5.0)))
+
+    def _pump(self):
+        """Receive the answers that are ready (waiting up to _DEATH_CHECK_S); a dead or failed
+        worker raises RuntimeError (see _fail)."""
+        ready = wait(self._results, timeout=_DEATH_CHECK_S)
+        for conn in ready:
+            w = self._results.index(conn)
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):  # its end of the pipe closed: the worker is gone
+                self._fail(self._death(w, reap(self._pids[w], wait_s=5.0)))
+            if msg[0] == "error":
+                self._fail("%s: data worker %d of %d (pid %d) failed on batch %d:\n%s"
+                           % (self.who, w, self.workers, self._pids[w], msg[1], msg[2]))
+            self._done[msg[1]] = msg[2]
+        if not ready:
+            for w, pid in enumerate(self._pids):
+                code = reap(pid)
+                if code is not None:
+                    self._fail(self._death(w, code))
+
+    def _fail(self, message):
+        """Remember the error, stop the other workers, raise RuntimeError(message) (and again on
+        every later call: no half-made batch is ever handed out)."""
+        self._failed = message
+        for pid in self._pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.close()
+        raise RuntimeError(message)
 
     def _wait_for(self, b):
         while b not in self._done:
-            ready = wait(self._results, timeout=_POLL_S * 5)
-            for conn in ready:
-                try:
-                    msg = conn.recv()
-                except EOFError:  # its end of the pipe closed: the worker is gone
-                    w = self._results.index(conn)
-                    raise RuntimeError(self._death(w, reap(self._pids[w], wait_s=5.0)))
-                if msg[0] == "error":
-                    raise RuntimeError("%s: data worker failed on batch %d:\n%s" % (self.who, msg[1], msg[2]))
-                self._done[msg[1]] = msg[2]
-            if not ready:
-                for w, pid in enumerate(self._pids):
-                    code = reap(pid)
-                    if code is not None:
-                        raise RuntimeError(self._death(w, code))
+            self._pump()
+        self._wanted = None
         return self._done.pop(b)
 
     def _death(self, w, code):
@@ -300,8 +336,10 @@ class BatchPipeline:
             keys = [self._maker.keys[int(i)].decode("utf-8", "replace") for i in self.plan(b).index]
             doing = "it had batch %d to make (%d images of LMDB '%s': %s%s)" % (
                 b, len(keys), self.source, ", ".join(keys[:3]), ", ..." if len(keys) > 3 else "")
+        asked = ("; batch %d was not delivered, no partial batch is served" % self._wanted
+                 if self._wanted is not None else "")
         return death_message(self.who, "data worker %d of %d (pid %d)" % (w, self.workers, self._pids[w]),
-                             code, doing)
+                             code, doing) + asked
 
     # ------------------------------------------------------------------ public
     @property
@@ -312,18 +350,47 @@ class BatchPipeline:
         """The random choices behind batch b (ltc.transforms.BatchPlan); cheap, no images read."""
         return self._maker.plan(b)
 
-    def next_batch(self):
-        """The next batch (float32 6 x N x 3 x S x S, blocks t1,t2,t3,t4,dx,dy), valid until the next call."""
+    @property
+    def position(self):
+        """Index of the batch the next ``next_batch`` call returns."""
+        return self._next
+
+    def seek(self, b):
+        """Make batch b the next one served (drops the batches prepared ahead)."""
+        if b < 0:
+            raise ValueError("%s: seek(%d): batch index must be >= 0" % (self.who, b))
+        self._check_open()
+        if b == self._next:
+            return
+        if self.workers > 0:   # let the batches in flight land, then refill the ring from b
+            pending = {bb for slot, bb in self._in_flight.items() if slot != self._held}
+            while not pending <= set(self._done):
+                self._pump()
+            self._done.clear()
+            self._in_flight.clear()
+            self._held = None
+            for bb in range(b, b + self.prefetch):
+                self._dispatch(bb)
+        self._next = b
+
+    def _check_open(self):
+        if self._failed is not None:
+            raise RuntimeError(self._failed)
         if self._closed:
             raise RuntimeError("%s: next_batch() after close()" % self.who)
+
+    def next_batch(self):
+        """The next batch (float32 6 x N x 3 x S x S, blocks t1,t2,t3,t4,dx,dy), valid until the next call."""
+        self._check_open()
         b = self._next
         self._next += 1
         if self.workers == 0:
             self._maker.make(b, self._slots[0])
             return self._slots[0]
+        self._wanted = b
         if self._held is not None:       # the previous batch's slot is free again
-            self._dispatch(self._in_flight[self._held] + self.prefetch)
-            self._held = None
+            freed, self._held = self._held, None
+            self._dispatch(self._in_flight[freed] + self.prefetch)
         slot = self._wait_for(b)
         self._held = slot
         return self._slots[slot]

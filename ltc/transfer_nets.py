@@ -68,11 +68,18 @@ PROBE_VARIANTS = [
                                   max_iter=200, test_iter=20, test_interval=200, display=20, snapshot=200,
                                   snapshot_prefix="runs/linear_probe_fashion/probe")),
 ]
-FCN_DEFAULTS = dict(num_classes=21, size=500, base_lr=1e-4, momentum=0.9, iter_size=20, weight_decay=5e-4,
+FCN_DEFAULTS = dict(num_classes=21, size=500, fc_width=4096, inputs="input", index="", base_lr=1e-4, momentum=0.9, iter_size=20, weight_decay=5e-4,
                     max_iter=100000, snapshot=4000, snapshot_prefix="snapshots/fcn_alexnet", test_iter=736,
                     seed=1701)
-FRCN_DEFAULTS = dict(num_classes=21, base_lr=0.001, gamma=0.1, stepsize=30000, momentum=0.9,
+FRCN_DEFAULTS = dict(num_classes=21, fc_width=4096, roi="native", train_conv1=False, index="", proposals="toy",
+                     scale=600, max_size=1000, rois_per_image=64, seed=1701, base_lr=0.001, gamma=0.1, stepsize=30000, momentum=0.9,
                      weight_decay=5e-4, max_iter=40000, snapshot_prefix="snapshots/caffenet_fast_rcnn")
+
+# VOC07 classification (Kraehenbuehl et al.'s framework: CaffeNet, 227 crops of 256x256 images,
+# batch 10, lr 0.001 stepped; decision: we do not know their exact step schedule and use x0.1 at 50%)
+VOC_CLS_DEFAULTS = dict(num_classes=20, fc_width=4096, index="data/voc/voc2007/main_trainval.json", batch=10,
+                        resize=256, crop=227, base_lr=0.001, gamma=0.1, stepsize=40000, momentum=0.9,
+                        weight_decay=5e-4, max_iter=80000, snapshot_prefix="snapshots/voc07_cls", seed=1701)
 
 FROZEN = [dict(lr_mult=0, decay_mult=0), dict(lr_mult=0, decay_mult=0)]
 LEARNED = [dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)]
@@ -155,18 +162,27 @@ def probe_solver(cfg, net_path):
 
 # ----------------------------------------------------------------------------- FCN-AlexNet
 def fcn_alexnet(cfg, split="train"):
-    """FCN-AlexNet (fcn.berkeleyvision.org voc-fcn-alexnet) with Input blobs data and label."""
+    """FCN-AlexNet (fcn.berkeleyvision.org voc-fcn-alexnet).
+
+    cfg["inputs"]: "input" (Input blobs data and label, fed from pycaffe) or "data_layer"
+    (python_layers/voc_layers.py VOCSegDataLayer on cfg["index"], the train net of tools/table1.py).
+    cfg["fc_width"]: fc6/fc7 channels (4096 in FCN-AlexNet; smaller for CPU schedules).
+    """
     cfg = dict(FCN_DEFAULTS, **cfg)
-    k, s = cfg["num_classes"], cfg["size"]
+    k, s, fw = cfg["num_classes"], cfg["size"], cfg["fc_width"]
     n = caffe.NetSpec()
-    n.data = L.Input(shape=dict(dim=[1, 3, s, s]))
-    n.label = L.Input(shape=dict(dim=[1, 1, s, s]))
+    if cfg["inputs"] == "data_layer":
+        n.data, n.label = L.Python(module="voc_layers", layer="VOCSegDataLayer", ntop=2,
+                                   param_str=json.dumps(dict(index=cfg["index"], seed=cfg["seed"]), sort_keys=True))
+    else:
+        n.data = L.Input(shape=dict(dim=[1, 3, s, s]))
+        n.label = L.Input(shape=dict(dim=[1, 1, s, s]))
     x = caffenet_trunk(n, n.data, conv1_pad=100)
     fc_fill = dict(weight_filler=dict(type="gaussian", std=0.005), bias_filler=dict(type="constant", value=0.1))
-    n.fc6 = L.Convolution(x, num_output=4096, kernel_size=6, param=LEARNED, **fc_fill)
+    n.fc6 = L.Convolution(x, num_output=fw, kernel_size=6, param=LEARNED, **fc_fill)
     n.relu6 = L.ReLU(n.fc6, in_place=True)
     n.drop6 = L.Dropout(n.relu6, dropout_ratio=0.5, in_place=True)
-    n.fc7 = L.Convolution(n.drop6, num_output=4096, kernel_size=1, param=LEARNED, **fc_fill)
+    n.fc7 = L.Convolution(n.drop6, num_output=fw, kernel_size=1, param=LEARNED, **fc_fill)
     n.relu7 = L.ReLU(n.fc7, in_place=True)
     n.drop7 = L.Dropout(n.relu7, dropout_ratio=0.5, in_place=True)
     n.score_fr = L.Convolution(n.drop7, num_output=k, kernel_size=1, param=LEARNED,
@@ -205,6 +221,65 @@ def fcn_solver(cfg, train_path, val_path):
     return s
 
 
+# ----------------------------------------------------------------------------- VOC07 classification
+def voc_cls(cfg, split="train"):
+    """CaffeNet for multi-label VOC07 classification (Kraehenbuehl et al.'s framework).
+
+    conv1..pool5, fc6/fc7 (cfg["fc_width"], dropout 0.5), fc8 with one output per class and
+    SigmoidCrossEntropyLoss (ignore_label -1: classes present only as 'difficult' objects).
+    split "train": python_layers/voc_layers.py VOCClsDataLayer on cfg["index"]; "deploy": Input
+    ``data`` (10 x 3 x crop x crop, the ten crops of one image) -> ``prob`` (Sigmoid of fc8).
+    """
+    cfg = dict(VOC_CLS_DEFAULTS, **cfg)
+    n = caffe.NetSpec()
+    if split == "train":
+        n.data, n.label = L.Python(module="voc_layers", layer="VOCClsDataLayer", ntop=2, param_str=json.dumps(dict(
+            index=cfg["index"], batch=cfg["batch"], resize=cfg["resize"], crop=cfg["crop"], seed=cfg["seed"]),
+            sort_keys=True))
+    else:
+        n.data = L.Input(shape=dict(dim=[10, 3, cfg["crop"], cfg["crop"]]))
+    x = caffenet_trunk(n, n.data, fillers=split == "train")
+    fc_fill = dict(weight_filler=dict(type="gaussian", std=0.005), bias_filler=dict(type="constant", value=0.1))
+    n.fc6 = L.InnerProduct(x, num_output=cfg["fc_width"], param=LEARNED, **fc_fill)
+    n.relu6 = L.ReLU(n.fc6, in_place=True)
+    if split == "train":
+        n.drop6 = L.Dropout(n.fc6, dropout_ratio=0.5, in_place=True)
+    n.fc7 = L.InnerProduct(n.fc6, num_output=cfg["fc_width"], param=LEARNED, **fc_fill)
+    n.relu7 = L.ReLU(n.fc7, in_place=True)
+    if split == "train":
+        n.drop7 = L.Dropout(n.fc7, dropout_ratio=0.5, in_place=True)
+    n.fc8 = L.InnerProduct(n.fc7, num_output=cfg["num_classes"], param=LEARNED,
+                           weight_filler=dict(type="gaussian", std=0.01), bias_filler=dict(type="constant", value=0))
+    if split == "train":
+        n.loss = L.SigmoidCrossEntropyLoss(n.fc8, n.label, loss_param=dict(ignore_label=-1))
+    else:
+        n.prob = L.Sigmoid(n.fc8)
+    net = n.to_proto()
+    net.name = "caffenet_voc07_cls_%s" % split
+    if split != "train":
+        caffenet.strip_learning(net.layer)
+    return net
+
+
+def step_solver(cfg, train_path):
+    """A step-lr SGD solver on a train net only (the caller tests), for voc_cls and Fast R-CNN."""
+    s = caffe_pb2.SolverParameter()
+    s.train_net = train_path
+    s.base_lr = cfg["base_lr"]
+    s.lr_policy = "step"
+    s.gamma = cfg["gamma"]
+    s.stepsize = cfg["stepsize"]
+    s.display = cfg.get("display", 20)
+    s.average_loss = cfg.get("average_loss", 20)
+    s.momentum = cfg["momentum"]
+    s.weight_decay = cfg["weight_decay"]
+    s.max_iter = cfg["max_iter"]
+    s.snapshot = 0
+    s.snapshot_prefix = cfg["snapshot_prefix"]
+    s.random_seed = cfg["seed"]
+    return s
+
+
 # ----------------------------------------------------------------------------- Fast R-CNN
 _ROI_TYPE = '  type: "ROIPooling"\n  bottom: "conv5"\n  bottom: "rois"\n  top: "pool5"\n'
 _ROI_PARAM = "  roi_pooling_param {\n    pooled_w: 6\n    pooled_h: 6\n    spatial_scale: 0.0625\n  }\n"
@@ -213,26 +288,42 @@ _ROI_PARAM = "  roi_pooling_param {\n    pooled_w: 6\n    pooled_h: 6\n    spati
 def fast_rcnn(cfg, split="train"):
     """Fast R-CNN CaffeNet (rbgirshick/fast-rcnn models/CaffeNet) as prototxt TEXT.
 
-    BVLC's caffe_pb2 has no roi_pooling_param, so the ROIPooling layer's parameters are
-    inserted into the text; parse the result with text_format(..., allow_unknown_field=True).
+    cfg["roi"]: "native" -- rbgirshick's fork: its ROIPooling and SmoothL1Loss layers and
+    fast-rcnn's roi_data_layer; BVLC's caffe_pb2 has no roi_pooling_param, so the ROIPooling
+    parameters are inserted into the text (parse with allow_unknown_field=True).
+    "python" -- plain BVLC Caffe: python_layers/roi_pooling_layer.py (same semantics),
+    smooth_l1_loss_layer.py and voc_layers.VOCDetDataLayer on cfg["index"].
+    cfg["train_conv1"]: False (default) freezes conv1 (lr_mult 0) as fast-rcnn's CaffeNet
+    train.prototxt does; True fine-tunes it. cfg["fc_width"]: fc6/fc7 outputs (4096).
     """
     cfg = dict(FRCN_DEFAULTS, **cfg)
-    k = cfg["num_classes"]
+    k, fw, native = cfg["num_classes"], cfg["fc_width"], cfg["roi"] == "native"
+    if cfg["roi"] not in ("native", "python"):
+        raise ValueError("fast_rcnn: roi must be 'native' or 'python', got %r" % cfg["roi"])
     n = caffe.NetSpec()
-    if split == "train":
+    if split == "train" and native:
         n.data, n.rois, n.labels, n.bbox_targets, n.bbox_loss_weights = L.Python(
             module="roi_data_layer.layer", layer="RoIDataLayer", param_str="'num_classes': %d" % k, ntop=5)
+    elif split == "train":
+        n.data, n.rois, n.labels, n.bbox_targets, n.bbox_loss_weights = L.Python(
+            module="voc_layers", layer="VOCDetDataLayer", ntop=5, param_str=json.dumps(dict(
+                index=cfg["index"], proposals=cfg["proposals"], scale=cfg["scale"], max_size=cfg["max_size"],
+                rois_per_image=cfg["rois_per_image"], seed=cfg["seed"]), sort_keys=True))
     else:
         n.data = L.Input(shape=dict(dim=[1, 3, 227, 227]))
         n.rois = L.Input(shape=dict(dim=[1, 5]))
     x = caffenet_trunk(n, n.data, conv1_pad=5, pool_pad=(1, 1, 0), stop="relu5")
-    n.pool5 = L.ROIPooling(x, n.rois)
+    if native:
+        n.pool5 = L.ROIPooling(x, n.rois)
+    else:
+        n.pool5 = L.Python(x, n.rois, module="roi_pooling_layer", layer="ROIPoolingLayer",
+                           param_str=json.dumps(dict(pooled_h=6, pooled_w=6, spatial_scale=0.0625), sort_keys=True))
     fc_fill = dict(weight_filler=dict(type="gaussian", std=0.005), bias_filler=dict(type="constant", value=0.1))
-    n.fc6 = L.InnerProduct(n.pool5, num_output=4096, param=LEARNED, **fc_fill)
+    n.fc6 = L.InnerProduct(n.pool5, num_output=fw, param=LEARNED, **fc_fill)
     n.relu6 = L.ReLU(n.fc6, in_place=True)
     if split == "train":
         n.drop6 = L.Dropout(n.fc6, dropout_ratio=0.5, in_place=True)
-    n.fc7 = L.InnerProduct(n.fc6, num_output=4096, param=LEARNED, **fc_fill)
+    n.fc7 = L.InnerProduct(n.fc6, num_output=fw, param=LEARNED, **fc_fill)
     n.relu7 = L.ReLU(n.fc7, in_place=True)
     if split == "train":
         n.drop7 = L.Dropout(n.fc7, dropout_ratio=0.5, in_place=True)
@@ -242,24 +333,29 @@ def fast_rcnn(cfg, split="train"):
                                  weight_filler=dict(type="gaussian", std=0.001), bias_filler=dict(type="constant", value=0))
     if split == "train":
         n.loss_cls = L.SoftmaxWithLoss(n.cls_score, n.labels, loss_weight=1)
-        n.loss_bbox = L.SmoothL1Loss(n.bbox_pred, n.bbox_targets, n.bbox_loss_weights, loss_weight=1)
+        if native:
+            n.loss_bbox = L.SmoothL1Loss(n.bbox_pred, n.bbox_targets, n.bbox_loss_weights, loss_weight=1)
+        else:
+            n.loss_bbox = L.Python(n.bbox_pred, n.bbox_targets, n.bbox_loss_weights, module="smooth_l1_loss_layer",
+                                   layer="SmoothL1LossLayer", loss_weight=1)
     else:
         n.cls_prob = L.Softmax(n.cls_score)
     net = n.to_proto()
     net.name = "CaffeNet_fast_rcnn_%s" % split
     for layer in net.layer:
-        if layer.type == "ROIPooling":
+        if layer.name == "pool5":
             layer.name = "roi_pool5"  # Fast R-CNN's name; its top keeps CaffeNet's "pool5"
-        if split == "test":
+        if split == "train" and layer.name == "conv1" and not cfg["train_conv1"]:
             del layer.param[:]
-            for f in ("convolution_param", "inner_product_param"):
-                if layer.HasField(f):
-                    getattr(layer, f).ClearField("weight_filler")
-                    getattr(layer, f).ClearField("bias_filler")
+            layer.param.extend([caffe_pb2.ParamSpec(lr_mult=0, decay_mult=0)] * 2)
+    if split == "test":
+        caffenet.strip_learning(net.layer)
     text = str(net)
-    if text.count(_ROI_TYPE) != 1:
-        raise RuntimeError("fast_rcnn: could not place roi_pooling_param")
-    return text.replace(_ROI_TYPE, _ROI_TYPE + _ROI_PARAM)
+    if native:
+        if text.count(_ROI_TYPE) != 1:
+            raise RuntimeError("fast_rcnn: could not place roi_pooling_param")
+        text = text.replace(_ROI_TYPE, _ROI_TYPE + _ROI_PARAM)
+    return text
 
 
 def frcn_solver(cfg, train_path):
@@ -291,6 +387,12 @@ FRCN_NOTE = ("# NEEDS rbgirshick's Caffe fork (layers ROIPooling, SmoothL1Loss) 
              "# models/ and train with its tools/train_net.py --weights PORTED.caffemodel.\n")
 FCN_NOTE = ("# Input blobs: data = mean-subtracted BGR image (1 x 3 x H x W, reshape per image), label = class\n"
             "# map (1 x 1 x H x W, 255 = ignore); feed them from pycaffe as fcn's solve.py + data layers do.\n")
+FRCN_BVLC_NOTE = ("# Plain BVLC Caffe: ROIPooling, SmoothL1Loss and the data layer are Python layers in python_layers/\n"
+                  "# (roi_pooling_layer, smooth_l1_loss_layer, voc_layers). conv1 is frozen as in fast-rcnn's CaffeNet.\n"
+                  "# Trained and scored by `python tools/table1.py det`.\n")
+CLS_NOTE = ("# VOC07 multi-label classification; trained and scored (10-crop) by `python tools/table1.py cls`.\n")
+FCN_VOC_NOTE = ("# FCN-AlexNet fed by python_layers/voc_layers.py VOCSegDataLayer (image + class-map PNG, 255 ignore);\n"
+                "# trained and scored by `python tools/table1.py seg`.\n")
 PROBE_NOTE = ("# Needs python_layers/ on PYTHONPATH (BilinearResizeLayer). Load a ported model with\n"
               "# -weights (tools/port_weights.py); without it the frozen convs stay random (baseline).\n")
 
@@ -311,4 +413,15 @@ def all_files():
     for split in ("train", "test"):
         files["%s/fast_rcnn/%s.prototxt" % (d, split)] = _header(FRCN_NOTE) + fast_rcnn({}, split)
     files[d + "/fast_rcnn/solver.prototxt"] = _header(FRCN_NOTE) + str(frcn_solver({}, d + "/fast_rcnn/train.prototxt"))
+    bv = dict(roi="python", index="data/voc/voc2007/main_trainval.json",
+              proposals="data/voc/voc2007/main_trainval_proposals.npz")
+    for split in ("train", "test"):
+        files["%s/fast_rcnn_bvlc/%s.prototxt" % (d, split)] = _header(FRCN_BVLC_NOTE) + fast_rcnn(bv, split)
+    files[d + "/fast_rcnn_bvlc/solver.prototxt"] = _header() + str(
+        step_solver(dict(FRCN_DEFAULTS, display=20, average_loss=100), d + "/fast_rcnn_bvlc/train.prototxt"))
+    for split in ("train", "deploy"):
+        files["%s/voc_cls/%s.prototxt" % (d, split)] = _header(CLS_NOTE) + str(voc_cls({}, split))
+    files[d + "/voc_cls/solver.prototxt"] = _header() + str(step_solver(VOC_CLS_DEFAULTS, d + "/voc_cls/train.prototxt"))
+    files[d + "/fcn_alexnet/train_voc.prototxt"] = _header(FCN_VOC_NOTE) + str(
+        fcn_alexnet(dict(inputs="data_layer", index="data/voc/voc2012/seg_sbd_train.json"), "train"))
     return files

@@ -27,6 +27,8 @@ param_str (JSON; unknown keys or wrong types raise ltc.params.ParamError in setu
                   keeps all workers busy; memory = prefetch x 6N x 3 x S x S x 4 bytes
     eps           1e-5     normalisation (v - mean) / (std + eps), pixels on the 0..255 scale
     stack         false    one stacked top instead of six (see above)
+    trace         ""       a file: every forward appends "phase batch-index sha256-of-the-batch"
+                  to it, to compare the data streams of two runs (tests/test_resume.py)
     test_batches  0        TEST phase: the net sees batches 0 .. test_batches-1 over and over,
                   in LMDB key order, each with reproducible crops/modes; 0 = ceil(n_db / N)
                   (one pass over the LMDB). Set the solver's test_iter to this number for
@@ -35,6 +37,19 @@ param_str (JSON; unknown keys or wrong types raise ltc.params.ParamError in setu
                   only the LMDB keys at positions shard, shard + num_shards, ... and draws
                   from its own seed stream (ltc/sharding.py)
     TRAIN phase: batches walk a fresh seeded permutation of the LMDB per epoch.
+
+Resuming (the stream continues where the interrupted run left it, in both phases):
+    caffe binary  ``caffe train -solver S -snapshot X.solverstate``: in setup the layer reads
+                  the ``-solver`` and ``-snapshot`` of its own command line (/proc/self/cmdline),
+                  checks the solver state and the .caffemodel it names (ltc.snapshots.check_pair:
+                  a truncated or unreadable one is refused with a message naming the file,
+                  before Caffe's own abort or its silent partial load) and starts at
+                  ltc.snapshots.data_start: TRAIN batch iter x iter_size; TEST after the test
+                  passes run before iter (test_iter batches each).
+    pycaffe       ``counting_data.restore(solver, "X.solverstate", "S")`` (S: the solver
+                  .prototxt) instead of ``solver.restore(...)``: checks the pair, restores, and
+                  moves the data layers of solver.net and solver.test_nets
+                  (``seek_to_iteration(solver, S)`` does only the last part).
 
 Workers: they are forked in setup and stop on ``close()``, or by themselves when the process
 that owns them ends (also under the ``caffe`` binary, which never finalises Python). pycaffe
@@ -47,10 +62,12 @@ Example:
       python_param { module: "counting_data" layer: "CountingDataLayer"
         param_str: "{\"source\": \"data/sample/train_lmdb\", \"batch_size\": 32, \"workers\": 1}" } }
 """
+import hashlib
 import sys
 
 import caffe
 
+from ltc import snapshots
 from ltc.pipeline import BatchPipeline
 from ltc.transforms import CROP_SIZES, INPUT_NAMES, INTERPOLATION_MODES
 from ltc.params import CROP_SIZE, GRAY_PROB, INTERPOLATION, SEED, ParamError, parse_params, report_errors
@@ -69,7 +86,10 @@ PARAM_KEYS = {
     "test_batches": (0, int),
     "shard": (0, int),
     "num_shards": (1, int),
+    "trace": ("", str),
 }
+
+_STATE_ITER = {}   # solverstate path -> iter, under `caffe train -snapshot`
 
 
 class CountingDataLayer(caffe.Layer):
@@ -90,37 +110,66 @@ class CountingDataLayer(caffe.Layer):
                              % (self.NAME, "stack: true" if p["stack"] else "stack: false", want,
                                 "data" if p["stack"] else ", ".join(INPUT_NAMES), len(top)))
         phase = "test" if self.phase == caffe.TEST else "train"
+        start, resumed = self._resume_position(phase)
         try:
             self.pipeline = BatchPipeline(
                 p["source"], p["batch_size"], crop_size=p["crop_size"], interpolation=p["interpolation"],
                 gray_prob=p["gray_prob"], seed=p["seed"], phase=phase, workers=p["workers"],
                 prefetch=p["prefetch"], eps=p["eps"], test_batches=p["test_batches"], who=self.NAME,
-                shard=p["shard"], num_shards=p["num_shards"])
+                start=start, shard=p["shard"], num_shards=p["num_shards"])
         except ValueError as e:
             if type(e) is ValueError:  # argument range checks -> the param_str's fault
                 raise ParamError(str(e))
             raise
         self.p = p
+        self.phase_name = phase
         pl = self.pipeline
         s = pl.crop_size // 2
         self.top_shape = (6 * pl.batch_size, 3, s, s) if p["stack"] else (pl.batch_size, 3, s, s)
         extra = (", %d test batches per pass" % pl.test_batches) if phase == "test" else ""
         if p["num_shards"] > 1:
             extra += ", shard %d of %d" % (p["shard"], p["num_shards"])
+        extra += resumed
         print("%s[%s]: %s (%d images), batch %d, crop %d -> %dx%d, interpolation %s, gray_prob %.2f, seed %d, "
               "workers %d%s%s" % (self.NAME, phase, pl.source, pl.n_db, pl.batch_size, pl.crop_size, s, s,
                                   p["interpolation"], p["gray_prob"], p["seed"], pl.workers,
                                   " (pids %s)" % " ".join(map(str, pl.worker_pids)) if pl.workers else "", extra),
               file=sys.stderr, flush=True)
 
+    def _resume_position(self, phase):
+        """Under ``caffe train -snapshot X``: (first batch, note) for the iteration X holds."""
+        solver_path, state_path = snapshots.caffe_train_args(snapshots.read_cmdline())
+        if not state_path:
+            return 0, ""
+        if state_path not in _STATE_ITER:    # checked once for the TRAIN and TEST layers
+            # the solver state and the model it names: a truncated one -> SnapshotError naming the file
+            _STATE_ITER[state_path] = snapshots.check_pair(state_path)[0].iter
+        it = _STATE_ITER[state_path]
+        solver = snapshots.read_solver(solver_path) if solver_path else None
+        if solver is None:
+            raise snapshots.SnapshotError("%s: 'caffe train -snapshot %s' without -solver" % (self.NAME, state_path))
+        if phase == "test" and len(set(solver.test_iter)) > 1:
+            print("%s: warning: the solver has several test nets with different test_iter; the TEST stream resumes "
+                  "as for test net 0" % self.NAME, file=sys.stderr, flush=True)
+        start = snapshots.data_start(phase, it, solver)
+        return start, ", resumed at iteration %d: first batch %d (from %s)" % (it, start, state_path)
+
+    def seek_batch(self, b):
+        """Make batch b the next one this layer serves."""
+        self.pipeline.seek(b)
+
     @report_errors
     def reshape(self, bottom, top):
         for t in range(len(top)):
             top[t].reshape(*self.top_shape)
 
-    @report_errors
+    @report_errors   # under the caffe binary: a dead worker's message is printed before Caffe aborts
     def forward(self, bottom, top):
+        b = self.pipeline.position
         batch = self.pipeline.next_batch()
+        if self.p["trace"]:
+            with open(self.p["trace"], "a") as f:
+                f.write("%s %d %s\n" % (self.phase_name, b, hashlib.sha256(batch.tobytes()).hexdigest()))
         if self.p["stack"]:
             top[0].data[...] = batch.reshape(self.top_shape)
         else:
@@ -140,3 +189,50 @@ class CountingDataLayer(caffe.Layer):
             self.close()
         except Exception:
             pass
+
+
+def data_layers(net):
+    """The CountingDataLayer objects of a caffe.Net."""
+    return [layer for layer in net.layers if isinstance(layer, CountingDataLayer)]
+
+
+def _solver_param(solver_file):
+    if isinstance(solver_file, str):
+        return snapshots.read_solver(solver_file)
+    return solver_file   # a caffe_pb2.SolverParameter
+
+
+def seek_to_iteration(solver, solver_file, iteration=None):
+    """Move every counting data layer of a pycaffe solver to where a run that reached
+    ``iteration`` (default: solver.iter) continues: TRAIN batch iteration x iter_size, TEST
+    after the test passes made before it. ``solver_file``: the solver .prototxt (or its
+    caffe_pb2.SolverParameter; pycaffe's solver.param does not expose iter_size and the test
+    settings). Returns {(net, layer number): first batch}."""
+    it = solver.iter if iteration is None else iteration
+    param = _solver_param(solver_file)
+    moved = {}
+    for k, layer in enumerate(data_layers(solver.net)):
+        b = snapshots.data_start("train", it, param)
+        layer.seek_batch(b)
+        moved[("train", k)] = b
+    for t, net in enumerate(solver.test_nets):
+        for k, layer in enumerate(data_layers(net)):
+            b = snapshots.data_start("test", it, param, test_net=t)
+            layer.seek_batch(b)
+            moved[("test%d" % t, k)] = b
+    return moved
+
+
+def restore(solver, state_path, solver_file):
+    """pycaffe's resume: check ``state_path`` and the .caffemodel it names (SnapshotError naming
+    a truncated or inconsistent file), ``solver.restore`` it, and continue the data streams
+    (seek_to_iteration). Use this instead of a bare ``solver.restore``:
+
+        solver = caffe.get_solver("prototxt/solver.prototxt")
+        counting_data.restore(solver, "snapshots/counting_iter_5000.solverstate", "prototxt/solver.prototxt")
+        solver.step(1000)
+    """
+    param = _solver_param(solver_file)   # read first: a bad solver file fails before anything changes
+    snapshots.check_pair(state_path)
+    solver.restore(state_path)
+    return seek_to_iteration(solver, param)

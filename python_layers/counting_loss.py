@@ -20,7 +20,14 @@ bottoms, one of two layouts:
     (or N x K x 1 x 1): the six-branch siamese net;
   * one bottom   6N x K, the six blocks stacked along the batch axis in that same
     order (the stacked-trunk variant).
-top: the scalar loss (shape ``()``; use ``loss_weight: 1`` in the prototxt).
+tops: the scalar loss (shape ``()``; use ``loss_weight: 1`` in the prototxt), optionally
+followed by the four diagnostics of ltc.loss.DIAGNOSTICS (give them ``loss_weight: 0``, so that
+``caffe train`` prints them at every ``display`` and test pass without training on them):
+  count_term     mean over the batch of |phi(Dx) - sum phi(T)|^2
+  contrast_term  mean of max(0, M - |phi(Dy) - sum phi(T)|^2)
+  hinge_active   fraction of samples whose hinge is active (|phi(Dy) - s|^2 < M)
+  norm_dx        mean |phi(Dx)| (near 0 with the loss near M: the trivial solution)
+Any prefix of these may be requested; loss = count_term + contrast_term.
 
 param_str (JSON), every key optional:
   M       number > 0, default 10   the margin of the hinge term (paper: M = 10)
@@ -40,7 +47,8 @@ import numpy as np
 
 import caffe
 
-from ltc.loss import INPUT_NAMES, counting_loss_backward, counting_loss_forward, parse_loss_params
+from ltc.loss import (DIAGNOSTICS, INPUT_NAMES, counting_loss_backward, counting_loss_diagnostics,
+                      counting_loss_forward, parse_loss_params)
 from ltc.params import ParamError, report_errors
 
 
@@ -53,8 +61,9 @@ class CountingLossLayer(caffe.Layer):
         if len(bottom) not in (1, 6):
             raise ParamError("CountingLossLayer needs 6 bottoms (phi(T1..T4), phi(Dx), phi(Dy)) "
                             "or 1 stacked 6N x K bottom, got %d" % len(bottom))
-        if len(top) != 1:
-            raise ParamError("CountingLossLayer has exactly one top (the loss), got %d" % len(top))
+        if not 1 <= len(top) <= 1 + len(DIAGNOSTICS):
+            raise ParamError("CountingLossLayer has the loss top plus up to %d diagnostic tops (%s), got %d tops"
+                             % (len(DIAGNOSTICS), ", ".join(DIAGNOSTICS), len(top)))
         self.stacked = len(bottom) == 1
 
     @report_errors
@@ -76,7 +85,8 @@ class CountingLossLayer(caffe.Layer):
                                     % (i, INPUT_NAMES[i], sh, INPUT_NAMES[0], shape0))
             self.n = shape0[0]
             self.k = int(np.prod(shape0[1:]))
-        top[0].reshape()
+        for i in range(len(top)):      # pycaffe's blob vector supports len() and [i] only
+            top[i].reshape()
 
     def _inputs(self, bottom):
         if self.stacked:
@@ -88,6 +98,10 @@ class CountingLossLayer(caffe.Layer):
         f = self._inputs(bottom)
         loss, _, self.cache = counting_loss_forward(f[:4], f[4], f[5], self.params["M"])
         top[0].data[...] = loss
+        if len(top) > 1:
+            diag = counting_loss_diagnostics(f[4], self.cache, self.params["M"])
+            for i in range(1, len(top)):
+                top[i].data[...] = diag[DIAGNOSTICS[i - 1]]
 
     def backward(self, top, propagate_down, bottom):
         g_tile, g_dx, g_dy = counting_loss_backward(self.cache, float(top[0].diff))

@@ -50,3 +50,15 @@ def build_counting_model(path, layout="six", head=64, dim=20, seed=0, netparam=N
 # what a ported model must hold.
 CONVS = caffenet.CONV_NAMES
 CAFFENET_CONV_SHAPES = dict(caffenet.CONV_SHAPES)
+
+
+def small_train_net(train_lmdb, val_lmdb, batch=2, workers=1, prefetch=3, test_batches=3, head=16, dim=20):
+    """The counting training net (counting data layer for TRAIN and TEST, six branches, the
+    counting loss) with fc6/fc7 shrunk to ``head`` outputs: a few MB per snapshot."""
+    cfg = dict(mp.DEFAULTS, batch=batch, test_batch=batch, dim=dim, train_lmdb=str(train_lmdb),
+               val_lmdb=str(val_lmdb), workers=workers, prefetch=prefetch, test_iter=test_batches)
+    netp = mp.counting_net(cfg)
+    for layer in netp.layer:
+        if layer.name.split("_")[0] in ("fc6", "fc7"):
+            layer.inner_product_param.num_output = head
+    return netp

@@ -102,8 +102,8 @@ def test_normalize_into_matches_reference_and_has_zero_mean_unit_std(gray):
     ct.normalize_into(views, gray, out)
     for k, v in enumerate(views):
         ref = reference_input(v.transpose(1, 2, 0), gray)
-        np.testing.assert_allclose(out[k], ref, atol=1e-4)
-        np.testing.assert_allclose(ct.normalize(ct.to_gray(v) if gray else v), ref, atol=1e-4)
+        np.testing.assert_allclose(out[k], ref, atol=1e-5)
+        np.testing.assert_allclose(ct.normalize(ct.to_gray(v) if gray else v), ref, atol=1e-5)
         assert abs(float(out[k].mean())) < 1e-4
         assert abs(float(out[k].std()) - 1.0) < 1e-4
         assert np.array_equal(out[k, 0], out[k, 1]) == gray and np.array_equal(out[k, 0], out[k, 2]) == gray
@@ -127,7 +127,7 @@ def test_fill_batch_matches_independent_reference(interpolation, crop):
     ct.fill_batch([chw(imgs[j]) for j in plan.index], plan, crop, out)
     for i in range(n):
         for k, ref in enumerate(reference_sample(imgs, plan, i, crop)):
-            np.testing.assert_allclose(out[k, i], ref, atol=2e-4, err_msg="sample %d input %s" % (i, ct.INPUT_NAMES[k]))
+            np.testing.assert_allclose(out[k, i], ref, atol=1e-5, err_msg="sample %d input %s" % (i, ct.INPUT_NAMES[k]))
 
 
 def test_gray_is_all_six_or_none_and_fraction_is_gray_prob():
@@ -207,3 +207,39 @@ def test_interpolation_modes():
         assert set(ct.plan_batch(1, "train", 0, 100, 8, name).interp) == {ct.INTERP_NAMES.index(name)}
     with pytest.raises(ValueError, match="interpolation"):
         ct.plan_batch(1, "train", 0, 100, 8, "nearest")
+
+
+
+def low_contrast(shape, seed, base=20):
+    """uint8 array near ``base`` with a std of about 1.5 levels: the eps in (std + eps) and the
+    std's ddof each change the result by far more than 1e-6, while mean / std stays about 10,
+    so float32 arithmetic is good to a few 1e-6."""
+    rng = np.random.RandomState(seed)
+    return (base + rng.randint(-3, 4, shape) * (rng.rand(*shape) < 0.4)).astype(np.uint8)
+
+
+def exact_reference(v_chw, gray, eps=1e-5, ddof=0):
+    """(v - mean) / (std + eps) in float64, the std written out (population std: ddof 0)."""
+    v = v_chw.astype(np.float64)
+    if gray:
+        v = np.repeat(v.mean(axis=0, keepdims=True), v.shape[0], axis=0)
+    mean = v.sum() / v.size
+    std = np.sqrt(((v - mean) ** 2).sum() / (v.size - ddof))
+    return (v - mean) / (std + eps)
+
+
+@pytest.mark.parametrize("gray", [False, True])
+@pytest.mark.parametrize("side", [8, 57])
+def test_normalisation_equals_the_formula_at_1e6_where_ddof_and_eps_matter(gray, side):
+    views = [low_contrast((3, side, side), seed) for seed in range(6)]
+    out = np.full((6, 3, side, side), np.nan, np.float32)
+    ct.normalize_into(views, gray, out)
+    for k, v in enumerate(views):
+        ref = exact_reference(v, gray)
+        # the inputs are crafted so that ddof=1 or eps=1e-3 would be off by more than 1e-5
+        assert np.abs(exact_reference(v, gray, eps=1e-3) - ref).max() > 1e-5
+        assert np.abs(exact_reference(v, gray, ddof=1) - ref).max() > 1e-5
+        np.testing.assert_allclose(out[k], ref, rtol=1e-6, atol=3e-6)
+        np.testing.assert_allclose(ct.normalize(ct.to_gray(v) if gray else v), ref, rtol=1e-6, atol=3e-6)
+        g = np.repeat(v.astype(np.float64).mean(0, keepdims=True), 3, 0) if gray else v.astype(np.float64)
+        assert ct.input_std(v, gray) == pytest.approx(np.sqrt(((g - g.mean()) ** 2).mean()), rel=1e-9)

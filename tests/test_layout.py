@@ -48,15 +48,21 @@ def test_entry_points_import_no_other_entry_point():
 
 def test_python_layers_hold_only_the_layer_shells():
     names = sorted(f for f in os.listdir(os.path.join(REPO, "python_layers")) if f.endswith(".py"))
-    assert names == ["counting_data.py", "counting_loss.py", "resize_layer.py"]
+    assert names == ["counting_data.py", "counting_loss.py", "resize_layer.py", "roi_pooling_layer.py",
+                     "smooth_l1_loss_layer.py", "voc_layers.py"]
 
 
 def test_library_import_leaves_the_environment_alone():
-    # third-party imports first: OpenCV's own __init__ edits LD_LIBRARY_PATH
+    # third-party imports first: OpenCV's own __init__ edits LD_LIBRARY_PATH. A module that
+    # needs an optional extra (ltc.torch_caffenet: torch) is skipped where it is absent.
     code = ("import os, pkgutil, importlib, cv2, caffe, ltc, ltc.analysis\n"
             "before = dict(os.environ)\n"
             "for m in pkgutil.walk_packages(ltc.__path__, 'ltc.'):\n"
-            "    importlib.import_module(m.name)\n"
+            "    try:\n"
+            "        importlib.import_module(m.name)\n"
+            "    except ImportError as e:\n"
+            "        if e.name not in ('torch', 'onnx', 'onnxruntime'):\n"
+            "            raise\n"
             "print(sorted(set(os.environ.items()) ^ set(before.items())))\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("GLOG_")}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO)

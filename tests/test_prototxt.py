@@ -72,7 +72,8 @@ def test_train_val_structure():
                 [(name + "_w", 1, 1), (name + "_b", 2, 0)]
     assert list(by_name["conv1"].bottom) == ["t1"] and list(by_name["conv1_dy"].bottom) == ["dy"]
     loss = net.layer[-1]
-    assert loss.python_param.module == "counting_loss" and list(loss.loss_weight) == [1]
+    assert loss.python_param.module == "counting_loss" and list(loss.loss_weight) == [1, 0, 0, 0, 0]
+    assert list(loss.top) == ["loss", "count_term", "contrast_term", "hinge_active", "norm_dx"]
     assert list(loss.bottom) == ["fc8", "fc8_t2", "fc8_t3", "fc8_t4", "fc8_dx", "fc8_dy"]
 
 
@@ -105,10 +106,16 @@ def test_crop_224_gives_112_inputs_and_3x3_pool5(tmp_path):
     assert net.blobs["pool5_dy"].data.shape == (1, 256, 3, 3)
 
 
-def _input_net(tmp_path, layout, batch, dim=16, name="net"):
+def _input_net(tmp_path, layout, batch, dim=16, name="net", fc=64):
+    """The counting net with Input blobs; fc6/fc7 narrowed to ``fc`` outputs (the sharing and the
+    stacking do not depend on their width, and the full 4096 costs seconds per build)."""
     cfg = dict(mp.DEFAULTS, layout=layout, batch=batch, dim=dim, filler="gaussian")
+    netp = mp.counting_net(cfg, inputs="input")
+    for layer in netp.layer:
+        if layer.name.split("_")[0] in ("fc6", "fc7"):
+            layer.inner_product_param.num_output = fc
     path = tmp_path / ("%s.prototxt" % name)
-    path.write_text(str(mp.counting_net(cfg, inputs="input")))
+    path.write_text(str(netp))
     return path
 
 

@@ -167,7 +167,7 @@ def test_linear_probe_feature_sizes_and_frozen_step(ported, tmp_path):
 
 
 # ----------------------------------------------------------------------------- FCN-AlexNet
-def test_fcn_alexnet_structure_and_one_step(ported, tmp_path):
+def test_fcn_alexnet_structure_and_one_step(ported, tmp_path, capsys):
     committed = read_text_net(os.path.join(TRANSFER, "fcn_alexnet", "train.prototxt"))
     by = {l.name: l for l in committed.layer}
     assert by["conv1"].convolution_param.pad == [100]
@@ -179,33 +179,26 @@ def test_fcn_alexnet_structure_and_one_step(ported, tmp_path):
     assert up.convolution_param.weight_filler.type == "bilinear" and not up.convolution_param.bias_term
     assert by["score"].type == "Crop" and list(by["score"].crop_param.offset) == [18]
     assert by["loss"].loss_param.ignore_label == 255
-    # real Caffe: a small image, ported conv1-5, bilinear upsampling, one SGD step
-    train = write_proto(tmp_path / "train.prototxt", mtp.fcn_alexnet(dict(size=96)))
-    sp = mtp.fcn_solver(dict(iter_size=1), train, train)
-    sp.ClearField("test_net")
-    sp.ClearField("test_iter")
-    sp.ClearField("test_interval")
-    sp.snapshot_prefix = str(tmp_path / "fcn")
-    solver = caffe.SGDSolver(write_proto(tmp_path / "solver.prototxt", sp))
-    net = solver.net
-    net.copy_from(ported["path"])
+    # real Caffe, the one FCN-AlexNet build of the suite: tools/transfer_check.py's FCN step on a
+    # 96 x 96 image (loads the ported conv1-5, checks them exactly, one SGD step)
+    tc = load_script("tools/transfer_check.py")
+    image = cv2.resize(np.random.RandomState(0).randint(0, 256, (12, 12, 3)).astype(np.uint8), (120, 120))
+    net = tc.fcn_step(ported["path"], {k: ported["params"][k] for k in CONVS}, image, str(tmp_path), 96)
+    out = capsys.readouterr().out
+    assert "FCN-AlexNet: conv1..conv5 hold exactly the ported blobs" in out
+    assert "FCN-AlexNet: one step done on a 96x96 image" in out
     w = net.params["upscore"][0].data
     assert w.shape == (21, 1, 63, 63)
     factor, center = 32, 31   # fcn's surgery.upsample_filt(63): the odd-size bilinear kernel
     og = np.ogrid[:63, :63]
     bil = (1 - abs(og[0] - center) / factor) * (1 - abs(og[1] - center) / factor)
-    for k in range(21):
+    for k in range(21):   # lr 0: still the bilinear kernel after the step
         np.testing.assert_allclose(w[k, 0], bil, atol=1e-6)
-    rng = np.random.RandomState(0)
-    net.blobs["data"].data[...] = rng.normal(0, 50, net.blobs["data"].data.shape)
-    net.blobs["label"].data[...] = rng.randint(0, 21, net.blobs["label"].data.shape)
-    net.blobs["label"].data[0, 0, :10] = 255
-    solver.step(1)
     assert net.blobs["score"].data.shape == (1, 21, 96, 96)
-    assert np.isfinite(net.blobs["loss"].data).all()
+    assert np.isfinite(net.blobs["loss"].data).all() and float(net.blobs["loss"].data) > 0
     for name in CONVS:  # conv layers learn in FCN (lr 1): they moved away from the ported values
         assert net.params[name][0].data.shape == SHAPES[name]
-    assert np.array_equal(net.params["upscore"][0].data, w)   # lr 0: the bilinear kernel stays
+        assert not np.array_equal(net.params[name][0].data, ported["params"][name][0]), name
 
 
 # ----------------------------------------------------------------------------- Fast R-CNN
@@ -320,14 +313,22 @@ def test_linear_probe_tool_trains_and_reports(ported, tmp_path, capsys):
     assert "nope" in capsys.readouterr().err
 
 
-def test_transfer_check_tool(ported, tmp_path, make_test_lmdb, capsys):
+def test_transfer_check_tool(ported, tmp_path, make_test_lmdb, capsys, monkeypatch):
     tc = load_script("tools/transfer_check.py")
     make_test_lmdb(str(tmp_path / "imgs"), 3)
+    # the FCN step itself runs in test_fcn_alexnet_structure_and_one_step (one FCN build per suite);
+    # here: the tool calls it with the ported model, the first image and --fcn-size
+    calls = []
+    monkeypatch.setattr(tc, "fcn_step", lambda *args: calls.append(args) or print(
+        "FCN-AlexNet: one step done on a %dx%d image" % (args[4], args[4])))
     assert tc.main([ported["path"], "--lmdb", str(tmp_path / "imgs"), "--batch", "3", "--fcn-size", "128",
                     "--out-dir", str(tmp_path / "tc")]) == 0
     out = capsys.readouterr().out
     assert "linear probe after one step (frozen): conv1..conv5 hold exactly the ported blobs" in out
     assert "FCN-AlexNet: one step done on a 128x128 image" in out and "transfer_check: OK" in out
+    (weights, ref, image, _, size), = calls
+    assert weights == ported["path"] and size == 128 and image.shape == (256, 256, 3)
+    assert sorted(ref) == sorted(CONVS) and all(np.array_equal(ref[k][0], ported["params"][k][0]) for k in CONVS)
     assert tc.main([str(tmp_path / "missing.caffemodel"), "--lmdb", str(tmp_path / "imgs"),
                     "--out-dir", str(tmp_path / "tc")]) == 2
     assert "missing.caffemodel: no such file" in capsys.readouterr().err

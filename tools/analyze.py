@@ -28,7 +28,7 @@ import numpy as np
 
 from ltc import REPO, caffe_env, params
 caffe_env.quiet_glog()   # before pycaffe loads: keeps Caffe's net-setup log out of the output
-from ltc.analysis import caffelog, features, metrics, report
+from ltc.analysis import caffelog, countmap, features, metrics, report, trainlog
 from ltc.analysis import table5 as t5
 
 DEFAULT_DEPLOY = "prototxt/deploy.prototxt"
@@ -359,12 +359,31 @@ def cmd_count_check(args):
              "" if pr is None else ", Pearson = %.4f" % pr.statistic))
     for r in per_k:
         print("  k = %2d: %4d images, norm %.4g +- %.3g" % (r["k"], r["count"], r["mean"], r["std"]))
+    fit = None
+    if args.fit_source:   # additivity: a least-squares map phi -> k fitted on other scenes
+        fit_args = argparse.Namespace(**dict(vars(args), source=args.fit_source, max_images=args.fit_max_images))
+        _, fit_images, F_fit, fit_labels = _features(fit_args, phi=phi)
+        if any(lab is None for lab in fit_labels):
+            raise features.AnalysisError("--fit-source '%s' has no count labels" % fit_images.source)
+        w, c = countmap.fit_count_map(F_fit, fit_labels, alpha=args.ridge)
+        pred = countmap.predict_count(F, w, c)
+        fit = dict(fit_source=fit_images.source, n_fit=len(fit_images), ridge=args.ridge,
+                   train=countmap.count_scores(countmap.predict_count(F_fit, w, c), fit_labels),
+                   **countmap.count_scores(pred, k))
+        print("Least-squares map phi -> k fitted on %d scenes of %s: on %s, round(prediction) == k for %.1f %%, "
+              "within +-1 for %.1f %% (mean |error| %.3f; on the fitted scenes %.1f %% / %.1f %%)"
+              % (len(fit_images), fit_images.source, images.source, 100 * fit["exact"], 100 * fit["within1"],
+                 fit["mae"], 100 * fit["train"]["exact"], 100 * fit["train"]["within1"]))
     rows = [dict(index=i, key=images.names[i], count=int(k[i]), norm=norms[i]) for i in range(len(images))]
-    files = [report.write_csv(os.path.join(out, "count_check.csv"), rows, ["index", "key", "count", "norm"]),
+    if fit:
+        for r, v in zip(rows, pred):
+            r["predicted_count"] = float(v)
+    files = [report.write_csv(os.path.join(out, "count_check.csv"), rows,
+                              ["index", "key", "count", "norm"] + (["predicted_count"] if fit else [])),
              report.write_json(os.path.join(out, "count_check.json"), dict(
                  command=" ".join(sys.argv), source=images.source, n_images=len(images), spearman=rho,
                  spearman_scipy=float(sp.statistic), spearman_p=float(sp.pvalue),
-                 pearson=None if pr is None else float(pr.statistic), per_count=per_k))]
+                 pearson=None if pr is None else float(pr.statistic), per_count=per_k, count_map=fit))]
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     jitter = np.random.default_rng(args.seed).uniform(-0.15, 0.15, len(k))
@@ -380,7 +399,7 @@ def cmd_count_check(args):
     fig.savefig(files[-1], dpi=90)
     plt.close(fig)
     _done(out, files)
-    return dict(spearman=rho, per_k=per_k)
+    return dict(spearman=rho, per_k=per_k, count_map=fit)
 
 
 def cmd_log(args):
@@ -404,9 +423,21 @@ def cmd_log(args):
     for t in res["test"][-3:]:
         print("  test: iteration %d, %s" % (t["iteration"], ", ".join("%s %.5g" % (k, v) for k, v in t.items()
                                                                       if k.startswith("test_"))))
-    files.append(report.write_json(os.path.join(out, "log.json"), dict(command=" ".join(sys.argv), log=path, **res)))
+    for prefix, rows in (("train", res["train"]), ("test", res["test"])):
+        last = [r for r in rows if "%s_norm_dx" % prefix in r][-1:]
+        if last:
+            print("  last %s diagnostics (iteration %d): %s" % (prefix, last[0]["iteration"], ", ".join(
+                "%s %.4g" % (n, last[0]["%s_%s" % (prefix, n)]) for n in trainlog.DIAGNOSTICS
+                if "%s_%s" % (prefix, n) in last[0])))
+    warnings = [w for w in (trainlog.trivial_solution(res["train"], "train", args.margin),
+                            trainlog.trivial_solution(res["test"], "test", args.margin)) if w]
+    for w in warnings:
+        print(w)
+    files.append(report.write_json(os.path.join(out, "log.json"), dict(command=" ".join(sys.argv), log=path,
+                                                                       warnings=warnings, **res)))
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    diag = any(trainlog.series(res[ph], ph, "norm_dx") for ph in ("train", "test"))
+    fig, axes = plt.subplots(1, 3 if diag else 2, figsize=(16 if diag else 11, 4))
     ax = axes[0]
     if res["train"]:
         ax.plot([r["iteration"] for r in res["train"]], [r["loss"] for r in res["train"]], ".-", label="train loss")
@@ -437,6 +468,28 @@ def cmd_log(args):
             ax2.set_ylabel("wall time (s)")
             ax2.legend(fontsize=8, loc="lower right")
     ax.set_title("learning rate and wall time", fontsize=10)
+    if diag:   # the loss layer's diagnostic tops
+        ax = axes[2]
+        ax2 = ax.twinx()
+        for ph, style in (("train", "-"), ("test", "o--")):
+            for name, color in (("count_term", "tab:blue"), ("contrast_term", "tab:orange")):
+                pts = trainlog.series(res[ph], ph, name)
+                if pts:
+                    ax.plot(*zip(*pts), style, color=color, ms=3, label="%s %s" % (ph, name))
+            for name, color in (("hinge_active", "tab:red"), ("norm_dx", "tab:green")):
+                pts = trainlog.series(res[ph], ph, name)
+                if pts:
+                    ax2.plot(*zip(*pts), style, color=color, ms=3, lw=1, label="%s %s" % (ph, name))
+        ax.axhline(args.margin, color="gray", lw=0.8, ls=":")
+        ax.set_yscale("symlog", linthresh=1.0)
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("loss terms (M dotted)")
+        ax2.set_ylabel("hinge-active fraction, mean |phi(Dx)|")
+        ax.legend(fontsize=7, loc="upper right")
+        ax2.legend(fontsize=7, loc="center right")
+        ax.set_title("loss diagnostics" + ("  [TRIVIAL SOLUTION]" if warnings else ""), fontsize=10,
+                     color="red" if warnings else "black")
     fig.tight_layout()
     files.append(os.path.join(out, "curves.png"))
     fig.savefig(files[-1], dpi=90)
@@ -524,10 +577,16 @@ def build_parser():
 
     p = sub.add_parser("count-check", formatter_class=fmt, help="Spearman(norm, true object count) on scenes")
     _image_args(p, source=DEFAULT_SCENES)
+    p.add_argument("--fit-source", default=None,
+                   help="also fit a least-squares map phi -> k on these scenes (e.g. data/fashion/scenes_train_lmdb) "
+                        "and score round(prediction) == k and +-1 on --source")
+    p.add_argument("--fit-max-images", type=_pos_int, default=2000, help="scenes of --fit-source used")
+    p.add_argument("--ridge", type=float, default=1e-3, help="ridge penalty of the least-squares map")
 
     p = sub.add_parser("log", formatter_class=fmt, help="training curves from a Caffe log")
     p.add_argument("--log", required=True, help="Caffe training log (the stderr of caffe train)")
     p.add_argument("--out", default=None, help="output folder (default runs/analysis/log)")
+    p.add_argument("--margin", type=float, default=10.0, help="M of the loss (for the trivial-solution warning)")
     return ap
 
 

@@ -33,7 +33,7 @@ def main(argv=None):
     g.add_argument("--val-lmdb", default=nets.DEFAULTS["val_lmdb"], help="validation LMDB (TEST phase)")
     g.add_argument("--workers", type=int, default=nets.DEFAULTS["workers"], help="data worker processes")
     g.add_argument("--seed", type=int, default=nets.DEFAULTS["seed"], help="data and solver seed")
-    for key in ("base_lr", "max_iter", "stepsize", "snapshot", "test_iter", "test_interval"):
+    for key in ("base_lr", "max_iter", "stepsize", "snapshot", "test_iter", "test_interval", "warmup", "display"):
         g.add_argument("--" + key.replace("_", "-"), type=type(nets.DEFAULTS[key]), default=nets.DEFAULTS[key])
     g.add_argument("--snapshot-prefix", default=None, help="default: snapshots/<DIR>")
     args = ap.parse_args(argv)
@@ -43,7 +43,7 @@ def main(argv=None):
         cfg = {k: getattr(args, k) for k in ("dim", "crop", "interpolation", "gray_prob", "margin", "filler",
                                               "layout", "batch", "test_batch", "train_lmdb", "val_lmdb",
                                               "workers", "seed", "base_lr", "max_iter", "stepsize",
-                                              "snapshot", "test_iter", "test_interval")}
+                                              "snapshot", "test_iter", "test_interval", "warmup", "display")}
         cfg["snapshot_prefix"] = args.snapshot_prefix or "snapshots/" + args.custom.strip("/").replace("/", "_")
         command = " ".join([nets.GENERATOR] + [shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])])
         files = nets.render(cfg, args.custom.strip("/"), command=command)

@@ -73,8 +73,9 @@ def probe_step(weights, ref, images, labels, out_dir, crop=227):
 
 
 def fcn_step(weights, ref, image, out_dir, size):
+    """One SGD step of FCN-AlexNet on ``image`` resized to size x size; returns the trained net."""
     import cv2
-    train = _write(os.path.join(out_dir, "fcn_train.prototxt"), mtp.fcn_alexnet({}))
+    train = _write(os.path.join(out_dir, "fcn_train.prototxt"), mtp.fcn_alexnet(dict(size=size)))
     sp = mtp.fcn_solver(dict(iter_size=1), train, train)
     for f in ("test_net", "test_iter", "test_interval"):
         sp.ClearField(f)
@@ -100,6 +101,7 @@ def fcn_step(weights, ref, image, out_dir, size):
         raise RuntimeError("FCN upscore (bilinear, lr 0) changed")
     print("FCN-AlexNet: one step done on a %dx%d image; loss %.1f (summed over pixels); score %s"
           % (size, size, float(net.blobs["loss"].data), "x".join(map(str, net.blobs["score"].data.shape))))
+    return net
 
 
 def main(argv=None):

@@ -4,5 +4,7 @@ features  images, views, the Caffe feature function and feature extraction
 metrics   norms, neighbours, top neurons, sparsity, Spearman, binned statistics
 table5    Table 5 (train vs test downsampling method)
 caffelog  parsing a ``caffe train`` log
+trainlog  the loss diagnostics in a parsed log, the trivial-solution warning
+countmap  the least-squares map from the counting vector to the object count
 report    CSV / JSON / image-grid output
 """

@@ -1,0 +1,245 @@
+"""Mutation check of the test suite (not part of `make test`; run `make mutations`).
+
+Each mutation below is a small, plausible bug: a text replacement in one source file. The
+script copies the tree (the files git tracks or would track) into a temporary folder, then for
+each mutation in turn applies it there, runs the tests named for it (pytest -x) and restores the
+file. A mutation the tests do not notice "survives": the table lists it and the exit code is 1.
+
+    python tests/mutations.py              # all mutations, after a baseline run of their tests
+    python tests/mutations.py --list       # the list
+    python tests/mutations.py -k shuffle   # those whose name contains "shuffle"
+
+The copy imports its own ltc/ and python_layers/ (PYTHONPATH puts them first, also for the
+`caffe` binary's embedded Python); the .venv is shared with this checkout.
+"""
+import argparse
+import collections
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+Mutation = collections.namedtuple("Mutation", "name path old new tests count note")
+
+
+def M(name, path, old, new, tests, count=1, note=""):
+    return Mutation(name, path, old, new, tuple(tests), count, note)
+
+
+T_LISTS = "tests/test_lmdb_lists.py"
+T_TRANSFORMS = "tests/test_count_transforms.py"
+T_LOSS = "tests/test_counting_loss.py"
+T_PARAMS = "tests/test_layer_params.py"
+T_TRAIN = "tests/test_train_cli.py"
+T_PORT = "tests/test_port_weights.py"
+T_TRANSFER = "tests/test_transfer.py"
+T_BENCH = "tests/test_bench.py"
+T_DATA = "tests/test_counting_data.py"
+VARIANT = T_TRAIN + "::test_committed_net_runs_forward_backward_in_caffe"
+SAME_DB = "tests/test_make_lmdb.py::test_list_and_folder_give_same_database"
+
+MUTATIONS = [
+    # --- the twelve bugs of the mutation read (issue 17)
+    M("shuffle does nothing", "ltc/lmdb_build.py",
+      "    if shuffle:\n        order = np.random", "    if False:\n        order = np.random", [SAME_DB, T_LISTS]),
+    M("shuffle ignores --seed", "ltc/lmdb_build.py",
+      "np.random.RandomState(seed).permutation(len(entries))", "np.random.RandomState(0).permutation(len(entries))",
+      [SAME_DB, T_LISTS]),
+    M("normalisation: sample std (ddof 1)", "ltc/transforms.py",
+      "return mean, np.sqrt(max(s2 / n - mean * mean, 0.0))",
+      "return mean, np.sqrt(max(s2 / n - mean * mean, 0.0) * n / (n - 1))", [T_TRANSFORMS, T_PARAMS]),
+    M("reference normalisation: sample std (ddof 1)", "ltc/transforms.py",
+      "return ((v - v.mean()) / (v.std() + eps))", "return ((v - v.mean()) / (v.std(ddof=1) + eps))", [T_TRANSFORMS]),
+    M("normalisation: eps 1e-3 (normalize_into default)", "ltc/transforms.py",
+      "def normalize_into(views, gray, out, eps=1e-5):", "def normalize_into(views, gray, out, eps=1e-3):",
+      [T_TRANSFORMS]),
+    M("normalisation: eps 1e-3 (data layer default)", "python_layers/counting_data.py",
+      '"eps": (1e-5, float),', '"eps": (1e-3, float),', [T_PARAMS + "::test_data_layer_default_normalisation_is_the_formula"]),
+    M("list file: label split at the first space", "ltc/lmdb_build.py",
+      'head, tail = line.rsplit(" ", 1)', 'head, tail = line.split(" ", 1)', [T_LISTS]),
+    M("fold-std: root of the mean variance", "ltc/surgery.py",
+      "return float(np.mean(stds)), len(stds)", "return float(np.sqrt(np.mean(np.square(stds)))), len(stds)",
+      [T_PORT + "::test_fold_std_measures_the_counting_inputs"]),
+    M("loss backward ignores the hinge's active mask", "ltc/loss.py",
+      "g_dy = -c * active[:, None] * r_neg", "g_dy = -c * r_neg", [T_LOSS + "::test_backward_matches_finite_differences_float64"]),
+    M("FCN-AlexNet conv1-5 frozen (lr 0)", "ltc/transfer_nets.py",
+      "x = caffenet_trunk(n, n.data, conv1_pad=100)", "x = caffenet_trunk(n, n.data, conv1_pad=100, frozen=True)",
+      [T_TRANSFER + "::test_fcn_alexnet_structure_and_one_step"]),
+    M("bench lmdb_write: vs_convert inverted", "bench/lmdb_write.py",
+      'r["vs_convert"] = r["images_s"] / ref[0]["images_s"]', 'r["vs_convert"] = ref[0]["images_s"] / r["images_s"]',
+      [T_BENCH]),
+    M("bench data_layer: scaling not per worker", "bench/data_layer.py",
+      'r["scaling"] = r["samples_s"] / (r["workers"] * one[0]["samples_s"])',
+      'r["scaling"] = r["samples_s"] / one[0]["samples_s"]', [T_BENCH]),
+    M("bench train_step: vs_plain inverted", "bench/train_step.py",
+      'r["vs_plain_pct"] = 100.0 * (r["step_s"] / plain[0]["step_s"] - 1.0)',
+      'r["vs_plain_pct"] = 100.0 * (plain[0]["step_s"] / r["step_s"] - 1.0)', [T_BENCH]),
+    M("gray variant not gray (committed net)", "prototxt/variants/gray/train_val.prototxt",
+      '\\"gray_prob\\": 1.0', '\\"gray_prob\\": 0.67', [VARIANT], count=2),
+    M("data layer ignores gray_prob", "python_layers/counting_data.py",
+      'gray_prob=p["gray_prob"]', "gray_prob=GRAY_PROB", [VARIANT]),
+    M("data layer ignores a fixed interpolation", "python_layers/counting_data.py",
+      'interpolation=p["interpolation"]', "interpolation=INTERPOLATION", [VARIANT]),
+    M("cubic variant runs per_batch (committed net)", "prototxt/variants/interp_cubic/train_val.prototxt",
+      '\\"interpolation\\": \\"cubic\\"', '\\"interpolation\\": \\"per_batch\\"', [VARIANT], count=2),
+    M("'cubic' mapped to OpenCV's linear", "ltc/transforms.py",
+      '"cubic": cv2.INTER_CUBIC', '"cubic": cv2.INTER_LINEAR', [T_TRANSFORMS, VARIANT]),
+    M("'area' mapped to OpenCV's linear", "ltc/transforms.py",
+      '"area": cv2.INTER_AREA', '"area": cv2.INTER_LINEAR', [T_TRANSFORMS, VARIANT],
+      note="equivalent: a 2:1 downscale (228 -> 114) with INTER_LINEAR averages each 2x2 block, as INTER_AREA does"),
+    M("dim20 variant has 1000 outputs (committed net)", "prototxt/variants/dim20/train_val.prototxt",
+      "num_output: 20\n", "num_output: 1000\n", [VARIANT], count=6),
+    M("numpy loss tests skipped without caffe", "tests/test_counting_loss.py",
+      "try:\n    import caffe\nexcept ImportError:\n    caffe = None\n",
+      'caffe = pytest.importorskip("caffe")\n', [T_LOSS + "::test_numpy_tests_run_without_caffe"]),
+    # --- the loss hinge, tile/crop alignment, gray on y, the derangement, conv bias in porting
+    M("loss hinge on |b - s|, not its square", "ltc/loss.py",
+      "hinge = M - d_neg", "hinge = M - np.sqrt(d_neg)", [T_LOSS]),
+    M("loss hinge never clipped", "ltc/loss.py", "active = hinge > 0", "active = hinge > -np.inf", [T_LOSS]),
+    M("tiles: TR and BL swapped", "ltc/transforms.py",
+      "crop[:, :s, s:2 * s], crop[:, s:2 * s, :s]", "crop[:, s:2 * s, :s], crop[:, :s, s:2 * s]", [T_TRANSFORMS]),
+    M("crop: y and x offsets swapped", "ltc/transforms.py",
+      "return img[:, y0:y0 + crop, x0:x0 + crop]", "return img[:, x0:x0 + crop, y0:y0 + crop]", [T_TRANSFORMS]),
+    M("y's crop drawn with x's offset", "ltc/transforms.py",
+      "y = crop_chw(img_y, *crop_offset(off_y,", "y = crop_chw(img_y, *crop_offset(off_x,", [T_TRANSFORMS]),
+    M("gray flag not applied to y", "ltc/transforms.py",
+      "        dst = out[k]\n        if gray:", "        dst = out[k]\n        if gray and k < 5:", [T_TRANSFORMS]),
+    M("derangement accepts fixed points", "ltc/transforms.py",
+      "if not np.any(ids[p] == ids):", "if True:", [T_TRANSFORMS]),
+    M("porting zeroes the conv biases", "ltc/surgery.py",
+      "        for dst, b in zip(blobs, src.blobs):\n            dst.CopyFrom(b)\n",
+      "        for dst, b in zip(blobs, src.blobs):\n            dst.CopyFrom(b)\n"
+      "            if dst is blobs[1]:\n                dst.ClearField(\"data\")\n"
+      "                dst.data.extend([0.0] * len(b.data))\n", [T_PORT]),
+    # --- the added tests' subjects
+    M("TEST passes do not repeat", "ltc/transforms.py",
+      "b = batch_index % (test_batches or -(-n_db // batch_size))", "b = batch_index",
+      [T_TRAIN + "::test_test_passes_under_caffe_train_are_identical"]),
+    M("solver test_iter differs from test_batches (committed)", "prototxt/solver.prototxt",
+      "test_iter: 20\n", "test_iter: 10\n",
+      [T_TRAIN + "::test_committed_solvers_test_iter_equals_the_test_data_layers_test_batches"]),
+    M("data layer: test_batches range check dropped", "ltc/pipeline.py",
+      "(test_batches >= 0,", "(True,", [T_PARAMS]),
+    M("data layer: eps error does not name the key", "ltc/pipeline.py",
+      '(eps > 0, "eps must be > 0")', '(eps > 0, "must be > 0")', [T_PARAMS]),
+    M("list file: labels beyond int32 accepted", "ltc/lmdb_build.py",
+      "if not INT32_MIN <= label <= INT32_MAX:", "if False:", [T_LISTS]),
+    # --- resume (ltc/snapshots.py, tests/test_resume.py)
+    M("resume: TRAIN restarts at iteration, ignoring iter_size", "ltc/snapshots.py",
+      "return iteration * max(1, solver_param.iter_size)", "return iteration",
+      ["tests/test_resume.py::test_data_start_positions",
+       "tests/test_resume.py::test_caffe_binary_resume_continues_the_data_stream_and_the_weights"]),
+    M("resume: data layer starts at batch 0", "python_layers/counting_data.py",
+      "                start=start)", "                start=0)",
+      ["tests/test_resume.py::test_caffe_binary_resume_continues_the_data_stream_and_the_weights"]),
+]
+
+
+def copy_tree(dst):
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, check=True,
+                           capture_output=True).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        src = os.path.join(REPO, rel)
+        if os.path.isfile(src):
+            os.makedirs(os.path.dirname(os.path.join(dst, rel)) or dst, exist_ok=True)
+            shutil.copy2(src, os.path.join(dst, rel), follow_symlinks=False)
+    os.symlink(os.path.join(REPO, ".venv"), os.path.join(dst, ".venv"))
+
+
+def run_tests(tree, tests, timeout):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([tree, os.path.join(tree, "python_layers")]
+                                                       + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])),
+               PYTHONDONTWRITEBYTECODE="1")
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-rf", "-p", "no:cacheprovider"] + list(tests)
+    t0 = time.time()
+    try:
+        res = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=timeout)
+        out, rc = res.stdout + res.stderr, res.returncode
+    except subprocess.TimeoutExpired as e:
+        out, rc = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or ""), -1
+    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", out, re.M)
+    return rc, failed, time.time() - t0, out
+
+
+def apply(tree, m):
+    path = os.path.join(tree, m.path)
+    with open(path) as f:
+        text = f.read()
+    n = text.count(m.old)
+    if n != m.count:
+        raise SystemExit("mutation %r: expected %d occurrence(s) of its text in %s, found %d: update the list"
+                         % (m.name, m.count, m.path, n))
+    with open(path, "w") as f:
+        f.write(text.replace(m.old, m.new))
+    return text
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("-k", dest="select", default="", help="only mutations whose name contains this")
+    ap.add_argument("--list", action="store_true", help="print the mutations and exit")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the unmutated run of the selected tests")
+    ap.add_argument("--timeout", type=float, default=900, help="seconds per pytest run")
+    ap.add_argument("--log", default="", help="append each run's pytest output to this file")
+    a = ap.parse_args(argv)
+    todo = [m for m in MUTATIONS if a.select.lower() in m.name.lower()]
+    if a.list:
+        for m in todo:
+            print("%-52s %-40s %s" % (m.name, m.path, " ".join(m.tests)))
+        return 0
+    tree = tempfile.mkdtemp(prefix="ltc-mutations-")
+    try:
+        copy_tree(tree)
+        absent = [m for m in todo if not os.path.exists(os.path.join(tree, m.path))]
+        for m in absent:
+            print("%-52s n/a: %s is not in this tree" % (m.name, m.path))
+        todo = [m for m in todo if m not in absent]
+        for m in todo:  # every mutation's text is where the list says, before anything runs
+            with open(os.path.join(tree, m.path)) as f:
+                if f.read().count(m.old) != m.count:
+                    raise SystemExit("mutation %r does not match %s: update the list" % (m.name, m.path))
+        if not a.no_baseline:
+            tests = sorted({t for m in todo for t in m.tests})
+            rc, failed, secs, out = run_tests(tree, tests, a.timeout * 3)
+            print("baseline (unmutated): %s in %.0f s" % ("pass" if rc == 0 else "FAIL %s" % failed, secs), flush=True)
+            if rc != 0:
+                print(out[-5000:])
+                return 2
+        rows = []
+        for m in todo:
+            original = apply(tree, m)
+            try:
+                rc, failed, secs, out = run_tests(tree, m.tests, a.timeout)
+            finally:
+                with open(os.path.join(tree, m.path), "w") as f:
+                    f.write(original)
+            if a.log:
+                with open(a.log, "a") as f:
+                    f.write("\n===== %s (rc %d)\n%s" % (m.name, rc, out))
+            if rc == 0:
+                result, by = "SURVIVED", m.note or "-"
+            elif rc == 1 and failed:
+                result, by = "killed", failed[0]
+            else:
+                result, by = "error", "pytest exit %d %s" % (rc, (failed or [out.strip().splitlines()[-1:]])[0])
+            rows.append((m.name, result, by, secs))
+            print("%-52s %-8s %5.0f s  %s" % (m.name, result, secs, by), flush=True)
+    finally:
+        shutil.rmtree(tree, ignore_errors=True)
+    print("\n| mutation | file | result | killed by |\n|---|---|---|---|")
+    for (name, result, by, _), m in zip(rows, todo):
+        print("| %s | %s | %s | %s |" % (name, m.path, result, by))
+    survived = [r for r in rows if r[1] == "SURVIVED"]
+    print("\n%d mutations: %d killed, %d survived, %d errors"
+          % (len(rows), sum(r[1] == "killed" for r in rows), len(survived), sum(r[1] == "error" for r in rows)))
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

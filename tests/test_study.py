@@ -1,0 +1,317 @@
+"""The reproduction study's pieces on tiny data: the least-squares count map, the trivial-solution
+warning and the diagnostic curves of `analyze.py log` (on a real caffe log of the counting loss
+with its diagnostic tops), the LMDB mixing and few-label subsets, the held-out check, resumable
+training, the probe summary and the report."""
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+
+import lmdb
+import numpy as np
+import pytest
+
+from conftest import load_script
+from ltc import mixdata, study
+from ltc.analysis import caffelog, countmap, trainlog
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CAFFE_BIN = os.path.join(os.path.dirname(sys.executable), "caffe")
+
+
+# ----------------------------------------------------------------------------- count map
+def test_count_map_recovers_an_additive_code():
+    rng = np.random.default_rng(0)
+    k = rng.integers(0, 17, 300).astype(float)
+    w_true = rng.normal(size=12)
+    F = rng.normal(size=(300, 12))
+    F[:, 0] = (k - 1.5 - F[:, 1:] @ w_true[1:]) / w_true[0]   # k = w . F + 1.5 exactly
+    w, c = countmap.fit_count_map(F, k, alpha=0)
+    np.testing.assert_allclose(countmap.predict_count(F, w, c), k, atol=1e-8)
+    s = countmap.count_scores(countmap.predict_count(F, w, c), k)
+    assert s == dict(exact=1.0, within1=1.0, mae=pytest.approx(0, abs=1e-8), n=300)
+
+
+def test_count_map_equals_normal_equations_and_scores_rounding():
+    rng = np.random.default_rng(1)
+    F = rng.normal(size=(50, 4))
+    k = rng.integers(0, 5, 50).astype(float)
+    w, c = countmap.fit_count_map(F, k, alpha=0.5)
+    X = np.column_stack([F, np.ones(50)])
+    P = np.diag([0.5] * 4 + [0.0])                      # ridge on w only
+    ref = np.linalg.solve(X.T @ X + P, X.T @ k)
+    np.testing.assert_allclose(np.append(w, c), ref, rtol=1e-8, atol=1e-10)
+    s = countmap.count_scores([0.4, 1.6, 3.2, 7.0], [0, 1, 1, 5])   # rounds to 0, 2, 3, 7
+    assert s["exact"] == 0.25 and s["within1"] == 0.5 and s["mae"] == pytest.approx((0.4 + 0.6 + 2.2 + 2) / 4)
+    with pytest.raises(ValueError, match="3 feature rows for 2 counts"):
+        countmap.fit_count_map(np.zeros((3, 2)), [1, 2])
+
+
+# ----------------------------------------------------------------------------- trivial solution
+def rows(norm, loss, n=4):
+    return [dict(iteration=10 * i, loss=loss, train_norm_dx=norm) for i in range(n)]
+
+
+def test_trivial_solution_warning():
+    assert "trivial solution" in trainlog.trivial_solution(rows(0.0, 10.0))
+    assert "trivial solution" in trainlog.trivial_solution(rows(0.01, 9.8))
+    assert trainlog.trivial_solution(rows(0.5, 10.0)) is None          # the norm is alive
+    assert trainlog.trivial_solution(rows(0.0, 6.0)) is None           # the loss left M
+    assert trainlog.trivial_solution(rows(0.0, 20.0, n=1) + rows(0.0, 10.0, n=3)) is not None  # only the tail counts
+    assert trainlog.trivial_solution([dict(iteration=0, loss=10.0)]) is None   # no diagnostics: no verdict
+    test_rows = [dict(iteration=i, test_loss=3.0, test_norm_dx=0.0) for i in range(3)]
+    assert trainlog.trivial_solution(test_rows, "test", margin=3.0) is not None
+    assert trainlog.trivial_solution(test_rows, "test", margin=10.0) is None
+
+
+COUNTING_NET = """name: "tiny_counting"
+layer { name: "data" type: "DummyData" top: "data"
+  dummy_data_param { shape { dim: 24 dim: 6 } data_filler { type: "gaussian" std: 1 } } }
+layer { name: "fc8" type: "InnerProduct" bottom: "data" top: "fc8" param { lr_mult: 1 } param { lr_mult: 1 }
+  inner_product_param { num_output: 5 weight_filler { %s } bias_filler { type: "constant" value: 0 } } }
+layer { name: "relu8" type: "ReLU" bottom: "fc8" top: "fc8" }
+layer { name: "loss" type: "Python" bottom: "fc8" top: "loss" top: "count_term" top: "contrast_term"
+  top: "hinge_active" top: "norm_dx" loss_weight: 1 loss_weight: 0 loss_weight: 0 loss_weight: 0 loss_weight: 0
+  python_param { module: "counting_loss" layer: "CountingLossLayer" param_str: '{"M": 10}' } }
+"""
+COUNTING_SOLVER = """net: "net.prototxt"
+base_lr: 0.001
+lr_policy: "fixed"
+display: 2
+max_iter: 8
+snapshot: 4
+snapshot_prefix: "%s"
+solver_mode: CPU
+random_seed: 5
+"""
+
+
+def caffe_train(d, filler, prefix="tiny", extra=()):
+    (d / "net.prototxt").write_text(COUNTING_NET % filler)
+    (d / "solver.prototxt").write_text(COUNTING_SOLVER % prefix)
+    env = dict(os.environ, GLOG_minloglevel="0", GLOG_logtostderr="1", OPENBLAS_NUM_THREADS="1")
+    proc = subprocess.run([CAFFE_BIN, "train", "-solver", "solver.prototxt"] + list(extra), cwd=str(d),
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (d / "train.log").write_text(proc.stderr)
+    return d / "train.log"
+
+
+@pytest.fixture(scope="module")
+def counting_logs(tmp_path_factory):
+    dead = caffe_train(tmp_path_factory.mktemp("dead"), 'type: "constant" value: 0')      # phi = 0: loss = M
+    alive = caffe_train(tmp_path_factory.mktemp("alive"), 'type: "gaussian" std: 1')
+    return dead, alive
+
+
+def test_log_parses_and_plots_the_diagnostic_tops(counting_logs, tmp_path, capsys):
+    analyze = load_script("tools/analyze.py")
+    dead, alive = counting_logs
+    res = caffelog.parse_caffe_log(alive.read_text())
+    assert len(res["train"]) == 5                     # iterations 0, 2, 4, 6 and the final line
+    for r in res["train"][:-1]:
+        assert set("train_" + n for n in trainlog.DIAGNOSTICS) <= set(r)
+        assert r["train_count_term"] + r["train_contrast_term"] == pytest.approx(r["train_loss"], rel=1e-4)
+        assert 0 <= r["train_hinge_active"] <= 1 and r["train_norm_dx"] > 0
+    assert [p[0] for p in trainlog.series(res["train"], "train", "norm_dx")] == [0, 2, 4, 6]
+
+    out = tmp_path / "alive"
+    assert analyze.main(["log", "--log", str(alive), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "last train diagnostics" in text and "trivial solution" not in text
+    assert (out / "curves.png").stat().st_size > 1000
+    assert json.loads((out / "log.json").read_text())["warnings"] == []
+
+    out = tmp_path / "dead"
+    assert analyze.main(["log", "--log", str(dead), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "WARNING" in text and "trivial solution" in text
+    rows = caffelog.parse_caffe_log(dead.read_text())["train"]
+    assert all(r["train_norm_dx"] == 0 and r["train_contrast_term"] == 10 for r in rows[:-1])
+    assert len(json.loads((out / "log.json").read_text())["warnings"]) == 1
+
+
+# ----------------------------------------------------------------------------- LMDBs
+def put(path, items):
+    env = lmdb.open(str(path), map_size=1 << 22)
+    with env.begin(write=True) as txn:
+        for k, v in items:
+            txn.put(k, v)
+    env.close()
+
+
+def read(path):
+    env = lmdb.open(str(path), readonly=True, lock=False)
+    with env.begin() as txn:
+        items = list(txn.cursor())
+    env.close()
+    return items
+
+
+def test_mix_lmdbs_repeats_and_keeps_bytes(tmp_path):
+    put(tmp_path / "a", [(b"00000000_x", b"A0"), (b"00000001_y", b"A1")])
+    put(tmp_path / "b", [(b"00000000_p", b"B0")])
+    counts = mixdata.mix_lmdbs([("scenes", str(tmp_path / "a"), 1), ("photos", str(tmp_path / "b"), 3)],
+                               str(tmp_path / "mix"))
+    assert counts == {"scenes": 2, "photos": 3}
+    items = read(tmp_path / "mix")
+    assert [v for _, v in items] == [b"A0", b"A1", b"B0", b"B0", b"B0"]
+    assert items[2][0] == b"00000002_photos_00000000_p"
+    assert not os.path.exists(str(tmp_path / "mix") + ".partial")
+    with pytest.raises(mixdata.MixError, match="already exists"):
+        mixdata.mix_lmdbs([("a", str(tmp_path / "a"), 1)], str(tmp_path / "mix"))
+    with pytest.raises(mixdata.MixError, match="not an LMDB"):
+        mixdata.mix_lmdbs([("a", str(tmp_path / "nope"), 1)], str(tmp_path / "mix2"))
+
+
+def test_subset_per_class_and_held_out_check(tmp_path):
+    from caffe.proto import caffe_pb2
+
+    def datum(label, i):
+        d = caffe_pb2.Datum(channels=1, height=1, width=1, data=bytes([i]), label=label)
+        return d.SerializeToString()
+    put(tmp_path / "items", [(b"%08d" % i, datum(i % 3, i)) for i in range(30)])   # 10 per class
+    counts = mixdata.subset_per_class(str(tmp_path / "items"), str(tmp_path / "few"), 4, seed=3)
+    assert counts == {0: 4, 1: 4, 2: 4}
+    items = read(tmp_path / "few")
+    labels = []
+    for _, v in items:
+        d = caffe_pb2.Datum()
+        d.ParseFromString(v)
+        labels.append(d.label)
+    assert sorted(labels) == [0] * 4 + [1] * 4 + [2] * 4 and labels != sorted(labels)   # shuffled
+    put(tmp_path / "other", [(b"0", b"zz")])
+    study.check_disjoint(str(tmp_path / "other"), str(tmp_path / "few"))          # disjoint: fine
+    with pytest.raises(study.StudyError, match="12 held-out test photos"):
+        study.check_disjoint(str(tmp_path / "few"), str(tmp_path / "items"))
+
+
+# ----------------------------------------------------------------------------- training, resume, progress
+def test_train_runs_resumes_from_the_newest_snapshot(tmp_path):
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "net.prototxt").write_text(COUNTING_NET % 'type: "gaussian" std: 1')
+    solver = (COUNTING_SOLVER % str(d / "snap" / "tiny")).replace('net: "net.prototxt"',
+                                                                  'net: "%s"' % (d / "net.prototxt"))
+    (d / "solver.prototxt").write_text(solver)
+    runner = study.Runner(str(tmp_path / "out"), caffe=CAFFE_BIN)
+    runs = (("tiny", str(d / "solver.prototxt")),)
+    study.train_runs(runner, runs=runs, poll=0.2)
+    snaps = study.snapshots(str(d / "snap" / "tiny"))
+    assert sorted(snaps) == [4, 8]
+    assert study.latest_state(str(d / "snap" / "tiny"))[0] == 8
+    log = (d / "snap" / "train.log").read_text()
+    # stop after 4: remove the last snapshot, rerun: it resumes from iteration 4, not from 0
+    for ext in ("caffemodel", "solverstate"):
+        os.remove(str(d / "snap" / ("tiny_iter_8." + ext)))
+    study.train_runs(runner, runs=runs, poll=0.2)
+    assert sorted(study.snapshots(str(d / "snap" / "tiny"))) == [4, 8]
+    resumed = (d / "snap" / "train.log").read_text()[len(log):]
+    assert "Resuming from" in resumed and "Iteration 0," not in resumed
+    cmds = (tmp_path / "out" / "commands.txt").read_text().splitlines()
+    assert cmds[-1].endswith("2>> %s" % os.path.relpath(str(d / "snap" / "train.log"), REPO)) and "-snapshot" in cmds[-1]
+    study.train_runs(runner, runs=runs, poll=0.2)     # complete: nothing to do
+    line = study.progress_line("tiny", str(d / "snap" / "train.log"), 8, 0)
+    assert line.startswith("tiny: iteration 6/8") and "hinge_active" in line
+
+
+def test_committed_study_solvers_parse():
+    for name, path in study.RUNS:
+        s = study.solver_settings(path)
+        assert s["max_iter"] % s["snapshot"] == 0, name
+        assert s["snapshot_prefix"].startswith("runs/study/")
+    tv = open(os.path.join(REPO, "prototxt/study/main/train_val.prototxt")).read()
+    assert study.STUDY_TRAIN in tv and study.PHOTOS_TEST in tv
+
+
+# ----------------------------------------------------------------------------- probe summary and report
+def fake_results(tmp_path):
+    p = tmp_path / "probe.csv"
+    with open(p, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["model", "weights"] + list(study.PROBE_LAYERS) + ["seed"])
+        for seed, off in ((1, 0.0), (2, 2.0)):
+            w.writerow(["counting", "x"] + [60 + off + i for i in range(6)] + [seed])
+            w.writerow(["random", "random-init"] + [58 + i for i in range(6)] + [seed])
+    pr = study.probe_summary(str(p))
+    pr.update(train_lmdb="t", val_lmdb="v", iters=10, seeds=[1, 2])
+    return dict(main=dict(weights="m.caffemodel", iteration=600, solver="s"),
+                count_check=dict(spearman=0.98, pearson=0.97, n=500, per_count=[dict(k=0, count=3, mean=0.1, std=0.0)],
+                                 count_map=dict(exact=0.85, within1=0.97, mae=0.3, n=500, n_fit=2000, ridge=1e-3,
+                                                train=dict(exact=0.9, within1=0.99))),
+                trajectory=[dict(iteration=100, spearman=0.5, mean_norm=1.0, norm_k0=0.1, norm_kmax=2.0)],
+                train_end=dict(loss=2.0, count_term=0.5, contrast_term=1.5, hinge_active=0.3, norm_dx=3.0),
+                test_photos=dict(iteration=600, loss=4.0, count_term=1.0, contrast_term=3.0, hinge_active=0.4,
+                                 norm_dx=2.0),
+                mean_vector=dict(n_images=8, n_dims=1000, n_nonzero=40, n_above_threshold=30, threshold=0.01,
+                                 n_above_rel=20, rel_threshold=0.01, max_mean=1.0, mean_norm=2.0),
+                probe=pr, log_warnings=[])
+
+
+def test_probe_summary_and_goals_and_report(tmp_path):
+    res = fake_results(tmp_path)
+    pr = res["probe"]
+    assert pr["counting"]["conv1"] == dict(mean=61.0, spread=2.0, values=[60.0, 62.0])
+    assert pr["gain"]["conv3"] == pytest.approx(3.0)
+    met = {g: ok for g, _, ok in study.goals(res)}
+    assert all(met.values()), met
+    res["count_check"]["spearman"] = 0.9
+    res["train_end"]["hinge_active"] = 0.8
+    missed = [g for g, _, ok in study.goals(res) if not ok]
+    assert len(missed) == 2 and any("Spearman" in g for g in missed) and any("hinge" in g for g in missed)
+    path = study.write_report(res, str(tmp_path / "rep"), wall="1 s", commands="python tools/x.py\n")
+    text = open(path).read()
+    assert "| Spearman(|phi|, k) >= 0.97 on scenes_val | 0.900 | **no** |" in text
+    assert "| counting - random | +3.0 | +3.0 | +3.0 | +3.0 | +3.0 | +3.0 |" in text
+    assert "| counting | 61.0 +- 1.0 |" in text
+    assert "python tools/x.py" in text and "count_check/count_check.png" in text
+
+
+def test_demo_summary_says_what_was_learned(tmp_path):
+    cc = dict(n_images=500, spearman=0.96, per_count=[dict(k=0, mean=0.5), dict(k=16, mean=9.0)],
+              count_map=dict(exact=0.5, within1=0.9))
+    lg = dict(train=[dict(iteration=300)], test=[dict(iteration=0, test_loss=750.0), dict(iteration=300, test_loss=4.5)])
+    (tmp_path / "cc.json").write_text(json.dumps(cc))
+    (tmp_path / "log.json").write_text(json.dumps(lg))
+    text = study.demo_summary(str(tmp_path / "cc.json"), str(tmp_path / "log.json"), [("norm-vs-k figure", "a.png")])
+    assert "Spearman(|phi|, k) = 0.960" in text and "750 at iteration 0 -> 4.5 at iteration 300" in text
+    assert "The network learned to count" in text and text.rstrip().splitlines()[-2].strip().endswith("a.png")
+    assert "exact count for 50 %" in text
+    cc["spearman"] = 0.3
+    (tmp_path / "cc.json").write_text(json.dumps(cc))
+    assert "learned something about counting" in study.demo_summary(str(tmp_path / "cc.json"),
+                                                                    str(tmp_path / "log.json"), [])
+    cc["count_map"]["within1"] = 0.2
+    (tmp_path / "cc.json").write_text(json.dumps(cc))
+    assert "the counting signal is weak" in study.demo_summary(str(tmp_path / "cc.json"), str(tmp_path / "log.json"), [])
+
+
+def test_a_branch_run_starts_from_its_parents_snapshot(tmp_path):
+    """Table 5's single-method run waits for the main run's snapshot and resumes from it."""
+    runs = []
+    for name in ("parent", "child"):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "net.prototxt").write_text(COUNTING_NET % 'type: "gaussian" std: 1')
+        (d / "solver.prototxt").write_text((COUNTING_SOLVER % str(d / "snap" / "tiny")).replace(
+            'net: "net.prototxt"', 'net: "%s"' % (d / "net.prototxt")))
+        runs.append((name, str(d / "solver.prototxt")))
+    runner = study.Runner(str(tmp_path / "out"), caffe=CAFFE_BIN)
+    study.train_runs(runner, runs=runs, poll=0.2, branches={"child": ("parent", 4)})
+    assert sorted(study.snapshots(str(tmp_path / "child" / "snap" / "tiny"))) == [8]   # no 4: it began there
+    log = (tmp_path / "child" / "snap" / "train.log").read_text()
+    assert re.search(r"Resuming from \S*parent/snap/tiny_iter_4\.solverstate", log)
+    assert "Iteration 0," not in log and "Iteration 6" in log
+
+
+def test_all_embedded_photos_and_the_held_out_split():
+    embedded = load_script("data_prep/embedded.py")
+    sample = embedded.collect_photos(install=False)
+    every = embedded.collect_photos(install=False, photo_set="all")
+    assert len(sample) == 30 and len(every) == 42 and set(sample) < set(every)
+    assert len({name for name, _ in every}) == 42 and all(os.path.isfile(p) for _, p in every)
+    train, held_out = embedded.split_photos(every)
+    assert (len(train), len(held_out)) == (34, 8) and not set(train) & set(held_out)
+    assert "skimage_coins.png" in {name for name, _ in every}

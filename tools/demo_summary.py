@@ -1,0 +1,30 @@
+#!/usr/bin/env python3
+"""Print the closing lines of `make demo`: what the network learned, in plain words, and where
+the figures are (reads the JSON written by `analyze.py count-check` and `analyze.py log`)."""
+import argparse
+import os
+import sys
+
+from ltc import study
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--run", default="runs/demo", help="the demo's folder (count_check/ and curves/ inside)")
+    args = ap.parse_args(argv)
+    cc = os.path.join(args.run, "count_check", "count_check.json")
+    lg = os.path.join(args.run, "curves", "log.json")
+    for path in (cc, lg):
+        if not os.path.isfile(path):
+            print("demo_summary: '%s' is missing; run `make demo` (it writes it)" % path, file=sys.stderr)
+            return 2
+    print(study.demo_summary(cc, lg, [
+        ("norm-vs-k figure", os.path.join(args.run, "count_check", "count_check.png")),
+        ("TEST-loss and loss-term curves", os.path.join(args.run, "curves", "curves.png")),
+        ("training log", os.path.join(args.run, "train.log"))]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""The reproduction study in one command: data, training (resumable), evaluation, report.
+
+    python tools/reproduce.py                       # everything; rerun to resume after a stop
+    python tools/reproduce.py --stage evaluate      # only re-evaluate the trained snapshots
+    python tools/reproduce.py --dry-run             # print the commands without running them
+
+Trains the nets of prototxt/study/main (the small-scale recipe, a random downsampling method
+per batch) and prototxt/study/linear (the same with bilinear downsampling only, for Table 5) on
+data/study/train_lmdb (Fashion scenes + the 34 training photos), in parallel with one BLAS
+thread each; each run resumes from its newest snapshot. Then evaluates (see ltc/study.py) and
+writes OUT/report.md, OUT/results.json, OUT/commands.txt and the PNGs under OUT/.
+"""
+import argparse
+import os
+import sys
+import time
+
+from ltc import study
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--out", default="runs/study/results", help="results folder (relative to the repository root)")
+    ap.add_argument("--stage", choices=("all", "data", "train", "evaluate", "report"), default="all",
+                    help="run one stage only (report rewrites report.md from results.json)")
+    ap.add_argument("--resume", action="append", default=[], metavar="RUN=SOLVERSTATE",
+                    help="start run RUN (main or linear) from this solverstate when its folder has no snapshot yet")
+    ap.add_argument("--runs", nargs="+", choices=[n for n, _ in study.RUNS], default=[n for n, _ in study.RUNS],
+                    help="the runs to train (stage train)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1701, 1702], help="linear-probe seeds")
+    ap.add_argument("--probe-iters", type=int, default=200, help="linear-probe SGD iterations")
+    ap.add_argument("--per-class", type=int, default=study.PROBE_PER_CLASS, help="probe training labels per class")
+    ap.add_argument("--iteration", type=int, default=None, help="evaluate this snapshot of the main run (default: its last)")
+    ap.add_argument("--probe-val-images", type=int, default=0, help="score the first N probe validation images (0: all)")
+    ap.add_argument("--poll", type=float, default=60, help="seconds between progress lines while training")
+    ap.add_argument("--dry-run", action="store_true", help="print the commands only")
+    ap.add_argument("--fresh", action="store_true",
+                    help="rerun every evaluation command (default: reuse outputs newer than their inputs)")
+    args = ap.parse_args(argv)
+    resume = {}
+    for spec in args.resume:
+        name, sep, path = spec.partition("=")
+        if not sep or name not in dict(study.RUNS):
+            print("reproduce: --resume wants RUN=SOLVERSTATE with RUN in %s, got %r"
+                  % ("/".join(dict(study.RUNS)), spec), file=sys.stderr)
+            return 2
+        resume[name] = path
+    t0 = time.time()
+    runner = study.Runner(os.path.join(study.REPO, args.out), dry=args.dry_run, reuse=not args.fresh)
+    out = args.out
+    try:
+        if args.stage in ("all", "data"):
+            study.prepare_data(runner, per_class=args.per_class)
+        if args.stage in ("all", "train"):
+            study.train_runs(runner, runs=[r for r in study.RUNS if r[0] in args.runs], resume=resume,
+                             poll=args.poll)
+        if args.dry_run:
+            return 0
+        if args.stage in ("all", "evaluate"):
+            # the main run's earlier leg (a --resume source written by the same net and solver) joins its curves
+            legs = [os.path.join(os.path.dirname(resume["main"]), "counting")] if "main" in resume else []
+            res = study.evaluate(runner, out, seeds=args.seeds, probe_iters=args.probe_iters,
+                                 per_class=args.per_class, iteration=args.iteration, extra_prefixes=legs,
+                                 probe_val_images=args.probe_val_images)
+        if args.stage in ("all", "evaluate", "report"):
+            import json
+            with open(os.path.join(study.REPO, out, "results.json")) as f:
+                res = json.load(f)
+            with open(runner.log_path) as f:
+                commands = f.read()
+            path = study.write_report(res, out, commands=commands,
+                                      wall=None if args.stage == "report" else
+                                      "%.0f s for this invocation (stage %s)" % (time.time() - t0, args.stage))
+            print("\n".join("%-60s %-10s %s" % (g, m, "met" if ok else "NOT met") for g, m, ok in study.goals(res)))
+            print("report: %s" % os.path.relpath(path, os.getcwd()))
+    except study.StudyError as e:
+        print("reproduce: %s" % e, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("reproduce: interrupted; rerun the same command to resume from the newest snapshots", file=sys.stderr)
+        return 130
+    print("reproduce: done in %.0f s" % (time.time() - t0))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
