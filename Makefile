@@ -1,6 +1,6 @@
 # learning-to-count: the commands the README names.
 #   make setup   build (or reuse the cached) Caffe and the .venv        (= ./setup.sh)
-#   make demo    build the data if missing, train the CPU demo (counting on Fashion scenes + photos),
+#   make demo    build the data if missing, train the CPU demo (counting on the Fashion scenes),
 #                then the count check, the curves and a plain-words summary
 #   make reproduce  the reproduction study (tools/reproduce.py): trains for hours, resumable
 #   make test    set up if the environment is missing, then run the test suite
