@@ -359,20 +359,10 @@ def fast_rcnn(cfg, split="train"):
 
 
 def frcn_solver(cfg, train_path):
-    cfg = dict(FRCN_DEFAULTS, **cfg)
-    s = caffe_pb2.SolverParameter()
-    s.train_net = train_path
-    s.base_lr = cfg["base_lr"]
-    s.lr_policy = "step"
-    s.gamma = cfg["gamma"]
-    s.stepsize = cfg["stepsize"]
-    s.display = 20
-    s.average_loss = 100
-    s.momentum = cfg["momentum"]
-    s.weight_decay = cfg["weight_decay"]
-    s.max_iter = cfg["max_iter"]
-    s.snapshot = 0   # as fast-rcnn: its tools/train_net.py snapshots
-    s.snapshot_prefix = cfg["snapshot_prefix"]
+    """rbgirshick's CaffeNet solver: the step solver with his display/averaging and no random_seed
+    (fast-rcnn seeds from its own config; its tools/train_net.py snapshots, hence snapshot 0)."""
+    s = step_solver(dict(FRCN_DEFAULTS, display=20, average_loss=100, **cfg), train_path)
+    s.ClearField("random_seed")
     return s
 
 
