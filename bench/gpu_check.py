@@ -38,18 +38,7 @@ def net_files(folder, batch, inputs, lmdb="", workers=2, layout="six"):
                workers=workers, prefetch=max(4, workers + 2), snapshot_prefix=os.path.join(folder, "snap"))
     net = mp.counting_net(cfg, inputs=inputs)
     net_path = os.path.join(folder, "train_%s_%d_w%d.prototxt" % (inputs, batch, workers))
-    with open(net_path, "w") as f:
-        f.write(str(net))
-    s = mp.solver(cfg, net_path)
-    del s.test_iter[:]
-    s.ClearField("test_interval")
-    s.test_initialization = False
-    s.display = 0
-    s.snapshot = 0
-    path = net_path.replace("train_", "solver_")
-    with open(path, "w") as f:
-        f.write(str(s))
-    return path
+    return bl.write_timing_files(net, cfg, net_path, net_path.replace("train_", "solver_"))
 
 
 def _own_params(net):

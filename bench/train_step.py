@@ -76,19 +76,7 @@ def _caffe_net_files(layout, batch, inputs, lmdb, workers, folder, dim=1000):
     else:
         net = mp.counting_net(cfg, inputs=inputs)
     net_path = os.path.join(folder, "train.prototxt")
-    with open(net_path, "w") as f:
-        f.write(str(net))
-    s = mp.solver(cfg, net_path)
-    del s.test_iter[:]
-    s.ClearField("test_interval")
-    s.test_initialization = False
-    s.display = 0
-    s.snapshot = 0
-    s.max_iter = 10 ** 8
-    solver_path = os.path.join(folder, "solver.prototxt")
-    with open(solver_path, "w") as f:
-        f.write(str(s))
-    return solver_path
+    return bl.write_timing_files(net, cfg, net_path, os.path.join(folder, "solver.prototxt"), max_iter=10 ** 8)
 
 
 class _Timed:

@@ -572,3 +572,22 @@ def run_rows(specs, a):
         r.setdefault("name", row_name(r))
         rows.append(_summarise(r))
     return rows
+
+
+def write_timing_files(net, cfg, net_path, solver_path, max_iter=None):
+    """Write ``net`` and a bare solver for it (no test net, no display, no snapshots) for timing
+    runs; the solver comes from ``nets.solver(cfg, net_path)``. Returns ``solver_path``."""
+    from ltc import nets
+    with open(net_path, "w") as f:
+        f.write(str(net))
+    s = nets.solver(cfg, net_path)
+    del s.test_iter[:]
+    s.ClearField("test_interval")
+    s.test_initialization = False
+    s.display = 0
+    s.snapshot = 0
+    if max_iter is not None:
+        s.max_iter = max_iter
+    with open(solver_path, "w") as f:
+        f.write(str(s))
+    return solver_path
