@@ -59,7 +59,7 @@ DEFAULTS = dict(
     train_lmdb="data/imagenet/train_lmdb",
     val_lmdb="data/imagenet/val_lmdb",
     seed=params.SEED,
-    workers=2,
+    workers="auto",                 # one data worker per spare CPU (ltc/pipeline.py): enough to feed a GPU
     prefetch=4,
     layout="six",                   # six-branch siamese (faithful) or "stacked"
     # solver (docs/design.md, Solver)
@@ -73,7 +73,7 @@ DEFAULTS = dict(
 # The small-scale recipe (README "Does it reproduce?"): one stacked trunk (same loss and gradients as the
 # six branches, faster), batch 32, the paper's lr 1e-4 from the first iteration (a warm-up to 5e-4 drifted
 # back towards the trivial solution: README), snapshots every 100.
-SMALL = dict(layout="stacked", batch=32, base_lr=1e-4, warmup=0, train_lmdb="data/study/train_lmdb",
+SMALL = dict(layout="stacked", batch=32, workers=2, base_lr=1e-4, warmup=0, train_lmdb="data/study/train_lmdb",
              val_lmdb="data/photos/val_lmdb", test_batch=8, test_iter=1, test_interval=100, display=10,
              snapshot=100, max_iter=600)
 
@@ -96,7 +96,7 @@ VARIANTS = [
     # The reproduction study (tools/reproduce.py): the small-scale recipe on Fashion scenes + real photos,
     # tested on the 8 held-out photos; "linear" is the same with one fixed downsampling (Table 5): the study
     # starts it from main's iteration-300 snapshot (ltc/study.py BRANCHES).
-    ("study/main", dict(SMALL, max_iter=400, snapshot_prefix="runs/study/main/counting")),
+    ("study/main", dict(SMALL, max_iter=4000, snapshot_prefix="runs/study/main/counting")),
     ("study/linear", dict(SMALL, interpolation="linear", max_iter=400, snapshot_prefix="runs/study/linear/counting")),
 ]
 

@@ -28,7 +28,22 @@ _TYPE_NAMES = {float: "a number", int: "an integer", str: "a string", bool: "tru
                list: "a list", dict: "an object"}
 
 
+class IntOr:
+    """A type spec: an integer, or one of the literal strings given (``IntOr("auto")``)."""
+
+    def __init__(self, *words):
+        self.words = words
+
+    def __repr__(self):
+        return "an integer or %s" % " or ".join(repr(w) for w in self.words)
+
+
 def _coerce(layer, key, value, typ):
+    if isinstance(typ, IntOr):
+        if (isinstance(value, int) and not isinstance(value, bool)) or value in typ.words:
+            return value
+        raise ParamError("%s: param_str key '%s' must be %r, got %r (%s)"
+                         % (layer, key, typ, value, type(value).__name__))
     if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if typ is int and isinstance(value, int) and not isinstance(value, bool):

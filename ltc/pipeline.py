@@ -29,7 +29,16 @@ Design:
   (at the latest within ``_DEATH_CHECK_S``): ``next_batch`` raises a RuntimeError naming the
   worker, its pid, how it died, the batch it had to make and the batch asked for; the
   pipeline is closed then and keeps raising that error, so no half-made batch is handed out.
-- workers = 0 makes each batch in the calling process (for debugging).
+- workers = 0 makes each batch in the calling process (for debugging). workers = "auto"
+  forks one worker per CPU this process may run on, less one for the solver (at least 1, at
+  most ``AUTO_MAX_WORKERS``), and raises prefetch to workers + 2: workers only run ahead by
+  ``prefetch`` batches, so idle ones cost memory, not CPU, and a GPU solver gets every spare
+  core (bench/gpu_check.py measures how many it needs).
+- Starvation check: the pipeline times how long the consumer waits in ``next_batch``. When,
+  over a window of ``STARVE_WINDOW`` batches (the first is skipped: it waits for the workers
+  to start), the waits exceed ``STARVE_FRACTION`` of the wall time between calls, it prints one
+  line to stderr saying so, with the worker count and the CPU count (``wait_stats()`` gives
+  the figures).
 - Raw Datums are scanned without copies (the image is a view of the LMDB page during the
   read transaction); OpenCV runs single-threaded in workers.
 
@@ -55,6 +64,24 @@ from ltc.workers import death_message, reap
 _POLL_S = 1.0          # how often an idle worker checks that its parent still lives
 _JOIN_S = 5.0          # how long close() waits for a worker before SIGKILL
 _DEATH_CHECK_S = 2.0   # while waiting for a batch, how often the workers' pids are checked too
+AUTO = "auto"
+AUTO_MAX_WORKERS = 16  # workers "auto": never more than this many
+STARVE_WINDOW = 100    # batches per starvation check
+STARVE_FRACTION = 0.05 # warn when the consumer waited more than this share of a window
+
+
+def available_cpus():
+    """CPUs this process may run on (its affinity mask), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def auto_workers(cpus=None):
+    """The worker count of workers = "auto": one per CPU less one for the solver, 1..AUTO_MAX_WORKERS."""
+    cpus = available_cpus() if cpus is None else cpus
+    return max(1, min(AUTO_MAX_WORKERS, cpus - 1))
 
 
 def read_key_array(env):
@@ -165,8 +192,8 @@ class BatchPipeline:
 
     source: LMDB path (cwd first, then repo root); batch_size >= 2; crop_size 228 or 224;
     interpolation: "per_batch" | "per_sample" | "linear" | "cubic" | "area" | "lanczos";
-    gray_prob in [0, 1]; seed >= 0; phase "train" | "test"; workers >= 0; prefetch >= 1
-    (ring slots, used when workers > 0); eps > 0; test_batches >= 0 (0: one pass over the DB);
+    gray_prob in [0, 1]; seed >= 0; phase "train" | "test"; workers >= 0 or "auto"; prefetch >= 1
+    (ring slots, used when workers > 0; with "auto" at least workers + 2); eps > 0; test_batches >= 0 (0: one pass over the DB);
     start >= 0: index of the first batch served (a resumed run; see ``seek``).
     Errors: ValueError for a bad argument, lmdb_io.LmdbError for a missing/empty/bad LMDB,
     RuntimeError when a worker fails (with its traceback).
@@ -178,14 +205,21 @@ class BatchPipeline:
         self._pids = []
         self._closed = True
         self._owner = os.getpid()
-        checks = [(batch_size >= 2, "batch_size must be >= 2 (y comes from another member of the batch)"),
+        self.auto = workers == AUTO
+        if self.auto:
+            workers = auto_workers()
+            prefetch = max(prefetch, workers + 2)
+        checks = [(isinstance(workers, int) and not isinstance(workers, bool),
+                   "workers must be an integer or \"auto\""),
+                  (batch_size >= 2, "batch_size must be >= 2 (y comes from another member of the batch)"),
                   (crop_size in ct.CROP_SIZES, "crop_size must be 228 or 224"),
                   (interpolation in ct.INTERPOLATION_MODES, "interpolation must be one of %s"
                    % ", ".join(ct.INTERPOLATION_MODES)),
                   (0.0 <= gray_prob <= 1.0, "gray_prob must be in [0, 1]"),
                   (seed >= 0, "seed must be >= 0"),
                   (phase in ct.PHASES, "phase must be 'train' or 'test'"),
-                  (workers >= 0, "workers must be >= 0 (0 = make batches in this process)"),
+                  (not isinstance(workers, int) or workers >= 0,
+                   "workers must be >= 0 (0 = make batches in this process)"),
                   (prefetch >= 1, "prefetch must be >= 1"),
                   (eps > 0, "eps must be > 0"),
                   (test_batches >= 0, "test_batches must be >= 0 (0 = one pass over the LMDB)"),
@@ -228,6 +262,11 @@ class BatchPipeline:
         self._held = None        # slot handed out by the previous next_batch
         self._failed = None      # the error message once a worker has died or failed
         self._wanted = None      # the batch next_batch is waiting for
+        self._waited = 0.0       # starvation check: seconds waited in this window,
+        self._window_t0 = None   # when the window began,
+        self._window_n = 0       # batches served in it,
+        self.starved_windows = 0 # windows that crossed STARVE_FRACTION
+        self.last_wait_fraction = None
         nslots = prefetch if workers > 0 else 1
         nbytes = int(np.prod(self.shape)) * 4
         self._mm = mmap.mmap(-1, nslots * nbytes)   # MAP_SHARED | MAP_ANONYMOUS: shared with forked workers
@@ -391,9 +430,35 @@ class BatchPipeline:
         if self._held is not None:       # the previous batch's slot is free again
             freed, self._held = self._held, None
             self._dispatch(self._in_flight[freed] + self.prefetch)
+        t0 = time.monotonic()
         slot = self._wait_for(b)
+        self._account_wait(t0, time.monotonic())
         self._held = slot
         return self._slots[slot]
+
+    def _account_wait(self, t0, t1):
+        """Starvation check (module docstring): one window every STARVE_WINDOW batches."""
+        if self._window_t0 is None:       # the first batch waits for the workers to start
+            self._window_t0 = t1
+            return
+        self._waited += t1 - t0
+        self._window_n += 1
+        if self._window_n < STARVE_WINDOW:
+            return
+        frac = self._waited / max(t1 - self._window_t0, 1e-9)
+        self.last_wait_fraction = frac
+        if frac > STARVE_FRACTION:
+            self.starved_windows += 1
+            print("%s: the consumer waited for data %.0f%% of the last %d batches (%d worker%s, %d CPUs): "
+                  "the data layer is the bottleneck; raise workers%s" % (
+                      self.who, 100 * frac, self._window_n, self.workers, "s" if self.workers != 1 else "",
+                      available_cpus(), " (or make the images smaller)" if self.auto else
+                      " or set workers to \"auto\""), file=sys.stderr, flush=True)
+        self._waited, self._window_n, self._window_t0 = 0.0, 0, t1
+
+    def wait_stats(self):
+        """(share of time waited in the last full window or None, windows that crossed the limit)."""
+        return self.last_wait_fraction, self.starved_windows
 
     def close(self):
         """Stop and reap the workers (idempotent)."""

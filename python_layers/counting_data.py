@@ -22,9 +22,13 @@ param_str (JSON; unknown keys or wrong types raise ltc.params.ParamError in setu
     gray_prob     0.67     probability that a sample is gray (all six inputs); 1.0 gray only,
                   0.0 colour only
     seed          1701     every random choice of batch b is seeded with (seed, phase, b)
-    workers       2        batch-making processes (forked in setup); 0 = in the caffe process
+    workers       2        batch-making processes (forked in setup); 0 = in the caffe process;
+                  "auto" = one per CPU of the process's affinity mask less one (1..16), what a
+                  GPU solver needs (the paper's nets use it). Whatever the count, the layer
+                  prints a line when the net waits for data more than 5 % of 100 steps.
     prefetch      4        batches prepared ahead (shared-memory slots); >= workers + 1
-                  keeps all workers busy; memory = prefetch x 6N x 3 x S x S x 4 bytes
+                  keeps all workers busy ("auto" raises it to workers + 2);
+                  memory = prefetch x 6N x 3 x S x S x 4 bytes
     eps           1e-5     normalisation (v - mean) / (std + eps), pixels on the 0..255 scale
     stack         false    one stacked top instead of six (see above)
     trace         ""       a file: every forward appends "phase batch-index sha256-of-the-batch"
@@ -70,7 +74,7 @@ import caffe
 from ltc import snapshots
 from ltc.pipeline import BatchPipeline
 from ltc.transforms import CROP_SIZES, INPUT_NAMES, INTERPOLATION_MODES
-from ltc.params import CROP_SIZE, GRAY_PROB, INTERPOLATION, SEED, ParamError, parse_params, report_errors
+from ltc.params import CROP_SIZE, GRAY_PROB, INTERPOLATION, SEED, IntOr, ParamError, parse_params, report_errors
 
 PARAM_KEYS = {
     "source": ("", str),
@@ -79,7 +83,7 @@ PARAM_KEYS = {
     "interpolation": (INTERPOLATION, INTERPOLATION_MODES),
     "gray_prob": (GRAY_PROB, float),
     "seed": (SEED, int),
-    "workers": (2, int),
+    "workers": (2, IntOr("auto")),
     "prefetch": (4, int),
     "eps": (1e-5, float),
     "stack": (False, bool),
@@ -131,8 +135,9 @@ class CountingDataLayer(caffe.Layer):
             extra += ", shard %d of %d" % (p["shard"], p["num_shards"])
         extra += resumed
         print("%s[%s]: %s (%d images), batch %d, crop %d -> %dx%d, interpolation %s, gray_prob %.2f, seed %d, "
-              "workers %d%s%s" % (self.NAME, phase, pl.source, pl.n_db, pl.batch_size, pl.crop_size, s, s,
+              "workers %d%s%s%s" % (self.NAME, phase, pl.source, pl.n_db, pl.batch_size, pl.crop_size, s, s,
                                   p["interpolation"], p["gray_prob"], p["seed"], pl.workers,
+                                  " (auto, prefetch %d)" % pl.prefetch if pl.auto else "",
                                   " (pids %s)" % " ".join(map(str, pl.worker_pids)) if pl.workers else "", extra),
               file=sys.stderr, flush=True)
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import caffe
-from ltc import transforms as ct
+from ltc import pipeline, transforms as ct
 from conftest import write_test_lmdb
 from ltc.pipeline import BatchPipeline
 from ltc.lmdb_io import LmdbError, image_to_datum
@@ -301,3 +301,53 @@ def test_caffe_train_exits_promptly_and_leaves_no_workers(db, tmp_path):
             for p in line.split()]
     assert len(pids) == 3, res.stderr[-3000:]
     assert_processes_gone(pids)
+
+
+# ----------------------------------------------------------------------------- workers "auto"
+@pytest.mark.parametrize("cpus,want", [(1, 1), (2, 1), (4, 3), (16, 15), (64, 16)])
+def test_auto_worker_count_is_one_per_spare_cpu(cpus, want):
+    assert pipeline.auto_workers(cpus) == want
+
+
+def test_auto_workers_follow_the_affinity_mask_and_keep_the_batches(db, monkeypatch):
+    path, _ = db
+    monkeypatch.setattr(pipeline, "available_cpus", lambda: 4)
+    ref, _ = batches(path, 4, batch_size=8, workers=0, seed=9)
+    with BatchPipeline(path, batch_size=8, workers="auto", seed=9, prefetch=2) as pipe:
+        assert (pipe.workers, pipe.prefetch, pipe.auto) == (3, 5, True)
+        assert len(pipe.worker_pids) == 3
+        got = [pipe.next_batch().copy() for _ in range(4)]
+    assert all(np.array_equal(a, b) for a, b in zip(ref, got))
+
+
+def test_starved_consumer_gets_one_line_per_window_and_a_fed_one_none(db, monkeypatch, capsys):
+    path, _ = db
+    monkeypatch.setattr(pipeline, "STARVE_WINDOW", 3)
+    # a consumer that asks for batches back to back waits for every one of them
+    with BatchPipeline(path, batch_size=16, workers=1, prefetch=1, seed=2, who="starved") as pipe:
+        for _ in range(1 + 2 * 3):
+            pipe.next_batch()
+        frac, windows = pipe.wait_stats()
+    err = capsys.readouterr().err
+    assert windows == 2 and frac > pipeline.STARVE_FRACTION
+    assert err.count("starved: the consumer waited for data") == 2
+    assert "1 worker, " in err and "raise workers" in err
+    # a slow consumer (a long step) finds every batch ready
+    with BatchPipeline(path, batch_size=4, workers=1, prefetch=3, seed=2, who="fed") as pipe:
+        for _ in range(1 + 3):
+            time.sleep(0.3)
+            pipe.next_batch()
+        frac, windows = pipe.wait_stats()
+    assert windows == 0 and frac < pipeline.STARVE_FRACTION
+    assert "fed:" not in capsys.readouterr().err
+
+
+def test_layer_accepts_workers_auto_and_refuses_other_words(db, tmp_path, monkeypatch, capfd):
+    path, _ = db
+    net = caffe.Net(net_prototxt(tmp_path, dict(source=path, batch_size=4, workers="auto", seed=3)), caffe.TRAIN)
+    layer = net.layers[list(net._layer_names).index("data")]
+    assert layer.pipeline.auto and layer.pipeline.workers == pipeline.auto_workers()
+    assert "(auto, prefetch" in capfd.readouterr().err
+    layer.close()
+    with pytest.raises(ParamError, match="'workers' must be an integer or 'auto', got 'many'"):
+        caffe.Net(net_prototxt(tmp_path, dict(source=path, batch_size=4, workers="many")), caffe.TRAIN)

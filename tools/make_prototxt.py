@@ -13,6 +13,19 @@ import sys
 from ltc import REPO, nets
 
 
+def workers_arg(text):
+    """--workers: a non-negative integer or "auto"."""
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a number or \"auto\", got %r" % text)
+    if n < 0:
+        raise argparse.ArgumentTypeError("expected >= 0, got %d" % n)
+    return n
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=nets.__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -31,7 +44,8 @@ def main(argv=None):
     g.add_argument("--test-batch", type=int, default=nets.DEFAULTS["test_batch"], help="test samples per batch")
     g.add_argument("--train-lmdb", default=nets.DEFAULTS["train_lmdb"], help="training LMDB")
     g.add_argument("--val-lmdb", default=nets.DEFAULTS["val_lmdb"], help="validation LMDB (TEST phase)")
-    g.add_argument("--workers", type=int, default=nets.DEFAULTS["workers"], help="data worker processes")
+    g.add_argument("--workers", type=workers_arg, default=nets.DEFAULTS["workers"],
+                   help="data worker processes: a number, or \"auto\" (one per spare CPU)")
     g.add_argument("--seed", type=int, default=nets.DEFAULTS["seed"], help="data and solver seed")
     for key in ("base_lr", "max_iter", "stepsize", "snapshot", "test_iter", "test_interval", "warmup", "display"):
         g.add_argument("--" + key.replace("_", "-"), type=type(nets.DEFAULTS[key]), default=nets.DEFAULTS[key])
