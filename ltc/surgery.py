@@ -247,6 +247,42 @@ def read_counting_model(path, verify_branches=True, log=print):
 
 
 # ----------------------------------------------------------------------------- input statistics
+def add_fold_std_arguments(parser, title):
+    """The --fold-std options of the tools that port or export weights (port_weights.py, export.py)."""
+    from ltc.transforms import INTERPOLATION_MODES
+    g = parser.add_argument_group(title)
+    g.add_argument("--fold-std", metavar="LMDB", help="measure the average per-image input std on this LMDB and fold it")
+    g.add_argument("--fold-std-value", type=float, help="fold this std instead of measuring one")
+    g.add_argument("--fold-std-images", type=int, default=256, help="images to measure on")
+    g.add_argument("--fold-std-gray-prob", type=float, default=0.0,
+                   help="probability of the grayscale mode while measuring (downstream nets see colour)")
+    g.add_argument("--fold-std-crop", type=int, default=CROP_SIZE, help="random crop of the counting pipeline")
+    g.add_argument("--fold-std-interpolation", choices=INTERPOLATION_MODES, default=INTERPOLATION,
+                   help="the data layer's interpolation setting while measuring")
+    g.add_argument("--seed", type=int, default=SEED, help="seed of the crops used for measuring (and of Caffe)")
+    return g
+
+
+def fold_std_from_arguments(args):
+    """The std to fold (None: none) from add_fold_std_arguments' options; PortError when they are
+    wrong or the LMDB cannot be read. A measured value is printed with what it was measured on."""
+    if args.fold_std and args.fold_std_value is not None:
+        raise PortError("give --fold-std LMDB or --fold-std-value S, not both")
+    if args.fold_std_value is not None:
+        if not args.fold_std_value > 0:
+            raise PortError("--fold-std-value must be > 0, got %r" % args.fold_std_value)
+        return args.fold_std_value
+    if not args.fold_std:
+        return None
+    try:
+        fold, n = measure_input_std(args.fold_std, args.fold_std_images, args.fold_std_crop,
+                                    args.fold_std_gray_prob, args.seed, args.fold_std_interpolation)
+    except lmdb_io.LmdbError as e:
+        raise PortError(str(e))
+    print("measured input std %.4f (0-255 scale) over %d inputs of %s" % (fold, n, args.fold_std))
+    return fold
+
+
 def measure_input_std(lmdb_path, n_images=256, crop=CROP_SIZE, gray_prob=0.0, seed=SEED, interpolation=INTERPOLATION):
     """Average per-input std (0-255 scale) of the counting net's inputs: the scale the data
     layer's per-image normalisation divides out, and so the one to fold into conv1.

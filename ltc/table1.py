@@ -125,6 +125,30 @@ def _save_csv(path, header, rows):
     _log("wrote %s" % path)
 
 
+# ----------------------------------------------------------------------------- the three legs
+def _fine_tune(caffe, task, out_dir, name, cfg, model, nets, solver_text, eval_net):
+    """Write the leg's prototxts ({suffix: text}) and solver, fine-tune from ``model`` (None: random
+    init) and save; returns (the trained weights loaded into the ``eval_net`` prototxt, train seconds,
+    losses). ``solver_text(paths)`` makes the solver from the written prototxt paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {k: _write(os.path.join(out_dir, "%s_%s_%s.prototxt" % (task, name, k)), text) for k, text in nets.items()}
+    solver_path = _write(os.path.join(out_dir, "%s_%s_solver.prototxt" % (task, name)), solver_text(paths))
+    caffe.set_random_seed(cfg["seed"])
+    solver, t_train, losses = _train(caffe, solver_path, model, cfg["max_iter"])
+    weights = os.path.join(out_dir, "%s_%s_trained.caffemodel" % (task, name))
+    solver.net.save(weights)
+    return caffe.Net(paths[eval_net], weights, caffe.TEST), t_train, losses
+
+
+def _ap_result(task, name, out_dir, classes, aps, metric_col, cfg, t_train, t_test, n_images, losses):
+    """The result dict of an AP task (cls, det), and its per-class CSV."""
+    res = dict(task=task, name=name, metric="mAP", value=scoring.nanmean(aps), per_class=dict(zip(classes, aps)),
+               train_s=t_train, test_s=t_test, iters=cfg["max_iter"], images=n_images, final_loss=losses[-1][1])
+    _save_csv(os.path.join(out_dir, "%s_%s.csv" % (task, name)), ["task", "model", "class", metric_col],
+              [(task, name, c, "%.4f" % a) for c, a in zip(classes, aps)] + [(task, name, "mAP", "%.4f" % res["value"])])
+    return res
+
+
 # ----------------------------------------------------------------------------- classification
 def run_cls(train_index, test_index, out_dir, model=None, quick=True, name="model", limit_test=0, **over):
     caffe = _caffe()
@@ -132,15 +156,9 @@ def run_cls(train_index, test_index, out_dir, model=None, quick=True, name="mode
     classes, _ = voc.read_index(train_index)
     cfg.update(num_classes=len(classes), index=os.path.abspath(train_index),
                snapshot_prefix=os.path.join(out_dir, "cls"))
-    os.makedirs(out_dir, exist_ok=True)
-    train = _write(os.path.join(out_dir, "cls_%s_train.prototxt" % name), tn.voc_cls(cfg, "train"))
-    deploy = _write(os.path.join(out_dir, "cls_%s_deploy.prototxt" % name), tn.voc_cls(cfg, "deploy"))
-    solver_path = _write(os.path.join(out_dir, "cls_%s_solver.prototxt" % name), tn.step_solver(cfg, train))
-    caffe.set_random_seed(cfg["seed"])
-    solver, t_train, losses = _train(caffe, solver_path, model, cfg["max_iter"])
-    weights = os.path.join(out_dir, "cls_%s_trained.caffemodel" % name)
-    solver.net.save(weights)
-    net = caffe.Net(deploy, weights, caffe.TEST)
+    net, t_train, losses = _fine_tune(caffe, "cls", out_dir, name, cfg, model,
+                                      dict(train=tn.voc_cls(cfg, "train"), deploy=tn.voc_cls(cfg, "deploy")),
+                                      lambda p: tn.step_solver(cfg, p["train"]), "deploy")
     tb = voc_data.ClsBatcher(test_index, 1, cfg["resize"], cfg["crop"], mirror=False)
     entries = tb.entries[:limit_test] if limit_test else tb.entries
     t0 = time.time()
@@ -152,11 +170,7 @@ def run_cls(train_index, test_index, out_dir, model=None, quick=True, name="mode
     gt = scoring.cls_gt_matrix([[(o["class"], o.get("difficult", 0)) for o in e["objects"]] for e in entries],
                                len(classes))
     aps = scoring.cls_aps(scores, gt, use_07=True)
-    res = dict(task="cls", name=name, metric="mAP", value=scoring.nanmean(aps), per_class=dict(zip(classes, aps)),
-               train_s=t_train, test_s=t_test, iters=cfg["max_iter"], images=len(entries), final_loss=losses[-1][1])
-    _save_csv(os.path.join(out_dir, "cls_%s.csv" % name), ["task", "model", "class", "AP"],
-              [("cls", name, c, "%.4f" % a) for c, a in zip(classes, aps)] + [("cls", name, "mAP", "%.4f" % res["value"])])
-    return res
+    return _ap_result("cls", name, out_dir, classes, aps, "AP", cfg, t_train, t_test, len(entries), losses)
 
 
 # ----------------------------------------------------------------------------- detection
@@ -168,15 +182,9 @@ def run_det(train_index, test_index, out_dir, model=None, quick=True, name="mode
     cfg.update(num_classes=len(classes) + 1, index=os.path.abspath(train_index), roi="python",
                proposals=proposals if proposals == "toy" else os.path.abspath(proposals), train_conv1=train_conv1,
                snapshot_prefix=os.path.join(out_dir, "det"))
-    os.makedirs(out_dir, exist_ok=True)
-    train = _write(os.path.join(out_dir, "det_%s_train.prototxt" % name), tn.fast_rcnn(cfg, "train"))
-    test = _write(os.path.join(out_dir, "det_%s_test.prototxt" % name), tn.fast_rcnn(cfg, "test"))
-    solver_path = _write(os.path.join(out_dir, "det_%s_solver.prototxt" % name), tn.step_solver(cfg, train))
-    caffe.set_random_seed(cfg["seed"])
-    solver, t_train, losses = _train(caffe, solver_path, model, cfg["max_iter"])
-    weights = os.path.join(out_dir, "det_%s_trained.caffemodel" % name)
-    solver.net.save(weights)
-    net = caffe.Net(test, weights, caffe.TEST)
+    net, t_train, losses = _fine_tune(caffe, "det", out_dir, name, cfg, model,
+                                      dict(train=tn.fast_rcnn(cfg, "train"), test=tn.fast_rcnn(cfg, "test")),
+                                      lambda p: tn.step_solver(cfg, p["train"]), "test")
     tb = voc_data.DetBatcher(test_index, test_proposals, cfg["scale"], cfg["max_size"], mirror=False,
                              seed=cfg["seed"] + 1)
     entries = tb.entries[:limit_test] if limit_test else tb.entries
@@ -201,11 +209,7 @@ def run_det(train_index, test_index, out_dir, model=None, quick=True, name="mode
                                           classes=[o["class"] for o in e["objects"]],
                                           difficult=[o.get("difficult", 0) for o in e["objects"]]) for e in entries],
                           k, 0.5, use_07)
-    res = dict(task="det", name=name, metric="mAP", value=scoring.nanmean(aps), per_class=dict(zip(classes, aps)),
-               train_s=t_train, test_s=t_test, iters=cfg["max_iter"], images=len(entries), final_loss=losses[-1][1])
-    _save_csv(os.path.join(out_dir, "det_%s.csv" % name), ["task", "model", "class", "AP@0.5"],
-              [("det", name, c, "%.4f" % a) for c, a in zip(classes, aps)] + [("det", name, "mAP", "%.4f" % res["value"])])
-    return res
+    return _ap_result("det", name, out_dir, classes, aps, "AP@0.5", cfg, t_train, t_test, len(entries), losses)
 
 
 # ----------------------------------------------------------------------------- segmentation
@@ -216,15 +220,10 @@ def run_seg(train_index, test_index, out_dir, model=None, quick=True, name="mode
     n = len(classes) + 1
     cfg.update(num_classes=n, inputs="data_layer", index=os.path.abspath(train_index),
                snapshot_prefix=os.path.join(out_dir, "seg"), snapshot=0, test_iter=1)
-    os.makedirs(out_dir, exist_ok=True)
-    train = _write(os.path.join(out_dir, "seg_%s_train.prototxt" % name), tn.fcn_alexnet(cfg, "train"))
-    val = _write(os.path.join(out_dir, "seg_%s_val.prototxt" % name), tn.fcn_alexnet(dict(cfg, inputs="input"), "val"))
-    solver_path = _write(os.path.join(out_dir, "seg_%s_solver.prototxt" % name), tn.fcn_solver(cfg, train, val))
-    caffe.set_random_seed(cfg["seed"])
-    solver, t_train, losses = _train(caffe, solver_path, model, cfg["max_iter"])
-    weights = os.path.join(out_dir, "seg_%s_trained.caffemodel" % name)
-    solver.net.save(weights)
-    net = caffe.Net(val, weights, caffe.TEST)
+    net, t_train, losses = _fine_tune(caffe, "seg", out_dir, name, cfg, model,
+                                      dict(train=tn.fcn_alexnet(cfg, "train"),
+                                           val=tn.fcn_alexnet(dict(cfg, inputs="input"), "val")),
+                                      lambda p: tn.fcn_solver(cfg, p["train"], p["val"]), "val")
     tb = voc_data.SegBatcher(test_index, mirror=False, shuffle=False)
     entries = tb.entries[:limit_test] if limit_test else tb.entries
     hist = np.zeros((n, n), np.int64)

@@ -25,7 +25,7 @@ import sys
 
 from ltc import caffe_env
 caffe_env.quiet_glog()   # before pycaffe loads (ltc.export reads Caffe's protobuf definitions)
-from ltc import export as ex  # noqa: E402
+from ltc import export as ex, surgery  # noqa: E402
 
 
 def main(argv=None):
@@ -42,26 +42,16 @@ def main(argv=None):
     ap.add_argument("--input-size", type=int, default=ex.COUNTING_INPUT,
                     help="image side recorded as the default input size (the counting net's tiles are 114)")
     ap.add_argument("--eps", type=float, default=ex.DEFAULT_EPS, help="eps of the per-image normalisation")
-    g = ap.add_argument_group("fold the input std into conv1 (for BGR-mean inputs; as tools/port_weights.py)")
-    g.add_argument("--fold-std", metavar="LMDB", help="measure the average per-image input std on this LMDB")
-    g.add_argument("--fold-std-value", type=float, help="fold this std instead of measuring one")
-    g.add_argument("--fold-std-images", type=int, default=256, help="images to measure on")
-    g.add_argument("--seed", type=int, default=1701, help="seed of the crops used for measuring")
+    surgery.add_fold_std_arguments(ap, "fold the input std into conv1 (for BGR-mean inputs; as tools/port_weights.py)")
     args = ap.parse_args(argv)
     fmt = args.format or ("onnx" if args.out.lower().endswith(".onnx") else "torch")
     try:
         # optional dependencies first: fail before reading a large snapshot
         ex.require(fmt)
-        fold = None
-        if args.fold_std and args.fold_std_value is not None:
-            raise ex.ExportError("give --fold-std LMDB or --fold-std-value S, not both")
-        if args.fold_std_value is not None:
-            if not args.fold_std_value > 0:
-                raise ex.ExportError("--fold-std-value must be > 0, got %r" % args.fold_std_value)
-            fold = args.fold_std_value
-        elif args.fold_std:
-            fold, n = ex.measure_input_std(args.fold_std, args.fold_std_images, seed=args.seed)
-            print("measured input std %.4f (0-255 scale) over %d inputs of %s" % (fold, n, args.fold_std))
+        try:
+            fold = surgery.fold_std_from_arguments(args)
+        except surgery.PortError as e:
+            raise ex.ExportError(str(e))
         ex.export(args.trained, args.out, fmt, normalization=args.input, fold_std=fold, head=args.head,
                   size=args.input_size, eps=args.eps)
     except ex.MissingDependency as e:

@@ -10,7 +10,7 @@ import sys
 
 from ltc import caffe_env
 caffe_env.quiet_glog()   # before pycaffe loads: Caffe's per-layer log (only --rescale builds a net)
-from ltc import lmdb_io, params, surgery, transforms
+from ltc import lmdb_io, surgery
 
 
 def main(argv=None):
@@ -20,16 +20,7 @@ def main(argv=None):
     ap.add_argument("out", help="output CaffeNet-layout .caffemodel")
     ap.add_argument("--keep-head", action="store_true",
                     help="keep fc6-fc8 as %sfc6..%sfc8 (ignored by downstream nets)" % (surgery.HEAD_PREFIX, surgery.HEAD_PREFIX))
-    g = ap.add_argument_group("input statistics (fold 1/std into conv1; see the module docstring)")
-    g.add_argument("--fold-std", metavar="LMDB", help="measure the average per-image input std on this LMDB and fold it")
-    g.add_argument("--fold-std-value", type=float, help="fold this std instead of measuring one")
-    g.add_argument("--fold-std-images", type=int, default=256, help="images to measure on")
-    g.add_argument("--fold-std-gray-prob", type=float, default=0.0,
-                   help="probability of the grayscale mode while measuring (downstream nets see colour)")
-    g.add_argument("--fold-std-crop", type=int, default=params.CROP_SIZE, help="random crop of the counting pipeline")
-    g.add_argument("--fold-std-interpolation", choices=transforms.INTERPOLATION_MODES, default=params.INTERPOLATION,
-                   help="the data layer's interpolation setting while measuring")
-    g.add_argument("--seed", type=int, default=params.SEED, help="seed of the crops used for measuring / of Caffe")
+    surgery.add_fold_std_arguments(ap, "input statistics (fold 1/std into conv1; see the module docstring)")
     r = ap.add_argument_group("optional: Kraehenbuehl et al. data-dependent init of the layers downstream training "
                               "initialises randomly; OUT then holds every parameter of --rescale-net")
     r.add_argument("--rescale", metavar="LMDB", help="images to compute the statistics on")
@@ -41,20 +32,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     print("port_weights:", vars(args))
     try:
-        fold = None
-        if args.fold_std and args.fold_std_value is not None:
-            raise surgery.PortError("give --fold-std LMDB or --fold-std-value S, not both")
-        if args.fold_std_value is not None:
-            if not args.fold_std_value > 0:
-                raise surgery.PortError("--fold-std-value must be > 0, got %r" % args.fold_std_value)
-            fold = args.fold_std_value
-        elif args.fold_std:
-            try:
-                fold, n = surgery.measure_input_std(args.fold_std, args.fold_std_images, args.fold_std_crop,
-                                                    args.fold_std_gray_prob, args.seed, args.fold_std_interpolation)
-            except lmdb_io.LmdbError as e:
-                raise surgery.PortError(str(e))
-            print("measured input std %.4f (0-255 scale) over %d inputs of %s" % (fold, n, args.fold_std))
+        fold = surgery.fold_std_from_arguments(args)
         surgery.port(args.trained, args.out, keep_head=args.keep_head, fold_std=fold)
         if args.rescale:
             net_path = lmdb_io.resolve_path(args.rescale_net)
