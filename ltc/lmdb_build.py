@@ -407,7 +407,7 @@ def datum_into(buf, off, limit, img, label, encoded=False, fmt="jpg", jpeg_quali
     if encoded:
         buf[o:o + n] = payload
     else:
-        np.ndarray((3, h, w), np.uint8, buffer=buf, offset=o)[...] = img.transpose(2, 0, 1)
+        lmdb_io.planar_into(img, np.ndarray((3, h, w), np.uint8, buffer=buf, offset=o))
     buf[o + n:o + n + len(tail)] = tail
     return total
 

@@ -119,6 +119,17 @@ def serialize_datum(channels, height, width, data, label, encoded):
     return b"".join((datum_head(channels, height, width, len(data)), data, datum_tail(label, encoded)))
 
 
+def planar_into(img, out):
+    """Copy an HxWx3 uint8 image into ``out`` (3xHxW uint8, C-contiguous planes), the layout of a
+    raw Datum. cv2.split deinterleaves with SIMD, 4-5x faster than numpy's strided transpose copy
+    (the per-image cost that matters in make_lmdb's workers)."""
+    if img.flags.c_contiguous:
+        cv2.split(img, [out[0], out[1], out[2]])
+    else:
+        out[...] = img.transpose(2, 0, 1)
+    return out
+
+
 def image_datum_bytes(img, label=0, encoded_bytes=None):
     """HxWx3 uint8 BGR image -> serialised Datum: raw CHW pixels, or ``encoded_bytes`` (a
     JPEG/PNG file of that image) with encoded=True."""
@@ -128,7 +139,7 @@ def image_datum_bytes(img, label=0, encoded_bytes=None):
         h, w = img.shape[:2] if img is not None else (0, 0)
         return serialize_datum(3 if img is not None else 0, h, w, bytes(encoded_bytes), label, True)
     h, w = img.shape[:2]
-    return serialize_datum(3, h, w, np.ascontiguousarray(img.transpose(2, 0, 1)).tobytes(), label, False)
+    return serialize_datum(3, h, w, planar_into(img, np.empty((3, h, w), np.uint8)).tobytes(), label, False)
 
 
 def image_to_datum(img, label=0, encoded_bytes=None):

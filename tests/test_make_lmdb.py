@@ -474,3 +474,15 @@ def test_caffe_data_layer_reads_the_database(tmp_path):
         for i in range(3):
             ref = cv2.resize(cv2.imread(str(src / ("%d.png" % i))), (64, 64), interpolation=cv2.INTER_LINEAR)
             assert np.array_equal(net.blobs["data"].data[i], ref.transpose(2, 0, 1).astype(np.float32))
+
+
+@pytest.mark.parametrize("shape,contiguous", [((256, 256, 3), True), ((17, 31, 3), True), ((17, 31, 3), False)])
+def test_planar_into_writes_the_datum_layout(shape, contiguous):
+    """make_lmdb's HWC -> CHW copy (cv2.split into the destination planes) equals the transpose."""
+    from ltc import lmdb_io
+    img = np.random.default_rng(3).integers(0, 256, shape, dtype=np.uint8)
+    if not contiguous:
+        img = img[:, ::-1]
+    out = np.zeros((3,) + shape[:2], np.uint8)
+    assert lmdb_io.planar_into(img, out) is out
+    assert np.array_equal(out, img.transpose(2, 0, 1))
