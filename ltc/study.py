@@ -24,6 +24,8 @@ import subprocess
 import sys
 import time
 
+from ltc import nets
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCENES_TRAIN = "data/fashion/scenes_train_lmdb"
@@ -40,11 +42,11 @@ PROBE_PER_CLASS = 20    # few labels: 20 Fashion items per class (200 training i
 # The committed nets (ltc/nets.py VARIANTS "study/main", "study/linear").
 RUNS = (("main", "prototxt/study/main/solver.prototxt"),
         ("linear", "prototxt/study/linear/solver.prototxt"))
-# Table 5's single-method run branches off the main run: it starts from main's snapshot at this
-# iteration (the same weights and solver state) and trains on with bilinear downsampling only, for
-# as many iterations as main trains on with a random method per batch. The two rows then differ only
+# Table 5's single-method run branches off the main run: it starts from main's snapshot
+# STUDY_SINGLE_METHOD_ITERS before the end (the same weights and solver state) and trains on with
+# bilinear downsampling only, for as many iterations as main trains on with a random method per batch. The two rows then differ only
 # in the downsampling of their last leg: cheap on 2 cores, and a controlled comparison.
-BRANCHES = {"linear": ("main", 300)}
+BRANCHES = {"linear": ("main", nets.STUDY_ITERS - nets.STUDY_SINGLE_METHOD_ITERS)}
 
 GOALS = dict(spearman=0.97, exact=0.80, within1=0.95, probe_margin=3.0)
 
