@@ -8,8 +8,12 @@ import lmdb
 import numpy as np
 import pytest
 
-from ltc import REPO
-from ltc.lmdb_io import image_to_datum
+# Caffe's glog writes a log file per process into /tmp unless told otherwise; the test run's
+# caffe processes (pycaffe here, the caffe binary in subprocesses) log to stderr only.
+os.environ.setdefault("GLOG_logtostderr", "1")
+
+from ltc import REPO  # noqa: E402
+from ltc.lmdb_io import image_to_datum  # noqa: E402
 
 
 def write_test_lmdb(path, n, encoded=False, seed=0, size=256):
