@@ -20,39 +20,26 @@ The ten Fashion classes get VOC-style one-word names (TOY_CLASSES). The tree wri
 with ``train``, ``val``, ``trainval`` and ``test`` lists (train/val items from Fashion's
 training split, test items from its test split), plus ``classes.txt``.
 """
-import gzip
 import os
-import struct
 
 import numpy as np
 
-from ltc import voc
+from ltc import fashion, voc
 
 TOY_CLASSES = ("tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot")
-FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_DIR = fashion.FASHION_DIR
 
 DEFAULTS = dict(min_side=160, max_side=224, min_obj=20, max_obj=96, max_objects=4, clutter=6, scrambled=2,
                 mask_thresh=30, ring=1, difficult_below=16, gap=2, jpeg_quality=95)
 
 
 def read_fashion(folder=FASHION_DIR, split="train"):
-    """(images N x 28 x 28 uint8, labels N) of Fashion-MNIST's 'train' or 't10k' files (idx .gz)."""
-    pre = "train" if split == "train" else "t10k"
-    out = []
-    for kind in ("images-idx3", "labels-idx1"):
-        path = os.path.join(folder, "%s-%s-ubyte.gz" % (pre, kind))
-        if not os.path.isfile(path):
-            raise voc.VOCError("Fashion-MNIST file '%s' is missing; install Debian's dataset-fashion-mnist "
-                               "or pass --fashion-dir" % path)
-        with gzip.open(path, "rb") as f:
-            data = f.read()
-        ndim = data[3]
-        dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
-        arr = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
-        if data[:3] != b"\x00\x00\x08" or arr.size != int(np.prod(dims)):
-            raise voc.VOCError("'%s' is not a well-formed unsigned-byte idx file" % path)
-        out.append(arr.reshape(dims))
-    return out[0], out[1]
+    """(images N x 28 x 28 uint8, labels N) of Fashion-MNIST's 'train' or 'test' split (ltc.fashion);
+    a missing or malformed file is a VOCError, as every other input error of the toy builder."""
+    try:
+        return fashion.load_fashion(folder, split)
+    except fashion.FashionError as e:
+        raise voc.VOCError(str(e))
 
 
 def _background(rng, h, w, cfg, items):
