@@ -396,35 +396,12 @@ def child_torch(a, build_only=False):
     torch.manual_seed(1701)
     torch.set_num_threads(a.threads)
 
-    class Trunk(nn.Module):
-        """CaffeNet body at 114x114 -> fc8 (ReLU), as in tools/make_prototxt.py."""
-
-        def __init__(self, dim):
-            super().__init__()
-            self.conv1 = nn.Conv2d(3, 96, 11, stride=4)
-            self.conv2 = nn.Conv2d(96, 256, 5, padding=2, groups=2)
-            self.conv3 = nn.Conv2d(256, 384, 3, padding=1)
-            self.conv4 = nn.Conv2d(384, 384, 3, padding=1, groups=2)
-            self.conv5 = nn.Conv2d(384, 256, 3, padding=1, groups=2)
-            self.fc6 = nn.Linear(256 * 3 * 3, 4096)
-            self.fc7 = nn.Linear(4096, 4096)
-            self.fc8 = nn.Linear(4096, dim)
-            for m in self.modules():
-                if isinstance(m, (nn.Conv2d, nn.Linear)):
-                    nn.init.xavier_uniform_(m.weight)
-                    nn.init.constant_(m.bias, 0.1 if isinstance(m, nn.Linear) else 0.0)
-
-        def forward(self, x):
-            pool = lambda v: F.max_pool2d(v, 3, 2, ceil_mode=True)  # noqa: E731 (Caffe rounds up)
-            lrn = lambda v: F.local_response_norm(v, 5, alpha=1e-4, beta=0.75, k=1.0)  # noqa: E731
-            x = lrn(pool(F.relu(self.conv1(x))))
-            x = lrn(pool(F.relu(self.conv2(x))))
-            x = F.relu(self.conv3(x))
-            x = F.relu(self.conv4(x))
-            x = pool(F.relu(self.conv5(x)))
-            x = F.relu(self.fc6(x.flatten(1)))
-            x = F.relu(self.fc7(x))
-            return F.relu(self.fc8(x))
+    from ltc.torch_caffenet import CaffeNet
+    net = CaffeNet(head=(4096, 4096, 1000))   # CaffeNet body at 114x114 -> fc8 (ReLU), the counting net
+    for m in net.modules():                    # the generated nets' fillers: Xavier, biases 0 (conv) / 0.1 (fc)
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.constant_(m.bias, 0.1 if isinstance(m, nn.Linear) else 0.0)
 
     def counting_loss(f, n, margin=10.0):
         t1, t2, t3, t4, dx, dy = f.split(n)
@@ -433,7 +410,6 @@ def child_torch(a, build_only=False):
         d_neg = (dy - s).pow(2).sum(1)
         return (d_pos + F.relu(margin - d_neg)).mean()
 
-    net = Trunk(1000)
     weights = [p for name, p in net.named_parameters() if name.endswith("weight")]
     biases = [p for name, p in net.named_parameters() if name.endswith("bias")]
     opt = torch.optim.SGD([dict(params=weights, lr=1e-4, weight_decay=5e-4),

@@ -35,7 +35,6 @@ from torch.nn import functional as F
 
 from ltc import caffenet
 from ltc.caffenet import CONV_NAMES, CONVS   # (name, num_output, kernel, stride, pad, group); no Caffe needed
-from ltc.transforms import normalize
 
 # what follows each conv (after its ReLU), in net order
 AFTER = {"conv1": ("pool1", "norm1"), "conv2": ("pool2", "norm2"), "conv5": ("pool5",)}
@@ -174,6 +173,7 @@ def preprocess(image, meta, size=None):
     size = int(size or inp["size"])
     img = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
     if inp["normalization"] == "per-image":
+        from ltc.transforms import normalize  # OpenCV: only here, so the net itself needs torch and numpy alone
         x = normalize(img, inp["eps"])   # the data layer's reference normalisation
     elif inp["normalization"] == "bgr-mean":
         x = img - np.asarray(inp["mean_bgr"], np.float32)
