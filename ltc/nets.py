@@ -79,7 +79,7 @@ SMALL = dict(layout="stacked", batch=32, workers=2, base_lr=1e-4, warmup=0, trai
 
 # The reproduction study's length, and the last leg over which its single-method (bilinear) run
 # branches off the main run for Table 5 (ltc/study.py BRANCHES).
-STUDY_ITERS = 4000
+STUDY_ITERS = 3000
 STUDY_SINGLE_METHOD_ITERS = 200
 
 # (name, overrides) of every committed net besides the default one.
