@@ -48,6 +48,8 @@ RUNS = (("main", "prototxt/study/main/solver.prototxt"),
 # in the downsampling of their last leg: cheap on 2 cores, and a controlled comparison.
 BRANCHES = {"linear": ("main", nets.STUDY_ITERS - nets.STUDY_SINGLE_METHOD_ITERS)}
 
+TRAJECTORY_EVERY = 500  # iterations between the snapshots of the norm trajectory
+
 GOALS = dict(spearman=0.97, exact=0.80, within1=0.95, probe_margin=3.0)
 
 
@@ -316,12 +318,14 @@ def tail_means(rows, prefix, names, last=5):
 
 
 def evaluate(runner, out, seeds=(1701, 1702), probe_iters=200, per_class=PROBE_PER_CLASS, table5_images=200,
-             trajectory_images=200, main_solver=RUNS[0][1], single_solver=RUNS[1][1], iteration=None,
-             extra_prefixes=(), probe_val_images=0):
+             trajectory_images=200, trajectory_every=TRAJECTORY_EVERY, main_solver=RUNS[0][1],
+             single_solver=RUNS[1][1], iteration=None, extra_prefixes=(), probe_val_images=0):
     """Every analysis of the study; returns the results dict (also OUT/results.json).
 
     iteration: evaluate this snapshot of the main run instead of its last one; extra_prefixes:
-    snapshot prefixes of earlier legs of the main run (a --resume source) for the norm trajectory.
+    snapshot prefixes of earlier legs of the main run (a --resume source) for the norm trajectory,
+    which takes every snapshot up to ``trajectory_every`` iterations, then its multiples (and the
+    evaluated snapshot).
     """
     res = {}
     os.makedirs(os.path.join(REPO, out), exist_ok=True)
@@ -358,13 +362,13 @@ def evaluate(runner, out, seeds=(1701, 1702), probe_iters=200, per_class=PROBE_P
     cc = _json(os.path.join(REPO, out, "count_check", "count_check.json"))
     res["count_check"] = dict(spearman=cc["spearman"], pearson=cc["pearson"], n=cc["n_images"],
                               per_count=cc["per_count"], count_map=cc["count_map"])
-    # norm trajectory: Spearman of every snapshot on the first scenes
+    # norm trajectory: Spearman of the snapshots every trajectory_every iterations, on the first scenes
     traj = []
     snaps = {}
     for prefix in list(extra_prefixes) + [ms["snapshot_prefix"]]:
         snaps.update(snapshots(prefix))
     for i, path in sorted(snaps.items()):
-        if i > it:
+        if i > it or (i % trajectory_every and i != it and i > trajectory_every):
             continue
         d = os.path.join(out, "trajectory", "iter_%d" % i)
         runner.tool("tools/analyze.py", "count-check", "--weights", os.path.relpath(path, REPO), "--source",
