@@ -111,3 +111,38 @@ def test_check_accepts_the_project_caffe():
     res = _check(prefix)
     assert res.returncode == 0, res.stderr
     assert "CAFFE_PY_DIR=" in res.stdout
+
+
+def _is_cuda_build():
+    out = subprocess.run(["ldd", caffe._caffe.__file__], capture_output=True, text=True).stdout
+    return "libcudart" in out
+
+
+CPU_MODE_NET = """
+layer { name: "d" type: "Data" top: "data" top: "label"
+  data_param { source: "%s" backend: LMDB batch_size: 2 } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+  convolution_param { num_output: 4 kernel_size: 3 stride: 2 weight_filler { type: "xavier" } } }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
+layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool" pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
+layer { name: "lrn" type: "LRN" bottom: "pool" top: "lrn" lrn_param { local_size: 5 alpha: 1e-4 beta: 0.75 } }
+layer { name: "tanh" type: "TanH" bottom: "lrn" top: "tanh" }
+layer { name: "sig" type: "Sigmoid" bottom: "tanh" top: "sig" }
+layer { name: "ip" type: "InnerProduct" bottom: "sig" top: "ip" inner_product_param { num_output: 3 } }
+layer { name: "prob" type: "Softmax" bottom: "ip" top: "prob" }
+"""
+
+
+@pytest.mark.skipif(not _is_cuda_build(), reason="a CUDA build's CPU mode (this Caffe is CPU-only)")
+def test_cuda_build_cpu_mode_runs_default_engines_and_the_data_layer(tmp_path):
+    """Patches cuda/0104 and cuda/0105: in CPU mode a CUDA build uses Caffe's own layers for the
+    DEFAULT engines (not cuDNN) and its Data layer's prefetch thread does not touch the device, so
+    it runs on a machine without a GPU. Run in a child: without the patches Caffe aborts."""
+    from conftest import write_test_lmdb
+    write_test_lmdb(str(tmp_path / "db"), 4, size=32)
+    (tmp_path / "net.prototxt").write_text(CPU_MODE_NET % (tmp_path / "db"))
+    code = ("import caffe, numpy as np; caffe.set_mode_cpu(); "
+            "n = caffe.Net(%r, caffe.TRAIN); n.forward(); p = n.blobs['prob'].data; "
+            "assert p.shape == (2, 3) and np.allclose(p.sum(1), 1), p; print('ok')" % str(tmp_path / "net.prototxt"))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
