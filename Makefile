@@ -16,8 +16,10 @@ PY    := $(VENV)/bin/python
 CAFFE := $(VENV)/bin/caffe
 PYTEST_ARGS ?=
 # Training speed (bench/train_step.py): some machines preset OPENBLAS_CORETYPE=Haswell, which
-# keeps OpenBLAS off its AVX-512 kernels; on an AVX-512 CPU the demo drops that preset. One BLAS thread
-# (unless OPENBLAS_NUM_THREADS is set): as fast as two on 2 cores, and far steadier on a busy machine.
+# keeps OpenBLAS off its AVX-512 kernels; on an AVX-512 CPU the demo drops that preset. Two BLAS threads
+# (unless OPENBLAS_NUM_THREADS is set): with the speed patch Caffe runs the images of a batch on that
+# many threads (13 min for the demo on 2 idle cores; one thread: about 24 min). The thread count
+# changes the float summation order, so runs with different counts differ (README, Quick start).
 CAFFE_ENV := $(if $(shell grep -m1 -o avx512f /proc/cpuinfo 2>/dev/null),env -u OPENBLAS_CORETYPE,)
 
 DEMO_ITERS = $(shell sed -n 's/^max_iter: //p' prototxt/demo/solver.prototxt)
@@ -54,7 +56,7 @@ study-data: data
 
 demo: study-data
 	mkdir -p runs/demo
-	set -o pipefail; OPENBLAS_NUM_THREADS=$${OPENBLAS_NUM_THREADS:-1} $(CAFFE_ENV) $(CAFFE) train \
+	set -o pipefail; OPENBLAS_NUM_THREADS=$${OPENBLAS_NUM_THREADS:-2} $(CAFFE_ENV) $(CAFFE) train \
 	  -solver prototxt/demo/solver.prototxt 2>&1 | tee runs/demo/train.log
 	$(PY) tools/analyze.py count-check --weights runs/demo/counting_demo_iter_$(DEMO_ITERS).caffemodel \
 	  --source data/fashion/scenes_val_lmdb --max-images 500 --fit-source data/fashion/scenes_train_lmdb \

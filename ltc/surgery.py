@@ -1,6 +1,6 @@
 """Port a trained counting net into a plain CaffeNet-layout .caffemodel (conv1..conv5).
 
-    python tools/port_weights.py runs/demo/counting_demo_iter_300.caffemodel runs/demo/caffenet_counting.caffemodel
+    python tools/port_weights.py runs/demo/counting_demo_iter_600.caffemodel runs/demo/caffenet_counting.caffemodel
     python tools/port_weights.py TRAINED.caffemodel OUT.caffemodel --fold-std data/imagenet/train_lmdb
     python tools/port_weights.py TRAINED.caffemodel OUT.caffemodel --keep-head      # + count_fc6..count_fc8
 

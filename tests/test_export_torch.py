@@ -25,7 +25,7 @@ from ltc import export as ex  # noqa: E402
 from ltc import torch_caffenet as tc  # noqa: E402
 
 CAFFE = os.path.join(REPO, ".venv", "bin", "caffe")
-DEMO = os.path.join(REPO, "runs", "demo", "counting_demo_iter_300.caffemodel")
+DEMO = os.path.join(REPO, "runs", "demo", "counting_demo_iter_600.caffemodel")
 TOL = 1e-4          # max |torch - caffe| / max |caffe| per blob
 HEAD, DIM = 64, 20  # small random heads (fc6 still takes the 3x3x256 pool5)
 BLOBS = ("conv1", "pool1", "norm1", "conv2", "pool2", "norm2", "conv3", "conv4", "conv5", "pool5")

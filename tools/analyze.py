@@ -2,7 +2,7 @@
 """The paper's analyses of a trained counting net (its section 5 and Tables 4-5), one subcommand each.
 
     python tools/analyze.py table5 --weights L.caffemodel C.caffemodel --train-methods linear cubic
-    python tools/analyze.py mean-vector  --weights runs/demo/counting_demo_iter_300.caffemodel   # Fig. 3
+    python tools/analyze.py mean-vector  --weights runs/demo/counting_demo_iter_600.caffemodel   # Fig. 3
     python tools/analyze.py norm-ranking --weights ...                                          # Fig. 4
     python tools/analyze.py crop-scale   --weights ...                                          # Fig. 5-6
     python tools/analyze.py neighbours   --weights ...                                          # Fig. 7
@@ -32,7 +32,7 @@ from ltc.analysis import caffelog, countmap, features, metrics, report, trainlog
 from ltc.analysis import table5 as t5
 
 DEFAULT_DEPLOY = "prototxt/deploy.prototxt"
-DEFAULT_WEIGHTS = "runs/demo/counting_demo_iter_300.caffemodel"
+DEFAULT_WEIGHTS = "runs/demo/counting_demo_iter_600.caffemodel"
 DEFAULT_SOURCE = "data/sample/train_lmdb"
 DEFAULT_QUERIES = "data/sample/val_lmdb"
 DEFAULT_SCENES = "data/fashion/scenes_val_lmdb"

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Export a trained counting net's CaffeNet trunk to PyTorch or ONNX (usable without Caffe).
 
-    python tools/export.py runs/demo/counting_demo_iter_300.caffemodel runs/demo/counting_trunk.pt
-    python tools/export.py runs/demo/counting_demo_iter_300.caffemodel runs/demo/counting.onnx --format onnx --head
+    python tools/export.py runs/demo/counting_demo_iter_600.caffemodel runs/demo/counting_trunk.pt
+    python tools/export.py runs/demo/counting_demo_iter_600.caffemodel runs/demo/counting.onnx --format onnx --head
     python tools/export.py PORTED.caffemodel trunk.pt --input bgr-mean     # from tools/port_weights.py --fold-std
 
 TRAINED: a counting snapshot (six-branch, stacked or deploy; the branch copies must agree)
