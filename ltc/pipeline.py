@@ -33,7 +33,9 @@ Design:
   forks one worker per CPU this process may run on, less one for the solver (at least 1, at
   most ``AUTO_MAX_WORKERS``), and raises prefetch to workers + 2: workers only run ahead by
   ``prefetch`` batches, so idle ones cost memory, not CPU, and a GPU solver gets every spare
-  core (bench/gpu_check.py measures how many it needs).
+  core (bench/gpu_check.py measures how many it needs). The ring of batch slots is kept within
+  ``AUTO_MAX_RING_BYTES``: at batch 256 (228 MiB a slot) that is 8 slots and 6 workers, about
+  15,000 samples/s by bench/data_layer.py's 2,500 per worker.
 - Starvation check: the pipeline times how long the consumer waits in ``next_batch``. When,
   over a window of ``STARVE_WINDOW`` batches (the first is skipped: it waits for the workers
   to start), the waits exceed ``STARVE_FRACTION`` of the wall time between calls, it prints one
@@ -66,6 +68,7 @@ _JOIN_S = 5.0          # how long close() waits for a worker before SIGKILL
 _DEATH_CHECK_S = 2.0   # while waiting for a batch, how often the workers' pids are checked too
 AUTO = "auto"
 AUTO_MAX_WORKERS = 16  # workers "auto": never more than this many
+AUTO_MAX_RING_BYTES = 2 << 30  # workers "auto": the shared batch ring stays within 2 GiB (at least 3 slots)
 STARVE_WINDOW = 100    # batches per starvation check
 STARVE_FRACTION = 0.05 # warn when the consumer waited more than this share of a window
 
@@ -78,10 +81,14 @@ def available_cpus():
         return max(1, os.cpu_count() or 1)
 
 
-def auto_workers(cpus=None):
-    """The worker count of workers = "auto": one per CPU less one for the solver, 1..AUTO_MAX_WORKERS."""
+def auto_workers(cpus=None, slot_bytes=0):
+    """The worker count of workers = "auto": one per CPU less one for the solver, 1..AUTO_MAX_WORKERS,
+    and no more than lets the ring of workers + 2 slots of ``slot_bytes`` fit AUTO_MAX_RING_BYTES."""
     cpus = available_cpus() if cpus is None else cpus
-    return max(1, min(AUTO_MAX_WORKERS, cpus - 1))
+    n = min(AUTO_MAX_WORKERS, cpus - 1)
+    if slot_bytes > 0:
+        n = min(n, AUTO_MAX_RING_BYTES // slot_bytes - 2)
+    return max(1, n)
 
 
 def read_key_array(env):
@@ -207,7 +214,8 @@ class BatchPipeline:
         self._owner = os.getpid()
         self.auto = workers == AUTO
         if self.auto:
-            workers = auto_workers()
+            slot = int(np.prod(ct.batch_shape(batch_size, crop_size))) * 4 if crop_size in ct.CROP_SIZES else 0
+            workers = auto_workers(slot_bytes=slot if batch_size >= 2 else 0)
             prefetch = max(prefetch, workers + 2)
         checks = [(isinstance(workers, int) and not isinstance(workers, bool),
                    "workers must be an integer or \"auto\""),

@@ -351,3 +351,11 @@ def test_layer_accepts_workers_auto_and_refuses_other_words(db, tmp_path, monkey
     layer.close()
     with pytest.raises(ParamError, match="'workers' must be an integer or 'auto', got 'many'"):
         caffe.Net(net_prototxt(tmp_path, dict(source=path, batch_size=4, workers="many")), caffe.TRAIN)
+
+
+def test_auto_workers_keep_the_batch_ring_within_its_memory_cap():
+    slot = int(np.prod(ct.batch_shape(256, 228))) * 4          # the paper's batch: 228 MiB a slot
+    n = pipeline.auto_workers(cpus=16, slot_bytes=slot)
+    assert n == 6 and (n + 2) * slot <= pipeline.AUTO_MAX_RING_BYTES < (n + 3) * slot
+    assert pipeline.auto_workers(cpus=16, slot_bytes=int(np.prod(ct.batch_shape(32, 228))) * 4) == 15
+    assert pipeline.auto_workers(cpus=16, slot_bytes=pipeline.AUTO_MAX_RING_BYTES) == 1   # never below one
