@@ -62,6 +62,7 @@ DEFAULTS = dict(
     workers="auto",                 # one data worker per spare CPU (ltc/pipeline.py): enough to feed a GPU
     prefetch=4,
     layout="six",                   # six-branch siamese (faithful) or "stacked"
+    partner="batch",                # y: any other image of the batch (the paper), or "same_source"
     # solver (docs/design.md, Solver)
     base_lr=1e-4, gamma=0.9, stepsize=10000, momentum=0.9, weight_decay=5e-4,
     max_iter=350000, snapshot=5000, snapshot_prefix="snapshots/counting",
@@ -151,6 +152,8 @@ def data_param_str(cfg, phase):
         p["test_batches"] = cfg["test_iter"]
     if cfg["layout"] == "stacked":
         p["stack"] = True
+    if cfg.get("partner", "batch") != "batch":
+        p["partner"] = cfg["partner"]
     return json.dumps(p, sort_keys=True)
 
 

@@ -110,15 +110,15 @@ def decode_chw(value, key, source):
 class _Maker:
     """Makes batches: reads the member images of a plan from the LMDB and fills a buffer."""
 
-    def __init__(self, cfg, keys):
-        self.cfg, self.keys = cfg, keys
+    def __init__(self, cfg, keys, groups=None):
+        self.cfg, self.keys, self.groups = cfg, keys, groups
         self.env = None
         self.perm_cache = {}
 
     def plan(self, b):
         c = self.cfg
         return ct.plan_batch(c["seed"], c["phase"], b, len(self.keys), c["batch_size"], c["interpolation"],
-                             c["gray_prob"], c["test_batches"], self.perm_cache)
+                             c["gray_prob"], c["test_batches"], self.perm_cache, self.groups)
 
     def make(self, b, out, keep_open=False):
         """Fill ``out`` with batch b. keep_open=False closes the LMDB again afterwards: py-lmdb refuses
@@ -208,7 +208,7 @@ class BatchPipeline:
 
     def __init__(self, source, batch_size, crop_size=CROP_SIZE, interpolation=INTERPOLATION, gray_prob=GRAY_PROB, seed=SEED,
                  phase="train", workers=2, prefetch=4, eps=1e-5, test_batches=0, who="BatchPipeline", start=0,
-                 shard=0, num_shards=1):
+                 shard=0, num_shards=1, partner="batch"):
         self._pids = []
         self._closed = True
         self._owner = os.getpid()
@@ -230,6 +230,7 @@ class BatchPipeline:
                    "workers must be >= 0 (0 = make batches in this process)"),
                   (prefetch >= 1, "prefetch must be >= 1"),
                   (eps > 0, "eps must be > 0"),
+                  (partner in ct.PARTNER_MODES, "partner must be one of %s" % ", ".join(ct.PARTNER_MODES)),
                   (test_batches >= 0, "test_batches must be >= 0 (0 = one pass over the LMDB)"),
                   (start >= 0, "start must be >= 0")]
         try:
@@ -265,7 +266,10 @@ class BatchPipeline:
         self.cfg = dict(source=self.source, batch_size=batch_size, crop_size=crop_size, interpolation=interpolation,
                         gray_prob=gray_prob, seed=seed, phase=phase, eps=eps, test_batches=test_batches, who=who)
         self.who = who
-        self._maker = _Maker(self.cfg, keys)
+        self.partner = partner
+        # partner "same_source": the source of each key (ltc/mixdata.py's <index>_<source>_... keys)
+        self.groups = ct.source_groups(keys) if partner == "same_source" else None
+        self._maker = _Maker(self.cfg, keys, self.groups)
         self._next = start       # index of the next batch next_batch returns
         self._held = None        # slot handed out by the previous next_batch
         self._failed = None      # the error message once a worker has died or failed

@@ -245,12 +245,43 @@ def derangement(ids, rng, tries=100):
     return p
 
 
+PARTNER_MODES = ("batch", "same_source")
+
+
+def grouped_derangement(ids, groups, rng):
+    """Partners within groups: partner[i] is a member of the same group as i with another id, for
+    every member whose group holds at least two different ids in the batch (a derangement of
+    each such group); the other members get a partner from the whole batch (``derangement``'s
+    rules). The result never pairs a member with its own id."""
+    ids = np.asarray(ids)
+    groups = np.asarray(groups)
+    p = derangement(ids, rng)        # the fallback for members whose group cannot pair within itself
+    for g in np.unique(groups):
+        members = np.flatnonzero(groups == g)
+        if len(np.unique(ids[members])) >= 2:
+            p[members] = members[derangement(ids[members], rng)]
+    return p
+
+
+def source_groups(keys):
+    """The source of each LMDB key, for partner = "same_source": the second '_' field of keys of the
+    form ``<index>_<source>_...`` (ltc/mixdata.py writes them so), else one source for all."""
+    parts = [k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k) for k in keys]
+    fields = [k.split("_", 2) for k in parts]
+    if not all(len(f) == 3 and f[0].isdigit() for f in fields):
+        return np.zeros(len(parts), np.int64)
+    names = sorted({f[1] for f in fields})
+    return np.array([names.index(f[1]) for f in fields], np.int64)
+
+
 def plan_batch(seed, phase, batch_index, n_db, batch_size, interpolation=INTERPOLATION, gray_prob=GRAY_PROB,
-               test_batches=0, perm_cache=None):
+               test_batches=0, perm_cache=None, groups=None):
     """Every random choice of one batch, from a generator seeded with (seed, phase, batch).
 
     In the test phase the batch index is first reduced modulo the number of test batches,
     so the test net sees the same batches (same crops, modes, partners) on every pass.
+    groups: None (the paper: y is any other image of the batch) or a source group per DB
+    index (partner "same_source": y comes from the same source where the batch allows it).
     """
     if phase not in PHASES:
         raise ValueError("phase must be 'train' or 'test', got %r" % (phase,))
@@ -261,7 +292,7 @@ def plan_batch(seed, phase, batch_index, n_db, batch_size, interpolation=INTERPO
     if phase == "test":
         b = batch_index % (test_batches or -(-n_db // batch_size))
     rng = np.random.default_rng([seed, _PHASE_CODE[phase], b])
-    partner = derangement(index, rng)
+    partner = derangement(index, rng) if groups is None else grouped_derangement(index, np.asarray(groups)[index], rng)
     if interpolation == "per_batch":
         interp = np.full(batch_size, rng.integers(len(INTERP_NAMES)), np.int64)
     elif interpolation == "per_sample":

@@ -37,6 +37,11 @@ param_str (JSON; unknown keys or wrong types raise ltc.params.ParamError in setu
                   in LMDB key order, each with reproducible crops/modes; 0 = ceil(n_db / N)
                   (one pass over the LMDB). Set the solver's test_iter to this number for
                   identical test passes.
+    partner       "batch"  where y comes from: "batch" (the paper: any other image of the batch) or
+                  "same_source": an image of the same source where the batch has one, the
+                  source being the second '_' field of ltc/mixdata.py's keys (<index>_<source>_...);
+                  for a mixed LMDB (scenes + photos) it stops photos from meeting only scene
+                  partners (docs/design.md); on a single-source LMDB it draws like "batch"
     shard, num_shards  0, 1  data-parallel training (tools/train_multigpu.py): this rank reads
                   only the LMDB keys at positions shard, shard + num_shards, ... and draws
                   from its own seed stream (ltc/sharding.py)
@@ -73,7 +78,7 @@ import caffe
 
 from ltc import snapshots
 from ltc.pipeline import BatchPipeline
-from ltc.transforms import CROP_SIZES, INPUT_NAMES, INTERPOLATION_MODES
+from ltc.transforms import CROP_SIZES, INPUT_NAMES, INTERPOLATION_MODES, PARTNER_MODES
 from ltc.params import CROP_SIZE, GRAY_PROB, INTERPOLATION, SEED, IntOr, ParamError, parse_params, report_errors
 
 PARAM_KEYS = {
@@ -91,6 +96,7 @@ PARAM_KEYS = {
     "shard": (0, int),
     "num_shards": (1, int),
     "trace": ("", str),
+    "partner": ("batch", PARTNER_MODES),
 }
 
 _STATE_ITER = {}   # solverstate path -> iter, under `caffe train -snapshot`
@@ -120,7 +126,7 @@ class CountingDataLayer(caffe.Layer):
                 p["source"], p["batch_size"], crop_size=p["crop_size"], interpolation=p["interpolation"],
                 gray_prob=p["gray_prob"], seed=p["seed"], phase=phase, workers=p["workers"],
                 prefetch=p["prefetch"], eps=p["eps"], test_batches=p["test_batches"], who=self.NAME,
-                start=start, shard=p["shard"], num_shards=p["num_shards"])
+                start=start, shard=p["shard"], num_shards=p["num_shards"], partner=p["partner"])
         except ValueError as e:
             if type(e) is ValueError:  # argument range checks -> the param_str's fault
                 raise ParamError(str(e))
@@ -133,6 +139,8 @@ class CountingDataLayer(caffe.Layer):
         extra = (", %d test batches per pass" % pl.test_batches) if phase == "test" else ""
         if p["num_shards"] > 1:
             extra += ", shard %d of %d" % (p["shard"], p["num_shards"])
+        if p["partner"] != "batch":
+            extra += ", partner %s (%d sources)" % (p["partner"], len(set(pl.groups.tolist())))
         extra += resumed
         print("%s[%s]: %s (%d images), batch %d, crop %d -> %dx%d, interpolation %s, gray_prob %.2f, seed %d, "
               "workers %d%s%s%s" % (self.NAME, phase, pl.source, pl.n_db, pl.batch_size, pl.crop_size, s, s,

@@ -243,3 +243,38 @@ def test_normalisation_equals_the_formula_at_1e6_where_ddof_and_eps_matter(gray,
         np.testing.assert_allclose(ct.normalize(ct.to_gray(v) if gray else v), ref, rtol=1e-6, atol=3e-6)
         g = np.repeat(v.astype(np.float64).mean(0, keepdims=True), 3, 0) if gray else v.astype(np.float64)
         assert ct.input_std(v, gray) == pytest.approx(np.sqrt(((g - g.mean()) ** 2).mean()), rel=1e-9)
+
+
+# ----------------------------------------------------------------------------- partner "same_source"
+def test_grouped_derangement_pairs_within_groups_where_it_can():
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        ids = rng.integers(0, 12, 32)                   # repeated source images, as in a small DB
+        groups = (ids >= 9).astype(np.int64)            # a minority source
+        if len(np.unique(ids[groups == 1])) < 2 or len(np.unique(ids[groups == 0])) < 2:
+            continue
+        p = ct.grouped_derangement(ids, groups, rng)
+        assert (ids[p] != ids).all() and (groups[p] == groups).all()
+    ids = np.arange(8)
+    groups = np.array([0] * 7 + [1])                     # a group of one: its member pairs across
+    p = ct.grouped_derangement(ids, groups, rng)
+    assert (ids[p] != ids).all() and (groups[p[:7]] == 0).all() and groups[p[7]] == 0
+
+
+def test_source_groups_read_mixdata_keys_and_default_to_one_source():
+    keys = [b"00000000_scenes_00000000_scene_k06", b"00000001_photos_00000000_a.jpg", b"00000002_scenes_x"]
+    assert list(ct.source_groups(keys)) == [1, 0, 1]
+    assert list(ct.source_groups([b"00000000_img0.png", b"00000001_img1.png"])) == [0, 0]
+
+
+def test_plan_batch_with_groups_is_seeded_and_the_default_is_unchanged():
+    groups = np.array([0] * 90 + [1] * 10)
+    a = ct.plan_batch(4, "train", 3, 100, 32, groups=groups)
+    b = ct.plan_batch(4, "train", 3, 100, 32, groups=groups)
+    assert np.array_equal(a.partner, b.partner) and np.array_equal(a.index, b.index)
+    g = groups[a.index]
+    for grp in (0, 1):
+        if len(np.unique(a.index[g == grp])) >= 2:
+            assert (groups[a.index[a.partner[g == grp]]] == grp).all()
+    assert np.array_equal(ct.plan_batch(4, "train", 3, 100, 32).partner,
+                          ct.plan_batch(4, "train", 3, 100, 32, groups=None).partner)

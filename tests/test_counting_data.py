@@ -359,3 +359,45 @@ def test_auto_workers_keep_the_batch_ring_within_its_memory_cap():
     assert n == 6 and (n + 2) * slot <= pipeline.AUTO_MAX_RING_BYTES < (n + 3) * slot
     assert pipeline.auto_workers(cpus=16, slot_bytes=int(np.prod(ct.batch_shape(32, 228))) * 4) == 15
     assert pipeline.auto_workers(cpus=16, slot_bytes=pipeline.AUTO_MAX_RING_BYTES) == 1   # never below one
+
+
+# ----------------------------------------------------------------------------- partner "same_source"
+def _mixed_lmdb(path, n_a=12, n_b=6):
+    """An LMDB with ltc/mixdata.py's keys: n_a images of source 'scenes', then n_b of 'photos'."""
+    import shutil
+    tmp = str(path) + "_src"
+    write_test_lmdb(tmp, n_a + n_b, seed=5, size=256)
+    src = lmdb.open(tmp, readonly=True, lock=False)
+    dst = lmdb.open(str(path), map_size=1 << 28)
+    with src.begin() as r, dst.begin(write=True) as w:
+        for i, (_, v) in enumerate(r.cursor()):
+            w.put(b"%08d_%s_%08d" % (i, b"scenes" if i < n_a else b"photos", i), v)
+    src.close()
+    dst.close()
+    shutil.rmtree(tmp)
+    return n_a
+
+
+def test_same_source_partners_in_the_pipeline_and_the_layer(tmp_path):
+    path = tmp_path / "mixed_lmdb"
+    n_a = _mixed_lmdb(path)
+    with BatchPipeline(str(path), batch_size=16, workers=0, seed=3, partner="same_source") as pipe:
+        assert list(pipe.groups) == [1] * n_a + [0] * 6
+        for b in range(6):
+            plan = pipe.plan(b)
+            src = plan.index >= n_a
+            for side in (src, ~src):
+                if len(np.unique(plan.index[side])) >= 2:
+                    assert (src[plan.partner[side]] == src[side]).all(), (b, plan.index, plan.partner)
+            pipe.next_batch()
+    with BatchPipeline(str(path), batch_size=16, workers=0, seed=3) as pipe:   # the paper's: any partner
+        crossed = sum(int(((pipe.plan(b).index >= n_a)[pipe.plan(b).partner] != (pipe.plan(b).index >= n_a)).sum())
+                      for b in range(6))
+    assert crossed > 0
+    params = dict(source=str(path), batch_size=8, workers=0, seed=3, partner="same_source")
+    net = caffe.Net(net_prototxt(tmp_path, params), caffe.TRAIN)
+    net.forward()
+    ref, _ = batches(str(path), 1, batch_size=8, workers=0, seed=3, partner="same_source")
+    assert np.array_equal(net.blobs["dy"].data, ref[0][5])
+    with pytest.raises(ParamError, match="'partner' must be one of"):
+        caffe.Net(net_prototxt(tmp_path, dict(params, partner="photos")), caffe.TRAIN)

@@ -65,6 +65,7 @@ DATA_BAD = [
     ("stack", "yes"), ("stack", 1),
     ("test_batches", -1), ("test_batches", "20"),
     ("trace", 5), ("trace", ["a"]),
+    ("partner", "photos"), ("partner", 1),
     ("shard", -1), ("shard", "1"), ("num_shards", 0), ("num_shards", 1.5),
 ]
 LOSS_BAD = [("M", 0), ("M", -1), ("M", "ten"), ("M", True), ("M", None)]

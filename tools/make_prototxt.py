@@ -44,6 +44,9 @@ def main(argv=None):
     g.add_argument("--test-batch", type=int, default=nets.DEFAULTS["test_batch"], help="test samples per batch")
     g.add_argument("--train-lmdb", default=nets.DEFAULTS["train_lmdb"], help="training LMDB")
     g.add_argument("--val-lmdb", default=nets.DEFAULTS["val_lmdb"], help="validation LMDB (TEST phase)")
+    g.add_argument("--partner", choices=["batch", "same_source"], default=nets.DEFAULTS["partner"],
+                   help="where y comes from: any other image of the batch (the paper), or one of the same "
+                        "source (mixed LMDBs of ltc/mixdata.py)")
     g.add_argument("--workers", type=workers_arg, default=nets.DEFAULTS["workers"],
                    help="data worker processes: a number, or \"auto\" (one per spare CPU)")
     g.add_argument("--seed", type=int, default=nets.DEFAULTS["seed"], help="data and solver seed")
@@ -55,7 +58,7 @@ def main(argv=None):
 
     if args.custom:
         cfg = {k: getattr(args, k) for k in ("dim", "crop", "interpolation", "gray_prob", "margin", "filler",
-                                              "layout", "batch", "test_batch", "train_lmdb", "val_lmdb",
+                                              "layout", "batch", "test_batch", "train_lmdb", "val_lmdb", "partner",
                                               "workers", "seed", "base_lr", "max_iter", "stepsize",
                                               "snapshot", "test_iter", "test_interval", "warmup", "display")}
         cfg["snapshot_prefix"] = args.snapshot_prefix or "snapshots/" + args.custom.strip("/").replace("/", "_")
