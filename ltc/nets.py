@@ -152,7 +152,7 @@ def data_param_str(cfg, phase):
         p["test_batches"] = cfg["test_iter"]
     if cfg["layout"] == "stacked":
         p["stack"] = True
-    if cfg.get("partner", "batch") != "batch":
+    if cfg["partner"] != "batch":
         p["partner"] = cfg["partner"]
     return json.dumps(p, sort_keys=True)
 

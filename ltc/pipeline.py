@@ -213,11 +213,7 @@ class BatchPipeline:
         self._closed = True
         self._owner = os.getpid()
         self.auto = workers == AUTO
-        if self.auto:
-            slot = int(np.prod(ct.batch_shape(batch_size, crop_size))) * 4 if crop_size in ct.CROP_SIZES else 0
-            workers = auto_workers(slot_bytes=slot if batch_size >= 2 else 0)
-            prefetch = max(prefetch, workers + 2)
-        checks = [(isinstance(workers, int) and not isinstance(workers, bool),
+        checks = [(self.auto or (isinstance(workers, int) and not isinstance(workers, bool)),
                    "workers must be an integer or \"auto\""),
                   (batch_size >= 2, "batch_size must be >= 2 (y comes from another member of the batch)"),
                   (crop_size in ct.CROP_SIZES, "crop_size must be 228 or 224"),
@@ -260,9 +256,13 @@ class BatchPipeline:
                             % (who, self.source, keys[0], first.shape[1], first.shape[2], crop_size))
         self.n_db = len(keys)
         self.batch_size, self.crop_size, self.phase = batch_size, crop_size, phase
-        self.workers, self.prefetch = workers, prefetch
         self.test_batches = test_batches or -(-self.n_db // batch_size)
         self.shape = ct.batch_shape(batch_size, crop_size)
+        nbytes = int(np.prod(self.shape)) * 4        # one batch slot
+        if self.auto:                                # the count, now that the slot size is known
+            workers = auto_workers(slot_bytes=nbytes)
+            prefetch = max(prefetch, workers + 2)
+        self.workers, self.prefetch = workers, prefetch
         self.cfg = dict(source=self.source, batch_size=batch_size, crop_size=crop_size, interpolation=interpolation,
                         gray_prob=gray_prob, seed=seed, phase=phase, eps=eps, test_batches=test_batches, who=who)
         self.who = who
@@ -280,7 +280,6 @@ class BatchPipeline:
         self.starved_windows = 0 # windows that crossed STARVE_FRACTION
         self.last_wait_fraction = None
         nslots = prefetch if workers > 0 else 1
-        nbytes = int(np.prod(self.shape)) * 4
         self._mm = mmap.mmap(-1, nslots * nbytes)   # MAP_SHARED | MAP_ANONYMOUS: shared with forked workers
         self._slots = np.frombuffer(self._mm, np.float32).reshape((nslots,) + self.shape)
         self._closed = False

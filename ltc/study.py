@@ -44,8 +44,9 @@ RUNS = (("main", "prototxt/study/main/solver.prototxt"),
         ("linear", "prototxt/study/linear/solver.prototxt"))
 # Table 5's single-method run branches off the main run: it starts from main's snapshot
 # STUDY_SINGLE_METHOD_ITERS before the end (the same weights and solver state) and trains on with
-# bilinear downsampling only, for as many iterations as main trains on with a random method per batch. The two rows then differ only
-# in the downsampling of their last leg: cheap on 2 cores, and a controlled comparison.
+# bilinear downsampling only, for as many iterations as main trains on with a random method per
+# batch. The two rows then differ only in the downsampling of their last leg: cheap on 2 cores,
+# and a controlled comparison.
 BRANCHES = {"linear": ("main", nets.STUDY_ITERS - nets.STUDY_SINGLE_METHOD_ITERS)}
 
 TRAJECTORY_EVERY = 500  # iterations between the snapshots of the norm trajectory
