@@ -3,6 +3,7 @@
 #   make demo    build the data if missing, train the CPU demo (counting on the Fashion scenes),
 #                then the count check, the curves and a plain-words summary
 #   make reproduce  the reproduction study (tools/reproduce.py): trains for hours, resumable
+#                (REPRODUCE_ARGS="--threads 2" passes options to tools/reproduce.py)
 #   make test    set up if the environment is missing, then run the test suite
 #   make data    the embedded sample photos and the Fashion-MNIST counting scenes
 #   make extras  optional: PyTorch (CPU build), onnx, onnxruntime for tools/export.py and its tests
@@ -65,7 +66,7 @@ demo: study-data
 	$(PY) tools/demo_summary.py --run runs/demo
 
 reproduce: study-data
-	$(CAFFE_ENV) $(PY) tools/reproduce.py
+	$(CAFFE_ENV) $(PY) tools/reproduce.py $(REPRODUCE_ARGS)
 
 # -c requirements.txt keeps the core pins (protobuf 4.25.9 for Caffe's generated code); torch is
 # pinned to its +cpu build, so pip fails rather than fetch a CUDA build with GBs of libraries.

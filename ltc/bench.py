@@ -437,14 +437,23 @@ def _child_cmd(group, a):
 
 
 def parse_builds(items, error):
-    """["patched=venv", "stock=PREFIX"] -> {"patched": "venv", "stock": (python dir, lib dir)};
-    error(msg) is called for a PREFIX that is not a Caffe install."""
+    """["patched=venv", "stock=PREFIX", "perimage=venv,CAFFE_CONV_BATCH=1"] ->
+    {"patched": "venv", "stock": (python dir, lib dir, {}), "perimage": ("venv", {"CAFFE_CONV_BATCH": "1"})}.
+    After the prefix, comma-separated VAR=VALUE pairs are set in that build's rows only (to compare
+    settings of one build, such as the speed patch's CAFFE_CONV_BATCH, in the same run).
+    error(msg) is called for a PREFIX that is not a Caffe install or a malformed pair."""
     builds = {}
     for item in items:
-        label, _, path = item.partition("=")
-        path = path or label
+        label, _, rest = item.partition("=")
+        path, *pairs = (rest or label).split(",")
+        extra = {}
+        for pair in pairs:
+            var, eq, value = pair.partition("=")
+            if not eq or not var.isidentifier():
+                error("--caffe-builds %s: %r is not VAR=VALUE" % (item, pair))
+            extra[var] = value
         if label == "venv" or path == "venv":
-            builds[label] = "venv"
+            builds[label] = ("venv", extra) if extra else "venv"
             continue
         path = os.path.abspath(os.path.expanduser(path))
         py = [os.path.join(path, d) for d in ("python", "lib/python3/dist-packages")
@@ -452,15 +461,25 @@ def parse_builds(items, error):
         if not py or not os.path.isdir(os.path.join(path, "lib")):
             error("--caffe-builds %s: %s is not a Caffe install prefix (python/caffe/ or "
                   "lib/python3/dist-packages/caffe/, and lib/ expected)" % (item, path))
-        builds[label] = (py[0], os.path.join(path, "lib"))
+            continue
+        builds[label] = (py[0], os.path.join(path, "lib"), extra)
     return builds
 
 
 def build_env(env, build):
-    """env with a Caffe install ((python dir, lib dir) from parse_builds) first on the Python and
-    library paths; "venv" leaves it as it is."""
+    """env with a Caffe install (from parse_builds) first on the Python and library paths, plus the
+    build's own variables; "venv" leaves it as it is."""
     if build == "venv":
         return env
+    env = dict(env)
+    if build[0] == "venv":
+        env.update(build[1])
+        return env
+    py, lib, extra = build
+    env["PYTHONPATH"] = py + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["LD_LIBRARY_PATH"] = lib + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
+    env.update(extra)
+    return env
     py, lib = build
     env = dict(env)
     env["PYTHONPATH"] = py + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")

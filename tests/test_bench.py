@@ -60,6 +60,27 @@ def test_blas_env_sets_and_removes_variables(monkeypatch):
         bl.blas_env("no-such-blas")
 
 
+def test_caffe_builds_take_a_prefix_and_per_build_variables(tmp_path):
+    prefix = tmp_path / "inst"
+    (prefix / "python" / "caffe").mkdir(parents=True)
+    (prefix / "lib").mkdir()
+    errors = []
+    builds = bl.parse_builds(["patched=venv", "perimage=venv,CAFFE_CONV_BATCH=1",
+                              "stock=%s,CAFFE_CPU_THREADS=2,X=" % prefix], errors.append)
+    assert errors == []
+    assert builds["patched"] == "venv"
+    env = {"PATH": "/bin", "LD_LIBRARY_PATH": "/usr/lib"}
+    assert bl.build_env(env, builds["patched"]) is env
+    assert bl.build_env(env, builds["perimage"]) == dict(env, CAFFE_CONV_BATCH="1")
+    stock = bl.build_env(env, builds["stock"])
+    assert stock["PYTHONPATH"] == str(prefix / "python")
+    assert stock["LD_LIBRARY_PATH"] == "%s:/usr/lib" % (prefix / "lib")
+    assert (stock["CAFFE_CPU_THREADS"], stock["X"]) == ("2", "")
+    bl.parse_builds(["bad=venv,NOEQUALS"], errors.append)
+    bl.parse_builds(["missing=%s" % (tmp_path / "nothing")], errors.append)
+    assert len(errors) == 2 and "NOEQUALS" in errors[0] and "not a Caffe install" in errors[1]
+
+
 def test_sgemm_of_caffes_blas():
     lib = bl.caffe_blas_library()
     assert os.path.exists(lib)

@@ -50,6 +50,25 @@ def test_caffe_binary_reports_version():
     assert out.stdout.strip() == "caffe version 1.0.0"
 
 
+def test_environment_sets_thread_defaults_unless_the_caller_did():
+    """The venv's python and the caffe wrapper default OMP_WAIT_POLICY=passive and
+    OPENBLAS_THREAD_TIMEOUT=4 (setup.sh explains why); a value the caller set wins."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")}
+    show = "import os; print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
+    py = os.path.join(VENV_BIN, "python")
+    assert subprocess.run([py, "-c", show], env=env, capture_output=True, text=True).stdout.split() == ["passive", "4"]
+    mine = dict(env, OMP_WAIT_POLICY="active")
+    assert subprocess.run([py, "-c", show], env=mine, capture_output=True, text=True).stdout.split() == ["active", "4"]
+    # the caffe wrapper, run with `env` in place of the caffe binary, shows what caffe gets
+    lines = open(os.path.join(VENV_BIN, "caffe")).read().splitlines()
+    assert lines[-1].startswith("exec ")
+    fake = "\n".join(lines[:-1] + ['exec env "$@"'])
+    for given, expected in ((env, "passive"), (mine, "active")):
+        out = subprocess.run(["sh", "-c", fake, "caffe"], env=given, capture_output=True, text=True).stdout
+        got = dict(l.split("=", 1) for l in out.splitlines() if "=" in l)
+        assert (got["OMP_WAIT_POLICY"], got["OPENBLAS_THREAD_TIMEOUT"]) == (expected, "4")
+
+
 def test_python_layer_is_compiled_in():
     assert "Python" in caffe.layer_type_list()
 

@@ -1,8 +1,10 @@
-"""The batch-parallel CPU convolution and LRN of tools/caffe/patches/speed/ against Caffe's
-serial path in the same build: CAFFE_CPU_THREADS=1 runs the stock code, 2 runs the
-parallel one. Forward outputs, input gradients and LRN gradients must be identical; conv
-weight and bias gradients (summed per thread, then reduced) equal within 1e-5 relative.
-Skipped for a build without the patch (libcaffe not linked with OpenMP)."""
+"""The batch-parallel CPU layers of tools/caffe/patches/speed/ (convolution with batched im2col,
+LRN, max pooling, ReLU) against Caffe's serial path in the same build: CAFFE_CPU_THREADS=1 runs
+the stock code, 2 runs the parallel one, with CAFFE_CONV_BATCH images per convolution GEMM (1:
+one GEMM per image; 2: chunks of two, with a remainder; unset: every image of a thread in one
+GEMM). Forward outputs and all input gradients must be identical; conv weight and bias gradients
+(summed over other groupings of the images, then reduced over threads) equal within 1e-5
+relative. Skipped for a build without the patch (libcaffe not linked with OpenMP)."""
 import glob
 import os
 import subprocess
@@ -28,7 +30,9 @@ pytestmark = pytest.mark.skipif(not _patched(), reason="this Caffe build has no 
 
 def _net(tmp_path, batch):
     n = caffe.NetSpec()
-    n.data, n.target = L.Input(shape=[dict(dim=[batch, 4, 27, 27]), dict(dim=[batch, 10])], ntop=2)
+    # big: a blob of >= 2^15 values per image, so that ReLU takes its threaded path
+    n.data, n.target, n.big = L.Input(shape=[dict(dim=[batch, 4, 27, 27]), dict(dim=[batch, 10]),
+                                             dict(dim=[batch, 16, 48, 48])], ntop=3)
     n.conv1 = L.Convolution(n.data, num_output=8, kernel_size=5, stride=2, group=2,
                             weight_filler=dict(type="gaussian", std=0.1), bias_filler=dict(type="constant", value=0.1))
     n.norm1 = L.LRN(n.conv1, local_size=5, alpha=1e-2, beta=0.75)
@@ -39,6 +43,10 @@ def _net(tmp_path, batch):
     n.pool = L.Pooling(n.conv3, pool=P.Pooling.MAX, kernel_size=3, stride=2)
     n.fc = L.InnerProduct(n.pool, num_output=10, weight_filler=dict(type="gaussian", std=0.1))
     n.loss = L.EuclideanLoss(n.fc, n.target)
+    n.relu_big = L.ReLU(n.big, negative_slope=0.1)
+    n.pool_big, n.pool_mask = L.Pooling(n.relu_big, pool=P.Pooling.MAX, kernel_size=3, stride=2, ntop=2)
+    n.fc_big = L.InnerProduct(n.pool_big, num_output=10, weight_filler=dict(type="gaussian", std=0.01))
+    n.loss_big = L.EuclideanLoss(n.fc_big, n.target)
     proto = n.to_proto()
     proto.force_backward = True
     path = tmp_path / "net.prototxt"
@@ -46,8 +54,10 @@ def _net(tmp_path, batch):
     return str(path)
 
 
-def _run(path, threads, weights=None):
+def _run(path, threads, weights=None, conv_batch=None):
     os.environ["CAFFE_CPU_THREADS"] = str(threads)
+    if conv_batch:
+        os.environ["CAFFE_CONV_BATCH"] = conv_batch
     try:
         caffe.set_mode_cpu()
         caffe.set_random_seed(3)
@@ -55,7 +65,7 @@ def _run(path, threads, weights=None):
         if weights:
             net.copy_from(weights)
         rng = np.random.default_rng(0)
-        for name in ("data", "target"):
+        for name in ("data", "target", "big"):
             net.blobs[name].data[...] = rng.standard_normal(net.blobs[name].data.shape)
         net.forward()
         net.backward()
@@ -64,15 +74,19 @@ def _run(path, threads, weights=None):
         return net, blobs, params
     finally:
         del os.environ["CAFFE_CPU_THREADS"]
+        os.environ.pop("CAFFE_CONV_BATCH", None)
 
 
+# (threads, CAFFE_CONV_BATCH): 1 image per GEMM; chunks of 2 with a remainder; a thread's images
+# within the cache budget; and the batched path forced on at one thread (as for Caffe's gtests)
+@pytest.mark.parametrize("threads,conv_batch", [(2, "1"), (2, "2"), (2, None), (1, "3")])
 @pytest.mark.parametrize("batch", [2, 5, 8])
-def test_parallel_conv_and_lrn_match_the_serial_path(tmp_path, batch):
+def test_parallel_layers_match_the_serial_path(tmp_path, batch, threads, conv_batch):
     path = _net(tmp_path, batch)
     net, serial_blobs, serial_params = _run(path, 1)
     weights = str(tmp_path / "w.caffemodel")
     net.save(weights)
-    _, par_blobs, par_params = _run(path, 2, weights)
+    _, par_blobs, par_params = _run(path, threads, weights, conv_batch)
     for k, (data, diff) in serial_blobs.items():
         assert np.array_equal(data, par_blobs[k][0]), "forward %s differs" % k
         assert np.array_equal(diff, par_blobs[k][1]), "input gradient %s differs" % k
@@ -84,3 +98,44 @@ def test_parallel_conv_and_lrn_match_the_serial_path(tmp_path, batch):
     # the gradients are not all zero (the comparison means something)
     assert np.abs(serial_params["conv1"][0][1]).max() > 0
     assert np.abs(serial_blobs["data"][1]).max() > 0
+    assert np.abs(serial_blobs["big"][1]).max() > 0
+    assert (serial_blobs["relu_big"][0] < 0).any()   # the negative slope is exercised
+
+
+def test_counting_net_step_matches_the_serial_path(tmp_path):
+    """The counting net itself (stacked, 2 x 6 images of 114 px: CaffeNet's real layer shapes, so the
+    GEMMs of the batched path have the sizes training uses): one forward/backward with 2 threads
+    (every image of a thread in one GEMM) against the serial path."""
+    from ltc import nets
+    cfg = dict(nets.DEFAULTS, batch=2, layout="stacked")
+    path = tmp_path / "counting.prototxt"
+    path.write_text(str(nets.counting_net(cfg, inputs="input")))
+    runs = []
+    for threads in (1, 2):
+        os.environ["CAFFE_CPU_THREADS"] = str(threads)
+        try:
+            caffe.set_mode_cpu()
+            caffe.set_random_seed(5)
+            net = caffe.Net(str(path), caffe.TRAIN)
+            if runs:
+                net.copy_from(str(tmp_path / "w.caffemodel"))
+            else:
+                net.save(str(tmp_path / "w.caffemodel"))
+            net.blobs["data"].data[...] = np.random.default_rng(1).uniform(-100, 100, net.blobs["data"].data.shape)
+            net.forward()
+            net.backward()
+            runs.append(({k: (b.data.copy(), b.diff.copy()) for k, b in net.blobs.items()},
+                         {k: [p.diff.copy() for p in ps] for k, ps in net.params.items()}))
+        finally:
+            del os.environ["CAFFE_CPU_THREADS"]
+    (serial_blobs, serial_params), (par_blobs, par_params) = runs
+    for k, (data, diff) in serial_blobs.items():
+        assert np.array_equal(data, par_blobs[k][0]), "forward %s differs" % k
+        if k != "data":   # conv1 computes no input gradient here (nothing below it learns)
+            assert np.array_equal(diff, par_blobs[k][1]), "input gradient %s differs" % k
+    for k, diffs in serial_params.items():
+        for i, diff in enumerate(diffs):
+            rel = np.abs(diff - par_params[k][i]).max() / max(np.abs(diff).max(), 1e-30)
+            assert rel <= WEIGHT_TOL, "%s[%d] gradient: relative difference %.3g" % (k, i, rel)
+    assert np.abs(serial_params["conv3"][0]).max() > 0
+    assert np.abs(serial_blobs["conv3"][1]).max() > 0

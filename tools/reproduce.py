@@ -34,6 +34,9 @@ def main(argv=None):
     ap.add_argument("--per-class", type=int, default=study.PROBE_PER_CLASS, help="probe training labels per class")
     ap.add_argument("--iteration", type=int, default=None, help="evaluate this snapshot of the main run (default: its last)")
     ap.add_argument("--probe-val-images", type=int, default=0, help="score the first N probe validation images (0: all)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="BLAS threads per training run (with the speed patches, also the threads over the images of "
+                         "a batch); a resumed run may change it, at the price of another float summation order")
     ap.add_argument("--poll", type=float, default=60, help="seconds between progress lines while training")
     ap.add_argument("--dry-run", action="store_true", help="print the commands only")
     ap.add_argument("--fresh", action="store_true",
@@ -55,7 +58,7 @@ def main(argv=None):
             study.prepare_data(runner, per_class=args.per_class)
         if args.stage in ("all", "train"):
             study.train_runs(runner, runs=[r for r in study.RUNS if r[0] in args.runs], resume=resume,
-                             poll=args.poll)
+                             poll=args.poll, threads=args.threads)
         if args.dry_run:
             return 0
         if args.stage in ("all", "evaluate"):
