@@ -27,7 +27,10 @@ torch rows are skipped and the install command is printed.
 
 Caffe builds (--caffe-builds LABEL=PREFIX ...): the Caffe rows run once per build, with that
 install's pycaffe and libcaffe (PYTHONPATH / LD_LIBRARY_PATH); 'x stock' is images/s over the
-row of the build labelled 'stock'. LABEL=venv is the build the venv uses.
+row of the build labelled 'stock'. LABEL=venv is the build the venv uses. LABEL=PREFIX,VAR=VALUE,...
+sets variables for that build's rows only, e.g. perimage=venv,CAFFE_CONV_BATCH=1 (one GEMM per image).
+'x torch' is images/s over PyTorch's stacked row (its faster layout of the same net and loss);
+'x torch same layout' over PyTorch's row of the same layout.
 
 --profile: instead, where the time of one training step goes, per layer kind, from Caffe's
 per-layer callbacks inside solver.step (conv forward, conv weight+bias gradient, conv input
@@ -462,7 +465,8 @@ def child_torch(a, build_only=False):
 
 # ============================================================================ parent
 def add_ratios(rows):
-    """vs_torch: images/s over the torch row of the same layout family, batch and thread count;
+    """vs_torch: images/s over the torch stacked row (PyTorch's faster layout of the same net and loss) of
+    the same batch and thread count; vs_torch_same: over the torch row of the same layout;
     vs_plain: step time over caffe plain (same batch and BLAS) - 1 (the loss/data overhead)."""
     def threads(r):
         return r.get("blas_threads")
@@ -474,6 +478,10 @@ def add_ratios(rows):
         if peers and r["kind"] == "caffe":
             r["vs_torch"] = r["images_s"] / peers[0]["images_s"]
             r["vs_torch_best"] = r["best_images_s"] / peers[0]["best_images_s"]
+        same = [p for p in rows if p["kind"] == "torch" and p["batch"] == r["batch"] and "images_s" in p
+                and threads(p) == threads(r) and p["layout"] == r["layout"]]
+        if same and r["kind"] == "caffe":
+            r["vs_torch_same"] = r["images_s"] / same[0]["images_s"]
         stock = [p for p in rows if p["kind"] == "caffe" and p.get("build") == "stock" and "images_s" in p
                  and (p["layout"], p["inputs"], p["batch"], p["blas"], p.get("workers")) ==
                  (r["layout"], r["inputs"], r["batch"], r["blas"], r.get("workers"))]
@@ -491,7 +499,8 @@ COLUMNS = [("name", "row", 0), ("blas", "BLAS", 0), ("blas_core", "core", 0), ("
            ("batch", "batch", 0), ("images", "images", 0), ("step_ms", "ms/step", 0), ("noise_pct", "+-%", 0),
            ("samples_s", "samples/s", 1), ("images_s", "images/s", 1), ("best_images_s", "best img/s", 1),
            ("gflops", "GFLOP/s", 1), ("gemm_gflops", "sgemm GFLOP/s", 1), ("pct_limit", "% of sgemm", 0),
-           ("vs_torch", "x torch", 2), ("vs_torch_best", "x torch best", 2), ("vs_stock", "x stock", 2),
+           ("vs_torch", "x torch", 2), ("vs_torch_best", "x torch best", 2),
+           ("vs_torch_same", "x torch same layout", 2), ("vs_stock", "x stock", 2),
            ("vs_stock_best", "x stock best", 2), ("vs_plain_pct", "+% vs plain", 1),
            ("vs_plain_best_pct", "best +% vs plain", 1), ("data_wait_pct", "data wait %", 1),
            ("loss_pct", "loss %", 1), ("peak_rss_mib", "peak RSS MiB", 0)]

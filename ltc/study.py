@@ -266,27 +266,32 @@ def _start(runner, name, solver_path, resume, branches, waiting, env):
         return None
     f = open(log_path, "a")
     return (name, subprocess.Popen(argv, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT),
-            f, log_path, s["max_iter"])
+            f, log_path, s["max_iter"], s["snapshot_prefix"])
 
 
 def _poll(procs, waiting, t0, poll):
     """One round: reap finished runs (StudyError on a failure), print progress, sleep."""
     try:
         if procs or waiting:
-            for name, p, f, log_path, max_iter in list(procs):
+            for proc in list(procs):
+                name, p, f, log_path, max_iter, prefix = proc
                 if p.poll() is not None:
                     f.close()
-                    procs.remove((name, p, f, log_path, max_iter))
+                    procs.remove(proc)
                     if p.returncode:
                         raise StudyError("%s: caffe train exited with %d; see %s (rerun to resume from the "
                                          "newest snapshot)" % (name, p.returncode, log_path))
+                    if max_iter not in snapshots(prefix):
+                        # caffe exits 0 after a Ctrl-C/SIGINT (its snapshot-and-stop): not a finished run
+                        raise StudyError("%s: caffe train stopped before iteration %d (interrupted?); rerun to "
+                                         "resume from the newest snapshot" % (name, max_iter))
                     print("%s: finished" % name, flush=True)
-            for name, _, _, log_path, max_iter in procs:
+            for name, _, _, log_path, max_iter, _ in procs:
                 print(progress_line(name, log_path, max_iter, t0), flush=True)
             if procs or waiting:
                 time.sleep(poll)
     except BaseException:
-        for _, p, f, _, _ in procs:   # interrupted: stop our own trainings; snapshots stay for a resume
+        for _, p, f, _, _, _ in procs:   # interrupted: stop our own trainings; snapshots stay for a resume
             p.terminate()
             f.close()
         raise
@@ -331,7 +336,7 @@ def evaluate(runner, out, seeds=(1701, 1702), probe_iters=200, per_class=PROBE_P
     res = {}
     os.makedirs(os.path.join(REPO, out), exist_ok=True)
     weights, it = final_model(main_solver, iteration)
-    res["main"] = dict(weights=weights, iteration=it, solver=main_solver)
+    res["main"] = dict(weights=weights, iteration=it, solver=main_solver, partner=train_partner(main_solver))
     ms = solver_settings(main_solver)
     log_path = os.path.join(os.path.dirname(ms["snapshot_prefix"]), "train.log")
     legs = [os.path.join(os.path.dirname(p), "train.log") for p in extra_prefixes]
@@ -523,12 +528,23 @@ def _fmt(v, f="%.3g"):
     return "-" if v is None else f % v
 
 
+def train_partner(solver_path):
+    """The contrastive partner of a solver's TRAIN data layer: "batch" (the paper's) or "same_source"."""
+    net = open(os.path.join(REPO, solver_settings(solver_path)["net"])).read()
+    m = re.search(r'\\?"partner\\?":\s*\\?"(\w+)', net)
+    return m.group(1) if m else "batch"
+
+
 def write_report(res, out, wall=None, commands=None):
     """OUT/report.md from the results dict."""
     L = []
     L.append("# Reproduction study: learning to count at a small scale\n")
-    L.append("Model: `%s` (iteration %d, solver `%s`)." % (res["main"]["weights"], res["main"]["iteration"],
-                                                          res["main"]["solver"]))
+    partner = res["main"].get("partner")
+    if partner is None and os.path.isfile(os.path.join(REPO, res["main"]["solver"])):
+        partner = train_partner(res["main"]["solver"])
+    L.append("Model: `%s` (iteration %d, solver `%s`%s)." % (
+        res["main"]["weights"], res["main"]["iteration"], res["main"]["solver"],
+        ", contrastive partner `%s`" % partner if partner else ""))
     if wall:
         L.append("Wall time: %s." % wall)
     L.append("\n## Goals\n\n| goal | measured | met |\n|---|---|---|")

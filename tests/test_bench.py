@@ -147,6 +147,17 @@ def test_ratio_columns_are_computed_from_their_rows():
     ts.add_ratios(rows)
     assert rows[1]["vs_plain_pct"] == pytest.approx(30.0) and rows[1]["vs_plain_best_pct"] == pytest.approx(50.0)
     assert "vs_plain_pct" not in rows[0] and "vs_plain_pct" not in rows[2]
+    # against PyTorch: 'x torch' over its stacked row, 'x torch same layout' over the same layout
+    rows = [dict(kind="caffe", layout="six", batch=4, blas="auto", blas_threads=2, images_s=30.0, best_images_s=33.0),
+            dict(kind="caffe", layout="stacked", batch=4, blas="auto", blas_threads=2, images_s=45.0,
+                 best_images_s=45.0),
+            dict(kind="torch", layout="six", batch=4, blas="2", blas_threads=2, images_s=25.0, best_images_s=25.0),
+            dict(kind="torch", layout="stacked", batch=4, blas="2", blas_threads=2, images_s=50.0,
+                 best_images_s=55.0)]
+    ts.add_ratios(rows)
+    assert (rows[0]["vs_torch"], rows[0]["vs_torch_best"], rows[0]["vs_torch_same"]) == pytest.approx((0.6, 0.6, 1.2))
+    assert (rows[1]["vs_torch"], rows[1]["vs_torch_same"]) == pytest.approx((0.9, 0.9))
+    assert "vs_torch" not in rows[2] and "vs_torch_same" not in rows[3]
 
 
 def test_lmdb_write_bench_end_to_end(tmp_path):

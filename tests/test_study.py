@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import load_script
-from ltc import mixdata, study
+from ltc import mixdata, nets, study
 from ltc.analysis import caffelog, countmap, trainlog
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -217,11 +217,28 @@ def test_train_runs_resumes_from_the_newest_snapshot(tmp_path):
     assert line.startswith("tiny: iteration 6/8") and "hinge_active" in line
 
 
+def test_train_runs_refuses_a_run_that_stopped_early(tmp_path):
+    """caffe exits 0 after Ctrl-C (snapshot, then stop): the study must not take that run as finished."""
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "net.prototxt").write_text(COUNTING_NET % 'type: "gaussian" std: 1')
+    (d / "solver.prototxt").write_text((COUNTING_SOLVER % str(d / "snap" / "tiny")).replace(
+        'net: "net.prototxt"', 'net: "%s"' % (d / "net.prototxt")))
+    fake = tmp_path / "caffe"
+    fake.write_text("#!/bin/sh\nexit 0\n")     # stops at once, writes no snapshot, exit status 0
+    fake.chmod(0o755)
+    runner = study.Runner(str(tmp_path / "out"), caffe=str(fake))
+    with pytest.raises(study.StudyError, match="stopped before iteration 8"):
+        study.train_runs(runner, runs=(("tiny", str(d / "solver.prototxt")),), poll=0.1)
+
+
 def test_committed_study_solvers_parse():
     for name, path in study.RUNS:
         s = study.solver_settings(path)
         assert s["max_iter"] % s["snapshot"] == 0, name
         assert s["snapshot_prefix"].startswith("runs/study/")
+        assert study.train_partner(path) == nets.STUDY_PARTNER, name   # the report names it
+    assert study.train_partner("prototxt/demo/solver.prototxt") == "batch"
     tv = open(os.path.join(REPO, "prototxt/study/main/train_val.prototxt")).read()
     assert study.STUDY_TRAIN in tv and study.PHOTOS_TEST in tv
 
