@@ -1,10 +1,13 @@
 """The batch-parallel CPU layers of tools/caffe/patches/speed/ (convolution with batched im2col,
 LRN, max pooling, ReLU) against Caffe's serial path in the same build: CAFFE_CPU_THREADS=1 runs
 the stock code, 2 runs the parallel one, with CAFFE_CONV_BATCH images per convolution GEMM (1:
-one GEMM per image; 2: chunks of two, with a remainder; unset: every image of a thread in one
-GEMM). Forward outputs and all input gradients must be identical; conv weight and bias gradients
-(summed over other groupings of the images, then reduced over threads) equal within 1e-5
-relative. Skipped for a build without the patch (libcaffe not linked with OpenMP)."""
+one GEMM per image; 2: chunks of two, with a remainder; unset: the images of a thread within the
+cache budget). With one GEMM per image, forward outputs and all input gradients must be
+identical (each value is the same sum in the same order). A batched GEMM has another N, for which
+OpenBLAS may pick other kernels and round the same sums differently in the last bit, so there
+they must agree within FORWARD_TOL (relative to the blob's largest value). Conv weight and bias
+gradients (summed over other groupings of the images, then reduced over threads) agree within
+WEIGHT_TOL. Skipped for a build without the patch (libcaffe not linked with OpenMP)."""
 import glob
 import os
 import subprocess
@@ -16,6 +19,14 @@ caffe = pytest.importorskip("caffe")
 from caffe import layers as L, params as P  # noqa: E402
 
 WEIGHT_TOL = 1e-5
+FORWARD_TOL = 1e-6
+
+
+def _same(a, b, exact):
+    """Exactly equal, or (exact=False) within FORWARD_TOL of the larger blob's largest value."""
+    if exact:
+        return np.array_equal(a, b)
+    return np.abs(a - b).max(initial=0) <= FORWARD_TOL * max(np.abs(a).max(initial=0), 1e-30)
 
 
 def _patched():
@@ -87,9 +98,15 @@ def test_parallel_layers_match_the_serial_path(tmp_path, batch, threads, conv_ba
     weights = str(tmp_path / "w.caffemodel")
     net.save(weights)
     _, par_blobs, par_params = _run(path, threads, weights, conv_batch)
+    exact = conv_batch == "1"
     for k, (data, diff) in serial_blobs.items():
-        assert np.array_equal(data, par_blobs[k][0]), "forward %s differs" % k
-        assert np.array_equal(diff, par_blobs[k][1]), "input gradient %s differs" % k
+        assert _same(data, par_blobs[k][0], exact), "forward %s differs" % k
+        assert _same(diff, par_blobs[k][1], exact), "input gradient %s differs" % k
+    # the ReLU/pooling branch sees no convolution: its values are exact whatever the conv batching
+    for k in ("relu_big", "pool_big", "big"):
+        assert np.array_equal(serial_blobs[k][0], par_blobs[k][0]), "forward %s differs" % k
+    for k in ("relu_big", "pool_big"):
+        assert np.array_equal(serial_blobs[k][1], par_blobs[k][1]), "input gradient %s differs" % k
     for k, ps in serial_params.items():
         for i, (_, diff) in enumerate(ps):
             other = par_params[k][i][1]
@@ -105,7 +122,7 @@ def test_parallel_layers_match_the_serial_path(tmp_path, batch, threads, conv_ba
 def test_counting_net_step_matches_the_serial_path(tmp_path):
     """The counting net itself (stacked, 2 x 6 images of 114 px: CaffeNet's real layer shapes, so the
     GEMMs of the batched path have the sizes training uses): one forward/backward with 2 threads
-    (every image of a thread in one GEMM) against the serial path."""
+    (the default batching) against the serial path."""
     from ltc import nets
     cfg = dict(nets.DEFAULTS, batch=2, layout="stacked")
     path = tmp_path / "counting.prototxt"
@@ -130,9 +147,9 @@ def test_counting_net_step_matches_the_serial_path(tmp_path):
             del os.environ["CAFFE_CPU_THREADS"]
     (serial_blobs, serial_params), (par_blobs, par_params) = runs
     for k, (data, diff) in serial_blobs.items():
-        assert np.array_equal(data, par_blobs[k][0]), "forward %s differs" % k
+        assert _same(data, par_blobs[k][0], False), "forward %s differs" % k
         if k != "data":   # conv1 computes no input gradient here (nothing below it learns)
-            assert np.array_equal(diff, par_blobs[k][1]), "input gradient %s differs" % k
+            assert _same(diff, par_blobs[k][1], False), "input gradient %s differs" % k
     for k, diffs in serial_params.items():
         for i, diff in enumerate(diffs):
             rel = np.abs(diff - par_params[k][i]).max() / max(np.abs(diff).max(), 1e-30)
