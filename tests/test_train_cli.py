@@ -113,10 +113,16 @@ def test_committed_net_runs_forward_backward_in_caffe(rel, lmdbs, tmp_path):
         # two batches: a per_batch draw can hit the named method on one batch (seed 1701: cubic
         # on batch 0, area on batch 1), not on both
         images = lmdbs.images
+        groups = None   # partner "same_source" (the study's nets): y drawn within each key's source
+        if p.get("partner") == "same_source":
+            import lmdb
+            with lmdb.open(str(lmdbs[0]), readonly=True, lock=False) as env, env.begin() as txn:
+                groups = ct.source_groups([k for k, _ in txn.cursor()])
         for b in (0, 1):
             if b:
                 net.forward()
-            plan = ct.plan_batch(p["seed"], "train", b, len(images), batch, p["interpolation"], p["gray_prob"])
+            plan = ct.plan_batch(p["seed"], "train", b, len(images), batch, p["interpolation"], p["gray_prob"],
+                                 groups=groups)
             if stacked:
                 got = net.blobs["data"].data.reshape((6, batch) + net.blobs["data"].data.shape[1:])
             else:
