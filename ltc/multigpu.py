@@ -15,16 +15,6 @@ Effective batch and learning rate (named options):
 import json
 import os
 
-DATA_MODULE = "counting_data"
-
-
-def _train_phase(layer):
-    """True for a layer that runs in the TRAIN phase (no include rule, or include phase TRAIN)."""
-    from caffe.proto import caffe_pb2
-    if not layer.include:
-        return True
-    return any(rule.HasField("phase") and rule.phase == caffe_pb2.TRAIN for rule in layer.include)
-
 
 def rank_files(solver_path, rank, num_ranks, out_dir, batch_mode="per-gpu", lr_scaling="none"):
     """Write rank's net and solver into out_dir; returns (solver path, dict of the plan).
@@ -34,6 +24,7 @@ def rank_files(solver_path, rank, num_ranks, out_dir, batch_mode="per-gpu", lr_s
     """
     from caffe.proto import caffe_pb2
     from google.protobuf import text_format
+    from ltc import nets
     if batch_mode not in ("per-gpu", "split"):
         raise ValueError("batch_mode must be 'per-gpu' or 'split', got %r" % (batch_mode,))
     if lr_scaling not in ("none", "linear"):
@@ -50,9 +41,7 @@ def rank_files(solver_path, rank, num_ranks, out_dir, batch_mode="per-gpu", lr_s
     with open(net_path) as f:
         text_format.Merge(f.read(), net)
     batches = []
-    for layer in net.layer:
-        if layer.type != "Python" or layer.python_param.module != DATA_MODULE or not _train_phase(layer):
-            continue
+    for layer in nets.train_data_layers(net):
         p = json.loads(layer.python_param.param_str or "{}")
         n = int(p.get("batch_size", 256))
         if batch_mode == "split":
@@ -64,7 +53,7 @@ def rank_files(solver_path, rank, num_ranks, out_dir, batch_mode="per-gpu", lr_s
         layer.python_param.param_str = json.dumps(p, sort_keys=True)
         batches.append(n)
     if not batches:
-        raise ValueError("%s: no TRAIN-phase %s data layer to shard" % (net_path, DATA_MODULE))
+        raise ValueError("%s: no TRAIN-phase %s data layer to shard" % (net_path, nets.DATA_MODULE))
     os.makedirs(out_dir, exist_ok=True)
     rank_net = os.path.join(out_dir, "rank%d_train.prototxt" % rank)
     with open(rank_net, "w") as f:

@@ -162,14 +162,30 @@ def data_param_str(cfg, phase):
     return json.dumps(p, sort_keys=True)
 
 
+DATA_MODULE = "counting_data"
+
+
 def _data_layer(cfg, phase):
     tops = ["data"] if cfg["layout"] == "stacked" else [b for b, _ in BRANCHES]
     layer = caffe_pb2.LayerParameter(name="data", type="Python", top=tops)
     layer.include.add().phase = caffe_pb2.TRAIN if phase == "train" else caffe_pb2.TEST
-    layer.python_param.module = "counting_data"
+    layer.python_param.module = DATA_MODULE
     layer.python_param.layer = "CountingDataLayer"
     layer.python_param.param_str = data_param_str(cfg, phase)
     return layer
+
+
+def _train_phase(layer):
+    """True for a layer that runs in the TRAIN phase (no include rule, or include phase TRAIN)."""
+    if not layer.include:
+        return True
+    return any(rule.HasField("phase") and rule.phase == caffe_pb2.TRAIN for rule in layer.include)
+
+
+def train_data_layers(net):
+    """The TRAIN-phase counting data layers of a NetParameter (the layer messages themselves)."""
+    return [layer for layer in net.layer
+            if layer.type == "Python" and layer.python_param.module == DATA_MODULE and _train_phase(layer)]
 
 
 # The loss layer's diagnostic tops (ltc.loss.DIAGNOSTICS), weight 0: caffe prints them at every

@@ -530,9 +530,13 @@ def _fmt(v, f="%.3g"):
 
 def train_partner(solver_path):
     """The contrastive partner of a solver's TRAIN data layer: "batch" (the paper's) or "same_source"."""
-    net = open(os.path.join(REPO, solver_settings(solver_path)["net"])).read()
-    m = re.search(r'\\?"partner\\?":\s*\\?"(\w+)', net)
-    return m.group(1) if m else "batch"
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+    net = caffe_pb2.NetParameter()
+    with open(os.path.join(REPO, solver_settings(solver_path)["net"])) as f:
+        text_format.Merge(f.read(), net)
+    (layer,) = nets.train_data_layers(net)
+    return json.loads(layer.python_param.param_str or "{}").get("partner", "batch")
 
 
 def write_report(res, out, wall=None, commands=None):
