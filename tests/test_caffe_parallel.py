@@ -65,19 +65,31 @@ def _net(tmp_path, batch):
     return str(path)
 
 
-def _run(path, threads, weights=None, conv_batch=None):
+def _assert_param_grads_close(serial_params, par_params):
+    """Every weight and bias gradient within WEIGHT_TOL of the serial one (relative to its largest value)."""
+    for k, ps in serial_params.items():
+        for i, (_, diff) in enumerate(ps):
+            rel = np.abs(diff - par_params[k][i][1]).max() / max(np.abs(diff).max(), 1e-30)
+            assert rel <= WEIGHT_TOL, "%s[%d] gradient: relative difference %.3g" % (k, i, rel)
+
+
+def _run(path, threads, weights=None, conv_batch=None, inputs=None, seed=3):
+    """One forward/backward of the net at ``path`` with T = threads; inputs: {blob: values}
+    (default: standard normal data, target and big). Returns (net, blobs, params)."""
     os.environ["CAFFE_CPU_THREADS"] = str(threads)
     if conv_batch:
         os.environ["CAFFE_CONV_BATCH"] = conv_batch
     try:
         caffe.set_mode_cpu()
-        caffe.set_random_seed(3)
+        caffe.set_random_seed(seed)
         net = caffe.Net(path, caffe.TRAIN)
         if weights:
             net.copy_from(weights)
-        rng = np.random.default_rng(0)
-        for name in ("data", "target", "big"):
-            net.blobs[name].data[...] = rng.standard_normal(net.blobs[name].data.shape)
+        if inputs is None:
+            rng = np.random.default_rng(0)
+            inputs = {name: rng.standard_normal(net.blobs[name].data.shape) for name in ("data", "target", "big")}
+        for name, values in inputs.items():
+            net.blobs[name].data[...] = values
         net.forward()
         net.backward()
         blobs = {k: (b.data.copy(), b.diff.copy()) for k, b in net.blobs.items()}
@@ -107,11 +119,7 @@ def test_parallel_layers_match_the_serial_path(tmp_path, batch, threads, conv_ba
         assert np.array_equal(serial_blobs[k][0], par_blobs[k][0]), "forward %s differs" % k
     for k in ("relu_big", "pool_big"):
         assert np.array_equal(serial_blobs[k][1], par_blobs[k][1]), "input gradient %s differs" % k
-    for k, ps in serial_params.items():
-        for i, (_, diff) in enumerate(ps):
-            other = par_params[k][i][1]
-            rel = np.abs(diff - other).max() / max(np.abs(diff).max(), 1e-30)
-            assert rel <= WEIGHT_TOL, "%s[%d] gradient: relative difference %.3g" % (k, i, rel)
+    _assert_param_grads_close(serial_params, par_params)
     # the gradients are not all zero (the comparison means something)
     assert np.abs(serial_params["conv1"][0][1]).max() > 0
     assert np.abs(serial_blobs["data"][1]).max() > 0
@@ -127,32 +135,15 @@ def test_counting_net_step_matches_the_serial_path(tmp_path):
     cfg = dict(nets.DEFAULTS, batch=2, layout="stacked")
     path = tmp_path / "counting.prototxt"
     path.write_text(str(nets.counting_net(cfg, inputs="input")))
-    runs = []
-    for threads in (1, 2):
-        os.environ["CAFFE_CPU_THREADS"] = str(threads)
-        try:
-            caffe.set_mode_cpu()
-            caffe.set_random_seed(5)
-            net = caffe.Net(str(path), caffe.TRAIN)
-            if runs:
-                net.copy_from(str(tmp_path / "w.caffemodel"))
-            else:
-                net.save(str(tmp_path / "w.caffemodel"))
-            net.blobs["data"].data[...] = np.random.default_rng(1).uniform(-100, 100, net.blobs["data"].data.shape)
-            net.forward()
-            net.backward()
-            runs.append(({k: (b.data.copy(), b.diff.copy()) for k, b in net.blobs.items()},
-                         {k: [p.diff.copy() for p in ps] for k, ps in net.params.items()}))
-        finally:
-            del os.environ["CAFFE_CPU_THREADS"]
-    (serial_blobs, serial_params), (par_blobs, par_params) = runs
+    inputs = {"data": np.random.default_rng(1).uniform(-100, 100, (6 * cfg["batch"], 3, 114, 114))}
+    net, serial_blobs, serial_params = _run(str(path), 1, inputs=inputs, seed=5)
+    weights = str(tmp_path / "w.caffemodel")
+    net.save(weights)
+    _, par_blobs, par_params = _run(str(path), 2, weights, inputs=inputs, seed=5)
     for k, (data, diff) in serial_blobs.items():
         assert _same(data, par_blobs[k][0], False), "forward %s differs" % k
         if k != "data":   # conv1 computes no input gradient here (nothing below it learns)
             assert _same(diff, par_blobs[k][1], False), "input gradient %s differs" % k
-    for k, diffs in serial_params.items():
-        for i, diff in enumerate(diffs):
-            rel = np.abs(diff - par_params[k][i]).max() / max(np.abs(diff).max(), 1e-30)
-            assert rel <= WEIGHT_TOL, "%s[%d] gradient: relative difference %.3g" % (k, i, rel)
-    assert np.abs(serial_params["conv3"][0]).max() > 0
+    _assert_param_grads_close(serial_params, par_params)
+    assert np.abs(serial_params["conv3"][0][1]).max() > 0
     assert np.abs(serial_blobs["conv3"][1]).max() > 0
