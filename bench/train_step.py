@@ -236,22 +236,47 @@ def _caffe_kinds(net):
     return kinds
 
 
+def no_conv_input_grad_net(net):
+    """A copy of a NetParameter whose Convolution layers compute their weight and bias gradients
+    but no input gradient: propagate_down: false on each, plus a Reduction (SUM, loss_weight 1) on
+    every conv bottom that a layer produces. Without that second part Caffe would prune the whole
+    backward pass below the top convolution (nothing else needs those blobs' gradients), and only
+    the top conv's weight gradient would be timed."""
+    from caffe.proto import caffe_pb2
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(net)
+    inputs = set(out.input)
+    for layer in out.layer:
+        if layer.type in ("Input", "Data", "DummyData") or (layer.type == "Python" and layer.name == "data"):
+            inputs.update(layer.top)
+    kept = []
+    for layer in out.layer:
+        if layer.type == "Convolution":
+            del layer.propagate_down[:]
+            layer.propagate_down.extend([False] * len(layer.bottom))
+            kept.extend(b for b in layer.bottom if b not in inputs and b not in kept)
+    for blob in kept:
+        keep = out.layer.add()
+        keep.name, keep.type = "wgrad_keep_" + blob, "Reduction"
+        keep.bottom.append(blob)
+        keep.top.append("wgrad_keep_" + blob)
+        keep.loss_weight.append(1.0)
+        keep.reduction_param.operation = caffe_pb2.ReductionParameter.SUM
+    return out
+
+
 def _no_conv_input_grad(solver_path):
-    """A copy of the solver whose net has propagate_down: false on every Convolution layer (its
-    backward is then the weight and bias gradient alone)."""
+    """A copy of the solver whose net is no_conv_input_grad_net of its net (its conv backward is
+    then the weight and bias gradients alone)."""
     from caffe.proto import caffe_pb2
     from google.protobuf import text_format
     sp = caffe_pb2.SolverParameter()
     text_format.Merge(open(solver_path).read(), sp)
     net = caffe_pb2.NetParameter()
     text_format.Merge(open(sp.net).read(), net)
-    for layer in net.layer:
-        if layer.type == "Convolution":
-            del layer.propagate_down[:]
-            layer.propagate_down.extend([False] * len(layer.bottom))
     sp.net = sp.net.replace(".prototxt", "_wgrad.prototxt")
     with open(sp.net, "w") as f:
-        f.write(str(net))
+        f.write(str(no_conv_input_grad_net(net)))
     path = solver_path.replace(".prototxt", "_wgrad.prototxt")
     with open(path, "w") as f:
         f.write(str(sp))

@@ -79,6 +79,8 @@ MUTATIONS = [
     M("bench train_step: vs_plain inverted", "bench/train_step.py",
       'r["vs_plain_pct"] = 100.0 * (r["step_s"] / plain[0]["step_s"] - 1.0)',
       'r["vs_plain_pct"] = 100.0 * (plain[0]["step_s"] / r["step_s"] - 1.0)', [T_BENCH]),
+    M("bench profile: wgrad copy prunes the backward below the top conv", "bench/train_step.py",
+      "    for blob in kept:\n", "    for blob in kept[:0]:\n", [T_BENCH + "::test_profile_wgrad_net_keeps_every_conv_weight_gradient"]),
     M("gray variant not gray (committed net)", "prototxt/variants/gray/train_val.prototxt",
       '\\"gray_prob\\": 1.0', '\\"gray_prob\\": 0.67', [VARIANT], count=2),
     M("data layer ignores gray_prob", "python_layers/counting_data.py",

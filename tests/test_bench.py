@@ -45,6 +45,39 @@ def test_net_macs_match_hand_count(layout, tmp_path):
     assert flops == 2 * (3 * total - HAND_MACS["conv1"] * 6 * batch)
 
 
+@pytest.mark.parametrize("layout", ["six", "stacked"])
+def test_profile_wgrad_net_keeps_every_conv_weight_gradient(layout, tmp_path):
+    """The profile's weight-gradient copy of the net: no conv input gradients, but the weight
+    gradient of every convolution (propagate_down: false alone would let Caffe prune the backward
+    pass below the top conv, and the column would time conv5 only)."""
+    import numpy as np
+    import caffe
+    from caffe.proto import caffe_pb2
+    from ltc import nets as mp
+    train_step = load_script("bench/train_step.py")
+    net_param = mp.counting_net(dict(mp.DEFAULTS, batch=1, layout=layout), inputs="input")
+    wg = train_step.no_conv_input_grad_net(net_param)
+    convs = [l for l in wg.layer if l.type == "Convolution"]
+    assert len(convs) == (30 if layout == "six" else 5)
+    assert all(list(l.propagate_down) == [False] * len(l.bottom) for l in convs)
+    path = tmp_path / "wgrad.prototxt"
+    path.write_text(str(wg))
+    net = caffe.Net(str(path), caffe.TRAIN)
+    rng = np.random.default_rng(0)
+    for name in net.inputs:
+        net.blobs[name].data[...] = rng.standard_normal(net.blobs[name].data.shape)
+    net.forward()
+    for layer in net.layers:
+        for blob in layer.blobs:
+            blob.diff[...] = 0
+    net.backward()
+    for name in ("conv1", "conv2", "conv3", "conv4", "conv5"):
+        assert np.abs(net.params[name][0].diff).sum() > 0, name
+    # the net inputs get no gradient: conv1 does not propagate down
+    assert all(not np.any(net.blobs[name].diff) for name in net.inputs)
+    assert isinstance(wg, caffe_pb2.NetParameter) and wg is not net_param
+
+
 def test_blas_env_sets_and_removes_variables(monkeypatch):
     monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "7")
