@@ -281,3 +281,33 @@ def test_lmdb_reserve_bench_end_to_end(tmp_path, capsys):
     assert all(r["ips"] > 0 and r["secs"] > 0 for r in rows)
     assert "speed vs writemap" in capsys.readouterr().out
     assert os.listdir(str(tmp_path)) == []  # its build folders are removed
+
+
+DEMO_LOG = """I1204 12:47:22.3 9633 solver.cpp:330] Iteration 0, Testing net (#0)
+I1204 12:47:22.3 9633 solver.cpp:397]     Test net output #0: contrast_term = 9.2
+I1204 12:47:22.3 9633 solver.cpp:397]     Test net output #3: loss = 9.97415 (* 1 = 9.97415 loss)
+I1204 12:47:22.3 9633 solver.cpp:239] Iteration 0 (-nan iter/s, 1.2s/10 iters), loss = 10.1
+I1204 12:47:22.3 9633 solver.cpp:258]     Train net output #3: loss = 10.1 (* 1 = 10.1 loss)
+I1204 12:47:22.3 9633 solver.cpp:239] Iteration 10 (0.26 iter/s, 37.1s/10 iters), loss = 9.66505
+"""
+
+
+def test_demo_vs_stock_reads_logs_and_compares(tmp_path):
+    dvs = load_script("bench/demo_vs_stock.py")
+    (tmp_path / "a.log").write_text(DEMO_LOG)
+    (tmp_path / "b.log").write_text(DEMO_LOG.replace("= 9.66505", "= 9.66506"))
+    a, b = dvs.parse_log(str(tmp_path / "a.log")), dvs.parse_log(str(tmp_path / "b.log"))
+    assert a == [("test 0 contrast_term", 9.2), ("test 0 loss", 9.97415), ("train 0", 10.1), ("train 10", 9.66505)]
+    assert dvs.compare(a, a) == (4, 4, 0.0, None)
+    n, same, worst, first = dvs.compare(a, b)
+    assert (n, same, first) == (4, 3, "train 10") and worst == pytest.approx(1e-5 / 9.66506)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    text = open(dvs.solver_copy(str(folder), 20)).read()
+    assert "max_iter: 20\n" in text and "snapshot: 20\n" in text
+    assert 'snapshot_prefix: "%s"' % (folder / "demo") in text and "prototxt/demo/train_val.prototxt" in text
+    argv, env = dvs.caffe_command(("/x/lib/python3/dist-packages", "/x/lib", {"V": "1"}), "s.prototxt")
+    assert argv == ["/x/bin/caffe", "train", "-solver", "s.prototxt"]
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == "/x/lib/python3/dist-packages"
+    assert env["LD_LIBRARY_PATH"] == "/x/lib" and env["V"] == "1"
+    assert not any("learning-to-count/caffe-" in p for p in env["PYTHONPATH"].split(os.pathsep))
