@@ -25,11 +25,8 @@ import time
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
-
-from ltc import bench as bl  # noqa: E402
+from ltc import REPO
+from ltc import bench as bl
 
 SOLVER = "prototxt/demo/solver.prototxt"
 NEEDS = ("data/fashion/scenes_train_lmdb", "data/fashion/scenes_val_lmdb")
@@ -56,11 +53,18 @@ def caffe_command(build, solver):
         return [os.path.join(REPO, ".venv", "bin", "caffe"), "train", "-solver", solver], {}
     py, lib, extra = build
     prefix = os.path.dirname(lib)
-    # the project's Python paths (python_layers, ltc), without the venv's own Caffe
-    paths = [p for p in sys.path[1:] if p and "learning-to-count/caffe-" not in p]
+    # the project environment's Python paths (as setup.sh's caffe wrapper passes them to the binary's
+    # embedded Python, which reads no .pth files), without the venv's own Caffe
+    paths = [p for p in _python_paths() if "learning-to-count/caffe-" not in p]
     env = dict(extra, PYTHONPATH=os.pathsep.join([py, REPO, os.path.join(REPO, "python_layers")] + paths),
                LD_LIBRARY_PATH=lib, OMP_WAIT_POLICY="passive", OPENBLAS_THREAD_TIMEOUT="4")
     return [os.path.join(prefix, "bin", "caffe"), "train", "-solver", solver], env
+
+
+def _python_paths():
+    code = "import os, sys; print(os.pathsep.join(p for p in sys.path[1:] if p))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return [p for p in out.strip().split(os.pathsep) if p]
 
 
 def parse_log(path):
