@@ -80,7 +80,7 @@ SMALL = dict(layout="stacked", batch=32, workers=2, base_lr=1e-4, warmup=0, trai
 
 # The reproduction study's length, and the last leg over which its single-method (bilinear) run
 # branches off the main run for Table 5 (ltc/study.py BRANCHES).
-STUDY_ITERS = 3000
+STUDY_ITERS = 6000
 STUDY_SINGLE_METHOD_ITERS = 200
 # The study's contrastive partner y (README "Does it reproduce?"): "same_source" since round 4. With "batch"
 # (the paper's: any other image) the 3000-iteration study collapsed phi on the real photos, because about
