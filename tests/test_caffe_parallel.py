@@ -147,3 +147,19 @@ def test_counting_net_step_matches_the_serial_path(tmp_path):
     _assert_param_grads_close(serial_params, par_params)
     assert np.abs(serial_params["conv3"][0][1]).max() > 0
     assert np.abs(serial_blobs["conv3"][1]).max() > 0
+
+
+def test_a_smaller_openmp_team_still_covers_the_batch():
+    """OMP_THREAD_LIMIT=1: the parallel regions ask for 2 threads and get a team of one (OMP_DYNAMIC
+    can do the same under load). Work split by hand (the convolution's images per thread, the fused
+    SGD update's ranges) must follow the team actually started, or part of the batch is silently
+    skipped. Reruns the two-thread layer tests and the SGD update tests under that limit."""
+    import sys
+    here = os.path.dirname(os.path.abspath(__file__))
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          os.path.join(here, "test_caffe_parallel.py") + "::test_parallel_layers_match_the_serial_path",
+                          os.path.join(here, "test_caffe_sgd_update.py")],
+                         env=dict(os.environ, OMP_THREAD_LIMIT="1"), capture_output=True, text=True,
+                         cwd=os.path.dirname(here))
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    assert " passed" in res.stdout and " skipped" not in res.stdout, res.stdout[-1000:]
