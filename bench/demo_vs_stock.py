@@ -13,8 +13,8 @@ another order and the runs part after a while, as stock Caffe's own one- and two
 
 A build is "venv" (the project's Caffe, .venv/bin/caffe) or the prefix of another install
 (./setup.sh --stock-caffe prints it). Each run has --threads BLAS threads; the two go in
-parallel when the CPUs have room for both, else one after the other. The table goes to stdout and OUT/summary.txt; the logs and snapshots stay
-in OUT/LABEL/.
+parallel when the CPUs have room for both, else one after the other. The table goes to stdout
+and OUT/summary.txt; the logs and snapshots stay in OUT/LABEL/.
 """
 import argparse
 import os
