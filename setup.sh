@@ -39,7 +39,7 @@ APT_PACKAGES=(
   build-essential cmake pkg-config patch ca-certificates
   libboost-dev libboost-system-dev libboost-thread-dev libboost-filesystem-dev
   libboost-python-dev libgflags-dev libgoogle-glog-dev libhdf5-dev liblmdb-dev
-  libleveldb-dev libsnappy-dev libopenblas-dev libprotobuf-dev protobuf-compiler
+  libleveldb-dev libsnappy-dev libopenblas-dev libprotobuf-dev protobuf-compiler libdnnl-dev
   libopencv-dev python3-dev python3-venv libpython3-dev
   dataset-fashion-mnist
 )
@@ -144,6 +144,9 @@ else
     FLAGS="$CUDA_FLAGS"
     say "CUDA build: $CUDA_SUMMARY"
   fi
+  # speed/0204: CPU convolution through oneDNN (engine DEFAULT; CAFFE_CONV_ENGINE=caffe at run
+  # time keeps im2col + GEMM)
+  [ "$STOCK" = 1 ] || FLAGS="$FLAGS -DUSE_DNNL=ON"
   FLAGS="$FLAGS -DBUILD_python=ON -DBUILD_python_layer=ON -Dpython_version=${PYVER:0:1}.${PYVER:1} -DUSE_OPENCV=ON -DUSE_LMDB=ON -DUSE_LEVELDB=ON -DBUILD_docs=OFF -DCMAKE_BUILD_TYPE=Release"
   NUMPY_VER="$("$VPY" -c 'import numpy; print(numpy.__version__)')"
   KEY="$( { echo "$CAFFE_SRC_VERSION $ORIG_SHA256 $DEBIAN_SHA256 py$PYVER numpy$NUMPY_VER"; echo "$FLAGS";
