@@ -7,7 +7,9 @@ identical (each value is the same sum in the same order). A batched GEMM has ano
 OpenBLAS may pick other kernels and round the same sums differently in the last bit, so there
 they must agree within FORWARD_TOL (relative to the blob's largest value). Conv weight and bias
 gradients (summed over other groupings of the images, then reduced over threads) agree within
-WEIGHT_TOL. Skipped for a build without the patch (libcaffe not linked with OpenMP)."""
+WEIGHT_TOL. These layers are the im2col + GEMM engine: every net here is made with
+CAFFE_CONV_ENGINE=caffe (speed/0204's oneDNN engine has its own tests, test_caffe_dnnl_conv.py).
+Skipped for a build without the patch (libcaffe not linked with OpenMP)."""
 import glob
 import os
 import subprocess
@@ -77,6 +79,7 @@ def _run(path, threads, weights=None, conv_batch=None, inputs=None, seed=3):
     """One forward/backward of the net at ``path`` with T = threads; inputs: {blob: values}
     (default: standard normal data, target and big). Returns (net, blobs, params)."""
     os.environ["CAFFE_CPU_THREADS"] = str(threads)
+    os.environ["CAFFE_CONV_ENGINE"] = "caffe"
     if conv_batch:
         os.environ["CAFFE_CONV_BATCH"] = conv_batch
     try:
@@ -98,6 +101,7 @@ def _run(path, threads, weights=None, conv_batch=None, inputs=None, seed=3):
     finally:
         del os.environ["CAFFE_CPU_THREADS"]
         os.environ.pop("CAFFE_CONV_BATCH", None)
+        os.environ.pop("CAFFE_CONV_ENGINE", None)
 
 
 # (threads, CAFFE_CONV_BATCH): 1 image per GEMM; chunks of 2 with a remainder; a thread's images
@@ -153,13 +157,16 @@ def test_a_smaller_openmp_team_still_covers_the_batch():
     """OMP_THREAD_LIMIT=1: the parallel regions ask for 2 threads and get a team of one (OMP_DYNAMIC
     can do the same under load). Work split by hand (the convolution's images per thread, the fused
     SGD update's ranges) must follow the team actually started, or part of the batch is silently
-    skipped. Reruns the two-thread layer tests and the SGD update tests under that limit."""
+    skipped; oneDNN's kernels, sized for the threads asked for, would wait for the missing one
+    forever. Reruns the two-thread layer tests, the oneDNN convolution tests and the SGD update
+    tests under that limit (with a timeout)."""
     import sys
     here = os.path.dirname(os.path.abspath(__file__))
     res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                           os.path.join(here, "test_caffe_parallel.py") + "::test_parallel_layers_match_the_serial_path",
+                          os.path.join(here, "test_caffe_dnnl_conv.py"),
                           os.path.join(here, "test_caffe_sgd_update.py")],
                          env=dict(os.environ, OMP_THREAD_LIMIT="1"), capture_output=True, text=True,
-                         cwd=os.path.dirname(here))
+                         cwd=os.path.dirname(here), timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     assert " passed" in res.stdout and " skipped" not in res.stdout, res.stdout[-1000:]
