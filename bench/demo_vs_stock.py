@@ -14,7 +14,10 @@ another order and the runs part after a while, as stock Caffe's own one- and two
 A build is "venv" (the project's Caffe, .venv/bin/caffe) or the prefix of another install
 (./setup.sh --stock-caffe prints it). Each run has --threads BLAS threads; the two go in
 parallel when the CPUs have room for both, else one after the other. The table goes to stdout
-and OUT/summary.txt; the logs and snapshots stay in OUT/LABEL/.
+and OUT/summary.txt; the logs and snapshots stay in OUT/LABEL/. --reuse LABEL keeps that build's
+finished run in OUT/LABEL (same solver, iterations and threads, checked against its solver copy and
+log) instead of training it again: stock Caffe's run does not change when only the patched build
+does.
 """
 import argparse
 import os
@@ -35,12 +38,17 @@ TEST_RE = re.compile(r"Iteration (\d+), Testing net")
 OUT_RE = re.compile(r"Test net output #\d+: (\w+) = (\S+)")
 
 
-def solver_copy(folder, iters):
+def solver_text(folder, iters):
     """The demo solver with max_iter = snapshot = iters and its snapshots in folder."""
     text = open(os.path.join(REPO, SOLVER)).read()
     text = re.sub(r"(?m)^max_iter: .*$", "max_iter: %d" % iters, text)
     text = re.sub(r"(?m)^snapshot: .*$", "snapshot: %d" % iters, text)
-    text = re.sub(r'(?m)^snapshot_prefix: .*$', 'snapshot_prefix: "%s"' % os.path.join(folder, "demo"), text)
+    return re.sub(r'(?m)^snapshot_prefix: .*$', 'snapshot_prefix: "%s"' % os.path.join(folder, "demo"), text)
+
+
+def solver_copy(folder, iters):
+    """solver_text written to folder/solver.prototxt; returns its path."""
+    text = solver_text(folder, iters)
     path = os.path.join(folder, "solver.prototxt")
     with open(path, "w") as f:
         f.write(text)
@@ -111,10 +119,37 @@ def compare(a, b):
     return n, same, worst, first
 
 
+def reused_run(label, folder, iters, threads, error):
+    """A finished run of an earlier call, checked: the demo solver with these iterations (its solver
+    copy), the iteration-`iters` snapshot, a finished log, and (where recorded) the threads."""
+    solver = os.path.join(folder, "solver.prototxt")
+    snap = os.path.join(folder, "demo_iter_%d.caffemodel" % iters)
+    log = os.path.join(folder, "train.log")
+    for need in (solver, snap, log):
+        if not os.path.isfile(need):
+            error("--reuse %s: %s is missing (run it without --reuse first)" % (label, need))
+    text = open(solver).read()
+    want = solver_text(folder, iters)
+    if text != want:
+        error("--reuse %s: %s is not the current demo solver with max_iter %d (prototxt/demo changed?)"
+              % (label, solver, iters))
+    if "Optimization Done." not in open(log, errors="replace").read():
+        error("--reuse %s: %s has no 'Optimization Done.' (the run did not finish)" % (label, log))
+    tfile = os.path.join(folder, "threads.txt")
+    if os.path.isfile(tfile) and int(open(tfile).read()) != threads:
+        error("--reuse %s: that run had %s thread(s), not %d" % (label, open(tfile).read().strip(), threads))
+    wfile = os.path.join(folder, "wall_s.txt")
+    wall = float(open(wfile).read()) if os.path.isfile(wfile) else float("nan")
+    print("%s: reusing the finished run in %s" % (label, folder), flush=True)
+    return dict(label=label, folder=folder, wall=wall)
+
+
 def _wait(run):
     rc = run["proc"].wait()
     run["wall"] = time.time() - run["t0"]
     run["log"].close()
+    with open(os.path.join(run["folder"], "wall_s.txt"), "w") as f:
+        f.write("%.1f\n" % run["wall"])
     if rc:
         raise SystemExit("%s: caffe train exited with %d; see %s" % (run["label"], rc,
                                                                   os.path.join(run["folder"], "train.log")))
@@ -128,6 +163,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1, help="BLAS threads per run")
     ap.add_argument("--iters", type=int, default=300, help="iterations of the demo solver")
     ap.add_argument("--out", default="runs/demo_vs_stock", help="folder for logs, snapshots, summary")
+    ap.add_argument("--reuse", nargs="*", default=[], metavar="LABEL",
+                    help="keep these builds' finished runs in OUT/LABEL instead of training again")
     a = ap.parse_args(argv)
     for need in NEEDS:
         if not os.path.isfile(os.path.join(REPO, need, "data.mdb")):
@@ -138,8 +175,14 @@ def main(argv=None):
     out = os.path.join(REPO, a.out)
     parallel = 2 * a.threads <= (os.cpu_count() or 1)
     runs = []
+    for label in a.reuse:
+        if label not in builds:
+            ap.error("--reuse %s: not one of the --builds labels" % label)
     for label, build in builds.items():
         folder = os.path.join(out, label)
+        if label in a.reuse:
+            runs.append(reused_run(label, folder, a.iters, a.threads, ap.error))
+            continue
         os.makedirs(folder, exist_ok=True)
         for old in os.listdir(folder):   # a rerun starts from scratch, never from old snapshots
             os.remove(os.path.join(folder, old))
@@ -147,6 +190,8 @@ def main(argv=None):
         env = dict(os.environ, OPENBLAS_NUM_THREADS=str(a.threads), **extra)
         if "avx512f" in bl.cpu_flags():
             env.pop("OPENBLAS_CORETYPE", None)   # as make demo does on an AVX-512 CPU
+        with open(os.path.join(folder, "threads.txt"), "w") as f:
+            f.write("%d\n" % a.threads)
         log = open(os.path.join(folder, "train.log"), "w")
         print("%s: %s (OPENBLAS_NUM_THREADS=%d)" % (label, " ".join(argv_), a.threads), flush=True)
         runs.append(dict(label=label, folder=folder, log=log, t0=time.time(),

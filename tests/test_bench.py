@@ -311,3 +311,32 @@ def test_demo_vs_stock_reads_logs_and_compares(tmp_path):
     assert env["PYTHONPATH"].split(os.pathsep)[0] == "/x/lib/python3/dist-packages"
     assert env["LD_LIBRARY_PATH"] == "/x/lib" and env["V"] == "1"
     assert not any("learning-to-count/caffe-" in p for p in env["PYTHONPATH"].split(os.pathsep))
+
+
+def test_demo_vs_stock_reuses_only_a_finished_matching_run(tmp_path):
+    dvs = load_script("bench/demo_vs_stock.py")
+    folder = tmp_path / "stock"
+    folder.mkdir()
+
+    def error(msg):
+        raise ValueError(msg)
+
+    with pytest.raises(ValueError, match="missing"):
+        dvs.reused_run("stock", str(folder), 20, 1, error)
+    dvs.solver_copy(str(folder), 20)
+    (folder / "demo_iter_20.caffemodel").write_bytes(b"x")
+    (folder / "train.log").write_text(DEMO_LOG)
+    with pytest.raises(ValueError, match="did not finish"):
+        dvs.reused_run("stock", str(folder), 20, 1, error)
+    (folder / "train.log").write_text(DEMO_LOG + "I1204 solver.cpp:464] Optimization Done.\n")
+    run = dvs.reused_run("stock", str(folder), 20, 1, error)
+    assert run["label"] == "stock" and run["folder"] == str(folder) and run["wall"] != run["wall"]
+    (folder / "wall_s.txt").write_text("812.5\n")
+    (folder / "threads.txt").write_text("1\n")
+    assert dvs.reused_run("stock", str(folder), 20, 1, error)["wall"] == 812.5
+    with pytest.raises(ValueError, match="thread"):
+        dvs.reused_run("stock", str(folder), 20, 2, error)
+    # another iteration count means another solver: refused, not compared against a wrong run
+    (folder / "demo_iter_30.caffemodel").write_bytes(b"x")
+    with pytest.raises(ValueError, match="not the current demo solver"):
+        dvs.reused_run("stock", str(folder), 30, 1, error)

@@ -332,3 +332,40 @@ def test_all_embedded_photos_and_the_held_out_split():
     train, held_out = embedded.split_photos(every)
     assert (len(train), len(held_out)) == (34, 8) and not set(train) & set(held_out)
     assert "skimage_coins.png" in {name for name, _ in every}
+
+
+def test_demo_seeds_writes_the_demo_with_another_seed(tmp_path):
+    """tools/demo_seeds.py: each seed's nets are the demo's (prototxt/demo) except the seeds, the
+    length and the paths; a finished seed is read back, and the table reports every seed."""
+    import json
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+    from ltc import REPO
+    ds = load_script("tools/demo_seeds.py")
+    folder = os.path.relpath(str(tmp_path / "s1702"), REPO)
+    os.makedirs(os.path.join(REPO, folder))
+    solver_path = ds.write_nets(1702, 900, folder)
+    s = caffe_pb2.SolverParameter()
+    text_format.Merge(open(os.path.join(REPO, solver_path)).read(), s)
+    ref = caffe_pb2.SolverParameter()
+    text_format.Merge(open(os.path.join(REPO, "prototxt/demo/solver.prototxt")).read(), ref)
+    assert (s.random_seed, s.max_iter, s.snapshot) == (1702, 900, 900)
+    assert s.net == os.path.join(folder, "train_val.prototxt")
+    assert s.snapshot_prefix == os.path.join(folder, "counting_demo")
+    for field in ("base_lr", "momentum", "weight_decay", "lr_policy", "test_interval", "display"):
+        assert getattr(s, field) == getattr(ref, field), field
+    tv = open(os.path.join(REPO, folder, "train_val.prototxt")).read()
+    demo_tv = open(os.path.join(REPO, "prototxt/demo/train_val.prototxt")).read()
+    assert '\\"seed\\": 1702' in tv and '\\"seed\\": 1703' in tv   # train stream and test stream
+    body = lambda t: [l for l in t.splitlines() if not l.startswith("#") and "seed" not in l]  # noqa: E731
+    assert body(tv) == body(demo_tv)     # the net itself is the demo's
+    assert ds.summary_row(1702, folder) is None
+    os.makedirs(os.path.join(REPO, folder, "count_check"))
+    json.dump(dict(spearman=0.93, count_map=dict(exact=0.4, within1=0.85),
+                   per_count=[dict(k=0, mean=0.1), dict(k=16, mean=9.0)]),
+              open(os.path.join(REPO, folder, "count_check", "count_check.json"), "w"))
+    row = ds.summary_row(1702, folder)
+    assert (row["seed"], row["spearman"], row["exact"], row["norm16"]) == (1702, 0.93, 0.4, 9.0)
+    text = ds.table([row, dict(row, seed=1703, spearman=0.05)], 900, 2)
+    assert "| 1702 | 0.930 | 40.0 % / 85.0 % |" in text and "| 1703 | 0.050 |" in text
+    assert "1 of 2 seeds >= 0.9" in text
