@@ -369,3 +369,17 @@ def test_demo_seeds_writes_the_demo_with_another_seed(tmp_path):
     text = ds.table([row, dict(row, seed=1703, spearman=0.05)], 900, 2)
     assert "| 1702 | 0.930 | 40.0 % / 85.0 % |" in text and "| 1703 | 0.050 |" in text
     assert "1 of 2 seeds >= 0.9" in text
+
+
+def test_demo_seeds_resumes_from_the_latest_snapshot_below_the_end(tmp_path):
+    from ltc import REPO
+    ds = load_script("tools/demo_seeds.py")
+    folder = os.path.relpath(str(tmp_path / "s1702"), REPO)
+    assert ds.latest_state(folder, 1200) is None          # no folder yet
+    os.makedirs(os.path.join(REPO, folder))
+    for it in (300, 600, 1200):
+        open(os.path.join(REPO, folder, "counting_demo_iter_%d.solverstate" % it), "w").close()
+    open(os.path.join(REPO, folder, "counting_demo_iter_900.caffemodel"), "w").close()   # not a state
+    assert ds.latest_state(folder, 1200) == os.path.join(folder, "counting_demo_iter_600.solverstate")
+    assert ds.latest_state(folder, 601) == os.path.join(folder, "counting_demo_iter_600.solverstate")
+    assert ds.latest_state(folder, 300) is None

@@ -5,16 +5,22 @@ recipe on the Fashion scenes) once per seed and runs the demo's count-check on e
 
     python tools/demo_seeds.py --seeds 1701 1702 1703            # 600 iterations, 2 BLAS threads
     python tools/demo_seeds.py --seeds 1701 1702 --max-iter 900 --out runs/demo_seeds_900
+    python tools/demo_seeds.py --seeds 1702 --max-iter 1200 --out runs/demo_seeds_1200 \
+        --resume-from runs/demo_seeds        # continue each seed's 600-iteration run to 1200
 
 A seed sets the solver's random_seed (weight init) and the data stream's (crops, interpolation,
 partners), as `make_prototxt.py --seed` does; everything else is the demo's configuration
 (ltc/nets.py VARIANTS "demo"). Each seed's nets, log, snapshot and count-check go to OUT/sSEED; a
 seed whose count-check is already there is not trained again, so a stopped run resumes by
-rerunning the command. The table goes to stdout and OUT/summary.md.
+rerunning the command. --resume-from DIR continues each seed from its latest snapshot in DIR/sSEED
+(a shorter run of this tool) instead of training from iteration 0: same data stream, same
+solver state, so the result is that of one longer run. The table goes to stdout and
+OUT/summary.md.
 """
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -46,6 +52,18 @@ def write_nets(seed, max_iter, folder):
         if name == "solver.prototxt":
             solver = os.path.join(folder, name)
     return solver
+
+
+def latest_state(folder, below):
+    """Path (relative to the repository) of the latest solverstate in folder before iteration
+    `below`, or None."""
+    best = None
+    full = os.path.join(REPO, folder)
+    for name in os.listdir(full) if os.path.isdir(full) else []:
+        m = re.match(r"counting_demo_iter_(\d+)\.solverstate$", name)
+        if m and int(m.group(1)) < below and (best is None or int(m.group(1)) > best[0]):
+            best = (int(m.group(1)), os.path.join(folder, name))
+    return best and best[1]
 
 
 def summary_row(seed, folder):
@@ -83,6 +101,7 @@ def main(argv=None):
     ap.add_argument("--max-iter", type=int, default=dict(nets.VARIANTS)["demo"]["max_iter"])
     ap.add_argument("--threads", type=int, default=2, help="OPENBLAS_NUM_THREADS of each run")
     ap.add_argument("--out", default="runs/demo_seeds")
+    ap.add_argument("--resume-from", metavar="DIR", help="continue each seed from its latest snapshot in DIR/sSEED")
     a = ap.parse_args(argv)
     for need in ("data/fashion/scenes_train_lmdb", "data/fashion/scenes_val_lmdb"):
         if not os.path.isfile(os.path.join(REPO, need, "data.mdb")):
@@ -97,11 +116,17 @@ def main(argv=None):
         if row is None:
             os.makedirs(os.path.join(REPO, folder), exist_ok=True)
             solver = write_nets(seed, a.max_iter, folder)
-            print("seed %d: caffe train -solver %s" % (seed, solver), flush=True)
+            argv_ = [os.path.join(REPO, ".venv", "bin", "caffe"), "train", "-solver", solver]
+            if a.resume_from:
+                state = latest_state(os.path.join(a.resume_from, "s%d" % seed), a.max_iter)
+                if state is None:
+                    raise SystemExit("seed %d: no snapshot below iteration %d in %s/s%d"
+                                     % (seed, a.max_iter, a.resume_from, seed))
+                argv_ += ["-snapshot", state]
+            print("seed %d: %s" % (seed, " ".join(argv_[1:])), flush=True)
             t0 = time.time()
             with open(os.path.join(REPO, folder, "train.log"), "w") as log:
-                rc = subprocess.call([os.path.join(REPO, ".venv", "bin", "caffe"), "train", "-solver", solver],
-                                     cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+                rc = subprocess.call(argv_, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
             if rc:
                 raise SystemExit("seed %d: caffe train exited with %d; see %s" % (seed, rc, os.path.join(folder, "train.log")))
             with open(os.path.join(REPO, folder, "wall_s.txt"), "w") as f:
@@ -111,7 +136,8 @@ def main(argv=None):
                                    "--source", "data/fashion/scenes_val_lmdb", "--max-images", "500",
                                    "--fit-source", "data/fashion/scenes_train_lmdb",
                                    "--out", os.path.join(folder, "count_check")], cwd=REPO, env=env,
-                                  stdout=subprocess.DEVNULL)
+                                  stdout=open(os.path.join(REPO, folder, "count_check.log"), "w"),
+                                  stderr=subprocess.STDOUT)
             row = summary_row(seed, folder)
         rows.append(row)
         print("seed %d: Spearman %.3f, read-out %.1f %% / %.1f %%" % (seed, row["spearman"], 100 * row["exact"],
