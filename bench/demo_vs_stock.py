@@ -136,8 +136,9 @@ def reused_run(label, folder, iters, threads, error):
     if "Optimization Done." not in open(log, errors="replace").read():
         error("--reuse %s: %s has no 'Optimization Done.' (the run did not finish)" % (label, log))
     tfile = os.path.join(folder, "threads.txt")
-    if os.path.isfile(tfile) and int(open(tfile).read()) != threads:
-        error("--reuse %s: that run had %s thread(s), not %d" % (label, open(tfile).read().strip(), threads))
+    had = int(open(tfile).read()) if os.path.isfile(tfile) else threads
+    if had != threads:
+        error("--reuse %s: that run had %d thread(s), not %d" % (label, had, threads))
     wfile = os.path.join(folder, "wall_s.txt")
     wall = float(open(wfile).read()) if os.path.isfile(wfile) else float("nan")
     print("%s: reusing the finished run in %s" % (label, folder), flush=True)

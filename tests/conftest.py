@@ -1,6 +1,7 @@
 """Shared pytest fixtures and helpers."""
 import importlib.util
 import os
+import subprocess
 import sys
 
 import cv2
@@ -41,6 +42,31 @@ def write_test_lmdb(path, n, encoded=False, seed=0, size=256):
             images.append(img)
     env.close()
     return images
+
+
+def pycaffe_links(library):
+    """True when pycaffe's extension links ``library`` (ldd also lists libcaffe's own dependencies:
+    "libgomp" for the speed patches, "libdnnl" for speed/0204, "libcudart" for a CUDA build)."""
+    import caffe
+    out = subprocess.run(["ldd", caffe._caffe.__file__], capture_output=True, text=True).stdout
+    return library in out
+
+
+def numeric_grad(fun, x, eps=1e-6):
+    """Central differences of the scalar ``fun()`` with respect to every entry of the array ``x``,
+    changed in place (a Caffe blob's data, say) and restored."""
+    g = np.zeros_like(x)
+    it = np.nditer(x, flags=["multi_index"])
+    for _ in it:
+        i = it.multi_index
+        old = x[i]
+        x[i] = old + eps
+        fp = fun()
+        x[i] = old - eps
+        fm = fun()
+        x[i] = old
+        g[i] = (fp - fm) / (2 * eps)
+    return g
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_BIN = os.path.join(REPO, ".venv", "bin")
 
 import caffe
+from conftest import pycaffe_links
 
 
 class ScaleShiftLayer(caffe.Layer):
@@ -133,8 +134,7 @@ def test_check_accepts_the_project_caffe():
 
 
 def _is_cuda_build():
-    out = subprocess.run(["ldd", caffe._caffe.__file__], capture_output=True, text=True).stdout
-    return "libcudart" in out
+    return pycaffe_links("libcudart")
 
 
 CPU_MODE_NET = """

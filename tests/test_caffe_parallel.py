@@ -10,7 +10,6 @@ gradients (summed over other groupings of the images, then reduced over threads)
 WEIGHT_TOL. These layers are the im2col + GEMM engine: every net here is made with
 CAFFE_CONV_ENGINE=caffe (speed/0204's oneDNN engine has its own tests, test_caffe_dnnl_conv.py).
 Skipped for a build without the patch (libcaffe not linked with OpenMP)."""
-import glob
 import os
 import subprocess
 
@@ -19,6 +18,7 @@ import pytest
 
 caffe = pytest.importorskip("caffe")
 from caffe import layers as L, params as P  # noqa: E402
+from conftest import pycaffe_links  # noqa: E402
 
 WEIGHT_TOL = 1e-5
 FORWARD_TOL = 1e-6
@@ -31,14 +31,8 @@ def _same(a, b, exact):
     return np.abs(a - b).max(initial=0) <= FORWARD_TOL * max(np.abs(a).max(initial=0), 1e-30)
 
 
-def _patched():
-    """pycaffe's libcaffe (ldd lists its dependencies too) links OpenMP only with the patch."""
-    so = glob.glob(os.path.join(os.path.dirname(caffe.__file__), "_caffe*.so"))
-    out = subprocess.run(["ldd"] + so[:1], capture_output=True, text=True).stdout if so else ""
-    return "libgomp" in out
-
-
-pytestmark = pytest.mark.skipif(not _patched(), reason="this Caffe build has no batch-parallel patch (no OpenMP)")
+# pycaffe's libcaffe links OpenMP only with the patch
+pytestmark = pytest.mark.skipif(not pycaffe_links("libgomp"), reason="this Caffe build has no batch-parallel patch (no OpenMP)")
 
 
 def _net(tmp_path, batch):

@@ -6,6 +6,7 @@ import re
 import numpy as np
 import pytest
 
+from conftest import numeric_grad
 from ltc import loss as lc
 from ltc.params import ParamError
 
@@ -51,21 +52,6 @@ def test_zero_features_give_exactly_M():
         assert np.all(per_sample == M)
 
 
-def _numeric_grad(fun, x, eps=1e-6):
-    g = np.zeros_like(x)
-    it = np.nditer(x, flags=["multi_index"])
-    for _ in it:
-        i = it.multi_index
-        old = x[i]
-        x[i] = old + eps
-        fp = fun()
-        x[i] = old - eps
-        fm = fun()
-        x[i] = old
-        g[i] = (fp - fm) / (2 * eps)
-    return g
-
-
 @pytest.mark.parametrize("scale", [0.3, 0.6])
 def test_backward_matches_finite_differences_float64(scale):
     rng = np.random.RandomState(1)
@@ -77,7 +63,7 @@ def test_backward_matches_finite_differences_float64(scale):
     analytic = [g_tile] * 4 + [g_dx, g_dy]
     fun = lambda: lc.counting_loss_forward(f[:4], f[4], f[5], M)[0]  # noqa: E731
     for i in range(6):
-        np.testing.assert_allclose(analytic[i], _numeric_grad(fun, f[i]), rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(analytic[i], numeric_grad(fun, f[i]), rtol=1e-6, atol=1e-8)
     # the hinge is active for samples 0..2 and not for 3..5, so both branches were checked
     _, _, active = cache
     s = f[0] + f[1] + f[2] + f[3]
@@ -141,16 +127,7 @@ def test_caffe_layer_forward_and_fd_gradients(tmp_path):
 
     # Caffe's GradientChecker style: float32 net, step 1e-2, tolerance 1e-2
     for nm, g in zip(NAMES, analytic):
-        blob = net.blobs[nm].data
-        num = np.zeros_like(g)
-        for idx in np.ndindex(*blob.shape):
-            old = blob[idx]
-            blob[idx] = old + 1e-2
-            fp = caffe_loss()
-            blob[idx] = old - 1e-2
-            fm = caffe_loss()
-            blob[idx] = old
-            num[idx] = (fp - fm) / 2e-2
+        num = numeric_grad(caffe_loss, net.blobs[nm].data, eps=1e-2)
         np.testing.assert_allclose(g, num, rtol=1e-2, atol=1e-3, err_msg=nm)
         assert np.abs(g).max() > 0
 

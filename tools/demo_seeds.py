@@ -20,7 +20,6 @@ OUT/summary.md.
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -29,13 +28,13 @@ import time
 from ltc import REPO
 from ltc import bench as bl
 from ltc import nets
+from ltc import snapshots
 
 
 def demo_config(seed, max_iter, folder):
     """The demo's overrides with this seed, length and snapshot folder."""
-    cfg = dict(dict(nets.VARIANTS)["demo"], seed=seed, max_iter=max_iter, snapshot=max_iter,
-               snapshot_prefix=os.path.join(folder, "counting_demo"))
-    return cfg
+    return dict(dict(nets.VARIANTS)["demo"], seed=seed, max_iter=max_iter, snapshot=max_iter,
+                snapshot_prefix=os.path.join(folder, "counting_demo"))
 
 
 def write_nets(seed, max_iter, folder):
@@ -57,13 +56,10 @@ def write_nets(seed, max_iter, folder):
 def latest_state(folder, below):
     """Path (relative to the repository) of the latest solverstate in folder before iteration
     `below`, or None."""
-    best = None
-    full = os.path.join(REPO, folder)
-    for name in os.listdir(full) if os.path.isdir(full) else []:
-        m = re.match(r"counting_demo_iter_(\d+)\.solverstate$", name)
-        if m and int(m.group(1)) < below and (best is None or int(m.group(1)) > best[0]):
-            best = (int(m.group(1)), os.path.join(folder, name))
-    return best and best[1]
+    for n, path in snapshots.list_snapshots(os.path.join(REPO, folder, "counting_demo")):   # newest first
+        if n < below:
+            return os.path.relpath(path, REPO)
+    return None
 
 
 def summary_row(seed, folder):
