@@ -12,6 +12,7 @@ It also holds the counting data layer's defaults, once: the layer, the batch pip
 net generator, the analyses and the tools all read them from here.
 """
 import json
+import math
 
 # The counting data layer's defaults (docs/design.md says why each is what it is).
 CROP_SIZE = 228             # random crop of the 256 x 256 image; the six inputs are crop / 2
@@ -45,6 +46,8 @@ def _coerce(layer, key, value, typ):
         raise ParamError("%s: param_str key '%s' must be %r, got %r (%s)"
                          % (layer, key, typ, value, type(value).__name__))
     if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ParamError("%s: param_str key '%s' must be a finite number, got %r" % (layer, key, value))
         return float(value)
     if typ is int and isinstance(value, int) and not isinstance(value, bool):
         return value
@@ -100,7 +103,7 @@ def _under_caffe_binary():
 
 
 def report_errors(method):
-    """Decorator for a Python layer's setup/reshape: under the ``caffe`` binary a Python
+    """Decorator for a Python layer's setup/reshape/forward/backward: under the ``caffe`` binary a Python
     exception aborts the process with only ``boost::python::error_already_set`` on the
     screen, so print the layer's own message to stderr first. Under pycaffe the exception
     propagates unchanged (and is not printed twice)."""

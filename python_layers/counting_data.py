@@ -189,6 +189,7 @@ class CountingDataLayer(caffe.Layer):
             for k in range(len(INPUT_NAMES)):
                 top[k].data[...] = batch[k]
 
+    @report_errors
     def backward(self, top, propagate_down, bottom):
         pass
 

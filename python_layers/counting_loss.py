@@ -94,6 +94,7 @@ class CountingLossLayer(caffe.Layer):
             return [x[i] for i in range(6)]
         return [bottom[i].data.reshape(self.n, self.k) for i in range(6)]
 
+    @report_errors
     def forward(self, bottom, top):
         f = self._inputs(bottom)
         loss, _, self.cache = counting_loss_forward(f[:4], f[4], f[5], self.params["M"])
@@ -103,6 +104,7 @@ class CountingLossLayer(caffe.Layer):
             for i in range(1, len(top)):
                 top[i].data[...] = diag[DIAGNOSTICS[i - 1]]
 
+    @report_errors
     def backward(self, top, propagate_down, bottom):
         g_tile, g_dx, g_dy = counting_loss_backward(self.cache, float(top[0].diff))
         grads = [g_tile, g_tile, g_tile, g_tile, g_dx, g_dy]

@@ -66,9 +66,11 @@ class BilinearResizeLayer(caffe.Layer):
             self.rx = interp_matrix(self.out_w, w, self.align).astype(np.float32)
         top[0].reshape(n, c, self.out_h, self.out_w)
 
+    @report_errors
     def forward(self, bottom, top):
         top[0].data[...] = resize_forward(bottom[0].data, self.ry, self.rx)
 
+    @report_errors
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
             bottom[0].diff[...] = resize_backward(top[0].diff, self.ry, self.rx)

@@ -49,11 +49,13 @@ class ROIPoolingLayer(caffe.Layer):
             raise ValueError("ROIPoolingLayer: bottom[1] must be R x 5 ROIs, got %s" % (bottom[1].data.shape,))
         top[0].reshape(rois.shape[0], bottom[0].data.shape[1], self.ph, self.pw)
 
+    @report_errors
     def forward(self, bottom, top):
         rois = check_rois(bottom[1].data.reshape(-1, 5), bottom[0].data.shape[0])
         out, self.argmax = roi_pool_forward(bottom[0].data, rois, self.ph, self.pw, self.scale)
         top[0].data[...] = out
 
+    @report_errors
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
             bottom[0].diff[...] = roi_pool_backward(top[0].diff, self.argmax, bottom[1].data.reshape(-1, 5),

@@ -29,10 +29,12 @@ class SmoothL1LossLayer(caffe.Layer):
             raise ValueError("SmoothL1LossLayer: bottoms must have one shape, got %s" % shapes)
         top[0].reshape()   # a scalar, like Caffe's own loss layers
 
+    @report_errors
     def forward(self, bottom, top):
         loss, self.grad = smooth_l1_forward(bottom[0].data, bottom[1].data, bottom[2].data)
         top[0].data[...] = loss
 
+    @report_errors
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
             bottom[0].diff[...] = (self.grad * float(top[0].diff)).astype(np.float32)

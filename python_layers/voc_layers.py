@@ -45,15 +45,18 @@ class VOCClsDataLayer(caffe.Layer):
         p = parse_params(self.param_str, CLS_SPEC, "VOCClsDataLayer", required=("index",))
         self.src = ClsBatcher(p["index"], p["batch"], p["resize"], p["crop"], p["mirror"], p["seed"])
 
+    @report_errors
     def reshape(self, bottom, top):
         self.batch_ = self.src.next()
         for i, b in enumerate(self.batch_):
             top[i].reshape(*b.shape)
 
+    @report_errors
     def forward(self, bottom, top):
         for i, b in enumerate(self.batch_):
             top[i].data[...] = b
 
+    @report_errors
     def backward(self, top, propagate_down, bottom):
         pass
 
