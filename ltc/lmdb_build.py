@@ -54,7 +54,7 @@ import cv2
 import lmdb
 import numpy as np
 
-from ltc import lmdb_io, workers
+from ltc import cli_checks, lmdb_io, workers
 from ltc.lmdb_io import IMAGE_EXTENSIONS
 from ltc.workers import death_message, is_no_space, signal_name
 
@@ -137,11 +137,13 @@ def build_split(split, entries, out, args, shuffle, progress=None):
 def add_build_args(parser, seed_help="train shuffle seed"):
     """The LMDB-building options shared by the data_prep/ dataset scripts."""
     import os
-    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--size", type=cli_checks.int_range(1, 8192), default=256)
     parser.add_argument("--resize", choices=RESIZE_MODES, default="warp")
     parser.add_argument("--encoded", action="store_true", help="store JPEG bytes of the resized images")
-    parser.add_argument("--seed", type=int, default=0, help=seed_help)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--seed", type=cli_checks.int_range(0, 2 ** 32 - 1), default=0, help=seed_help)
+    parser.add_argument("--workers", type=cli_checks.workers_int, default=min(os.cpu_count() or 1,
+                                                                              cli_checks.MAX_WORKERS),
+                        help="decoding processes (0: in this process; at most %d)" % cli_checks.MAX_WORKERS)
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--force", action="store_true",
                         help="build even when the free-space estimate says the database will not fit")
@@ -521,6 +523,20 @@ def _make_space_message(output, written, total, db_bytes, need, free_start, free
                                      _mb(free_now)))
 
 
+def check_replaceable(output, overwrite):
+    """BuildError unless ``output`` is free, or is an LMDB (a folder of data.mdb and lock.mdb only)
+    and ``overwrite`` is set: --overwrite never replaces a file or a folder a user put there."""
+    if not os.path.lexists(output):
+        return
+    if cli_checks.is_replaceable_lmdb(output):
+        if not overwrite:
+            raise BuildError("output '%s' already exists (an LMDB); pass --overwrite to replace it" % output)
+        return
+    raise BuildError("output '%s' already exists and is %s, not an LMDB (a folder holding only data.mdb "
+                     "and lock.mdb); --overwrite replaces only an LMDB, so choose another output"
+                     % (output, cli_checks.describe_existing(output)))
+
+
 class SafeLmdbWriter(object):
     """Write an LMDB at ``output`` all-or-nothing.
 
@@ -561,8 +577,7 @@ class SafeLmdbWriter(object):
         parent = os.path.dirname(self.output)
         if not os.path.isdir(parent):
             os.makedirs(parent, exist_ok=True)
-        if os.path.lexists(self.output) and not overwrite:
-            raise BuildError("output '%s' already exists; pass --overwrite to replace it" % self.output)
+        check_replaceable(self.output, overwrite)
         remove_stale_partials(self.output, log)
         self.free_start = free_bytes(parent)
         self.partial = "%s.partial-%d" % (self.output, os.getpid())
@@ -745,10 +760,10 @@ class SafeLmdbWriter(object):
                 "finishing the partial database %s failed: %s" % (self.partial, e), exit_code=1)
         old = None
         if os.path.lexists(self.output):
-            if not self.overwrite:
+            if not self.overwrite or not cli_checks.is_replaceable_lmdb(self.output):
                 self.abort()
-                raise BuildError("output '%s' appeared while building; not replacing it (use --overwrite)"
-                                 % self.output)
+                raise BuildError("output '%s' appeared while building (%s); not replacing it"
+                                 % (self.output, cli_checks.describe_existing(self.output)))
             old = "%s.old-%d" % (self.output, os.getpid())
             os.rename(self.output, old)
         os.rename(self.partial, self.output)
@@ -810,7 +825,7 @@ def write_report(path, rows, header=("index", "path", "reason")):
     """Write a TSV report atomically (tmp file + rename)."""
     tmp = "%s.tmp-%d" % (path, os.getpid())
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
+        with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as f:  # non-UTF-8 names as on disk
             f.write("\t".join(header) + "\n")
             for row in rows:
                 f.write("\t".join(str(c).replace("\t", " ").replace("\n", " ") for c in row) + "\n")
@@ -1027,6 +1042,7 @@ def build_lmdb(entries, output, size=256, resize="warp", encoded=False, encode_f
     if size < 1 or min_side < 1 or max_pixels < 1:
         raise BuildError("size, min-side and max-pixels must be positive")
     output = os.path.abspath(output.rstrip("/") or output)
+    check_replaceable(output, overwrite)  # before any work: never replace what is not an LMDB
     entries = list(entries)
     if shuffle:
         order = np.random.RandomState(seed).permutation(len(entries))
@@ -1039,7 +1055,7 @@ def build_lmdb(entries, output, size=256, resize="warp", encoded=False, encode_f
 
     keys, skipped, tasks = {}, [], []
     for i, e in enumerate(entries):
-        key = ("%08d_%s" % (i, e.key_path)).encode("utf-8")
+        key = b"%08d_" % i + os.fsencode(e.key_path)  # bytes as named on disk, UTF-8 or not
         if e.reason:
             skipped.append((i, e.key_path, e.reason))
         elif len(key) > MAX_KEY_BYTES:

@@ -39,7 +39,7 @@ import os
 import sys
 
 
-from ltc import lmdb_build
+from ltc import cli_checks, lmdb_build
 
 
 def build_parser():
@@ -49,24 +49,24 @@ def build_parser():
     p.add_argument("output", help="LMDB folder to create")
     p.add_argument("--root", default="", help="folder that relative list-file paths are joined to "
                    "(default: the list file's folder)")
-    p.add_argument("--label", type=int, default=0, help="label for every image of a folder source")
-    p.add_argument("--size", type=int, default=256, help="output side S (images are S x S)")
+    p.add_argument("--label", type=cli_checks.int32, default=0, help="label for every image of a folder source")
+    p.add_argument("--size", type=cli_checks.int_range(1, 8192), default=256, help="output side S (images are S x S)")
     p.add_argument("--resize", choices=lmdb_build.RESIZE_MODES, default="warp",
                    help="warp: resize to S x S (convert_imageset); shorter-crop: shorter side to S, centre crop")
     p.add_argument("--encoded", action="store_true", help="store encoded bytes of the resized image")
     p.add_argument("--encode-format", choices=lmdb_build.ENCODE_FORMATS, default="jpg",
                    help="format for --encoded")
-    p.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality for --encoded jpg")
+    p.add_argument("--jpeg-quality", type=cli_checks.int_range(0, 100), default=95, help="JPEG quality for --encoded jpg")
     p.add_argument("--shuffle", action="store_true", help="shuffle the order (keys follow the new order)")
-    p.add_argument("--seed", type=int, default=0, help="seed for --shuffle")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help="decoding processes; 0 decodes in the main process")
-    p.add_argument("--min-side", type=int, default=16, help="skip images whose shorter side is smaller (tiny)")
-    p.add_argument("--max-pixels", type=float, default=100e6,
+    p.add_argument("--seed", type=cli_checks.int_range(0, 2 ** 32 - 1), default=0, help="seed for --shuffle")
+    p.add_argument("--workers", type=cli_checks.workers_int, default=min(os.cpu_count() or 1, cli_checks.MAX_WORKERS),
+                   help="decoding processes; 0 decodes in the main process (at most %d)" % cli_checks.MAX_WORKERS)
+    p.add_argument("--min-side", type=cli_checks.int_range(1, 65535), default=16, help="skip images whose shorter side is smaller (tiny)")
+    p.add_argument("--max-pixels", type=cli_checks.float_range(1, 1e12), default=100e6,
                    help="skip images with more pixels than this (decompression-bomb guard, checked from the header)")
-    p.add_argument("--batch", type=int, default=1000, help="puts per LMDB transaction")
+    p.add_argument("--batch", type=cli_checks.int_range(1, 1000000), default=1000, help="puts per LMDB transaction")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
-    p.add_argument("--initial-map-mb", type=float, default=0,
+    p.add_argument("--initial-map-mb", type=cli_checks.float_range(0, 1 << 30), default=0,
                    help="initial LMDB map size in MB (0: estimate; the map doubles whenever it is full)")
     p.add_argument("--no-writemap", action="store_true",
                    help="plain LMDB writes (slower) for filesystems without sparse files: with writemap the "
@@ -75,7 +75,7 @@ def build_parser():
                    help="build even when the free-space estimate says the database will not fit")
     p.add_argument("--summary-json", default="", help="also write the summary as JSON to this file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--delay", type=float, default=0.0, help=argparse.SUPPRESS)  # seconds per image, for tests
+    p.add_argument("--delay", type=cli_checks.float_range(0, 3600), default=0.0, help=argparse.SUPPRESS)  # seconds per image, for tests
     return p
 
 
@@ -100,8 +100,18 @@ def _aftermath(exc, output):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.workers < 0 or args.size < 1 or args.batch < 1:
-        print("make_lmdb: error: --workers must be >= 0, --size and --batch >= 1", file=sys.stderr)
+    try:  # before any work: OUTPUT must not be SOURCE, inside it or around it
+        if os.path.exists(args.source):
+            cli_checks.refuse_nested(args.source, args.output)
+        if args.root and os.path.isdir(args.root):
+            cli_checks.refuse_nested(args.root, args.output, what_in="--root")
+        lmdb_build.check_replaceable(os.path.abspath(args.output.rstrip("/") or args.output), args.overwrite)
+        cli_checks.writable_dir(os.path.dirname(os.path.abspath(args.output.rstrip("/") or args.output)),
+                                "the folder of OUTPUT")
+        if args.summary_json:
+            cli_checks.writable_file(args.summary_json, "--summary-json")
+    except (cli_checks.PathError, lmdb_build.BuildError) as e:
+        print("make_lmdb: error: %s" % e, file=sys.stderr)
         return 2
     print("make_lmdb: " + " ".join("%s=%s" % kv for kv in sorted(vars(args).items()) if kv[0] != "delay"))
     sys.stdout.flush()
