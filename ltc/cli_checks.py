@@ -215,9 +215,9 @@ def writable_dir(path, what="output folder"):
 def model_file(path, what="model"):
     """PathError unless ``path`` is an existing, non-empty regular file (says 'is a folder' for one)."""
     if os.path.isdir(path):
-        raise PathError("%s '%s' is a folder, not a file" % (what, path))
+        raise PathError("%s '%s' is a directory, not a file" % (what, path))
     if not os.path.exists(path):
-        raise PathError("%s '%s' does not exist" % (what, path))
+        raise PathError("%s '%s': no such file" % (what, path))
     if not os.path.isfile(path):
         raise PathError("%s '%s' is not a regular file" % (what, path))
     if os.path.getsize(path) == 0:

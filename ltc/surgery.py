@@ -33,6 +33,7 @@ Use it for every downstream protocol that feeds mean-subtracted 0-255 BGR images
 prototxt/transfer/); omit it only if the downstream data layer itself normalises per image.
 ``--fold-std-value S`` folds a given std instead of measuring one.
 """
+import math
 import os
 
 import numpy as np
@@ -249,17 +250,18 @@ def read_counting_model(path, verify_branches=True, log=print):
 # ----------------------------------------------------------------------------- input statistics
 def add_fold_std_arguments(parser, title):
     """The --fold-std options of the tools that port or export weights (port_weights.py, export.py)."""
+    from ltc import cli_checks
     from ltc.transforms import INTERPOLATION_MODES
     g = parser.add_argument_group(title)
     g.add_argument("--fold-std", metavar="LMDB", help="measure the average per-image input std on this LMDB and fold it")
-    g.add_argument("--fold-std-value", type=float, help="fold this std instead of measuring one")
-    g.add_argument("--fold-std-images", type=int, default=256, help="images to measure on")
-    g.add_argument("--fold-std-gray-prob", type=float, default=0.0,
+    g.add_argument("--fold-std-value", type=cli_checks.positive_float, help="fold this std instead of measuring one")
+    g.add_argument("--fold-std-images", type=cli_checks.int_range(1, 100000), default=256, help="images to measure on")
+    g.add_argument("--fold-std-gray-prob", type=cli_checks.probability, default=0.0,
                    help="probability of the grayscale mode while measuring (downstream nets see colour)")
-    g.add_argument("--fold-std-crop", type=int, default=CROP_SIZE, help="random crop of the counting pipeline")
+    g.add_argument("--fold-std-crop", type=cli_checks.int_range(2, 256), default=CROP_SIZE, help="random crop of the counting pipeline")
     g.add_argument("--fold-std-interpolation", choices=INTERPOLATION_MODES, default=INTERPOLATION,
                    help="the data layer's interpolation setting while measuring")
-    g.add_argument("--seed", type=int, default=SEED, help="seed of the crops used for measuring (and of Caffe)")
+    g.add_argument("--seed", type=cli_checks.int_range(0, 2 ** 31 - 1), default=SEED, help="seed of the crops used for measuring (and of Caffe)")
     return g
 
 
@@ -269,7 +271,7 @@ def fold_std_from_arguments(args):
     if args.fold_std and args.fold_std_value is not None:
         raise PortError("give --fold-std LMDB or --fold-std-value S, not both")
     if args.fold_std_value is not None:
-        if not args.fold_std_value > 0:
+        if not (args.fold_std_value > 0 and math.isfinite(args.fold_std_value)):
             raise PortError("--fold-std-value must be > 0, got %r" % args.fold_std_value)
         return args.fold_std_value
     if not args.fold_std:
@@ -292,7 +294,7 @@ def measure_input_std(lmdb_path, n_images=256, crop=CROP_SIZE, gray_prob=0.0, se
     and gray draws, seeded with ``seed``); each of the six inputs of every member contributes
     the std normalize_into would divide by. Returns (mean std, number of inputs measured).
     """
-    from ltc import transforms as ct
+    from ltc import transforms
 
     images = [np.ascontiguousarray(img.transpose(2, 0, 1))
               for _, img, _ in lmdb_io.iter_images(lmdb_path, limit=n_images)]
@@ -302,9 +304,9 @@ def measure_input_std(lmdb_path, n_images=256, crop=CROP_SIZE, gray_prob=0.0, se
     small = [i for i, img in enumerate(images) if min(img.shape[1:]) < crop]
     if small:
         raise PortError("%s: image %d is smaller than the crop %d" % (lmdb_path, small[0], crop))
-    plan = ct.plan_batch(seed, "test", 0, len(images), len(images), interpolation, gray_prob)
-    stds = [ct.input_std(v, bool(plan.gray[i]))
-            for i, views in enumerate(ct.batch_views(images, plan, crop)) for v in views]
+    plan = transforms.plan_batch(seed, "test", 0, len(images), len(images), interpolation, gray_prob)
+    stds = [transforms.input_std(v, bool(plan.gray[i]))
+            for i, views in enumerate(transforms.batch_views(images, plan, crop)) for v in views]
     return float(np.mean(stds)), len(stds)
 
 

@@ -25,7 +25,7 @@ import sys
 
 from ltc import caffe_env
 caffe_env.quiet_glog()   # before pycaffe loads (ltc.export reads Caffe's protobuf definitions)
-from ltc import export as ex, surgery  # noqa: E402
+from ltc import cli_checks, export as ex, surgery  # noqa: E402
 
 
 def main(argv=None):
@@ -39,12 +39,19 @@ def main(argv=None):
     ap.add_argument("--input", choices=ex.NORMALIZATIONS,
                     help="input normalisation the weights expect (required for a ported model; a counting "
                          "snapshot: per-image, or bgr-mean with --fold-std)")
-    ap.add_argument("--input-size", type=int, default=ex.COUNTING_INPUT,
+    ap.add_argument("--input-size", type=cli_checks.int_range(1, 4096), default=ex.COUNTING_INPUT,
                     help="image side recorded as the default input size (the counting net's tiles are 114)")
-    ap.add_argument("--eps", type=float, default=ex.DEFAULT_EPS, help="eps of the per-image normalisation")
+    ap.add_argument("--eps", type=cli_checks.positive_float, default=ex.DEFAULT_EPS, help="eps of the per-image normalisation")
     surgery.add_fold_std_arguments(ap, "fold the input std into conv1 (for BGR-mean inputs; as tools/port_weights.py)")
     args = ap.parse_args(argv)
     fmt = args.format or ("onnx" if args.out.lower().endswith(".onnx") else "torch")
+    try:  # before any work: the paths
+        cli_checks.model_file(args.trained, "TRAINED")
+        cli_checks.refuse_same(args.trained, args.out, "TRAINED", "OUT")
+        cli_checks.writable_file(args.out, "OUT")
+    except cli_checks.PathError as e:
+        print("export: error: %s" % e, file=sys.stderr)
+        return 2
     try:
         # optional dependencies first: fail before reading a large snapshot
         ex.require(fmt)

@@ -10,7 +10,7 @@ import sys
 
 from ltc import caffe_env
 caffe_env.quiet_glog()   # before pycaffe loads: Caffe's per-layer log (only --rescale builds a net)
-from ltc import lmdb_io, surgery
+from ltc import cli_checks, lmdb_io, surgery  # noqa: E402
 
 
 def main(argv=None):
@@ -27,10 +27,17 @@ def main(argv=None):
     r.add_argument("--rescale-net", default="prototxt/transfer/fcn_alexnet/train.prototxt",
                    help="downstream net (images via an Input blob 'data')")
     r.add_argument("--rescale-layers", default="fc6,fc7,score_fr", help="comma-separated layers, in net order")
-    r.add_argument("--rescale-images", type=int, default=16, help="images in the batch")
-    r.add_argument("--rescale-size", type=int, default=227, help="image side fed to the net")
+    r.add_argument("--rescale-images", type=cli_checks.int_range(1, 1024), default=16, help="images in the batch")
+    r.add_argument("--rescale-size", type=cli_checks.int_range(1, 4096), default=227, help="image side fed to the net")
     args = ap.parse_args(argv)
     print("port_weights:", vars(args))
+    try:  # before any work: OUT must not be TRAINED (a symlink or hard link to it included)
+        cli_checks.model_file(args.trained, "TRAINED")
+        cli_checks.refuse_same(args.trained, args.out, "TRAINED", "OUT")
+        cli_checks.writable_file(args.out, "OUT")
+    except cli_checks.PathError as e:
+        print("port_weights: error: %s" % e, file=sys.stderr)
+        return 2
     try:
         fold = surgery.fold_std_from_arguments(args)
         surgery.port(args.trained, args.out, keep_head=args.keep_head, fold_std=fold)
