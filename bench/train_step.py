@@ -19,7 +19,7 @@ FLOPs per step: 2 x multiply-adds of every conv / fc layer, x3 for forward, weig
 input gradients (x2 for conv1, which computes no input gradient).
 
 BLAS settings (--blas, one or more): default, threads1, skylakex, skylakex1, openmp,
-openmp-skylakex (see bench/benchlib.py: OPENBLAS_CORETYPE / OPENBLAS_NUM_THREADS /
+openmp-skylakex (see ltc/bench.py blas_env: OPENBLAS_CORETYPE / OPENBLAS_NUM_THREADS /
 LD_LIBRARY_PATH to the OpenMP flavour); unavailable ones are skipped with the reason.
 
 PyTorch is used only here, from bench/.venv-torch (git-ignored); if it is missing the
@@ -52,7 +52,7 @@ import sys
 import tempfile
 import time
 
-from ltc import bench as bl
+from ltc import bench
 
 LAYOUTS = ("six", "stacked", "plain")
 
@@ -62,9 +62,9 @@ def _caffe_net_files(layout, batch, inputs, lmdb, workers, folder, dim=1000):
     """Write the train net and its solver into folder; returns the solver path."""
     import caffe
     from caffe import layers as L, params as P
-    from ltc import nets as mp
+    from ltc import nets
 
-    cfg = dict(mp.DEFAULTS, batch=batch, layout="stacked" if layout == "plain" else layout, dim=dim,
+    cfg = dict(nets.DEFAULTS, batch=batch, layout="stacked" if layout == "plain" else layout, dim=dim,
                train_lmdb=lmdb or "unused", val_lmdb=lmdb or "unused", workers=workers,
                prefetch=max(4, workers + 2), snapshot_prefix=os.path.join(folder, "snap"))
     if layout == "plain":
@@ -72,14 +72,14 @@ def _caffe_net_files(layout, batch, inputs, lmdb, workers, folder, dim=1000):
             raise SystemExit("the plain trunk row runs on Input blobs only")
         n = caffe.NetSpec()
         n.data = L.Input(shape=dict(dim=[6 * batch, 3, 114, 114]))
-        fc8 = mp.branch(n, n.data, "", dim, cfg["filler"])
+        fc8 = nets.branch(n, n.data, "", dim, cfg["filler"])
         n.loss = L.Reduction(fc8, operation=P.Reduction.MEAN, loss_weight=1)
         net = n.to_proto()
         net.name = "plain_trunk"
     else:
-        net = mp.counting_net(cfg, inputs=inputs)
+        net = nets.counting_net(cfg, inputs=inputs)
     net_path = os.path.join(folder, "train.prototxt")
-    return bl.write_timing_files(net, cfg, net_path, os.path.join(folder, "solver.prototxt"), max_iter=10 ** 8)
+    return bench.write_timing_files(net, cfg, net_path, os.path.join(folder, "solver.prototxt"), max_iter=10 ** 8)
 
 
 class _Timed:
@@ -117,7 +117,7 @@ def child_caffe(a):
     import numpy as np
     import caffe
     caffe.set_mode_cpu()
-    lib = bl.caffe_blas_library()
+    lib = bench.caffe_blas_library()
     variants = []
     tmp = tempfile.TemporaryDirectory()
     for i, (layout, inputs, workers) in enumerate(_parse_variants(a.variants)):
@@ -155,17 +155,17 @@ def child_caffe(a):
             v["solver"].step(1)
             v["times"].append(time.perf_counter() - t)
         if a.gemm:
-            gemm.append(bl.sgemm_gflops(lib, reps=1))
-    _, core, threads = bl.blas_info(lib)
+            gemm.append(bench.sgemm_gflops(lib, reps=1))
+    _, core, threads = bench.blas_info(lib)
     out = []
     for v in variants:
         net = v["solver"].net
         loss = float(np.asarray(net.blobs["loss"].data).ravel()[0])
         if not np.isfinite(loss):
             raise SystemExit("%s/%s: loss is not finite: %r" % (v["layout"], v["inputs"], loss))
-        macs = bl.net_macs(net)
+        macs = bench.net_macs(net)
         r = dict(kind="caffe", layout=v["layout"], inputs=v["inputs"], workers=v["workers"], batch=a.batch,
-                 times=v["times"], loss=loss, flops=bl.train_flops(macs), setup_s=v["setup_s"],
+                 times=v["times"], loss=loss, flops=bench.train_flops(macs), setup_s=v["setup_s"],
                  fwd_macs_per_image=sum(m for _, m in macs.values()) / (6 * a.batch))
         if v["data"]:
             r["data_s"] = v["data"].total / len(v["times"])
@@ -178,13 +178,13 @@ def child_caffe(a):
         v.pop("data_layer", None)
         v.pop("solver")
     gc.collect()
-    bl.child_print(dict(variants=out, gemm_gflops=statistics.median(gemm) if gemm else None,
+    bench.child_print(dict(variants=out, gemm_gflops=statistics.median(gemm) if gemm else None,
                         blas_lib=lib, blas_core=core, blas_threads=threads))
 
 
 def child_gemm(a):
-    lib = bl.caffe_blas_library()
-    _, core, threads = bl.blas_info(lib)
+    lib = bench.caffe_blas_library()
+    _, core, threads = bench.blas_info(lib)
     # 2048^3: the limit; then Caffe's per-image conv GEMMs (forward, one per image and group) next to
     # the same GEMM over a batch of 96 images (what a batched im2col would run), and fc6 at 96 rows
     shapes = [(2048, 2048, 2048), (96, 676, 363), (96, 676 * 96, 363), (128, 169, 1200), (128, 169 * 96, 1200),
@@ -192,9 +192,9 @@ def child_gemm(a):
               (384, 2304, 36), (2304, 36, 384)]
     res = dict(kind="gemm", blas_lib=lib, blas_core=core, blas_threads=threads)
     for m, n, k in shapes:
-        res["gemm_%dx%dx%d" % (m, n, k)] = bl.sgemm_gflops(lib, m, n, k, reps=5)
+        res["gemm_%dx%dx%d" % (m, n, k)] = bench.sgemm_gflops(lib, m, n, k, reps=5)
     res["gemm_gflops"] = res["gemm_2048x2048x2048"]
-    bl.child_print(res)
+    bench.child_print(res)
 
 
 # ============================================================================ --profile
@@ -289,7 +289,7 @@ def child_profile_caffe(a):
     import numpy as np
     import caffe
     caffe.set_mode_cpu()
-    lib = bl.caffe_blas_library()
+    lib = bench.caffe_blas_library()
     tmp = tempfile.TemporaryDirectory()
     runs = []
     for i, (layout, inputs, workers) in enumerate(_parse_variants(a.variants)):
@@ -326,7 +326,7 @@ def child_profile_caffe(a):
             parts["other"] = step - sum(v for k, v in parts.items() if k != "step" and k != "other") \
                 + parts.get("other", 0.0)
             r["steps"].append(parts)
-    _, core, threads = bl.blas_info(lib)
+    _, core, threads = bench.blas_info(lib)
     out = []
     for layout in dict.fromkeys(r["layout"] for r in runs):
         full = next(r for r in runs if r["layout"] == layout and r["which"] == "full")
@@ -334,7 +334,7 @@ def child_profile_caffe(a):
         times = {k: [p.get(k, 0.0) for p in full["steps"]] for k in full["steps"][0]}
         times["conv_wgrad"] = [p.get("conv_bwd", 0.0) for p in wg["steps"]]
         out.append(dict(kind="caffe", layout=layout, batch=a.batch, times=times))
-    bl.child_print(dict(variants=out, blas_lib=lib, blas_core=core, blas_threads=threads))
+    bench.child_print(dict(variants=out, blas_lib=lib, blas_core=core, blas_threads=threads))
 
 
 def _torch_kind(name):
@@ -383,7 +383,7 @@ def child_profile_torch(a):
         keys = set().union(*steps)
         out.append(dict(kind="torch", layout=layout, batch=a.batch,
                         times={k: [p.get(k, 0.0) for p in steps] for k in keys}))
-    bl.child_print(dict(variants=out, blas_threads=torch.get_num_threads(), torch_version=torch.__version__))
+    bench.child_print(dict(variants=out, blas_threads=torch.get_num_threads(), torch_version=torch.__version__))
 
 
 def print_profile(rows):
@@ -398,7 +398,7 @@ def print_profile(rows):
             med = {k: (v * scale if k not in ("step", "profiled_s") else v) for k, v in med.items()}
         else:
             med["conv_igrad"] = max(0.0, med.get("conv_bwd", 0.0) - med.get("conv_wgrad", 0.0))
-        row = dict(name=bl.row_name(r), thr=r.get("blas_threads"), batch=r["batch"], step_ms=1000 * step,
+        row = dict(name=bench.row_name(r), thr=r.get("blas_threads"), batch=r["batch"], step_ms=1000 * step,
                    images_s=6 * r["batch"] / step if step else None)
         for k, _ in PROFILE_COLUMNS:
             if k in med:
@@ -406,7 +406,7 @@ def print_profile(rows):
         table.append(row)
     cols = [("name", "row", 0), ("thr", "thr", 0), ("batch", "batch", 0), ("step_ms", "ms/step", 0),
             ("images_s", "images/s", 1)] + [(k, h + " ms (%)", 0) for k, h in PROFILE_COLUMNS]
-    bl.print_table(table, cols, title="Where one SGD step goes (median ms per step, % of the step). Caffe: its "
+    bench.print_table(table, cols, title="Where one SGD step goes (median ms per step, % of the step). Caffe: its "
                    "layer callbacks inside solver.step; conv wgrad from a copy of the net without conv input "
                    "gradients, igrad = bwd - wgrad; rest = update + split/concat + overhead. torch: "
                    "torch.profiler self CPU times scaled to the step; its conv bwd is weight+input together, "
@@ -483,7 +483,7 @@ def child_torch(a, build_only=False):
     cfg = torch.__config__.show().replace(" ", "")
     out = [dict(kind="torch", layout=layout, inputs="input", workers=0, batch=n, times=times[layout],
                 loss=losses[layout]) for layout in layouts]
-    bl.child_print(dict(variants=out, gemm_gflops=statistics.median(gemm), torch_version=torch.__version__,
+    bench.child_print(dict(variants=out, gemm_gflops=statistics.median(gemm), torch_version=torch.__version__,
                         blas_core="oneDNN" if "USE_MKLDNN=ON" in cfg else "torch",
                         blas_threads=torch.get_num_threads()))
 
@@ -560,7 +560,7 @@ def main(argv=None):
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--batches", type=int, nargs="+", default=[16, 64], help="samples per batch (6 images each)")
     ap.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=list(LAYOUTS))
-    ap.add_argument("--blas", nargs="+", choices=sorted(bl.blas_presets()), default=["env", "auto"],
+    ap.add_argument("--blas", nargs="+", choices=sorted(bench.blas_presets()), default=["env", "auto"],
                     help="BLAS settings of the Caffe rows")
     ap.add_argument("--torch-threads", type=int, nargs="+", default=[os.cpu_count() or 1],
                     help="torch.set_num_threads of the torch rows")
@@ -580,7 +580,7 @@ def main(argv=None):
     ap.add_argument("--memory", action="store_true",
                     help="instead: peak RSS of training at --memory-batches (six+data, stacked+data, six Input)")
     ap.add_argument("--memory-batches", type=int, nargs="+", default=[256, 16], help="batches of --memory")
-    ap.add_argument("--torch-python", default=bl.TORCH_VENV_PY, help="python of the PyTorch venv")
+    ap.add_argument("--torch-python", default=bench.TORCH_VENV_PY, help="python of the PyTorch venv")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per row")
     ap.add_argument("--csv", default=None, help="CSV path (default bench/results/train_step[_memory].csv)")
     # child mode (internal)
@@ -594,12 +594,12 @@ def main(argv=None):
         return {"caffe": child_profile_caffe, "torch": child_profile_torch}[a.child](a) or 0
     if a.child:
         return {"caffe": child_caffe, "torch": child_torch, "gemm": child_gemm}[a.child](a) or 0
-    a.caffe_builds = bl.parse_builds(a.caffe_builds, ap.error)
+    a.caffe_builds = bench.parse_builds(a.caffe_builds, ap.error)
     if any(b < 2 for b in a.batches):
         ap.error("--batches: each batch needs at least 2 samples (y is another image of the batch)")
     print("train_step:", json.dumps(vars(a), sort_keys=True))
-    print(bl.machine_line())
-    for name, (desc, _, skip) in sorted(bl.blas_presets().items()):
+    print(bench.machine_line())
+    for name, (desc, _, skip) in sorted(bench.blas_presets().items()):
         if name in a.blas:
             print("  blas %-16s %s%s" % (name, desc, "  [skipped: %s]" % skip if skip else ""))
 
@@ -616,14 +616,14 @@ def main(argv=None):
                 for batch in a.batches:
                     for layout in [l for l in a.layouts if l != "plain"]:
                         specs.append(dict(kind="torch", layout=layout, inputs="input", batch=batch, blas=tb))
-        rows = bl.run_rows(specs, a)
+        rows = bench.run_rows(specs, a)
         print()
         table = print_profile(rows)
-        bl.write_csv(table, a.csv or os.path.join(bl.RESULTS, "train_step_profile.csv"))
+        bench.write_csv(table, a.csv or os.path.join(bench.RESULTS, "train_step_profile.csv"))
         return 0
 
     if a.memory:
-        lmdb = bl.ensure_lmdb(a.lmdb)
+        lmdb = bench.ensure_lmdb(a.lmdb)
         blas = a.blas[-1]
         specs = []
         for batch in a.memory_batches:
@@ -634,22 +634,22 @@ def main(argv=None):
             specs.append(dict(kind="caffe", layout="six", inputs="input", batch=batch, blas=blas,
                               iters=2, warmup=1, gemm=False, alone=True))
         a.repeats = 1
-        rows = bl.run_rows(specs, a)
+        rows = bench.run_rows(specs, a)
         cols = [c for c in COLUMNS if c[0] in ("name", "blas", "batch", "images", "step_ms", "images_s",
                                                "peak_rss_mib")]
         cols.append(("children_peak_rss_mib", "worker RSS MiB", 0))
         print()
-        bl.print_table(rows, cols, title="Peak memory of training (RSS of the solver process; data workers separately)")
-        bl.write_csv(rows, a.csv or os.path.join(bl.RESULTS, "train_step_memory.csv"),
+        bench.print_table(rows, cols, title="Peak memory of training (RSS of the solver process; data workers separately)")
+        bench.write_csv(rows, a.csv or os.path.join(bench.RESULTS, "train_step_memory.csv"),
                      CSV_COLUMNS + ["children_peak_rss_mib"])
         return 0
 
-    lmdb = bl.ensure_lmdb(a.lmdb) if a.data_layer else None
+    lmdb = bench.ensure_lmdb(a.lmdb) if a.data_layer else None
     specs = [dict(kind="gemm", layout="-", inputs="-", batch=0, blas=b) for b in a.blas] + build_specs(a, lmdb)
-    rows = bl.run_rows(specs, a)
+    rows = bench.run_rows(specs, a)
     add_ratios(rows)
     print()
-    bl.print_table(rows, COLUMNS, title="One SGD step of the counting net (median of %d timed steps per row; +-%% = "
+    bench.print_table(rows, COLUMNS, title="One SGD step of the counting net (median of %d timed steps per row; +-%% = "
                    "(max-min)/median; sgemm = median of one 2048^3 sgemm per round, same process)"
                    % (a.iters * a.repeats))
     gem = [r for r in rows if r["kind"] == "gemm"]
@@ -662,11 +662,11 @@ def main(argv=None):
                   "conv3 weight grad per image", "conv3 input grad per image"]
         for r, lab in zip(shape_rows, labels):
             r["what"] = lab
-        bl.print_table(shape_rows, [("shape", "M x N x K", 0), ("what", "GEMM", 0)] +
+        bench.print_table(shape_rows, [("shape", "M x N x K", 0), ("what", "GEMM", 0)] +
                        [(r["blas"], r["blas"], 1) for r in gem],
                        title="sgemm GFLOP/s of Caffe's BLAS by shape: Caffe runs conv as one GEMM per image (and "
                        "group); 'x96' = the same GEMM over 96 images at once")
-    bl.write_csv(rows, a.csv or os.path.join(bl.RESULTS, "train_step.csv"), CSV_COLUMNS)
+    bench.write_csv(rows, a.csv or os.path.join(bench.RESULTS, "train_step.csv"), CSV_COLUMNS)
     return 0
 
 

@@ -11,10 +11,3 @@ import os
 def quiet_glog(level="2"):
     """Set GLOG_minloglevel to ``level`` unless the caller's environment already sets it."""
     os.environ.setdefault("GLOG_minloglevel", str(level))
-
-
-def child_env(level="2", **extra):
-    """A copy of os.environ for a child Caffe process, with glog quietened (unless set) and ``extra``."""
-    env = dict(os.environ, **extra)
-    env.setdefault("GLOG_minloglevel", str(level))
-    return env

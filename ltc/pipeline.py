@@ -58,7 +58,7 @@ from multiprocessing.connection import Pipe, wait
 import cv2
 import numpy as np
 
-from ltc import sharding, transforms as ct, workers
+from ltc import sharding, transforms, workers
 from ltc.params import CROP_SIZE, GRAY_PROB, INTERPOLATION, SEED
 from ltc.lmdb_io import LmdbError, decode_datum, open_lmdb, resolve_path
 from ltc.workers import death_message, reap
@@ -117,7 +117,7 @@ class _Maker:
 
     def plan(self, b):
         c = self.cfg
-        return ct.plan_batch(c["seed"], c["phase"], b, len(self.keys), c["batch_size"], c["interpolation"],
+        return transforms.plan_batch(c["seed"], c["phase"], b, len(self.keys), c["batch_size"], c["interpolation"],
                              c["gray_prob"], c["test_batches"], self.perm_cache, self.groups)
 
     def make(self, b, out, keep_open=False):
@@ -155,7 +155,7 @@ class _Maker:
                                         % (c["who"], c["source"], key, img.shape[1], img.shape[2], crop))
                     cache[idx] = img
                 images.append(img)
-            ct.fill_batch(images, plan, crop, out, c["eps"])   # inside the txn: raw images are views of it
+            transforms.fill_batch(images, plan, crop, out, c["eps"])   # inside the txn: raw images are views of it
 
     def close(self):
         if self.env is not None:
@@ -216,17 +216,17 @@ class BatchPipeline:
         checks = [(self.auto or (isinstance(workers, int) and not isinstance(workers, bool)),
                    "workers must be an integer or \"auto\""),
                   (batch_size >= 2, "batch_size must be >= 2 (y comes from another member of the batch)"),
-                  (crop_size in ct.CROP_SIZES, "crop_size must be 228 or 224"),
-                  (interpolation in ct.INTERPOLATION_MODES, "interpolation must be one of %s"
-                   % ", ".join(ct.INTERPOLATION_MODES)),
+                  (crop_size in transforms.CROP_SIZES, "crop_size must be 228 or 224"),
+                  (interpolation in transforms.INTERPOLATION_MODES, "interpolation must be one of %s"
+                   % ", ".join(transforms.INTERPOLATION_MODES)),
                   (0.0 <= gray_prob <= 1.0, "gray_prob must be in [0, 1]"),
                   (seed >= 0, "seed must be >= 0"),
-                  (phase in ct.PHASES, "phase must be 'train' or 'test'"),
+                  (phase in transforms.PHASES, "phase must be 'train' or 'test'"),
                   (not isinstance(workers, int) or workers >= 0,
                    "workers must be >= 0 (0 = make batches in this process)"),
                   (prefetch >= 1, "prefetch must be >= 1"),
                   (eps > 0, "eps must be > 0"),
-                  (partner in ct.PARTNER_MODES, "partner must be one of %s" % ", ".join(ct.PARTNER_MODES)),
+                  (partner in transforms.PARTNER_MODES, "partner must be one of %s" % ", ".join(transforms.PARTNER_MODES)),
                   (test_batches >= 0, "test_batches must be >= 0 (0 = one pass over the LMDB)"),
                   (start >= 0, "start must be >= 0")]
         try:
@@ -257,7 +257,7 @@ class BatchPipeline:
         self.n_db = len(keys)
         self.batch_size, self.crop_size, self.phase = batch_size, crop_size, phase
         self.test_batches = test_batches or -(-self.n_db // batch_size)
-        self.shape = ct.batch_shape(batch_size, crop_size)
+        self.shape = transforms.batch_shape(batch_size, crop_size)
         nbytes = int(np.prod(self.shape)) * 4        # one batch slot
         if self.auto:                                # the count, now that the slot size is known
             workers = auto_workers(slot_bytes=nbytes)
@@ -268,7 +268,7 @@ class BatchPipeline:
         self.who = who
         self.partner = partner
         # partner "same_source": the source of each key (ltc/mixdata.py's <index>_<source>_... keys)
-        self.groups = ct.source_groups(keys) if partner == "same_source" else None
+        self.groups = transforms.source_groups(keys) if partner == "same_source" else None
         self._maker = _Maker(self.cfg, keys, self.groups)
         self._next = start       # index of the next batch next_batch returns
         self._held = None        # slot handed out by the previous next_batch

@@ -7,10 +7,10 @@ import numpy as np
 from caffe.proto import caffe_pb2
 
 from ltc import lmdb_io
-from ltc import surgery as pw
-from ltc import transfer_nets as mtp
+from ltc import surgery
+from ltc import transfer_nets
 
-LAYERS = tuple(name for name, _ in mtp.PROBE_SIZES)   # conv1..conv5, pool5
+LAYERS = tuple(name for name, _ in transfer_nets.PROBE_SIZES)   # conv1..conv5, pool5
 
 
 class ProbeError(ValueError):
@@ -39,10 +39,10 @@ def check_weights(path):
     if not os.path.isfile(path):
         raise ProbeError("%s: no such file" % path)
     try:
-        model = pw.CountingModel(path)
+        model = surgery.CountingModel(path)
         raise ProbeError("%s: this is a %s counting snapshot; port it first: python tools/port_weights.py %s OUT.caffemodel "
                          "--fold-std TRAIN_LMDB" % (path, model.kind, path))
-    except pw.PortError:
+    except surgery.PortError:
         pass
     net = caffe_pb2.NetParameter()
     try:
@@ -52,14 +52,14 @@ def check_weights(path):
         raise ProbeError("%s: not a readable .caffemodel (%s)" % (path, e))
     by = {l.name: l for l in net.layer}
     out = {}
-    for name, shape in pw.CONV_SHAPES:
+    for name, shape in surgery.CONV_SHAPES:
         if name not in by or len(by[name].blobs) != 2:
             raise ProbeError("%s: no layer '%s' with weights and bias: not a CaffeNet-layout model "
                              "(tools/port_weights.py writes one)" % (path, name))
-        got = pw.blob_shape(by[name].blobs[0])
+        got = surgery.blob_shape(by[name].blobs[0])
         if got != shape:
-            raise ProbeError("%s: '%s' weights are %s, CaffeNet's are %s" % (path, name, pw.fmt_shape(got), pw.fmt_shape(shape)))
-        out[name] = [pw.blob_array(b) for b in by[name].blobs]
+            raise ProbeError("%s: '%s' weights are %s, CaffeNet's are %s" % (path, name, surgery.fmt_shape(got), surgery.fmt_shape(shape)))
+        out[name] = [surgery.blob_array(b) for b in by[name].blobs]
     return out
 
 

@@ -30,7 +30,7 @@ import time
 import numpy as np
 
 from ltc import detection, scoring, voc, voc_data
-from ltc import transfer_nets as tn
+from ltc import transfer_nets
 
 FULL = {
     "cls": dict(fc_width=4096, batch=10, resize=256, crop=227, base_lr=0.001, gamma=0.1, stepsize=40000,
@@ -81,15 +81,15 @@ def load_ported(net, model):
         except Exception as e:
             raise Table1Error("model '%s' is not a .caffemodel (%s)" % (model, e))
     src = {l.name: [np.array(b.data, np.float32) for b in l.blobs] for l in p.layer if l.blobs}
-    missing = [n for n in tn.CONV_NAMES if n not in src]
+    missing = [n for n in transfer_nets.CONV_NAMES if n not in src]
     if missing:
         raise Table1Error("model '%s' lacks %s; is it a ported CaffeNet (tools/port_weights.py)?" % (model, missing))
     net.copy_from(model)
-    for name in tn.CONV_NAMES:
+    for name in transfer_nets.CONV_NAMES:
         for k, blob in enumerate(net.params[name]):
             if blob.data.size != src[name][k].size or not np.array_equal(blob.data.ravel(), src[name][k]):
                 raise Table1Error("model '%s': %s blob %d did not load (shape %s)" % (model, name, k, blob.data.shape))
-    _log("loaded %s from %s (checked blob by blob)" % (", ".join(tn.CONV_NAMES), model))
+    _log("loaded %s from %s (checked blob by blob)" % (", ".join(transfer_nets.CONV_NAMES), model))
 
 
 def _train(caffe, solver_path, model, iters, log_every=20):
@@ -157,8 +157,8 @@ def run_cls(train_index, test_index, out_dir, model=None, quick=True, name="mode
     cfg.update(num_classes=len(classes), index=os.path.abspath(train_index),
                snapshot_prefix=os.path.join(out_dir, "cls"))
     net, t_train, losses = _fine_tune(caffe, "cls", out_dir, name, cfg, model,
-                                      dict(train=tn.voc_cls(cfg, "train"), deploy=tn.voc_cls(cfg, "deploy")),
-                                      lambda p: tn.step_solver(cfg, p["train"]), "deploy")
+                                      dict(train=transfer_nets.voc_cls(cfg, "train"), deploy=transfer_nets.voc_cls(cfg, "deploy")),
+                                      lambda p: transfer_nets.step_solver(cfg, p["train"]), "deploy")
     tb = voc_data.ClsBatcher(test_index, 1, cfg["resize"], cfg["crop"], mirror=False)
     entries = tb.entries[:limit_test] if limit_test else tb.entries
     t0 = time.time()
@@ -183,8 +183,8 @@ def run_det(train_index, test_index, out_dir, model=None, quick=True, name="mode
                proposals=proposals if proposals == "toy" else os.path.abspath(proposals), train_conv1=train_conv1,
                snapshot_prefix=os.path.join(out_dir, "det"))
     net, t_train, losses = _fine_tune(caffe, "det", out_dir, name, cfg, model,
-                                      dict(train=tn.fast_rcnn(cfg, "train"), test=tn.fast_rcnn(cfg, "test")),
-                                      lambda p: tn.step_solver(cfg, p["train"]), "test")
+                                      dict(train=transfer_nets.fast_rcnn(cfg, "train"), test=transfer_nets.fast_rcnn(cfg, "test")),
+                                      lambda p: transfer_nets.step_solver(cfg, p["train"]), "test")
     tb = voc_data.DetBatcher(test_index, test_proposals, cfg["scale"], cfg["max_size"], mirror=False,
                              seed=cfg["seed"] + 1)
     entries = tb.entries[:limit_test] if limit_test else tb.entries
@@ -221,9 +221,9 @@ def run_seg(train_index, test_index, out_dir, model=None, quick=True, name="mode
     cfg.update(num_classes=n, inputs="data_layer", index=os.path.abspath(train_index),
                snapshot_prefix=os.path.join(out_dir, "seg"), snapshot=0, test_iter=1)
     net, t_train, losses = _fine_tune(caffe, "seg", out_dir, name, cfg, model,
-                                      dict(train=tn.fcn_alexnet(cfg, "train"),
-                                           val=tn.fcn_alexnet(dict(cfg, inputs="input"), "val")),
-                                      lambda p: tn.fcn_solver(cfg, p["train"], p["val"]), "val")
+                                      dict(train=transfer_nets.fcn_alexnet(cfg, "train"),
+                                           val=transfer_nets.fcn_alexnet(dict(cfg, inputs="input"), "val")),
+                                      lambda p: transfer_nets.fcn_solver(cfg, p["train"], p["val"]), "val")
     tb = voc_data.SegBatcher(test_index, mirror=False, shuffle=False)
     entries = tb.entries[:limit_test] if limit_test else tb.entries
     hist = np.zeros((n, n), np.int64)

@@ -11,14 +11,14 @@ import numpy as np
 import caffe
 
 from ltc import caffenet
-from ltc import nets as mp
+from ltc import nets
 
 PLAIN = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 
 
 def counting_netparam(layout="six", head=64, dim=20, batch=1):
-    cfg = dict(mp.DEFAULTS, batch=batch, dim=dim, layout="six" if layout == "deploy" else layout)
-    netp = mp.deploy_net(cfg) if layout == "deploy" else mp.counting_net(cfg, inputs="input")
+    cfg = dict(nets.DEFAULTS, batch=batch, dim=dim, layout="six" if layout == "deploy" else layout)
+    netp = nets.deploy_net(cfg) if layout == "deploy" else nets.counting_net(cfg, inputs="input")
     for layer in netp.layer:
         if layer.name.split("_")[0] in ("fc6", "fc7"):
             layer.inner_product_param.num_output = head
@@ -55,9 +55,9 @@ CAFFENET_CONV_SHAPES = dict(caffenet.CONV_SHAPES)
 def small_train_net(train_lmdb, val_lmdb, batch=2, workers=1, prefetch=3, test_batches=3, head=16, dim=20):
     """The counting training net (counting data layer for TRAIN and TEST, six branches, the
     counting loss) with fc6/fc7 shrunk to ``head`` outputs: a few MB per snapshot."""
-    cfg = dict(mp.DEFAULTS, batch=batch, test_batch=batch, dim=dim, train_lmdb=str(train_lmdb),
+    cfg = dict(nets.DEFAULTS, batch=batch, test_batch=batch, dim=dim, train_lmdb=str(train_lmdb),
                val_lmdb=str(val_lmdb), workers=workers, prefetch=prefetch, test_iter=test_batches)
-    netp = mp.counting_net(cfg)
+    netp = nets.counting_net(cfg)
     for layer in netp.layer:
         if layer.name.split("_")[0] in ("fc6", "fc7"):
             layer.inner_product_param.num_output = head

@@ -17,7 +17,7 @@ import pytest
 
 from ltc.analysis import caffelog, features, metrics
 from ltc.analysis import table5 as t5
-from ltc import transforms as ct
+from ltc import transforms
 from ltc.lmdb_io import image_to_datum
 from conftest import load_script
 
@@ -99,7 +99,7 @@ def test_table5_equals_independent_recomputation():
 
     def prep(v_hwc, gray):
         chw = v_hwc.transpose(2, 0, 1)
-        return ct.normalize(ct.to_gray(chw) if gray else chw)
+        return transforms.normalize(transforms.to_gray(chw) if gray else chw)
 
     expect = np.zeros((2, 5))
     dens = np.zeros(2)
@@ -108,7 +108,7 @@ def test_table5_equals_independent_recomputation():
         x = img[y0:y0 + crop, x0:x0 + crop]
         g = bool(res["gray"][i])
         tiles = [x[:s, :s], x[:s, s:], x[s:, :s], x[s:, s:]]
-        downs = [cv2.resize(x, (s, s), interpolation=ct.INTERP_FLAGS[m]) for m in features.METHODS]
+        downs = [cv2.resize(x, (s, s), interpolation=transforms.INTERP_FLAGS[m]) for m in features.METHODS]
         for r, w in enumerate((wa, wb)):
             t = sum(feats(w, prep(v, g)) for v in tiles)
             d = [feats(w, prep(v, g)) for v in downs]
@@ -381,7 +381,7 @@ def test_caffe_features_match_numpy(tiny_model):
                                     chunk=2, progress=False)
     assert labels == list(range(5))
     for i, img in enumerate(imgs):
-        v = ct.normalize(cv2.resize(img, (8, 8), interpolation=cv2.INTER_AREA).transpose(2, 0, 1))
+        v = transforms.normalize(cv2.resize(img, (8, 8), interpolation=cv2.INTER_AREA).transpose(2, 0, 1))
         np.testing.assert_allclose(F[i], np.maximum(w.astype(np.float64) @ v.ravel() + b, 0), rtol=1e-4, atol=1e-5)
     with pytest.raises(features.AnalysisError, match="8 x 8"):
         phi(np.zeros((2, 3, 9, 9), np.float32))

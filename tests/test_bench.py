@@ -7,7 +7,7 @@ import pytest
 
 from conftest import load_script
 
-from ltc import bench as bl
+from ltc import bench
 
 # CaffeNet at 114x114 (ltc/caffenet.py), multiply-adds per image, worked out by hand:
 HAND_MACS = {
@@ -24,22 +24,22 @@ HAND_MACS = {
 
 def _net(layout, batch, tmp_path):
     import caffe
-    from ltc import nets as mp
-    cfg = dict(mp.DEFAULTS, batch=batch, layout=layout)
+    from ltc import nets
+    cfg = dict(nets.DEFAULTS, batch=batch, layout=layout)
     path = tmp_path / ("%s.prototxt" % layout)
-    path.write_text(str(mp.counting_net(cfg, inputs="input")))
+    path.write_text(str(nets.counting_net(cfg, inputs="input")))
     return caffe.Net(str(path), caffe.TRAIN)
 
 
 @pytest.mark.parametrize("layout", ["six", "stacked"])
 def test_net_macs_match_hand_count(layout, tmp_path):
     batch = 2
-    macs = bl.net_macs(_net(layout, batch, tmp_path))
+    macs = bench.net_macs(_net(layout, batch, tmp_path))
     per_layer = {}
     for name, (_, m) in macs.items():
         per_layer[name.split("_")[0]] = per_layer.get(name.split("_")[0], 0) + m
     assert per_layer == {k: v * 6 * batch for k, v in HAND_MACS.items()}
-    flops = bl.train_flops(macs)
+    flops = bench.train_flops(macs)
     total = sum(HAND_MACS.values()) * 6 * batch
     # forward + weight grad + input grad, except conv1 (no input gradient)
     assert flops == 2 * (3 * total - HAND_MACS["conv1"] * 6 * batch)
@@ -53,9 +53,9 @@ def test_profile_wgrad_net_keeps_every_conv_weight_gradient(layout, tmp_path):
     import numpy as np
     import caffe
     from caffe.proto import caffe_pb2
-    from ltc import nets as mp
+    from ltc import nets
     train_step = load_script("bench/train_step.py")
-    net_param = mp.counting_net(dict(mp.DEFAULTS, batch=1, layout=layout), inputs="input")
+    net_param = nets.counting_net(dict(nets.DEFAULTS, batch=1, layout=layout), inputs="input")
     wg = train_step.no_conv_input_grad_net(net_param)
     convs = [l for l in wg.layer if l.type == "Convolution"]
     assert len(convs) == (30 if layout == "six" else 5)
@@ -83,16 +83,16 @@ def test_profile_wgrad_net_keeps_every_conv_weight_gradient(layout, tmp_path):
 def test_blas_env_sets_and_removes_variables(monkeypatch):
     monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "7")
-    env, skip = bl.blas_env("auto")
+    env, skip = bench.blas_env("auto")
     assert skip is None and "OPENBLAS_CORETYPE" not in env and "OPENBLAS_NUM_THREADS" not in env
-    env, _ = bl.blas_env("auto1")
+    env, _ = bench.blas_env("auto1")
     assert env["OPENBLAS_NUM_THREADS"] == "1" and "OPENBLAS_CORETYPE" not in env
-    env, _ = bl.blas_env("env")
+    env, _ = bench.blas_env("env")
     assert env["OPENBLAS_CORETYPE"] == "Haswell" and env["OPENBLAS_NUM_THREADS"] == "7"
-    env, _ = bl.blas_env("haswell")
+    env, _ = bench.blas_env("haswell")
     assert env["OPENBLAS_CORETYPE"] == "Haswell" and "OPENBLAS_NUM_THREADS" not in env
     with pytest.raises(KeyError):
-        bl.blas_env("no-such-blas")
+        bench.blas_env("no-such-blas")
 
 
 def test_caffe_builds_take_a_prefix_and_per_build_variables(tmp_path):
@@ -100,43 +100,43 @@ def test_caffe_builds_take_a_prefix_and_per_build_variables(tmp_path):
     (prefix / "python" / "caffe").mkdir(parents=True)
     (prefix / "lib").mkdir()
     errors = []
-    builds = bl.parse_builds(["patched=venv", "perimage=venv,CAFFE_CONV_BATCH=1",
+    builds = bench.parse_builds(["patched=venv", "perimage=venv,CAFFE_CONV_BATCH=1",
                               "stock=%s,CAFFE_CPU_THREADS=2,X=" % prefix], errors.append)
     assert errors == []
     assert builds["patched"] == "venv"
     env = {"PATH": "/bin", "LD_LIBRARY_PATH": "/usr/lib"}
-    assert bl.build_env(env, builds["patched"]) is env
-    assert bl.build_env(env, builds["perimage"]) == dict(env, CAFFE_CONV_BATCH="1")
-    stock = bl.build_env(env, builds["stock"])
+    assert bench.build_env(env, builds["patched"]) is env
+    assert bench.build_env(env, builds["perimage"]) == dict(env, CAFFE_CONV_BATCH="1")
+    stock = bench.build_env(env, builds["stock"])
     assert stock["PYTHONPATH"] == str(prefix / "python")
     assert stock["LD_LIBRARY_PATH"] == "%s:/usr/lib" % (prefix / "lib")
     assert (stock["CAFFE_CPU_THREADS"], stock["X"]) == ("2", "")
-    bl.parse_builds(["bad=venv,NOEQUALS"], errors.append)
-    bl.parse_builds(["missing=%s" % (tmp_path / "nothing")], errors.append)
+    bench.parse_builds(["bad=venv,NOEQUALS"], errors.append)
+    bench.parse_builds(["missing=%s" % (tmp_path / "nothing")], errors.append)
     assert len(errors) == 2 and "NOEQUALS" in errors[0] and "not a Caffe install" in errors[1]
 
 
 def test_sgemm_of_caffes_blas():
-    lib = bl.caffe_blas_library()
+    lib = bench.caffe_blas_library()
     assert os.path.exists(lib)
-    path, core, threads = bl.blas_info(lib)
+    path, core, threads = bench.blas_info(lib)
     assert os.path.exists(path)
-    assert bl.sgemm_gflops(lib, 256, 256, 256, reps=2) > 0.1
+    assert bench.sgemm_gflops(lib, 256, 256, 256, reps=2) > 0.1
 
 
 def test_run_child_reads_last_json_line_and_reports_failures():
-    res, rss, wall, _ = bl.run_child([sys.executable, "-c", "print('noise'); print('{\"a\": 1, \"peak_rss_mib\": 5}')"])
+    res, rss, wall, _ = bench.run_child([sys.executable, "-c", "print('noise'); print('{\"a\": 1, \"peak_rss_mib\": 5}')"])
     assert res == {"a": 1, "peak_rss_mib": 5} and rss == 5 and wall > 0
-    res, rss, _, err = bl.run_child([sys.executable, "-c", "import sys; sys.stderr.write('boom'); sys.exit(3)"])
+    res, rss, _, err = bench.run_child([sys.executable, "-c", "import sys; sys.stderr.write('boom'); sys.exit(3)"])
     assert res is None and rss is None and "exit 3" in err and "boom" in err
 
 
 def test_table_and_csv(tmp_path, capsys):
     rows = [dict(name="a", x=1.2345, y=None), dict(name="bb", x=10.0, y=3)]
-    bl.print_table(rows, [("name", "row", 0), ("x", "x", 2), ("y", "y", 0)], title="T")
+    bench.print_table(rows, [("name", "row", 0), ("x", "x", 2), ("y", "y", 0)], title="T")
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "T" and "1.23" in out[3] and out[3].rstrip().endswith("-")
-    bl.write_csv(rows, str(tmp_path / "r.csv"), ["name", "x", "y"])
+    bench.write_csv(rows, str(tmp_path / "r.csv"), ["name", "x", "y"])
     got = list(csv.DictReader(open(tmp_path / "r.csv")))
     assert [r["name"] for r in got] == ["a", "bb"] and got[1]["y"] == "3"
 
@@ -150,8 +150,8 @@ def test_train_step_rejects_batch_of_one(tmp_path):
 def test_ensure_lmdb_uses_given_or_builds_synthetic(tmp_path, make_test_lmdb):
     from ltc import lmdb_io
     make_test_lmdb(str(tmp_path / "db"), 3)
-    assert bl.ensure_lmdb(str(tmp_path / "db"), cache=str(tmp_path / "c")) == str(tmp_path / "db")
-    path = bl.ensure_lmdb(str(tmp_path / "missing"), n=5, cache=str(tmp_path / "c"))
+    assert bench.ensure_lmdb(str(tmp_path / "db"), cache=str(tmp_path / "c")) == str(tmp_path / "db")
+    path = bench.ensure_lmdb(str(tmp_path / "missing"), n=5, cache=str(tmp_path / "c"))
     assert path == str(tmp_path / "c" / "photos_lmdb_5")
     images = [img for _, img, _ in lmdb_io.iter_images(path)]
     assert len(images) == 5 and all(img.shape == (256, 256, 3) for img in images)

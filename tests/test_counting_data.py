@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import caffe
-from ltc import pipeline, transforms as ct
+from ltc import pipeline, transforms
 from conftest import write_test_lmdb
 from ltc.pipeline import BatchPipeline
 from ltc.lmdb_io import LmdbError, image_to_datum
@@ -39,7 +39,7 @@ def check_against_reference(batch, plan, images, crop=228):
         assert plan.index[plan.partner[i]] != plan.index[i]
         for k, ref in enumerate(reference_sample(images, plan, i, crop)):
             np.testing.assert_allclose(batch[k, i], ref, atol=1e-5,
-                                       err_msg="sample %d input %s" % (i, ct.INPUT_NAMES[k]))
+                                       err_msg="sample %d input %s" % (i, transforms.INPUT_NAMES[k]))
 
 
 def test_pipeline_batches_are_the_planned_inputs_with_batch_larger_than_db(db):
@@ -354,10 +354,10 @@ def test_layer_accepts_workers_auto_and_refuses_other_words(db, tmp_path, monkey
 
 
 def test_auto_workers_keep_the_batch_ring_within_its_memory_cap():
-    slot = int(np.prod(ct.batch_shape(256, 228))) * 4          # the paper's batch: 228 MiB a slot
+    slot = int(np.prod(transforms.batch_shape(256, 228))) * 4          # the paper's batch: 228 MiB a slot
     n = pipeline.auto_workers(cpus=16, slot_bytes=slot)
     assert n == 6 and (n + 2) * slot <= pipeline.AUTO_MAX_RING_BYTES < (n + 3) * slot
-    assert pipeline.auto_workers(cpus=16, slot_bytes=int(np.prod(ct.batch_shape(32, 228))) * 4) == 15
+    assert pipeline.auto_workers(cpus=16, slot_bytes=int(np.prod(transforms.batch_shape(32, 228))) * 4) == 15
     assert pipeline.auto_workers(cpus=16, slot_bytes=pipeline.AUTO_MAX_RING_BYTES) == 1   # never below one
 
 

@@ -219,10 +219,10 @@ def test_lrn_is_caffes_across_channels_formula(tmp_path):
 def test_preprocess_is_the_analyses_single_image_input():
     """prep(file) = what tools/analyze.py feeds the deploy net (BGR, whole image, area, per image)."""
     import cv2
-    from ltc.analysis import features as al
+    from ltc.analysis import features
     meta = {"input": ex.input_convention("per-image")}
     for path in sample_photos()[:3]:
-        ref = al.normalise_views([al.image_view(cv2.imread(path, cv2.IMREAD_COLOR), 114)], gray=False)
+        ref = features.normalise_views([features.image_view(cv2.imread(path, cv2.IMREAD_COLOR), 114)], gray=False)
         got = tc.preprocess(path, meta).numpy()
         assert got.shape == ref.shape == (1, 3, 114, 114)
         np.testing.assert_allclose(got, ref, rtol=0, atol=2e-5)

@@ -133,7 +133,7 @@ def test_data_layer_default_normalisation_is_the_formula(tmp_path):
     """Low-contrast images (std about 1.5 levels): the layer's default eps (1e-5) and the population
     std are checked at 6e-6 against the float64 formula; eps 1e-3 or ddof 1 would be off by > 2e-5."""
     from test_count_transforms import exact_reference, low_contrast
-    from ltc import transforms as ct
+    from ltc import transforms
     path = str(tmp_path / "flat_lmdb")
     images = [low_contrast((256, 256, 3), seed) for seed in range(4)]
     env = lmdb.open(path, map_size=1 << 24)
@@ -143,9 +143,9 @@ def test_data_layer_default_normalisation_is_the_formula(tmp_path):
     env.close()
     net = caffe.Net(data_net(tmp_path, json.dumps(dict(source=path, batch_size=4, workers=0, seed=9))), caffe.TRAIN)
     net.forward()
-    plan = ct.plan_batch(9, "train", 0, 4, 4)
+    plan = transforms.plan_batch(9, "train", 0, 4, 4)
     chw = [np.ascontiguousarray(img.transpose(2, 0, 1)) for img in images]
-    for i, views in enumerate(ct.batch_views([chw[j] for j in plan.index], plan, 228)):
+    for i, views in enumerate(transforms.batch_views([chw[j] for j in plan.index], plan, 228)):
         for k, v in enumerate(views):
             gray = bool(plan.gray[i])
             ref = exact_reference(v, gray)

@@ -14,8 +14,8 @@ from caffe.proto import caffe_pb2
 
 from conftest import load_script
 from ltc import REPO
-from ltc import transfer_nets as mtp
-from ltc import surgery as pw
+from ltc import transfer_nets
+from ltc import surgery
 from counting_models import CAFFENET_CONV_SHAPES as SHAPES, CONVS, build_counting_model, counting_netparam
 from ltc import lmdb_io
 from ltc.lmdb_io import image_to_datum
@@ -52,7 +52,7 @@ def ported_layers(path):
 
 def test_detects_every_layout(models):
     for layout, kind in (("six", "six-branch"), ("stacked", "stacked"), ("deploy", "deploy")):
-        assert pw.CountingModel(str(models[layout]["src"])).kind == kind
+        assert surgery.CountingModel(str(models[layout]["src"])).kind == kind
 
 
 def test_ported_model_is_caffenet_conv1_to_conv5(models):
@@ -67,7 +67,7 @@ def test_ported_model_is_caffenet_conv1_to_conv5(models):
 
 def test_loads_into_linear_probe_with_exact_blobs(models, tmp_path):
     # (FCN-AlexNet loads a ported model in test_transfer.py: the suite builds that large net once)
-    probe = write_proto(tmp_path / "probe.prototxt", mtp.linear_probe_net(dict(batch=1, num_classes=10), inputs="input"))
+    probe = write_proto(tmp_path / "probe.prototxt", transfer_nets.linear_probe_net(dict(batch=1, num_classes=10), inputs="input"))
     for layout in ("six", "deploy"):
         for proto in (probe,):
             net = caffe.Net(proto, caffe.TRAIN)
@@ -81,7 +81,7 @@ def test_ported_features_equal_the_counting_branch(models, tmp_path):
     """The plain CaffeNet conv trunk (counting geometry: no pad, 114 input) with the ported
     weights computes the counting branch's conv5/pool5 on the same input."""
     src = models["six"]["net"]
-    feat = caffe.Net(write_proto(tmp_path / "feat.prototxt", mtp.features_deploy(size=114)), caffe.TEST)
+    feat = caffe.Net(write_proto(tmp_path / "feat.prototxt", transfer_nets.features_deploy(size=114)), caffe.TEST)
     feat.copy_from(str(models["six"]["ported"]))
     rng = np.random.RandomState(3)
     x = rng.normal(0, 1, (1, 3, 114, 114)).astype(np.float32)
@@ -104,8 +104,8 @@ def test_keep_head_renames_and_downstream_ignores_it(models, tmp_path):
     assert [l.name for l in net.layer] == list(CONVS) + ["count_fc6", "count_fc7", "count_fc8"]
     by = {l.name: l for l in net.layer}
     assert tuple(by["count_fc6"].blobs[0].shape.dim) == (64, 2304)
-    np.testing.assert_array_equal(pw.blob_array(by["count_fc8"].blobs[0]), models["stacked"]["params"]["fc8"][0])
-    probe = caffe.Net(write_proto(tmp_path / "p.prototxt", mtp.linear_probe_net(dict(batch=1), inputs="input")), caffe.TEST)
+    np.testing.assert_array_equal(surgery.blob_array(by["count_fc8"].blobs[0]), models["stacked"]["params"]["fc8"][0])
+    probe = caffe.Net(write_proto(tmp_path / "p.prototxt", transfer_nets.linear_probe_net(dict(batch=1), inputs="input")), caffe.TEST)
     probe.copy_from(str(out))  # count_* match no layer there: silently ignored by name
     assert np.array_equal(probe.params["conv1"][0].data, models["stacked"]["params"]["conv1"][0])
 
@@ -115,9 +115,9 @@ def test_fold_std_value_scales_conv1_exactly(models, tmp_path):
     assert load_script("tools/port_weights.py").main([str(models["deploy"]["src"]), str(out), "--fold-std-value", "57.5"]) == 0
     by = {l.name: l for l in ported_layers(out).layer}
     src = models["deploy"]["params"]
-    assert np.array_equal(pw.blob_array(by["conv1"].blobs[0]), src["conv1"][0] / np.float32(57.5))
-    assert np.array_equal(pw.blob_array(by["conv1"].blobs[1]), src["conv1"][1])      # bias unchanged
-    assert np.array_equal(pw.blob_array(by["conv2"].blobs[0]), src["conv2"][0])      # other layers unchanged
+    assert np.array_equal(surgery.blob_array(by["conv1"].blobs[0]), src["conv1"][0] / np.float32(57.5))
+    assert np.array_equal(surgery.blob_array(by["conv1"].blobs[1]), src["conv1"][1])      # bias unchanged
+    assert np.array_equal(surgery.blob_array(by["conv2"].blobs[0]), src["conv2"][0])      # other layers unchanged
 
 
 def _flat_colour_lmdb(path, contrasts=(30, 90)):
@@ -139,15 +139,15 @@ def test_fold_std_measures_the_counting_inputs(models, tmp_path, capsys):
     # own (tiles, Dx) and one of the other (Dy); the mean of the 12 stds is (30 + 90) / 2 * sqrt(2/3)
     # (the root of the mean variance would be 54.77, the std of all pixels pooled larger still)
     expected = 60.0 * np.sqrt(2.0 / 3.0)
-    s, n = pw.measure_input_std(str(db), n_images=2)
+    s, n = surgery.measure_input_std(str(db), n_images=2)
     assert n == 2 * 6 and abs(s - expected) < 1e-9
-    s_gray, _ = pw.measure_input_std(str(db), n_images=2, gray_prob=1.0)
+    s_gray, _ = surgery.measure_input_std(str(db), n_images=2, gray_prob=1.0)
     assert s_gray < 1e-6   # gray mode averages the channels: a uniform image
     out = tmp_path / "fold.caffemodel"
     assert load_script("tools/port_weights.py").main([str(models["deploy"]["src"]), str(out), "--fold-std", str(db),
                                                       "--fold-std-images", "2"]) == 0
     assert "measured input std 48.9898" in capsys.readouterr().out
-    conv1 = pw.blob_array(ported_layers(out).layer[0].blobs[0])
+    conv1 = surgery.blob_array(ported_layers(out).layer[0].blobs[0])
     assert np.array_equal(conv1, models["deploy"]["params"]["conv1"][0] / np.float32(s))
 
 
@@ -168,7 +168,7 @@ def test_refuses_truncated_file(models, tmp_path, capsys):
 def test_refuses_file_cut_between_layers(models, tmp_path, capsys):
     """Cut exactly after a whole layer message: protobuf parses it, the tool must not."""
     data = open(str(models["deploy"]["src"]), "rb").read()
-    model = pw.CountingModel(str(models["deploy"]["src"]))
+    model = surgery.CountingModel(str(models["deploy"]["src"]))
     cut = tmp_path / "cut.caffemodel"
     cut.write_bytes(data[: model.spans["relu7"][1]])   # everything up to relu7; fc8, relu8 lost
     err = _refused(capsys, [str(cut), str(tmp_path / "o.caffemodel")])
@@ -207,7 +207,7 @@ def test_refuses_non_counting_lenet(tmp_path, capsys):
 
 def test_refuses_imagenet_caffenet(tmp_path, capsys):
     """conv1..conv5 fine, but fc6 takes 6x6x256: a CaffeNet, not a counting net."""
-    netp = mtp.features_deploy(size=227)
+    netp = transfer_nets.features_deploy(size=227)
     fc = netp.layer.add(name="fc6", type="InnerProduct", bottom=["pool5"], top=["fc6"])
     fc.inner_product_param.num_output = 8
     for name, bottom, k in (("fc7", "fc6", 8), ("fc8", "fc7", 4)):
@@ -247,7 +247,7 @@ def test_rescale_normalises_the_random_layers(models, tmp_path, make_test_lmdb):
     """--rescale (Kraehenbuehl et al. within-layer init): every channel of fc6, fc7, score_fr
     has zero-mean unit-std pre-activations on the images used; conv1..conv5 stay ported."""
     make_test_lmdb(str(tmp_path / "imgs"), 3)
-    fcn = mtp.fcn_alexnet(dict(size=64))
+    fcn = transfer_nets.fcn_alexnet(dict(size=64))
     for layer in fcn.layer:   # fc6/fc7 narrowed: the rescaling is per channel, whatever the width
         if layer.name in ("fc6", "fc7"):
             layer.convolution_param.num_output = 64
@@ -275,7 +275,7 @@ def test_rescale_normalises_the_random_layers(models, tmp_path, make_test_lmdb):
 
 def _refused_rescale(models, tmp_path):
     import subprocess
-    probe = write_proto(tmp_path / "probe.prototxt", mtp.linear_probe_net({}))   # images from a Data layer
+    probe = write_proto(tmp_path / "probe.prototxt", transfer_nets.linear_probe_net({}))   # images from a Data layer
     r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "port_weights.py"), str(models["deploy"]["src"]),
                         str(tmp_path / "x.caffemodel"), "--rescale", str(tmp_path / "imgs"), "--rescale-net", probe],
                        capture_output=True, text=True)

@@ -19,7 +19,7 @@ import pytest
 
 from conftest import write_test_lmdb
 from counting_models import small_train_net
-from ltc import nets as mp, snapshots
+from ltc import nets, snapshots
 from ltc.pipeline import BatchPipeline
 from test_counting_data import _running, assert_processes_gone
 
@@ -55,9 +55,9 @@ def write_solver(tmp_path, lmdbs, name, max_iter, iter_size=1, workers=1, snapsh
             layer.python_param.param_str = json.dumps(p)
     net = d / ("net_%s.prototxt" % tag)
     net.write_text(str(netp))
-    cfg = dict(mp.DEFAULTS, test_iter=test_iter, test_interval=2, max_iter=max_iter, snapshot=snapshot,
+    cfg = dict(nets.DEFAULTS, test_iter=test_iter, test_interval=2, max_iter=max_iter, snapshot=snapshot,
                snapshot_prefix=str(d / "snap"), display=1, test_initialization=True)
-    s = mp.solver(cfg, str(net))
+    s = nets.solver(cfg, str(net))
     s.iter_size = iter_size
     for k, v in extra.items():
         setattr(s, k, v)

@@ -434,14 +434,14 @@ def toy_index(tmp_path_factory):
 
 def _ported(tmp_path):
     """A CaffeNet-layout .caffemodel with conv1..conv5 only (what tools/port_weights.py writes)."""
-    from ltc import transfer_nets as tn
-    net = caffe.Net(_write(tmp_path / "feat.prototxt", tn.features_deploy(size=67)), caffe.TEST)
+    from ltc import transfer_nets
+    net = caffe.Net(_write(tmp_path / "feat.prototxt", transfer_nets.features_deploy(size=67)), caffe.TEST)
     rng = np.random.RandomState(0)
-    for name in tn.CONV_NAMES:
+    for name in transfer_nets.CONV_NAMES:
         for b in net.params[name]:
             b.data[...] = rng.randn(*b.data.shape) * 0.01
     net.save(str(tmp_path / "ported.caffemodel"))
-    return str(tmp_path / "ported.caffemodel"), {n: net.params[n][0].data.copy() for n in tn.CONV_NAMES}
+    return str(tmp_path / "ported.caffemodel"), {n: net.params[n][0].data.copy() for n in transfer_nets.CONV_NAMES}
 
 
 def _write(path, text):
@@ -486,7 +486,7 @@ def test_load_ported_refuses_a_model_without_convs(tmp_path):
 def test_fast_rcnn_freezes_conv1_unless_asked(sub):
     from caffe.proto import caffe_pb2
     from google.protobuf import text_format
-    from ltc import transfer_nets as tn
+    from ltc import transfer_nets
 
     def lr(text):
         net = caffe_pb2.NetParameter()
@@ -495,7 +495,7 @@ def test_fast_rcnn_freezes_conv1_unless_asked(sub):
     with open(os.path.join(REPO, "prototxt", "transfer", sub, "train.prototxt")) as f:
         assert lr(f.read()) == {"conv1": [0, 0], "conv2": [1, 2]}     # as fast-rcnn's CaffeNet train.prototxt
     roi = "native" if sub == "fast_rcnn" else "python"
-    assert lr(tn.fast_rcnn(dict(roi=roi, train_conv1=True), "train")) == {"conv1": [1, 2], "conv2": [1, 2]}
+    assert lr(transfer_nets.fast_rcnn(dict(roi=roi, train_conv1=True), "train")) == {"conv1": [1, 2], "conv2": [1, 2]}
 
 
 def test_bvlc_fast_rcnn_nets_load_in_plain_caffe(tmp_path):
@@ -513,13 +513,13 @@ def test_caffe_binary_trains_the_bvlc_fast_rcnn_net(toy_index, tmp_path):
     """`caffe train` (the BVLC binary, no pycaffe driver) runs the Fast R-CNN net with the Python
     ROIPooling, SmoothL1 and VOC data layers, and starts from a ported model via -weights."""
     import subprocess
-    from ltc import transfer_nets as tn
+    from ltc import transfer_nets
     model, _ = _ported(tmp_path)
     cfg = dict(roi="python", index=toy_index["Main", "train"], proposals="toy", scale=100, max_size=200,
                rois_per_image=8, fc_width=16, num_classes=11)
-    train = _write(tmp_path / "train.prototxt", tn.fast_rcnn(cfg, "train"))
-    solver = _write(tmp_path / "solver.prototxt", tn.step_solver(
-        dict(tn.FRCN_DEFAULTS, max_iter=2, display=1, snapshot_prefix=str(tmp_path / "frcn"), seed=1), train))
+    train = _write(tmp_path / "train.prototxt", transfer_nets.fast_rcnn(cfg, "train"))
+    solver = _write(tmp_path / "solver.prototxt", transfer_nets.step_solver(
+        dict(transfer_nets.FRCN_DEFAULTS, max_iter=2, display=1, snapshot_prefix=str(tmp_path / "frcn"), seed=1), train))
     env = dict(os.environ, GLOG_minloglevel="0", OPENBLAS_NUM_THREADS="1")
     r = subprocess.run([os.path.join(REPO, ".venv", "bin", "caffe"), "train", "-solver", solver, "-weights", model],
                        capture_output=True, text=True, timeout=300, env=env, cwd=REPO)

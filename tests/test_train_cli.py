@@ -13,10 +13,10 @@ from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
 from ltc import REPO
-from ltc import nets as mp
+from ltc import nets
 
 CAFFE = os.path.join(REPO, ".venv", "bin", "caffe")
-TRAIN_VALS = sorted(rel for rel in mp.all_files() if rel.endswith("train_val.prototxt"))
+TRAIN_VALS = sorted(rel for rel in nets.all_files() if rel.endswith("train_val.prototxt"))
 
 
 def shrink(rel, train_lmdb, val_lmdb, batch=2, workers=0, fc=64):
@@ -89,7 +89,7 @@ def test_variant_names_match_their_data_layers():
 @pytest.mark.parametrize("rel", TRAIN_VALS)
 def test_committed_net_runs_forward_backward_in_caffe(rel, lmdbs, tmp_path):
     from test_count_transforms import reference_sample
-    from ltc import transforms as ct
+    from ltc import transforms
     from ltc import params as lp
     batch = 4
     path = tmp_path / "net.prototxt"
@@ -117,16 +117,16 @@ def test_committed_net_runs_forward_backward_in_caffe(rel, lmdbs, tmp_path):
         if p.get("partner") == "same_source":
             import lmdb
             with lmdb.open(str(lmdbs[0]), readonly=True, lock=False) as env, env.begin() as txn:
-                groups = ct.source_groups([k for k, _ in txn.cursor()])
+                groups = transforms.source_groups([k for k, _ in txn.cursor()])
         for b in (0, 1):
             if b:
                 net.forward()
-            plan = ct.plan_batch(p["seed"], "train", b, len(images), batch, p["interpolation"], p["gray_prob"],
+            plan = transforms.plan_batch(p["seed"], "train", b, len(images), batch, p["interpolation"], p["gray_prob"],
                                  groups=groups)
             if stacked:
                 got = net.blobs["data"].data.reshape((6, batch) + net.blobs["data"].data.shape[1:])
             else:
-                got = np.stack([net.blobs[t].data for t in ct.INPUT_NAMES])
+                got = np.stack([net.blobs[t].data for t in transforms.INPUT_NAMES])
             for i in range(batch):
                 for k, ref in enumerate(reference_sample(images, plan, i, p["crop_size"])):
                     np.testing.assert_allclose(got[k, i], ref, atol=1e-5,
@@ -196,7 +196,7 @@ def test_pycaffe_get_solver_steps(tmp_path, lmdbs):
 
 
 def test_committed_solvers_test_iter_equals_the_test_data_layers_test_batches():
-    solvers = sorted(rel for rel in mp.all_files() if rel.endswith("solver.prototxt"))
+    solvers = sorted(rel for rel in nets.all_files() if rel.endswith("solver.prototxt"))
     assert len(solvers) == len(TRAIN_VALS)
     for rel in solvers:
         s = caffe_pb2.SolverParameter()

@@ -13,7 +13,7 @@ from google.protobuf import text_format
 
 from conftest import load_script
 from ltc import REPO
-from ltc import transfer_nets as mtp
+from ltc import transfer_nets
 import resize_layer as rl
 from ltc import params
 from ltc import resize as rz
@@ -139,8 +139,8 @@ def test_linear_probe_committed_structure():
 
 def test_linear_probe_feature_sizes_and_frozen_step(ported, tmp_path):
     cfg = dict(batch=4, num_classes=10, base_lr=0.1)
-    tv = write_proto(tmp_path / "tv.prototxt", mtp.linear_probe_net(cfg, inputs="input"))
-    solver_p = mtp.probe_solver(cfg, tv)
+    tv = write_proto(tmp_path / "tv.prototxt", transfer_nets.linear_probe_net(cfg, inputs="input"))
+    solver_p = transfer_nets.probe_solver(cfg, tv)
     solver_p.ClearField("test_iter")
     solver_p.ClearField("test_interval")
     solver_p.snapshot_prefix = str(tmp_path / "probe")
@@ -250,7 +250,7 @@ def test_fast_rcnn_parses_and_matches_the_ported_model(ported, split):
 
 def test_fast_rcnn_conv_trunk_takes_the_ported_weights(ported, tmp_path):
     """The Fast R-CNN conv1..relu5 (pad 5, pool pads) instantiated in BVLC Caffe loads conv1-5."""
-    text = mtp.fast_rcnn({}, "test")
+    text = transfer_nets.fast_rcnn({}, "test")
     net = caffe_pb2.NetParameter()
     text_format.Parse(text, net, allow_unknown_field=True)
     keep = []

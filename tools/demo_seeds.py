@@ -26,7 +26,7 @@ import sys
 import time
 
 from ltc import REPO
-from ltc import bench as bl
+from ltc import bench
 from ltc import nets
 from ltc import snapshots
 
@@ -77,7 +77,7 @@ def summary_row(seed, folder):
 
 def table(rows, max_iter, threads):
     lines = ["demo_seeds: the demo recipe, %d iterations, %d BLAS threads, one run per seed; %s"
-             % (max_iter, threads, bl.machine_line()), "",
+             % (max_iter, threads, bench.machine_line()), "",
              "| seed | Spearman(\\|phi\\|, k), 500 val scenes | read-out exact / +-1 | mean norm k=0 / k=16 | train s |",
              "|---|---|---|---|---|"]
     for r in rows:
@@ -103,7 +103,7 @@ def main(argv=None):
         if not os.path.isfile(os.path.join(REPO, need, "data.mdb")):
             ap.error("%s is missing: build the data first (make study-data)" % need)
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(a.threads))
-    if "avx512f" in bl.cpu_flags():
+    if "avx512f" in bench.cpu_flags():
         env.pop("OPENBLAS_CORETYPE", None)   # as make demo does on an AVX-512 CPU
     rows = []
     for seed in a.seeds:

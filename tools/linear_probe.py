@@ -35,7 +35,7 @@ caffe_env.quiet_glog()   # before pycaffe loads: Caffe's per-layer log is long (
 from ltc import REPO
 
 from ltc import lmdb_io, probe
-from ltc import transfer_nets as mtp
+from ltc import transfer_nets
 from ltc.probe import ProbeError, check_weights, read_labels, warn_if_sorted
 
 LAYERS = probe.LAYERS
@@ -48,8 +48,8 @@ def probe_one(name, weights, cfg, args, n_val, val_labels):
     os.makedirs(out_dir, exist_ok=True)
     tv = os.path.join(out_dir, "train_val.prototxt")
     with open(tv, "w") as f:
-        f.write(str(mtp.linear_probe_net(cfg)))
-    sp = mtp.probe_solver(cfg, tv)
+        f.write(str(transfer_nets.linear_probe_net(cfg)))
+    sp = transfer_nets.probe_solver(cfg, tv)
     sp.test_interval = 10 ** 9          # scored below, over every validation image once
     sp.snapshot = 0
     sp.snapshot_prefix = os.path.join(out_dir, "probe")
@@ -70,7 +70,7 @@ def probe_one(name, weights, cfg, args, n_val, val_labels):
         print("[%s] loaded conv1..conv5 from %s" % (name, weights))
     else:
         print("[%s] random initialisation (Gaussian std 0.01, seed %d)" % (name, args.seed))
-    frozen = {l: net.params[l][0].data.copy() for l in mtp.CONV_NAMES}
+    frozen = {l: net.params[l][0].data.copy() for l in transfer_nets.CONV_NAMES}
     t0 = time.time()
     losses = np.zeros(len(LAYERS))
     try:

@@ -30,9 +30,9 @@ import caffe
 
 from ltc import lmdb_io
 from ltc import probe as lp
-from ltc import transfer_nets as mtp
+from ltc import transfer_nets
 
-MEAN = np.array(mtp.PROBE_DEFAULTS["mean"], np.float32).reshape(3, 1, 1)
+MEAN = np.array(transfer_nets.PROBE_DEFAULTS["mean"], np.float32).reshape(3, 1, 1)
 
 
 def _write(path, msg):
@@ -52,8 +52,8 @@ def _check_loaded(net, ref, what):
 def probe_step(weights, ref, images, labels, out_dir, crop=227):
     n = len(images)
     cfg = dict(batch=n, num_classes=max(2, int(max(labels)) + 1))
-    tv = _write(os.path.join(out_dir, "probe_train.prototxt"), mtp.linear_probe_net(cfg, inputs="input"))
-    sp = mtp.probe_solver(cfg, tv)
+    tv = _write(os.path.join(out_dir, "probe_train.prototxt"), transfer_nets.linear_probe_net(cfg, inputs="input"))
+    sp = transfer_nets.probe_solver(cfg, tv)
     for f in ("test_iter", "test_interval"):
         sp.ClearField(f)
     sp.snapshot_prefix = os.path.join(out_dir, "probe")
@@ -75,8 +75,8 @@ def probe_step(weights, ref, images, labels, out_dir, crop=227):
 def fcn_step(weights, ref, image, out_dir, size):
     """One SGD step of FCN-AlexNet on ``image`` resized to size x size; returns the trained net."""
     import cv2
-    train = _write(os.path.join(out_dir, "fcn_train.prototxt"), mtp.fcn_alexnet(dict(size=size)))
-    sp = mtp.fcn_solver(dict(iter_size=1), train, train)
+    train = _write(os.path.join(out_dir, "fcn_train.prototxt"), transfer_nets.fcn_alexnet(dict(size=size)))
+    sp = transfer_nets.fcn_solver(dict(iter_size=1), train, train)
     for f in ("test_net", "test_iter", "test_interval"):
         sp.ClearField(f)
     sp.snapshot_prefix = os.path.join(out_dir, "fcn")

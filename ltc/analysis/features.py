@@ -26,11 +26,11 @@ import cv2
 import numpy as np
 
 
-from ltc import transforms as ct
+from ltc import transforms
 from ltc.params import CROP_SIZE
 from ltc.lmdb_io import IMAGE_EXTENSIONS as IMAGE_EXTS, LmdbError, datum_to_image, open_lmdb, resolve_path
 
-METHODS = ct.INTERP_NAMES                      # ("linear", "cubic", "area", "lanczos")
+METHODS = transforms.INTERP_NAMES                      # ("linear", "cubic", "area", "lanczos")
 TEST_METHODS = METHODS + ("mixed",)            # Table 5 columns
 TRAIN_METHODS = METHODS + ("mixed",)           # Table 5 rows
 VIEWS = ("full", "center")
@@ -116,14 +116,14 @@ def hwc_to_chw(img):
 def image_view(img, size, view="full", crop=CROP_SIZE, interp="area"):
     """One 3 x size x size uint8 input of an H x W x 3 image (see the module docstring)."""
     chw = hwc_to_chw(img)
-    flag = ct.INTERP_FLAGS[interp]
+    flag = transforms.INTERP_FLAGS[interp]
     if view == "full":
-        return ct.downsample_chw(chw, size, flag)
+        return transforms.downsample_chw(chw, size, flag)
     if view == "center":
         h, w = chw.shape[1:]
         if h < crop or w < crop:
             raise AnalysisError("image is %dx%d, smaller than the %d center crop (use --view full)" % (h, w, crop))
-        return ct.downsample_chw(ct.crop_chw(chw, (h - crop) // 2, (w - crop) // 2, crop), size, flag)
+        return transforms.downsample_chw(transforms.crop_chw(chw, (h - crop) // 2, (w - crop) // 2, crop), size, flag)
     raise AnalysisError("view must be one of %s, got %r" % (VIEWS, view))
 
 
@@ -131,7 +131,7 @@ def normalise_views(views, gray, eps=1e-5):
     """uint8 views (3 x S x S each) -> float32 K x 3 x S x S, colour mode + per-image normalisation."""
     s = views[0].shape[1]
     out = np.empty((len(views), 3, s, s), np.float32)
-    ct.normalize_into(views, bool(gray), out, eps)
+    transforms.normalize_into(views, bool(gray), out, eps)
     return out
 
 

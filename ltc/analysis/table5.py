@@ -2,7 +2,7 @@
 downsampled with another (|phi(D x) - sum_j phi(T_j x)| relative to the tile sum)."""
 import numpy as np
 
-from ltc import transforms as ct
+from ltc import transforms
 from ltc.analysis.features import METHODS, TEST_METHODS, TRAIN_METHODS, AnalysisError, hwc_to_chw, normalise_views
 from ltc.params import CROP_SIZE, GRAY_PROB, SEED
 
@@ -30,10 +30,10 @@ def table5_inputs(img, idx, crop, seed, gray_prob, eps=1e-5, size=None):
     """
     rng = np.random.default_rng([seed, idx])
     chw = hwc_to_chw(img)
-    y0, x0 = ct.crop_offset(rng.random(2), chw.shape[1], chw.shape[2], crop)
-    x = ct.crop_chw(chw, y0, x0, crop)
+    y0, x0 = transforms.crop_offset(rng.random(2), chw.shape[1], chw.shape[2], crop)
+    x = transforms.crop_chw(chw, y0, x0, crop)
     s = size or crop // 2
-    views = ct.tiles_chw(x) + [ct.downsample_chw(x, s, ct.INTERP_FLAGS[m]) for m in METHODS]
+    views = transforms.tiles_chw(x) + [transforms.downsample_chw(x, s, transforms.INTERP_FLAGS[m]) for m in METHODS]
     gray = bool(rng.random() < gray_prob)
     mixed = int(rng.integers(len(METHODS)))
     return normalise_views(views, gray, eps), dict(gray=gray, mixed=mixed, y0=y0, x0=x0)

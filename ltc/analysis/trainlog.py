@@ -1,4 +1,4 @@
-"""Reading the loss diagnostics out of a parsed Caffe log (rows of analysis_lib.parse_caffe_log).
+"""Reading the loss diagnostics out of a parsed Caffe log (rows of ltc.analysis.caffelog.parse_caffe_log).
 
 The counting loss layer writes count_term, contrast_term, hinge_active and norm_dx as extra
 tops (python_layers/counting_loss.py); caffe prints them as "Train/Test net output" lines,
