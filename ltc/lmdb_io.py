@@ -11,6 +11,7 @@ The Datum codec below is plain Python (no pycaffe), so this module also runs in 
 processes.
 """
 import os
+import struct
 
 import cv2
 import lmdb
@@ -203,16 +204,73 @@ def resolve_path(path, repo_root=None):
     return cand if os.path.exists(cand) else os.path.abspath(path)
 
 
+# LMDB's meta pages (lmdb.h / mdb.c, 64-bit build): pages 0 and 1 each hold a 16-byte page header
+# and then MDB_meta: mm_magic u32, mm_version u32, mm_address ptr, mm_mapsize size_t, mm_dbs[2]
+# (48 bytes each; mm_dbs[0].md_pad holds the page size), mm_last_pg pgno_t, mm_txnid u64. The
+# valid meta is the one with the larger txnid; the file must reach its last page.
+LMDB_MAGIC = 0xBEEFC0DE
+_META = struct.Struct("<IIQQI")           # magic, version, address, mapsize, dbs[0].md_pad (page size)
+_META_OFF, _LAST_PG_OFF = 16, 16 + 120    # offsets inside a meta page
+
+
+def check_data_file(data_file, who="LMDB"):
+    """Check an LMDB's data.mdb before it is memory-mapped: a file shorter than the last page its
+    meta page records (a cut copy, a full disk) would kill the reader with SIGBUS when a page past
+    the end is touched. Raises LmdbError naming the file; returns (page size, pages used)."""
+    try:
+        size = os.path.getsize(data_file)
+        with open(data_file, "rb") as f:
+            head = f.read(2 * 65536)
+    except OSError as e:
+        raise LmdbError("%s: cannot read '%s': %s" % (who, data_file, e.strerror or e))
+    if size == 0:
+        raise LmdbError("%s: '%s' is empty (0 bytes): not an LMDB database" % (who, data_file))
+    if len(head) < _META_OFF + _META.size:
+        raise LmdbError("%s: '%s' is %d bytes, too short for an LMDB meta page: truncated or not an LMDB"
+                        % (who, data_file, size))
+    magic, version, _, _, psize = _META.unpack_from(head, _META_OFF)
+    if magic != LMDB_MAGIC:
+        raise LmdbError("%s: '%s' is not an LMDB database (no LMDB magic number in its first page)"
+                        % (who, data_file))
+    if psize < 512 or psize & (psize - 1) or psize > 65536:
+        raise LmdbError("%s: '%s': its meta page records a page size of %d bytes: corrupt" % (who, data_file, psize))
+    metas = []
+    for page in (0, 1):
+        off = page * psize
+        if len(head) < off + _LAST_PG_OFF + 16:
+            continue
+        m = struct.unpack_from("<I", head, off + _META_OFF)[0]
+        last_pg, txnid = struct.unpack_from("<QQ", head, off + _LAST_PG_OFF)
+        if m == LMDB_MAGIC:
+            metas.append((txnid, last_pg))
+    if not metas:
+        raise LmdbError("%s: '%s' is %d bytes, shorter than its two meta pages (%d bytes): truncated"
+                        % (who, data_file, size, 2 * psize))
+    txnid, last_pg = max(metas)
+    need = (last_pg + 1) * psize
+    if size < need:
+        raise LmdbError("%s: '%s' is truncated: %d bytes, but its meta page records %d pages of %d bytes "
+                        "(%d bytes); re-copy or rebuild it (tools/make_lmdb.py)"
+                        % (who, data_file, size, last_pg + 1, psize, need))
+    return psize, last_pg + 1
+
+
 def open_lmdb(path, who="LMDB"):
     """Open an LMDB read-only; raise LmdbError naming the path if missing or empty."""
     full = resolve_path(path)
     if not os.path.exists(full):
         raise LmdbError("%s: LMDB '%s' does not exist (looked in %s); build it with tools/make_lmdb.py "
                         "or the data_prep/ scripts" % (who, path, full))
+    if not os.path.isdir(full):
+        raise LmdbError("%s: '%s' is a file, not an LMDB folder (a folder holding data.mdb)" % (who, full))
     if not os.path.isfile(os.path.join(full, "data.mdb")):
         raise LmdbError("%s: '%s' is not an LMDB folder (no data.mdb inside)" % (who, full))
-    env = lmdb.open(full, readonly=True, lock=False, readahead=False, meminit=False, max_readers=512)
-    n = env.stat()["entries"]
+    check_data_file(os.path.join(full, "data.mdb"), who)
+    try:
+        env = lmdb.open(full, readonly=True, lock=False, readahead=False, meminit=False, max_readers=512)
+        n = env.stat()["entries"]
+    except lmdb.Error as e:
+        raise LmdbError("%s: '%s' cannot be opened as an LMDB: %s" % (who, full, e))
     if n == 0:
         env.close()
         raise LmdbError("%s: LMDB '%s' is empty (0 entries)" % (who, full))

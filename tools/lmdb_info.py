@@ -21,7 +21,7 @@ import sys
 import cv2
 import numpy as np
 
-from ltc import lmdb_io
+from ltc import cli_checks, lmdb_io
 
 
 def datum_header(buf):
@@ -175,22 +175,30 @@ def main(argv=None):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("lmdb", help="LMDB folder")
     p.add_argument("--sheet", default="", help="write a PNG contact sheet here")
-    p.add_argument("--n", type=int, default=16, help="entries on the contact sheet")
-    p.add_argument("--tile", type=int, default=128, help="tile side in the contact sheet (px)")
+    p.add_argument("--n", type=cli_checks.int_range(1, 10000), default=16, help="entries on the contact sheet")
+    p.add_argument("--tile", type=cli_checks.int_range(16, 2048), default=128, help="tile side in the contact sheet (px)")
     p.add_argument("--pick", choices=("spread", "first"), default="spread",
                    help="sheet entries: evenly spread over the database, or the first n")
-    p.add_argument("--limit", type=int, default=0, help="scan only the first N entries (0: all)")
+    p.add_argument("--limit", type=cli_checks.nonneg_int, default=0, help="scan only the first N entries (0: all)")
     p.add_argument("--json", action="store_true", help="print the statistics as JSON")
     args = p.parse_args(argv)
     if not args.json:
         print("lmdb_info: " + " ".join("%s=%s" % kv for kv in sorted(vars(args).items())))
     try:
+        if args.sheet:
+            if not args.sheet.lower().endswith(".png"):
+                raise cli_checks.PathError("--sheet '%s' must name a .png file" % args.sheet)
+            cli_checks.writable_file(args.sheet, "--sheet")
         s = scan(args.lmdb, args.limit)
-    except lmdb_io.LmdbError as e:
+        if args.sheet:
+            shape, k = contact_sheet(args.lmdb, args.sheet, args.n, args.tile, args.pick)
+    except (lmdb_io.LmdbError, cli_checks.PathError) as e:
         print("error: %s" % e, file=sys.stderr)
         return 2
+    except OSError as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 1
     if args.sheet:
-        shape, k = contact_sheet(args.lmdb, args.sheet, args.n, args.tile, args.pick)
         s["sheet"] = os.path.abspath(args.sheet)
         if not args.json:
             print("contact sheet: %d entries, %dx%d px -> %s" % (k, shape[1], shape[0], s["sheet"]))
