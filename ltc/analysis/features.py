@@ -76,7 +76,9 @@ class ImageSet:
             files.sort()
             if not files:
                 raise AnalysisError("%s: folder '%s' holds no image files (%s)" % (who, self.source, " ".join(IMAGE_EXTS)))
-            self.names = files[:max_images] if max_images is not None else files
+            self._files = files[:max_images] if max_images is not None else files
+            # names for captions and CSVs: a non-UTF-8 file name shown with U+FFFD, read by its bytes
+            self.names = [os.fsencode(f).decode("utf-8", "replace") for f in self._files]
         else:
             raise AnalysisError("%s: '%s' is neither an LMDB folder (with data.mdb) nor a folder of images "
                                 "(looked for %s)" % (who, source, self.source))
@@ -96,10 +98,14 @@ class ImageSet:
                     raise AnalysisError("%s: LMDB '%s', key %r: not a Caffe Datum (%s)"
                                         % (self.who, self.source, self.names[i], e))
             return np.ascontiguousarray(img), int(label)
-        path = os.path.join(self.source, self.names[i])
-        img = cv2.imread(path, cv2.IMREAD_COLOR)
+        path = os.path.join(self.source, self._files[i])
+        try:  # np.fromfile + imdecode: any file name (cv2.imread crashed on a non-UTF-8 one)
+            img = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
+        except (OSError, ValueError) as e:
+            raise AnalysisError("%s: cannot read image file '%s': %s"
+                                % (self.who, os.path.join(self.source, self.names[i]), e))
         if img is None:
-            raise AnalysisError("%s: cannot read image file '%s'" % (self.who, path))
+            raise AnalysisError("%s: cannot decode image file '%s'" % (self.who, os.path.join(self.source, self.names[i])))
         return img, None
 
     def close(self):
