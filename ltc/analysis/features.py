@@ -185,6 +185,12 @@ class CaffeFeatures:
         if not os.path.isfile(weights_path):
             raise AnalysisError("weights '%s' do not exist (looked in %s); train a model first (README) or "
                                 "pass --weights" % (weights, weights_path))
+        from ltc import model_checks
+        try:  # a wrong prototxt or model is a message, not Caffe's CHECK abort
+            model_checks.read_net_prototxt(deploy_path, "deploy prototxt")
+            wparam = model_checks.read_weights(weights_path, "weights")
+        except model_checks.ModelError as e:
+            raise AnalysisError(str(e))
         net = caffe.Net(deploy_path, caffe.TEST)
         if input_blob not in net.blobs or output_blob not in net.blobs:
             raise AnalysisError("deploy '%s' must have blobs '%s' and '%s' (has %s)"
@@ -195,6 +201,10 @@ class CaffeFeatures:
         for blobs in net.params.values():
             for b in blobs:
                 b.data[...] = np.nan
+        try:
+            model_checks.check_fit(net, wparam, deploy_path, weights_path)
+        except model_checks.ModelError as e:
+            raise AnalysisError(str(e))
         net.copy_from(weights_path)
         unfilled = [name for name, blobs in net.params.items() if any(np.isnan(b.data).any() for b in blobs)]
         if unfilled:
