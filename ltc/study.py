@@ -68,13 +68,15 @@ class Runner:
         self.caffe = caffe or os.path.join(REPO, ".venv", "bin", "caffe")
         self.dry = dry
         self.reuse = reuse
-        os.makedirs(out, exist_ok=True)
+        if not dry:  # a dry run writes nothing
+            os.makedirs(out, exist_ok=True)
         self.log_path = os.path.join(out, "commands.txt")
 
     def note(self, argv):
         line = " ".join(argv).replace(REPO + "/", "")
-        with open(self.log_path, "a") as f:
-            f.write(line + "\n")
+        if not self.dry:
+            with open(self.log_path, "a") as f:
+                f.write(line + "\n")
         print("$ " + line, flush=True)
         return line
 
@@ -116,13 +118,16 @@ def prepare_data(runner, photo_repeat=PHOTO_REPEAT, per_class=PROBE_PER_CLASS):
     study = os.path.join(REPO, STUDY_TRAIN)
     if not os.path.isfile(os.path.join(study, "data.mdb")):
         runner.note(["ltc.mixdata.mix_lmdbs", SCENES_TRAIN, "+", PHOTOS_TRAIN, "x%d" % photo_repeat, "->", STUDY_TRAIN])
-        print(mixdata.mix_lmdbs([("scenes", os.path.join(REPO, SCENES_TRAIN), 1),
-                                 ("photos", os.path.join(REPO, PHOTOS_TRAIN), photo_repeat)], study))
+        if not runner.dry:
+            print(mixdata.mix_lmdbs([("scenes", os.path.join(REPO, SCENES_TRAIN), 1),
+                                     ("photos", os.path.join(REPO, PHOTOS_TRAIN), photo_repeat)], study))
     probe = os.path.join(REPO, PROBE_TRAIN % per_class)
     if not os.path.isfile(os.path.join(probe, "data.mdb")):
         runner.note(["ltc.mixdata.subset_per_class", ITEMS_TRAIN, str(per_class), "->", PROBE_TRAIN % per_class])
-        print(mixdata.subset_per_class(os.path.join(REPO, ITEMS_TRAIN), probe, per_class))
-    check_disjoint(os.path.join(REPO, PHOTOS_TEST), study)
+        if not runner.dry:
+            print(mixdata.subset_per_class(os.path.join(REPO, ITEMS_TRAIN), probe, per_class))
+    if not runner.dry:
+        check_disjoint(os.path.join(REPO, PHOTOS_TEST), study)
     return dict(study_train=STUDY_TRAIN, probe_train=PROBE_TRAIN % per_class)
 
 
@@ -258,7 +263,8 @@ def _start(runner, name, solver_path, resume, branches, waiting, env):
             raise StudyError("--resume %s=%s: no such solverstate" % (name, resume[name]))
         it = int(re.search(r"_iter_(\d+)\.solverstate$", state).group(1))
     log_path = os.path.join(REPO, os.path.dirname(s["snapshot_prefix"]), "train.log")
-    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    if not runner.dry:
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
     argv = train_command(runner.caffe, solver_path, state)
     runner.note(argv + ["2>>", os.path.relpath(log_path, REPO)])
     print("%s: %s at iteration %d of %d" % (name, "resuming" if state else "starting", it, s["max_iter"]))

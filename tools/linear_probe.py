@@ -34,7 +34,7 @@ from ltc import caffe_env
 caffe_env.quiet_glog()   # before pycaffe loads: Caffe's per-layer log is long (GLOG_minloglevel=0 shows it)
 from ltc import REPO
 
-from ltc import lmdb_io, probe
+from ltc import cli_checks, lmdb_io, probe
 from ltc import transfer_nets
 from ltc.probe import ProbeError, check_weights, read_labels, warn_if_sorted
 
@@ -115,15 +115,15 @@ def main(argv=None):
     ap.add_argument("--random-init", action="store_true", help="add the random-initialisation baseline row")
     ap.add_argument("--train-lmdb", default="data/fashion/items_train_lmdb", help="labelled training LMDB (shuffled)")
     ap.add_argument("--val-lmdb", default="data/fashion/items_val_lmdb", help="labelled validation LMDB")
-    ap.add_argument("--num-classes", type=int, default=0, help="0: 1 + the largest label of both LMDBs")
-    ap.add_argument("--iters", type=int, default=200, help="SGD iterations")
-    ap.add_argument("--batch", type=int, default=32, help="training batch")
-    ap.add_argument("--test-batch", type=int, default=50, help="validation batch")
-    ap.add_argument("--val-images", type=int, default=0, help="score the first N validation images (0: all)")
-    ap.add_argument("--base-lr", type=float, default=0.001, help="learning rate of the classifiers")
-    ap.add_argument("--stepsize", type=int, default=0, help="lr x 0.1 every N iterations (0: 2/3 of --iters)")
-    ap.add_argument("--crop", type=int, default=227, help="crop of the Data layer (CaffeNet input)")
-    ap.add_argument("--seed", type=int, default=1701, help="Caffe seed (random init, classifier init)")
+    ap.add_argument("--num-classes", type=cli_checks.int_range(0, 100000), default=0, help="0: 1 + the largest label of both LMDBs")
+    ap.add_argument("--iters", type=cli_checks.int_range(1, 10 ** 7), default=200, help="SGD iterations")
+    ap.add_argument("--batch", type=cli_checks.int_range(1, 4096), default=32, help="training batch")
+    ap.add_argument("--test-batch", type=cli_checks.int_range(1, 4096), default=50, help="validation batch")
+    ap.add_argument("--val-images", type=cli_checks.nonneg_int, default=0, help="score the first N validation images (0: all)")
+    ap.add_argument("--base-lr", type=cli_checks.positive_float, default=0.001, help="learning rate of the classifiers")
+    ap.add_argument("--stepsize", type=cli_checks.nonneg_int, default=0, help="lr x 0.1 every N iterations (0: 2/3 of --iters)")
+    ap.add_argument("--crop", type=cli_checks.int_range(1, 4096), default=227, help="crop of the Data layer (CaffeNet input)")
+    ap.add_argument("--seed", type=cli_checks.int_range(0, 2 ** 31 - 1), default=1701, help="Caffe seed (random init, classifier init)")
     ap.add_argument("--out-dir", default="runs/linear_probe", help="nets, solvers and the CSV go here")
     ap.add_argument("--csv", default=None, help="CSV to append rows to (default OUT_DIR/linear_probe.csv)")
     args = ap.parse_args(argv)
@@ -147,6 +147,18 @@ def main(argv=None):
             raise ProbeError("nothing to probe: give --model NAME=CAFFEMODEL and/or --random-init")
         train_lmdb, val_lmdb = lmdb_io.resolve_path(args.train_lmdb), lmdb_io.resolve_path(args.val_lmdb)
         try:
+            cli_checks.writable_dir(args.out_dir, "--out-dir")
+            cli_checks.writable_file(args.csv, "--csv")
+        except cli_checks.PathError as e:
+            raise ProbeError(str(e))
+        try:
+            for which, lm in (("--train-lmdb", train_lmdb), ("--val-lmdb", val_lmdb)):
+                # the Data layer's crop and CaffeNet's conv1 need 3-channel images of at least --crop
+                # pixels a side; Caffe CHECK-aborts otherwise
+                for _, img, _ in lmdb_io.iter_images(lm, limit=1):
+                    if min(img.shape[:2]) < args.crop:
+                        raise ProbeError("%s '%s' holds %dx%d images, smaller than --crop %d"
+                                         % (which, lm, img.shape[1], img.shape[0], args.crop))
             val_labels = read_labels(val_lmdb)
             train_head = read_labels(train_lmdb, limit=2000)
         except lmdb_io.LmdbError as e:

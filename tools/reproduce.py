@@ -16,7 +16,7 @@ import os
 import sys
 import time
 
-from ltc import study
+from ltc import cli_checks, study
 
 
 def main(argv=None):
@@ -29,15 +29,15 @@ def main(argv=None):
                     help="start run RUN (main or linear) from this solverstate when its folder has no snapshot yet")
     ap.add_argument("--runs", nargs="+", choices=[n for n, _ in study.RUNS], default=[n for n, _ in study.RUNS],
                     help="the runs to train (stage train)")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[1701, 1702], help="linear-probe seeds")
-    ap.add_argument("--probe-iters", type=int, default=200, help="linear-probe SGD iterations")
-    ap.add_argument("--per-class", type=int, default=study.PROBE_PER_CLASS, help="probe training labels per class")
-    ap.add_argument("--iteration", type=int, default=None, help="evaluate this snapshot of the main run (default: its last)")
-    ap.add_argument("--probe-val-images", type=int, default=0, help="score the first N probe validation images (0: all)")
-    ap.add_argument("--threads", type=int, default=1,
+    ap.add_argument("--seeds", type=cli_checks.int_range(0, 2 ** 31 - 1), nargs="+", default=[1701, 1702], help="linear-probe seeds")
+    ap.add_argument("--probe-iters", type=cli_checks.int_range(1, 10 ** 7), default=200, help="linear-probe SGD iterations")
+    ap.add_argument("--per-class", type=cli_checks.positive_int, default=study.PROBE_PER_CLASS, help="probe training labels per class")
+    ap.add_argument("--iteration", type=cli_checks.nonneg_int, default=None, help="evaluate this snapshot of the main run (default: its last)")
+    ap.add_argument("--probe-val-images", type=cli_checks.nonneg_int, default=0, help="score the first N probe validation images (0: all)")
+    ap.add_argument("--threads", type=cli_checks.int_range(1, 256), default=1,
                     help="BLAS threads per training run (with the speed patches, also the threads over the images of "
                          "a batch); a resumed run may change it, at the price of another float summation order")
-    ap.add_argument("--poll", type=float, default=60, help="seconds between progress lines while training")
+    ap.add_argument("--poll", type=cli_checks.float_range(0.1, 86400), default=60, help="seconds between progress lines while training")
     ap.add_argument("--dry-run", action="store_true", help="print the commands only")
     ap.add_argument("--fresh", action="store_true",
                     help="rerun every evaluation command (default: reuse outputs newer than their inputs)")
@@ -50,6 +50,12 @@ def main(argv=None):
                   % ("/".join(dict(study.RUNS)), spec), file=sys.stderr)
             return 2
         resume[name] = path
+    if not args.dry_run:
+        try:
+            cli_checks.writable_dir(os.path.join(study.REPO, args.out), "--out")
+        except cli_checks.PathError as e:
+            print("reproduce: error: %s" % e, file=sys.stderr)
+            return 2
     t0 = time.time()
     runner = study.Runner(os.path.join(study.REPO, args.out), dry=args.dry_run, reuse=not args.fresh)
     out = args.out

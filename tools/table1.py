@@ -24,7 +24,7 @@ import os
 import sys
 import time
 
-from ltc import table1, voc
+from ltc import cli_checks, table1, voc
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY = os.path.join(_ROOT, "data", "voc_toy")
@@ -38,15 +38,15 @@ def main(argv=None):
                    help="a ported CaffeNet .caffemodel (conv1..conv5); repeatable")
     p.add_argument("--random-init", action="store_true", help="also train from the fillers (baseline)")
     p.add_argument("--quick", action="store_true", help="the small CPU schedule (toy VOC)")
-    p.add_argument("--iters", type=int, default=None, help="override the schedule's training iterations")
-    p.add_argument("--base-lr", type=float, default=None, help="override the schedule's base learning rate")
+    p.add_argument("--iters", type=cli_checks.int_range(1, 10 ** 7), default=None, help="override the schedule's training iterations")
+    p.add_argument("--base-lr", type=cli_checks.positive_float, default=None, help="override the schedule's base learning rate")
     p.add_argument("--train-index", default=None, help="cls/det: main_<set>.json, seg: seg_<set>.json (toy if unset)")
     p.add_argument("--test-index", default=None, help="as --train-index, for testing")
     p.add_argument("--proposals", default="toy", help="det: training proposals, 'toy' or a .npz from data_prep/voc.py")
     p.add_argument("--test-proposals", default="toy", help="det: test proposals, 'toy' or a .npz")
     p.add_argument("--train-conv1", action="store_true", help="det: fine-tune conv1 (Fast R-CNN freezes it)")
     p.add_argument("--voc-ap", choices=("07", "area"), default="07", help="det: VOC07 11-point AP or area (VOC2010+)")
-    p.add_argument("--limit-test", type=int, default=0, help="test on the first N images only (0: all)")
+    p.add_argument("--limit-test", type=cli_checks.nonneg_int, default=0, help="test on the first N images only (0: all)")
     p.add_argument("--out", default=os.path.join(_ROOT, "runs", "table1"), help="output folder")
     args = p.parse_args(argv)
     print("table1: " + " ".join("%s=%s" % kv for kv in sorted(vars(args).items())), flush=True)
@@ -58,6 +58,12 @@ def main(argv=None):
         if not os.path.isfile(path):
             print("error: model '%s' is missing; port one with tools/port_weights.py" % path, file=sys.stderr)
             return 2
+        try:  # a ported CaffeNet conv1..conv5 model, checked before any work (not Caffe's CHECK after training)
+            from ltc import probe
+            probe.check_weights(path)
+        except probe.ProbeError as e:
+            print("error: --model %s: %s" % (name, e), file=sys.stderr)
+            return 2
         models.append((name, path))
     if args.random_init:
         models.append(("random", None))
@@ -65,6 +71,13 @@ def main(argv=None):
         p.error("give at least one --model NAME=PATH or --random-init")
     tasks = ("cls", "det", "seg") if args.task == "all" else (args.task,)
     results = []
+    try:
+        cli_checks.writable_dir(args.out, "--out")
+        if os.path.exists(os.path.join(args.out, "summary.csv")):
+            cli_checks.writable_file(os.path.join(args.out, "summary.csv"), "--out's summary.csv")
+    except cli_checks.PathError as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 2
     os.makedirs(args.out, exist_ok=True)
     for task in tasks:
         kind = "seg" if task == "seg" else "main"

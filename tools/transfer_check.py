@@ -28,7 +28,7 @@ from ltc import REPO
 
 import caffe
 
-from ltc import lmdb_io
+from ltc import cli_checks, lmdb_io  # noqa: E402
 from ltc import probe as lp
 from ltc import transfer_nets
 
@@ -109,26 +109,27 @@ def main(argv=None):
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("weights", help="ported CaffeNet .caffemodel (tools/port_weights.py)")
     ap.add_argument("--lmdb", default="data/sample/val_lmdb", help="LMDB of >= 227x227 images to feed")
-    ap.add_argument("--batch", type=int, default=4, help="probe batch")
-    ap.add_argument("--fcn-size", type=int, default=256, help="FCN input side")
+    ap.add_argument("--batch", type=cli_checks.int_range(1, 256), default=4, help="probe batch")
+    ap.add_argument("--fcn-size", type=cli_checks.int_range(32, 2048), default=256, help="FCN input side")
     ap.add_argument("--out-dir", default="runs/transfer_check", help="generated nets and solvers go here")
-    ap.add_argument("--seed", type=int, default=1701, help="Caffe seed")
+    ap.add_argument("--seed", type=cli_checks.int_range(0, 2 ** 31 - 1), default=1701, help="Caffe seed")
     args = ap.parse_args(argv)
     out_dir = args.out_dir if os.path.isabs(args.out_dir) else os.path.join(REPO, args.out_dir)
     print("transfer_check:", dict(vars(args), out_dir=out_dir))
-    os.makedirs(out_dir, exist_ok=True)
-    caffe.set_mode_cpu()
-    caffe.set_random_seed(args.seed)
     try:
         ref = lp.check_weights(lmdb_io.resolve_path(args.weights))
         items = list(lmdb_io.iter_images(args.lmdb, limit=args.batch))
-    except (lp.ProbeError, lmdb_io.LmdbError) as e:
+        cli_checks.writable_dir(out_dir, "--out-dir")
+    except (lp.ProbeError, lmdb_io.LmdbError, cli_checks.PathError) as e:
         print("transfer_check: error: %s" % e, file=sys.stderr)
         return 2
     images = [img for _, img, _ in items]
     if min(min(i.shape[:2]) for i in images) < 227:
         print("transfer_check: error: %s: images must be at least 227x227" % args.lmdb, file=sys.stderr)
         return 2
+    os.makedirs(out_dir, exist_ok=True)
+    caffe.set_mode_cpu()
+    caffe.set_random_seed(args.seed)
     labels = np.array([lab for _, _, lab in items], np.float32)
     weights = lmdb_io.resolve_path(args.weights)
     probe_step(weights, ref, images, labels, out_dir)
