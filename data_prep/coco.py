@@ -15,7 +15,7 @@ import os
 import sys
 
 
-from ltc import REPO, lmdb_build
+from ltc import REPO, cli_checks, lmdb_build
 
 
 def main(argv=None):
@@ -25,13 +25,15 @@ def main(argv=None):
     p.add_argument("--year", choices=("2014", "2017"), default="2014")
     p.add_argument("--out-dir", default=os.path.join(REPO, "data", "coco"), help="where the LMDBs go")
     p.add_argument("--split", choices=("both", "train", "val"), default="both")
-    p.add_argument("--limit", type=int, default=0, help="at most this many images per split (0: all)")
+    p.add_argument("--limit", type=cli_checks.nonneg_int, default=0, help="at most this many images per split (0: all)")
     lmdb_build.add_build_args(p)
     args = p.parse_args(argv)
     print("coco: " + " ".join("%s=%s" % kv for kv in sorted(vars(args).items())))
     splits = ["train", "val"] if args.split == "both" else [args.split]
 
     def work():
+        lmdb_build.check_outputs([os.path.join(args.out_dir, "%s_lmdb" % s) for s in splits], args.overwrite,
+                                 sources=[os.path.join(args.root, "%s%s" % (s, args.year)) for s in splits])
         for split in splits:
             folder = os.path.join(args.root, "%s%s" % (split, args.year))
             entries = lmdb_build.collect_folder(folder)

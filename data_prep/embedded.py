@@ -32,7 +32,7 @@ import subprocess
 import sys
 
 
-from ltc import REPO, lmdb_build
+from ltc import REPO, cli_checks, lmdb_build
 
 SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
                   "motorcycle_right.png", "hubble_deep_field.jpg")
@@ -102,10 +102,10 @@ def main(argv=None):
     p.add_argument("--set", dest="photo_set", choices=PHOTO_SETS, default="sample",
                    help="sample: the 30 photos of the demo; all: also scikit-image's 12 other photographs")
     p.add_argument("--out", default=None, help="output folder (default: data/sample, or data/photos for --set all)")
-    p.add_argument("--size", type=int, default=256, help="LMDB image side")
+    p.add_argument("--size", type=cli_checks.int_range(1, 8192), default=256, help="LMDB image side")
     p.add_argument("--resize", choices=lmdb_build.RESIZE_MODES, default="warp")
-    p.add_argument("--val-every", type=int, default=VAL_EVERY, help="every n-th photo (sorted by name) goes to val")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes (0: in-process)")
+    p.add_argument("--val-every", type=cli_checks.int_range(2, 1000), default=VAL_EVERY, help="every n-th photo (sorted by name) goes to val")
+    p.add_argument("--workers", type=cli_checks.workers_int, default=min(os.cpu_count() or 1, cli_checks.MAX_WORKERS), help="decoding processes (0: in-process)")
     p.add_argument("--no-install", action="store_true", help="do not pip-install foolbox when its photos are absent")
     p.add_argument("--overwrite", action="store_true", help="replace existing LMDBs and image folders")
     args = p.parse_args(argv)
@@ -115,10 +115,18 @@ def main(argv=None):
     outs = {s: os.path.join(args.out, "%s_lmdb" % s) for s in ("train", "val")}
 
     def work():
-        for o in outs.values():
-            if os.path.exists(o) and not args.overwrite:
-                raise lmdb_build.BuildError("'%s' already exists; pass --overwrite to rebuild it" % o)
+        lmdb_build.check_outputs(outs.values(), args.overwrite)
         photos = collect_photos(install=not args.no_install, photo_set=args.photo_set)
+        ours = {name for name, _ in photos}
+        for split in ("train", "val"):  # --overwrite replaces only the photos this script copies there
+            folder = os.path.join(args.out, "images", split)
+            if os.path.lexists(folder):
+                if not os.path.isdir(folder) or os.path.islink(folder):
+                    raise lmdb_build.BuildError("'%s' is not a folder; choose another --out" % folder)
+                foreign = sorted(set(os.listdir(folder)) - ours)
+                if foreign:
+                    raise lmdb_build.BuildError("'%s' holds files this script did not write (%s); not replacing "
+                                                "it -- choose another --out" % (folder, ", ".join(foreign[:3])))
         train, val = split_photos(photos, args.val_every)
         print("found %d embedded photos: %d train, %d val" % (len(photos), len(train), len(val)))
         for split, items in (("train", train), ("val", val)):

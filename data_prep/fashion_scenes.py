@@ -33,7 +33,7 @@ import time
 import cv2
 import numpy as np
 
-from ltc import REPO, lmdb_build, lmdb_io
+from ltc import REPO, cli_checks, lmdb_build, lmdb_io
 from ltc.fashion import CLASSES, FASHION_DIR, FashionError, load_fashion, read_idx  # noqa: F401 (re-exported)
 
 
@@ -120,20 +120,20 @@ def main(argv=None):
     p.add_argument("--fashion-dir", default=FASHION_DIR, help="folder of Fashion-MNIST's idx .gz files")
     p.add_argument("--out-dir", default=os.path.join(REPO, "data", "fashion"), help="where the LMDBs go")
     p.add_argument("--what", choices=("all", "scenes", "items"), default="all")
-    p.add_argument("--train-scenes", type=int, default=2000)
-    p.add_argument("--val-scenes", type=int, default=500)
-    p.add_argument("--train-items", type=int, default=5000)
-    p.add_argument("--val-items", type=int, default=1000)
-    p.add_argument("--max-count", type=int, default=16, help="scenes hold 0..max-count items")
-    p.add_argument("--canvas", type=int, default=256, help="scene side (px)")
-    p.add_argument("--min-item", type=int, default=24, help="smallest item side in a scene (px)")
-    p.add_argument("--max-item", type=int, default=48, help="largest item side in a scene (px)")
-    p.add_argument("--margin", type=int, default=14, help="items stay this far from the border (px)")
-    p.add_argument("--gap", type=int, default=2, help="minimum distance between item boxes (px)")
-    p.add_argument("--tries", type=int, default=200, help="random positions tried per item")
+    p.add_argument("--train-scenes", type=cli_checks.int_range(1, 10 ** 7), default=2000)
+    p.add_argument("--val-scenes", type=cli_checks.int_range(1, 10 ** 7), default=500)
+    p.add_argument("--train-items", type=cli_checks.int_range(1, 10 ** 7), default=5000)
+    p.add_argument("--val-items", type=cli_checks.int_range(1, 10 ** 7), default=1000)
+    p.add_argument("--max-count", type=cli_checks.int_range(0, 1000), default=16, help="scenes hold 0..max-count items")
+    p.add_argument("--canvas", type=cli_checks.int_range(16, 8192), default=256, help="scene side (px)")
+    p.add_argument("--min-item", type=cli_checks.int_range(1, 8192), default=24, help="smallest item side in a scene (px)")
+    p.add_argument("--max-item", type=cli_checks.int_range(1, 8192), default=48, help="largest item side in a scene (px)")
+    p.add_argument("--margin", type=cli_checks.int_range(0, 4096), default=14, help="items stay this far from the border (px)")
+    p.add_argument("--gap", type=cli_checks.int_range(0, 4096), default=2, help="minimum distance between item boxes (px)")
+    p.add_argument("--tries", type=cli_checks.int_range(1, 10 ** 6), default=200, help="random positions tried per item")
     p.add_argument("--gray", action="store_true", help="gray items instead of random colour tints")
-    p.add_argument("--item-size", type=int, default=224, help="item side in the items LMDBs (px)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--item-size", type=cli_checks.int_range(1, 8192), default=224, help="item side in the items LMDBs (px)")
+    p.add_argument("--seed", type=cli_checks.int_range(0, 2 ** 32 - 1), default=0)
     p.add_argument("--overwrite", action="store_true", help="replace existing LMDBs")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -151,10 +151,8 @@ def main(argv=None):
             jobs += [("scenes_train_lmdb", "train", args.train_scenes, 1), ("scenes_val_lmdb", "test", args.val_scenes, 2)]
         if args.what in ("all", "items"):
             jobs += [("items_train_lmdb", "train", args.train_items, 3), ("items_val_lmdb", "test", args.val_items, 4)]
-        for name, split, n, salt in jobs:
-            out = os.path.join(args.out_dir, name)
-            if os.path.exists(out) and not args.overwrite:
-                raise lmdb_build.BuildError("'%s' already exists; pass --overwrite to rebuild it" % out)
+        lmdb_build.check_outputs([os.path.join(args.out_dir, name) for name, _, _, _ in jobs], args.overwrite,
+                                 sources=[args.fashion_dir])
         for name, split, n, salt in jobs:
             out = os.path.join(args.out_dir, name)
             rng = np.random.RandomState([args.seed, salt])

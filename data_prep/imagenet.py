@@ -26,7 +26,7 @@ import os
 import sys
 
 
-from ltc import REPO, lmdb_build
+from ltc import REPO, cli_checks, lmdb_build
 from ltc.lmdb_build import BuildError, Entry
 
 
@@ -107,23 +107,27 @@ def main(argv=None):
     p.add_argument("--val-list", default="", help="Caffe's val.txt ('file label' per line)")
     p.add_argument("--val-gt", default="", help="devkit ILSVRC2012_validation_ground_truth.txt")
     p.add_argument("--meta", default="", help="devkit meta.mat (ILSVRC2012_ID -> WNID)")
-    p.add_argument("--per-class", type=int, default=0, help="at most this many train images per class (0: all)")
+    p.add_argument("--per-class", type=cli_checks.nonneg_int, default=0, help="at most this many train images per class (0: all)")
     lmdb_build.add_build_args(p)
     args = p.parse_args(argv)
     print("imagenet: " + " ".join("%s=%s" % kv for kv in sorted(vars(args).items())))
 
     def work():
+        splits = [s for s in ("train", "val") if args.split in ("both", s)]
+        lmdb_build.check_outputs([os.path.join(args.out_dir, "%s_lmdb" % s) for s in splits], args.overwrite,
+                                 sources=[os.path.join(args.root, s) for s in splits])
         wnids = list_synsets(os.path.join(args.root, "train"))
-        os.makedirs(args.out_dir, exist_ok=True)
-        syn = os.path.join(args.out_dir, "synsets.txt")
-        with open(syn, "w") as f:
-            f.write("".join(w + "\n" for w in wnids))
-        print("%d synsets; label = index in sorted order, written to %s" % (len(wnids), syn))
         jobs = []
         if args.split in ("both", "train"):
             jobs.append(("train", synset_entries(os.path.join(args.root, "train"), wnids, args.per_class), True))
         if args.split in ("both", "val"):
             jobs.append(("val", val_entries(args, wnids), False))
+        # written once every input was read: a failed run leaves no synsets.txt behind
+        os.makedirs(args.out_dir, exist_ok=True)
+        syn = os.path.join(args.out_dir, "synsets.txt")
+        with open(syn, "w") as f:
+            f.write("".join(w + "\n" for w in wnids))
+        print("%d synsets; label = index in sorted order, written to %s" % (len(wnids), syn))
         for split, entries, shuffle in jobs:
             lmdb_build.build_split(split, entries, os.path.join(args.out_dir, "%s_lmdb" % split), args, shuffle)
 

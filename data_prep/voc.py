@@ -18,12 +18,13 @@ Sets: train, val, trainval, test -- whichever the tree lists. --toy first writes
 """
 import argparse
 import os
+import shutil
 import sys
 import time
 
 import numpy as np
 
-from ltc import detection, voc, voc_toy
+from ltc import cli_checks, detection, voc, voc_toy
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETS = ("train", "val", "trainval", "test")
@@ -71,11 +72,11 @@ def main(argv=None):
     p.add_argument("--out-dir", default=None, help="where the indexes go (default data/voc_toy with --toy)")
     p.add_argument("--proposals", action="append", default=[], help=".mat or .pkl proposal file (repeatable)")
     p.add_argument("--proposals-set", action="append", default=[], help="the set each --proposals file covers")
-    p.add_argument("--toy-train", type=int, default=300, help="toy train images")
-    p.add_argument("--toy-val", type=int, default=50, help="toy val images")
-    p.add_argument("--toy-test", type=int, default=150, help="toy test images")
+    p.add_argument("--toy-train", type=cli_checks.int_range(1, 10 ** 6), default=300, help="toy train images")
+    p.add_argument("--toy-val", type=cli_checks.int_range(1, 10 ** 6), default=50, help="toy val images")
+    p.add_argument("--toy-test", type=cli_checks.int_range(1, 10 ** 6), default=150, help="toy test images")
     p.add_argument("--fashion-dir", default=voc_toy.FASHION_DIR)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=cli_checks.int_range(0, 2 ** 32 - 1), default=0)
     args = p.parse_args(argv)
     print("data_prep/voc.py: " + " ".join("%s=%s" % kv for kv in sorted(vars(args).items())))
     if args.toy == bool(args.voc_root):
@@ -83,10 +84,17 @@ def main(argv=None):
     if len(args.proposals) != len(args.proposals_set):
         p.error("each --proposals needs its --proposals-set")
     out = args.out_dir or os.path.join(_ROOT, "data", "voc_toy" if args.toy else "voc")
+    try:
+        cli_checks.writable_dir(out, "--out-dir")
+    except cli_checks.PathError as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 2
     t0 = time.time()
+    made = None   # the toy tree this run creates: removed again if the run fails
     try:
         if args.toy:
             root = os.path.join(out, "VOC_toy")
+            made = None if os.path.lexists(root) else root
             n = voc_toy.write_toy_voc(root, args.toy_train, args.toy_val, args.toy_test, args.seed, args.fashion_dir)
             print("wrote the toy VOC tree %s: %s" % (root, n))
         else:
@@ -100,9 +108,13 @@ def main(argv=None):
             npz = os.path.join(out, "main_%s_proposals.npz" % s)
             np.savez_compressed(npz, **{i: b.astype(np.float32) for i, b in zip(ids, boxes)})
             print("wrote %s: proposals of %d images (%.0f per image)" % (npz, len(ids), np.mean([len(b) for b in boxes])))
-    except (voc.VOCError, ValueError) as e:
-        print("error: %s" % e, file=sys.stderr)
-        return 2
+    except (voc.VOCError, ValueError, OSError) as e:
+        note = ""
+        if made and os.path.isdir(made):
+            shutil.rmtree(made, ignore_errors=True)
+            note = "; removed the partial toy tree %s" % made
+        print("error: %s%s" % (e, note), file=sys.stderr)
+        return 2 if not isinstance(e, OSError) else 1
     print("done in %.1f s" % (time.time() - t0))
     return 0
 

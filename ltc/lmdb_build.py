@@ -537,6 +537,22 @@ def check_replaceable(output, overwrite):
                      % (output, cli_checks.describe_existing(output)))
 
 
+def check_outputs(outputs, overwrite, sources=()):
+    """The data_prep scripts' door check, before any work: every output LMDB is free or (with
+    ``overwrite``) an LMDB, none equals, contains or lies inside a source folder, and each one's
+    folder can be written. Raises BuildError (exit 2) naming the path."""
+    for out in outputs:
+        out = os.path.abspath(out.rstrip("/") or out)
+        try:
+            for src in sources:
+                if src and os.path.exists(src):
+                    cli_checks.refuse_nested(src, out, what_in="source", what_out="output")
+            cli_checks.writable_dir(os.path.dirname(out), "the folder of output '%s'" % out)
+        except cli_checks.PathError as e:
+            raise BuildError(str(e))
+        check_replaceable(out, overwrite)
+
+
 class SafeLmdbWriter(object):
     """Write an LMDB at ``output`` all-or-nothing.
 
