@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from ltc import REPO, caffe_env, params
+from ltc import REPO, caffe_env, cli_checks, params
 caffe_env.quiet_glog()   # before pycaffe loads: keeps Caffe's net-setup log out of the output
 from ltc.analysis import caffelog, countmap, features, metrics, report, trainlog
 from ltc.analysis import table5 as t5
@@ -345,6 +345,10 @@ def cmd_count_check(args):
         raise features.AnalysisError("count-check needs an LMDB whose labels are object counts (data/fashion/"
                                "scenes_*_lmdb); '%s' is a folder without labels" % images.source)
     k = np.array(labels, np.float64)
+    if len(np.unique(k)) < 2:
+        raise features.AnalysisError("count-check: every image of '%s' has the label %d, so there is no count to "
+                                     "rank against (Spearman would be nan); give an LMDB whose labels are object "
+                                     "counts (data/fashion/scenes_*_lmdb)" % (images.source, int(k[0])))
     norms = metrics.l2_norms(F)
     rho = metrics.spearman(norms, k)
     from scipy import stats
@@ -499,18 +503,8 @@ def cmd_log(args):
 
 
 # ============================================================================ argument parsing
-def _pos_int(text):
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError("must be >= 1, got %s" % text)
-    return v
-
-
-def _fraction(text):
-    v = float(text)
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError("must be in [0, 1], got %s" % text)
-    return v
+_pos_int = cli_checks.int_range(1, 10 ** 7)   # the project's shared argument types (ltc/cli_checks.py)
+_fraction = cli_checks.probability
 
 
 def _image_args(p, source=DEFAULT_SOURCE):
@@ -525,7 +519,7 @@ def _image_args(p, source=DEFAULT_SOURCE):
     p.add_argument("--crop", type=_pos_int, default=228, help="crop size of --view center (input size = crop / 2)")
     p.add_argument("--interp", choices=features.METHODS, default="area", help="OpenCV interpolation of the resize")
     p.add_argument("--color-mode", choices=features.COLOR_MODES, default="color", help="feed colour or gray inputs")
-    p.add_argument("--seed", type=int, default=1701, help="seed of every random choice")
+    p.add_argument("--seed", type=cli_checks.int_range(0, 2 ** 32 - 1), default=1701, help="seed of every random choice")
 
 
 def build_parser():
@@ -545,11 +539,11 @@ def build_parser():
     p.add_argument("--batch", type=_pos_int, default=64, help="inputs per forward pass")
     p.add_argument("--crop", type=_pos_int, default=228, help="pretext crop x (tiles and D(x) are crop/2)")
     p.add_argument("--gray-prob", type=_fraction, default=params.GRAY_PROB, help="probability of gray inputs per image (as training)")
-    p.add_argument("--seed", type=int, default=1701, help="seed of the crops, colour modes and mixed methods")
+    p.add_argument("--seed", type=cli_checks.int_range(0, 2 ** 32 - 1), default=1701, help="seed of the crops, colour modes and mixed methods")
 
     p = sub.add_parser("mean-vector", formatter_class=fmt, help="Fig. 3: mean counting vector and its sparsity")
     _image_args(p)
-    p.add_argument("--threshold", type=float, default=0.01, help="count the entries whose mean exceeds this")
+    p.add_argument("--threshold", type=cli_checks.finite_float, default=0.01, help="count the entries whose mean exceeds this")
 
     p = sub.add_parser("norm-ranking", formatter_class=fmt, help="Fig. 4: highest / lowest norm images")
     _image_args(p)
@@ -581,12 +575,12 @@ def build_parser():
                    help="also fit a least-squares map phi -> k on these scenes (e.g. data/fashion/scenes_train_lmdb) "
                         "and score round(prediction) == k and +-1 on --source")
     p.add_argument("--fit-max-images", type=_pos_int, default=2000, help="scenes of --fit-source used")
-    p.add_argument("--ridge", type=float, default=1e-3, help="ridge penalty of the least-squares map")
+    p.add_argument("--ridge", type=cli_checks.nonneg_float, default=1e-3, help="ridge penalty of the least-squares map")
 
     p = sub.add_parser("log", formatter_class=fmt, help="training curves from a Caffe log")
     p.add_argument("--log", required=True, help="Caffe training log (the stderr of caffe train)")
     p.add_argument("--out", default=None, help="output folder (default runs/analysis/log)")
-    p.add_argument("--margin", type=float, default=10.0, help="M of the loss (for the trivial-solution warning)")
+    p.add_argument("--margin", type=cli_checks.positive_float, default=10.0, help="M of the loss (for the trivial-solution warning)")
     return ap
 
 
@@ -597,6 +591,12 @@ COMMANDS = {"table5": cmd_table5, "mean-vector": cmd_mean_vector, "norm-ranking"
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    try:  # the output folder, before any work
+        if getattr(args, "out", None):
+            cli_checks.writable_dir(args.out, "--out")
+    except cli_checks.PathError as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 2
     print("analyze.py %s: %s" % (args.cmd, ", ".join("%s=%s" % (k, v) for k, v in sorted(vars(args).items()))))
     t0 = time.time()
     try:

@@ -180,6 +180,9 @@ class CaffeFeatures:
         import caffe
         caffe.set_mode_cpu()
         deploy_path, weights_path = resolve_path(deploy), resolve_path(weights)
+        for what, given, full in (("deploy prototxt", deploy, deploy_path), ("weights", weights, weights_path)):
+            if os.path.isdir(full):
+                raise AnalysisError("%s '%s' is a directory, not a file (%s)" % (what, given, full))
         if not os.path.isfile(deploy_path):
             raise AnalysisError("deploy prototxt '%s' does not exist (looked in %s)" % (deploy, deploy_path))
         if not os.path.isfile(weights_path):
