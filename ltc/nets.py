@@ -54,6 +54,9 @@ DEFAULTS = dict(
     gray_prob=params.GRAY_PROB,           # paper: grayscale 67% of the time
     margin=10.0,                    # paper: M = 10
     filler="xavier",                # decision: xavier weights (option gaussian, std 0.01/0.005)
+    # the start (docs/design.md, Network and Solver): fc6/fc7 and fc8 bias constants, and fc8's
+    # weights: None = the filler's, a number = Gaussian with that std (a small-output start)
+    fc_bias=0.1, fc8_bias=0.1, fc8_std=None,
     batch=256,                      # decision: batch 256 (as the Jigsaw sibling)
     test_batch=256,
     train_lmdb="data/imagenet/train_lmdb",
@@ -69,7 +72,13 @@ DEFAULTS = dict(
     test_iter=20, test_interval=5000, display=20,
     test_initialization=False,      # a 350K-iteration run (and every resume) starts training at once
     warmup=0,                       # 0: the paper's step policy; N > 0: sigmoid ramp to base_lr over N iterations
+    solver_type="SGD",              # decision: SGD with momentum; "Adam" is a departure (the paper names none)
 )
+
+# The start options (make_prototxt.py --custom, tools/demo_seeds.py arms): the keys of DEFAULTS that
+# change the initial weights or the optimiser, not the task.
+START_KEYS = ("fc_bias", "fc8_bias", "fc8_std", "warmup", "solver_type", "base_lr")
+SOLVER_TYPES = ("SGD", "Adam")
 
 # The small-scale recipe (README "Does it reproduce?"): one stacked trunk (same loss and gradients as the
 # six branches, faster), batch 32, the paper's lr 1e-4 from the first iteration (a warm-up to 5e-4 drifted
@@ -120,30 +129,41 @@ def _param(name, lr_w=1, decay_w=1, lr_b=2, decay_b=0):
             dict(name=name + "_b", lr_mult=lr_b, decay_mult=decay_b)]
 
 
-def _fillers(kind, fc=False):
+def _fillers(kind, fc=False, bias=0.1, std=None):
+    """Weight and bias fillers of a layer: convs get bias 0, fc layers ``bias``; ``std`` (fc only)
+    replaces the weight filler by a Gaussian of that std."""
+    b = dict(type="constant", value=bias if fc else 0)
+    if std is not None:
+        return dict(weight_filler=dict(type="gaussian", std=std), bias_filler=b)
     if kind == "xavier":
-        return dict(weight_filler=dict(type="xavier"), bias_filler=dict(type="constant", value=0.1 if fc else 0))
+        return dict(weight_filler=dict(type="xavier"), bias_filler=b)
     if kind == "gaussian":  # CaffeNet's: std 0.01 for convs, 0.005 for fc6/fc7
-        return dict(weight_filler=dict(type="gaussian", std=0.005 if fc else 0.01),
-                    bias_filler=dict(type="constant", value=0.1 if fc else 0))
+        return dict(weight_filler=dict(type="gaussian", std=0.005 if fc else 0.01), bias_filler=b)
     raise ValueError("unknown filler %r (xavier or gaussian)" % kind)
 
 
-def branch(n, bottom, suffix, dim, filler):
+def branch(n, bottom, suffix, dim, filler, start=None):
     """One CaffeNet column from ``bottom`` to the counting vector fc8 (ReLU'd in place).
 
     Layer and top names are conv1..fc8 plus ``suffix``; parameters are shared by name.
-    Returns the fc8 top.
+    start: dict(fc_bias, fc8_bias, fc8_std) (default DEFAULTS'). Returns the fc8 top.
     """
-    def fc(name, x, num_output):
-        n[name + suffix] = L.InnerProduct(x, num_output=num_output, param=_param(name), **_fillers(filler, fc=True))
+    start = dict({k: DEFAULTS[k] for k in ("fc_bias", "fc8_bias", "fc8_std")}, **(start or {}))
+
+    def fc(name, x, num_output, bias, std=None):
+        n[name + suffix] = L.InnerProduct(x, num_output=num_output, param=_param(name),
+                                          **_fillers(filler, fc=True, bias=bias, std=std))
         n["relu" + name[-1] + suffix] = L.ReLU(n[name + suffix], in_place=True)
         return n[name + suffix]
 
     x = caffenet.trunk(n, bottom, suffix, param=_param, fillers=_fillers(filler))
-    x = fc("fc6", x, 4096)
-    x = fc("fc7", x, 4096)
-    return fc("fc8", x, dim)
+    x = fc("fc6", x, 4096, start["fc_bias"])
+    x = fc("fc7", x, 4096, start["fc_bias"])
+    return fc("fc8", x, dim, start["fc8_bias"], start["fc8_std"])
+
+
+def _start(cfg):
+    return {k: cfg[k] for k in ("fc_bias", "fc8_bias", "fc8_std")}
 
 
 def data_param_str(cfg, phase):
@@ -211,11 +231,11 @@ def counting_net(cfg, inputs="data_layer"):
     n = caffe.NetSpec()
     if cfg["layout"] == "stacked":
         n.data = L.Input(shape=dict(dim=[6 * cfg["batch"], 3, size, size]))
-        _loss(n, [branch(n, n.data, "", cfg["dim"], cfg["filler"])], cfg["margin"])
+        _loss(n, [branch(n, n.data, "", cfg["dim"], cfg["filler"], _start(cfg))], cfg["margin"])
     elif cfg["layout"] == "six":
         for name, _ in BRANCHES:
             n[name] = L.Input(shape=dict(dim=[cfg["batch"], 3, size, size]))
-        feats = [branch(n, n[name], suffix, cfg["dim"], cfg["filler"]) for name, suffix in BRANCHES]
+        feats = [branch(n, n[name], suffix, cfg["dim"], cfg["filler"], _start(cfg)) for name, suffix in BRANCHES]
         _loss(n, feats, cfg["margin"])
     else:
         raise ValueError("unknown layout %r (six or stacked)" % cfg["layout"])
@@ -241,7 +261,7 @@ def deploy_net(cfg):
     size = cfg["crop"] // 2
     n = caffe.NetSpec()
     n.data = L.Input(shape=dict(dim=[1, 3, size, size]))
-    branch(n, n.data, "", cfg["dim"], cfg["filler"])
+    branch(n, n.data, "", cfg["dim"], cfg["filler"], _start(cfg))
     net = n.to_proto()
     net.name = "counting_deploy"
     caffenet.strip_learning(net.layer)  # deploy needs no learning-rate settings or fillers
@@ -265,6 +285,12 @@ def solver(cfg, net_path):
         s.lr_policy = "step"
         s.gamma = cfg["gamma"]
         s.stepsize = cfg["stepsize"]
+    if cfg.get("solver_type", "SGD") != "SGD":
+        # Adam (a departure: the paper names no optimiser): Caffe's defaults beta1 = momentum 0.9,
+        # beta2 = momentum2 0.999, delta 1e-8; the same lr policy and weight decay as SGD.
+        if cfg["solver_type"] not in SOLVER_TYPES:
+            raise ValueError("unknown solver_type %r (%s)" % (cfg["solver_type"], ", ".join(SOLVER_TYPES)))
+        s.type = cfg["solver_type"]
     s.momentum = cfg["momentum"]
     s.weight_decay = cfg["weight_decay"]
     s.display = cfg["display"]
