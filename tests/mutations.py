@@ -7,7 +7,7 @@ file. A mutation the tests do not notice "survives": the table lists it and the 
 
     python tests/mutations.py              # all mutations, after a baseline run of their tests
     python tests/mutations.py --list       # the list
-    python tests/mutations.py -k shuffle   # those whose name contains "shuffle"
+    python tests/mutations.py -k shuffle   # those whose name contains "shuffle" (-k a -k b: either)
 
 The copy imports its own ltc/ and python_layers/ (PYTHONPATH puts them first, also for the
 `caffe` binary's embedded Python); the .venv is shared with this checkout.
@@ -42,6 +42,7 @@ T_BENCH = "tests/test_bench.py"
 T_DATA = "tests/test_counting_data.py"
 VARIANT = T_TRAIN + "::test_committed_net_runs_forward_backward_in_caffe"
 SAME_DB = "tests/test_make_lmdb.py::test_list_and_folder_give_same_database"
+UV = "tests/test_user_visible.py"
 
 MUTATIONS = [
     # --- the twelve bugs of the mutation read (issue 17)
@@ -139,6 +140,44 @@ MUTATIONS = [
     M("resume: data layer starts at batch 0", "python_layers/counting_data.py",
       "                start=start)", "                start=0)",
       ["tests/test_resume.py::test_caffe_binary_resume_continues_the_data_stream_and_the_weights"]),
+    # --- issue 32: bugs users would see, which the data of the earlier tests could not show
+    M("crop: x offset from the height's slack", "ltc/transforms.py",
+      "int(u[1] * (width - crop + 1))", "int(u[1] * (height - crop + 1))",
+      [UV + "::test_data_pipeline_crops_non_square_images_as_numpy_does"]),
+    M("crop: image width read as its height", "ltc/transforms.py",
+      "crop_offset(off_x, img_x.shape[1], img_x.shape[2], crop)", "crop_offset(off_x, img_x.shape[1], img_x.shape[1], crop)",
+      [UV + "::test_data_pipeline_crops_non_square_images_as_numpy_does"]),
+    M("table 5: crop offsets with the axes swapped", "ltc/analysis/table5.py",
+      "crop_offset(rng.random(2), chw.shape[1], chw.shape[2], crop)", "crop_offset(rng.random(2), chw.shape[2], chw.shape[1], crop)",
+      [UV + "::test_table5_and_center_views_crop_non_square_images"]),
+    M("fold-std: --seed does not reach the measurement", "ltc/surgery.py",
+      "args.fold_std_gray_prob, args.seed, args.fold_std_interpolation)",
+      "args.fold_std_gray_prob, SEED, args.fold_std_interpolation)",
+      [UV + "::test_port_weights_fold_std_follows_the_seed_option"]),
+    M("fold-std: --fold-std-interpolation ignored", "ltc/surgery.py",
+      "args.fold_std_gray_prob, args.seed, args.fold_std_interpolation)",
+      "args.fold_std_gray_prob, args.seed)", [UV + "::test_fold_std_options_all_reach_the_measurement"]),
+    M("warm-up: slope 1 / warmup instead of 10 / warmup", "ltc/nets.py",
+      's.gamma = 10.0 / cfg["warmup"]', 's.gamma = 1.0 / cfg["warmup"]',
+      [UV + "::test_warmup_solver_learning_rate_in_real_caffe"]),
+    M("warm-up: centred at warmup instead of warmup / 2", "ltc/nets.py",
+      's.stepsize = cfg["warmup"] // 2', 's.stepsize = cfg["warmup"]',
+      [UV + "::test_warmup_solver_learning_rate_in_real_caffe"]),
+    M("mean vector: std taken along the image axis", "ltc/analysis/metrics.py",
+      "std=F.std(0)", "std=F.std(1)", [UV + "::test_mean_vector_stats_are_per_dimension_values",
+                                        UV + "::test_mean_vector_command_writes_numpy_statistics"]),
+    M("count-check: read-out fitted on the evaluated set", "tools/analyze.py",
+      "fit_count_map(F_fit, fit_labels, alpha=args.ridge)", "fit_count_map(F, k, alpha=args.ridge)",
+      [UV + "::test_count_check_fits_the_read_out_on_the_fit_set_only"]),
+    M("count-check: --ridge ignored", "tools/analyze.py",
+      "fit_count_map(F_fit, fit_labels, alpha=args.ridge)", "fit_count_map(F_fit, fit_labels)",
+      [UV + "::test_count_check_fits_the_read_out_on_the_fit_set_only"]),
+    M("counting loss ignores loss_weight", "python_layers/counting_loss.py",
+      "counting_loss_backward(self.cache, float(top[0].diff))", "counting_loss_backward(self.cache, 1.0)",
+      [UV + "::test_loss_layers_scale_their_gradients_by_loss_weight"]),
+    M("SmoothL1 layer ignores loss_weight", "python_layers/smooth_l1_loss_layer.py",
+      "(self.grad * float(top[0].diff))", "(self.grad * 1.0)",
+      [UV + "::test_loss_layers_scale_their_gradients_by_loss_weight"]),
 ]
 
 
@@ -184,13 +223,14 @@ def apply(tree, m):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("-k", dest="select", default="", help="only mutations whose name contains this")
+    ap.add_argument("-k", dest="select", action="append", default=[],
+                    help="only mutations whose name contains this (repeat for several; default all)")
     ap.add_argument("--list", action="store_true", help="print the mutations and exit")
     ap.add_argument("--no-baseline", action="store_true", help="skip the unmutated run of the selected tests")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per pytest run")
     ap.add_argument("--log", default="", help="append each run's pytest output to this file")
     a = ap.parse_args(argv)
-    todo = [m for m in MUTATIONS if a.select.lower() in m.name.lower()]
+    todo = [m for m in MUTATIONS if not a.select or any(k.lower() in m.name.lower() for k in a.select)]
     if a.list:
         for m in todo:
             print("%-52s %-40s %s" % (m.name, m.path, " ".join(m.tests)))

@@ -112,6 +112,19 @@ def check_batch_against_numpy(batch, plan, images):
                                           ct.INPUT_NAMES[k]))
 
 
+def next_batch_or_fail(pipe):
+    """A copy of the pipeline's next batch; an error becomes a plain test failure. (An exception
+    raised while a batch is made has the LMDB's pages in its frames' arguments, and the LMDB is
+    closed by then: a traceback that prints those arguments, as pytest's does, would read unmapped
+    memory and crash the test run.)"""
+    error = None
+    try:
+        return pipe.next_batch().copy()
+    except Exception as e:             # noqa: BLE001 - reported below, outside the except block
+        error = "%s: %s" % (type(e).__name__, e)
+    pytest.fail("the data pipeline raised %s" % error, pytrace=False)
+
+
 # ----------------------------------------------------------------------------- 1. non-square crops
 def test_crop_offsets_use_each_axis_slack_on_non_square_images():
     """crop_offset maps u = (uy, ux) to (uy (H - c + 1), ux (W - c + 1)): checked on both orientations."""
@@ -132,8 +145,7 @@ def test_data_pipeline_crops_non_square_images_as_numpy_does(nonsquare):
                        phase="train") as pipe:
         for b in range(2):
             plan = pipe.plan(b)
-            batch = pipe.next_batch().copy()
-            check_batch_against_numpy(batch, plan, images)
+            check_batch_against_numpy(next_batch_or_fail(pipe), plan, images)
     # the data can tell the axes apart: for some member, x0 from the height's slack (or y0 from the
     # width's) would be another crop
     swapped = [(int(u[0] * (images[j].shape[1] - CROP + 1)), int(u[1] * (images[j].shape[0] - CROP + 1)))
@@ -154,11 +166,16 @@ def test_counting_data_layer_in_caffe_crops_non_square_images(nonsquare, tmp_pat
                      'top: "dx" top: "dy" python_param { module: "counting_data" layer: "CountingDataLayer" '
                      'param_str: \'%s\' } }\n' % param)
     net = caffe.Net(str(proto), caffe.TRAIN)
+    error = None
     try:
         net.forward()
         batch = np.stack([net.blobs[nm].data.copy() for nm in ct.INPUT_NAMES])
+    except Exception as e:             # noqa: BLE001 - see next_batch_or_fail
+        error = "%s: %s" % (type(e).__name__, e)
     finally:
         net.layers[0].close()
+    if error:
+        pytest.fail("the data layer raised %s" % error, pytrace=False)
     with BatchPipeline(db, batch_size=6, workers=0, seed=77, gray_prob=0.0, interpolation="cubic") as pipe:
         plan = pipe.plan(0)
     check_batch_against_numpy(batch, plan, images)
