@@ -20,7 +20,7 @@ PYTEST_ARGS ?=
 # keeps OpenBLAS off its AVX-512 kernels; on an AVX-512 CPU the demo drops that preset. Two BLAS threads
 # (unless OPENBLAS_NUM_THREADS is set): with the speed patch Caffe runs the images of a batch on that
 # many threads (13 min for the demo on 2 idle cores; one thread: about 24 min). The thread count
-# changes the float summation order, so runs with different counts differ (README, Quick start).
+# changes the float summation order, so runs with different counts differ (docs/training.md, "The CPU demo").
 CAFFE_ENV := $(if $(shell grep -m1 -o avx512f /proc/cpuinfo 2>/dev/null),env -u OPENBLAS_CORETYPE,)
 
 DEMO_ITERS = $(shell sed -n 's/^max_iter: //p' prototxt/demo/solver.prototxt)
