@@ -16,17 +16,34 @@ from test_user_visible import caffe_lr_log
 
 mp = load_script("tools/make_prototxt.py")
 
-OPTIONS = dict(dim=7, crop=224, interpolation="cubic", gray_prob=1.0, margin=3.5, filler="gaussian",
-               layout="stacked", batch=3, test_batch=2, partner="same_source", workers=0, seed=42, base_lr=0.003,
-               max_iter=9, stepsize=4, snapshot=5, test_iter=2, test_interval=3, display=2,
-               snapshot_prefix="runs/opt/counting", fc_bias=0.25, fc8_bias=-0.5, fc8_std=0.02, solver_type="Adam")
+# every --custom option at a non-default value (written out, so that tests/option_coverage.py sees each)
+OPTIONS = ["--dim", "7", "--crop", "224", "--interpolation", "cubic", "--gray-prob", "1.0", "--margin", "3.5",
+           "--filler", "gaussian", "--layout", "stacked", "--batch", "3", "--test-batch", "2",
+           "--partner", "same_source", "--workers", "0", "--seed", "42", "--base-lr", "0.003", "--max-iter", "9",
+           "--stepsize", "4", "--snapshot", "5", "--test-iter", "2", "--test-interval", "3", "--display", "2",
+           "--snapshot-prefix", "runs/opt/counting", "--fc-bias", "0.25", "--fc8-bias", "-0.5", "--fc8-std", "0.02",
+           "--solver-type", "Adam"]
 
 
-def argv_of(options):
-    out = []
-    for k, v in options.items():
-        out += ["--" + k.replace("_", "-"), str(v)]
-    return out
+def test_the_list_holds_every_custom_option():
+    """OPTIONS turns on every option of make_prototxt's --custom groups (a new one must be added here)."""
+    import argparse
+    seen = []
+    original = argparse.ArgumentParser.parse_args
+
+    def capture(self, *a, **k):
+        seen.append(self)
+        raise SystemExit(0)
+
+    argparse.ArgumentParser.parse_args = capture
+    try:
+        with pytest.raises(SystemExit):
+            mp.main([])
+    finally:
+        argparse.ArgumentParser.parse_args = original
+    groups = [g for g in seen[0]._action_groups if g.title.startswith(("options for --custom", "the start"))]
+    flags = {a.option_strings[0] for g in groups for a in g._group_actions}
+    assert flags - {"--train-lmdb", "--val-lmdb", "--warmup"} == set(OPTIONS[::2])
 
 
 def read(path, message):
@@ -42,7 +59,7 @@ def generated(tmp_path_factory):
     write_test_lmdb(str(train_db), 6, seed=1)
     write_test_lmdb(str(val_db), 4, seed=2)
     assert mp.main(["--out-root", str(d), "--custom", "opt", "--train-lmdb", str(train_db), "--val-lmdb", str(val_db)]
-                   + argv_of(OPTIONS)) == 0
+                   + OPTIONS) == 0
     root = d / "prototxt" / "opt"
     return dict(dir=d, root=root, net=read(root / "train_val.prototxt", caffe_pb2.NetParameter),
                 solver=read(root / "solver.prototxt", caffe_pb2.SolverParameter), train_db=str(train_db),
