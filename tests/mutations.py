@@ -43,6 +43,9 @@ T_DATA = "tests/test_counting_data.py"
 VARIANT = T_TRAIN + "::test_committed_net_runs_forward_backward_in_caffe"
 SAME_DB = "tests/test_make_lmdb.py::test_list_and_folder_give_same_database"
 UV = "tests/test_user_visible.py"
+GEN = "tests/test_generator_options.py"
+AO = "tests/test_analysis_options.py"
+CLI = "tests/test_cli_options.py"
 
 MUTATIONS = [
     # --- the twelve bugs of the mutation read (issue 17)
@@ -178,6 +181,28 @@ MUTATIONS = [
     M("SmoothL1 layer ignores loss_weight", "python_layers/smooth_l1_loss_layer.py",
       "(self.grad * float(top[0].diff))", "(self.grad * 1.0)",
       [UV + "::test_loss_layers_scale_their_gradients_by_loss_weight"]),
+    # --- issue 32's sweep: options no test used to turn on (tests/option_coverage.py), each ignored
+    M("make_prototxt: --margin ignored", "ltc/nets.py",
+      'json.dumps({"M": margin})', 'json.dumps({"M": 10.0})', [GEN]),
+    M("analyze: --color-mode ignored", "tools/analyze.py",
+      "color_mode=args.color_mode, chunk=args.batch, desc=args.cmd)", 'color_mode="color", chunk=args.batch, desc=args.cmd)',
+      [AO + "::test_shared_image_options_reach_every_image_subcommand"]),
+    M("analyze mean-vector: --threshold ignored", "tools/analyze.py",
+      "metrics.mean_vector_stats(F, args.threshold)", "metrics.mean_vector_stats(F)",
+      [AO + "::test_shared_image_options_reach_every_image_subcommand"]),
+    M("analyze crop-scale: --max-area ignored", "tools/analyze.py",
+      "img.shape[1], args.min_area, args.max_area)", "img.shape[1], args.min_area)",
+      [AO + "::test_crop_scale_area_range_bins_and_seed"]),
+    M("train_multigpu: --lr-scaling ignored", "tools/train_multigpu.py",
+      "a.batch_mode, a.lr_scaling)", "a.batch_mode)",
+      [CLI + "::test_train_multigpu_split_and_linear_lr_reach_the_rank_files"]),
+    M("port_weights: --rescale-layers ignored", "tools/port_weights.py",
+      '[l for l in args.rescale_layers.split(",") if l]', '["fc6", "fc7", "score_fr"]',
+      [CLI + "::test_port_weights_rescale_layers_touches_only_those_layers"]),
+    M("make_lmdb: --jpeg-quality ignored", "tools/make_lmdb.py",
+      "jpeg_quality=args.jpeg_quality", "jpeg_quality=95", [CLI + "::test_make_lmdb_jpeg_quality_sets_the_stored_jpeg"]),
+    M("lmdb_info: --pick ignored", "tools/lmdb_info.py",
+      "args.tile, args.pick)", "args.tile)", [CLI + "::test_lmdb_info_pick_first_takes_the_first_entries"]),
 ]
 
 
