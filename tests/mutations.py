@@ -46,6 +46,7 @@ UV = "tests/test_user_visible.py"
 GEN = "tests/test_generator_options.py"
 AO = "tests/test_analysis_options.py"
 CLI = "tests/test_cli_options.py"
+DO = "tests/test_data_options.py"
 
 MUTATIONS = [
     # --- the twelve bugs of the mutation read (issue 17)
@@ -203,6 +204,17 @@ MUTATIONS = [
       "jpeg_quality=args.jpeg_quality", "jpeg_quality=95", [CLI + "::test_make_lmdb_jpeg_quality_sets_the_stored_jpeg"]),
     M("lmdb_info: --pick ignored", "tools/lmdb_info.py",
       "args.tile, args.pick)", "args.tile)", [CLI + "::test_lmdb_info_pick_first_takes_the_first_entries"]),
+    M("fashion_scenes: --gap ignored", "data_prep/fashion_scenes.py",
+      "args.margin, args.gap, args.gray, args.tries)", "args.margin, 2, args.gray, args.tries)",
+      [DO + "::test_fashion_scene_options_shape_the_scenes"]),
+    M("fashion_scenes: --max-item ignored", "data_prep/fashion_scenes.py",
+      "args.canvas, args.min_item, args.max_item,", "args.canvas, args.min_item, 48,",
+      [DO + "::test_fashion_scene_options_shape_the_scenes"]),
+    M("VOC seg layer ignores shuffle", "python_layers/voc_layers.py",
+      'p["mirror"], p["shuffle"], p["seed"]', 'p["mirror"], True, p["seed"]',
+      [DO + "::test_seg_layer_mirror_and_shuffle_keys"]),
+    M("VOC det layer ignores fg_fraction", "python_layers/voc_layers.py",
+      'p["fg_fraction"], p["mirror"]', '0.25, p["mirror"]', [DO + "::test_det_layer_fg_fraction_key"]),
 ]
 
 

@@ -167,13 +167,13 @@ def writers_of(module):
     return out
 
 
-def _test_texts(exclude=()):
+def _test_texts(exclude=(), tests_dir=None):
     out = {}
-    for p in sorted(glob.glob(os.path.join(REPO, "tests", "test_*.py"))):
+    for p in sorted(glob.glob(os.path.join(tests_dir or os.path.join(REPO, "tests"), "test_*.py"))):
         if os.path.basename(p) in exclude:
             continue
         with open(p) as f:
-            out[os.path.relpath(p, REPO)] = f.read()
+            out[os.path.join("tests", os.path.basename(p))] = f.read()
     return out
 
 
@@ -190,10 +190,10 @@ def _has_key(text, key):
     return re.search(r"""\\*["']%s\\*["']|(?<![\w.])%s=(?!=)""" % (re.escape(key), re.escape(key)), text) is not None
 
 
-def coverage(exclude=()):
+def coverage(exclude=(), tests_dir=None):
     """[(kind, where, item, [test files])]: kind "option" (where = script[ subcommand]) or "key"
     (where = python_layers module)."""
-    texts = _test_texts(exclude)
+    texts = _test_texts(exclude, tests_dir)
     rows = []
     for rel in entry_points():
         naming = {t: s for t, s in texts.items() if _names_script(s, rel)}
@@ -229,10 +229,13 @@ def main(argv=None):
     ap.add_argument("--write", action="store_true", help="record the never-exercised list in %s" % GAPS_FILE)
     ap.add_argument("--exclude", nargs="+", default=[], metavar="TEST_FILE",
                     help="leave these test files (base names) out, e.g. to list the gaps before they were added")
+    ap.add_argument("--tests-dir", default=None,
+                    help="read the test files from this folder instead of tests/ (e.g. an older commit's, from "
+                         "git archive), against this tree's scripts")
     a = ap.parse_args(argv)
     sys.path[:0] = [REPO, os.path.join(REPO, "python_layers")]
     os.environ.setdefault("GLOG_minloglevel", "2")
-    rows = coverage(a.exclude)
+    rows = coverage(a.exclude, a.tests_dir)
     gaps = gap_lines(rows)
     if a.write:
         with open(GAPS_FILE, "w") as f:
