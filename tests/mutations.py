@@ -215,6 +215,12 @@ MUTATIONS = [
       [DO + "::test_seg_layer_mirror_and_shuffle_keys"]),
     M("VOC det layer ignores fg_fraction", "python_layers/voc_layers.py",
       'p["fg_fraction"], p["mirror"]', '0.25, p["mirror"]', [DO + "::test_det_layer_fg_fraction_key"]),
+    M("export: --eps ignored", "tools/export.py",
+      "size=args.input_size, eps=args.eps)", "size=args.input_size, eps=ex.DEFAULT_EPS)",
+      [CLI + "::test_export_cli_passes_its_options_on"]),
+    M("linear_probe: --num-classes ignored", "tools/linear_probe.py",
+      "num_classes = args.num_classes or int(", "num_classes = int(",
+      [CLI + "::test_linear_probe_num_classes_stepsize_and_seed"]),
 ]
 
 

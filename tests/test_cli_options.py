@@ -201,3 +201,54 @@ def test_port_weights_rescale_layers_touches_only_those_layers(tmp_path, make_te
     for layer in ("fc7", "score_fr"):
         for a, b in zip(done.params[layer], init.params[layer]):
             assert np.array_equal(a.data, b.data), layer
+
+
+# ----------------------------------------------------------------------------- export.py
+def test_export_cli_passes_its_options_on(tmp_path, monkeypatch):
+    """tools/export.py --format onnx --eps 1e-3 --input-size 100 and every --fold-std-* option with --seed:
+    the export gets the format, eps, size and the std numpy measures with those settings. (torch/onnx
+    are optional: the export itself is replaced here; test_export_torch.py checks its numbers.)"""
+    from test_user_visible import direct_input_std, textured_image, write_images_lmdb
+    rng = np.random.default_rng(4)
+    images = [textured_image(rng, h, w) for h, w in [(256, 256), (240, 300), (300, 240), (250, 260), (260, 250)]]
+    db = write_images_lmdb(tmp_path / "db", images)
+    from counting_models import build_counting_model
+    model = str(tmp_path / "model.caffemodel")
+    build_counting_model(model, "deploy", seed=2)
+    ex_cli = load_script("tools/export.py")
+    calls = []
+    monkeypatch.setattr(ex_cli.ex, "require", lambda fmt: None)
+    monkeypatch.setattr(ex_cli.ex, "export", lambda *a, **k: calls.append((a, k)))
+    assert ex_cli.main([model, str(tmp_path / "out.bin"), "--format", "onnx", "--eps", "1e-3",
+                        "--input-size", "100", "--input", "bgr-mean", "--fold-std", db, "--fold-std-images", "4",
+                        "--fold-std-gray-prob", "0.5", "--fold-std-crop", "224", "--fold-std-interpolation", "lanczos",
+                        "--seed", "9"]) == 0
+    (args, kw), = calls
+    assert args == (model, str(tmp_path / "out.bin"), "onnx")
+    assert kw["eps"] == 1e-3 and kw["size"] == 100 and kw["normalization"] == "bgr-mean"
+    assert kw["fold_std"] == pytest.approx(direct_input_std(images, 9, 4, 0.5, "lanczos", 224), rel=1e-9)
+
+
+# ----------------------------------------------------------------------------- linear_probe.py
+def test_linear_probe_num_classes_stepsize_and_seed(tmp_path, capsys):
+    """--num-classes 5 --stepsize 2 --seed 7: the classifiers have 5 outputs (chance 20 %), the solver steps
+    the lr every 2 iterations, Caffe is seeded with 7, and the CSV row records them."""
+    import csv
+    from test_transfer import _two_class_lmdb
+    _two_class_lmdb(tmp_path / "train_lmdb", 8, 0)
+    _two_class_lmdb(tmp_path / "val_lmdb", 6, 1)
+    lp = load_script("tools/linear_probe.py")
+    out, table = tmp_path / "probe", tmp_path / "rows.csv"
+    assert lp.main(["--random-init", "--train-lmdb", str(tmp_path / "train_lmdb"), "--val-lmdb",
+                    str(tmp_path / "val_lmdb"), "--iters", "3", "--batch", "4", "--test-batch", "3", "--crop", "67",
+                    "--num-classes", "5", "--stepsize", "2", "--seed", "7", "--out-dir", str(out),
+                    "--csv", str(table)]) == 0
+    text = capsys.readouterr().out
+    assert "(chance: 20.0%)" in text and "seed 7" in text
+    s = read_text_proto(out / "random" / "solver.prototxt", caffe_pb2.SolverParameter)
+    assert s.stepsize == 2 and s.lr_policy == "step" and s.max_iter == 3
+    net = read_text_proto(out / "random" / "train_val.prototxt", caffe_pb2.NetParameter)
+    heads = [l.inner_product_param.num_output for l in net.layer if l.type == "InnerProduct"]
+    assert heads and set(heads) == {5}
+    row, = list(csv.DictReader(open(str(table))))
+    assert (row["num_classes"], row["seed"]) == ("5", "7")
