@@ -20,9 +20,10 @@ import argparse
 import os
 import signal
 import statistics
+import sys
 import time
 
-from ltc import bench
+from ltc import bench, lmdb_io
 
 
 def _dead(pid):
@@ -76,6 +77,11 @@ def main(argv=None):
     a = ap.parse_args(argv)
     print("resolved args:", vars(a), flush=True)
     lmdb = bench.ensure_lmdb(a.lmdb)
+    try:  # a damaged LMDB is a message here, not a traceback from a worker
+        lmdb_io.open_lmdb(lmdb, "fault_latency").close()
+    except lmdb_io.LmdbError as e:
+        print("fault_latency: error: %s" % e, file=sys.stderr)
+        return 2
     print(bench.machine_line(), "load average %.1f" % (bench.load_avg() or 0), flush=True)
     rows = []
     for batch in a.batch:
@@ -102,4 +108,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -143,9 +143,6 @@ def main(argv=None):
         return 2
 
     def work():
-        splits = {s: load_fashion(args.fashion_dir, s) for s in ("train", "test")}
-        print("read Fashion-MNIST from %s: %d train, %d test items"
-              % (args.fashion_dir, len(splits["train"][0]), len(splits["test"][0])))
         jobs = []
         if args.what in ("all", "scenes"):
             jobs += [("scenes_train_lmdb", "train", args.train_scenes, 1), ("scenes_val_lmdb", "test", args.val_scenes, 2)]
@@ -153,6 +150,9 @@ def main(argv=None):
             jobs += [("items_train_lmdb", "train", args.train_items, 3), ("items_val_lmdb", "test", args.val_items, 4)]
         lmdb_build.check_outputs([os.path.join(args.out_dir, name) for name, _, _, _ in jobs], args.overwrite,
                                  sources=[args.fashion_dir])
+        splits = {s: load_fashion(args.fashion_dir, s) for s in ("train", "test")}
+        print("read Fashion-MNIST from %s: %d train, %d test items"
+              % (args.fashion_dir, len(splits["train"][0]), len(splits["test"][0])))
         for name, split, n, salt in jobs:
             out = os.path.join(args.out_dir, name)
             rng = np.random.RandomState([args.seed, salt])

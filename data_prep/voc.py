@@ -94,7 +94,10 @@ def main(argv=None):
     try:
         if args.toy:
             root = os.path.join(out, "VOC_toy")
-            made = None if os.path.lexists(root) else root
+            made = root
+            while not os.path.lexists(os.path.dirname(made)):   # the topmost folder this run creates
+                made = os.path.dirname(made)
+            made = None if os.path.lexists(made) else made
             n = voc_toy.write_toy_voc(root, args.toy_train, args.toy_val, args.toy_test, args.seed, args.fashion_dir)
             print("wrote the toy VOC tree %s: %s" % (root, n))
         else:
@@ -112,7 +115,7 @@ def main(argv=None):
         note = ""
         if made and os.path.isdir(made):
             shutil.rmtree(made, ignore_errors=True)
-            note = "; removed the partial toy tree %s" % made
+            note = "; removed %s, which this run had created" % made
         print("error: %s%s" % (e, note), file=sys.stderr)
         return 2 if not isinstance(e, OSError) else 1
     print("done in %.1f s" % (time.time() - t0))

@@ -97,6 +97,10 @@ class CountingModel(object):
         try:
             for field, wt, span in lmdb_io.scan_fields(self.buf, 0, len(self.buf)):
                 if field == _V1_LAYER_FIELD and wt == 2:
+                    a, b = span   # SolverState's field 2 is learned_net, a path: a solver state, not a model
+                    if bytes(self.buf[a:b]).endswith((b".caffemodel", b".h5")):
+                        raise PortError("%s: a solver state (.solverstate), not a model; give the .caffemodel "
+                                        "written beside it (%s)" % (path, bytes(self.buf[a:b]).decode("utf-8", "replace")))
                     raise PortError("%s: a legacy (V1 'layers') caffemodel; upgrade it first with Caffe's "
                                     "upgrade_net_proto_binary" % path)
                 if field == _LAYER_FIELD and wt == 2:

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 
-from ltc import REPO
+from ltc import REPO, cli_checks
 from ltc import bench
 from ltc import nets
 from ltc import snapshots
@@ -93,7 +93,7 @@ def table(rows, max_iter, threads):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--seeds", type=int, nargs="+", required=True)
+    ap.add_argument("--seeds", type=cli_checks.int_range(0, 2 ** 31 - 1), nargs="+", required=True)
     ap.add_argument("--max-iter", type=int, default=dict(nets.VARIANTS)["demo"]["max_iter"])
     ap.add_argument("--threads", type=int, default=2, help="OPENBLAS_NUM_THREADS of each run")
     ap.add_argument("--out", default="runs/demo_seeds")

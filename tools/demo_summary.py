@@ -2,6 +2,7 @@
 """Print the closing lines of `make demo`: what the network learned, in plain words, and where
 the figures are (reads the JSON written by `analyze.py count-check` and `analyze.py log`)."""
 import argparse
+import json
 import os
 import sys
 
@@ -18,6 +19,14 @@ def main(argv=None):
     for path in (cc, lg):
         if not os.path.isfile(path):
             print("demo_summary: '%s' is missing; run `make demo` (it writes it)" % path, file=sys.stderr)
+            return 2
+    for path in (cc, lg):
+        try:
+            with open(path) as f:
+                json.load(f)
+        except (OSError, ValueError) as e:
+            print("demo_summary: '%s' cannot be read as JSON (%s); rerun `make demo` (it writes it)" % (path, e),
+                  file=sys.stderr)
             return 2
     print(study.demo_summary(cc, lg, [
         ("norm-vs-k figure", os.path.join(args.run, "count_check", "count_check.png")),

@@ -7,7 +7,7 @@
 import argparse
 import sys
 
-from ltc import REPO, nets, transfer_nets
+from ltc import REPO, cli_checks, nets, transfer_nets
 
 
 def main(argv=None):
@@ -18,6 +18,11 @@ def main(argv=None):
     args = ap.parse_args(argv)
     print("make_transfer_prototxt:", vars(args))
     files = transfer_nets.all_files()
+    try:
+        cli_checks.writable_dir(args.out_root, "--out-root")
+    except cli_checks.PathError as e:
+        print("make_transfer_prototxt: error: %s" % e, file=sys.stderr)
+        return 2
     if args.check:
         return nets.check_files(files, args.out_root, transfer_nets.GENERATOR, "generated transfer files")
     nets.write_files(files, args.out_root)

@@ -23,8 +23,11 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import shutil
 import sys
 import tempfile
+
+from google.protobuf import text_format
 
 from ltc import multigpu
 
@@ -85,14 +88,17 @@ def main(argv=None):
         ap.error("--solver %s: no such file" % a.solver)
     if a.snapshot and not os.path.isfile(a.snapshot):
         ap.error("--snapshot %s: no such file" % a.snapshot)
+    made = a.workdir is None or not os.path.lexists(a.workdir)   # removed again if the plan fails
     workdir = a.workdir or tempfile.mkdtemp(prefix="train_multigpu_")
     plans = []
     try:
         for rank in range(len(gpus)):
             _, plan = multigpu.rank_files(a.solver, rank, len(gpus), workdir, a.batch_mode, a.lr_scaling)
             plans.append(dict(plan, gpu=gpus[rank]))
-    except (ValueError, OSError) as e:
-        print("train_multigpu: %s" % e, file=sys.stderr)
+    except (ValueError, OSError, text_format.ParseError) as e:
+        if made:
+            shutil.rmtree(workdir, ignore_errors=True)
+        print("train_multigpu: %s: %s" % (a.solver, e), file=sys.stderr)
         return 2
     p0 = plans[0]
     print("train_multigpu: %d rank(s) on GPU(s) %s; batch %d per rank, effective batch %d; base_lr %g (%s); "
