@@ -8,6 +8,8 @@
     python tools/analyze.py neighbours   --weights ...                                          # Fig. 7
     python tools/analyze.py neurons      --weights ...                                          # Fig. 8
     python tools/analyze.py count-check  --weights ... --source data/fashion/scenes_val_lmdb    # beyond the paper
+    python tools/analyze.py units --weights runs/demo/*.caffemodel --init-solver prototxt/demo/solver.prototxt
+                                                # live fc8 units and |phi|^2 per snapshot (and at iteration 0)
     python tools/analyze.py log --log runs/demo/train.log                                       # training curves
 
 Every image subcommand takes ``--deploy`` (default prototxt/deploy.prototxt), ``--weights``,
@@ -28,7 +30,7 @@ import numpy as np
 
 from ltc import REPO, caffe_env, cli_checks, params
 caffe_env.quiet_glog()   # before pycaffe loads: keeps Caffe's net-setup log out of the output
-from ltc.analysis import caffelog, countmap, features, metrics, report, trainlog
+from ltc.analysis import caffelog, countmap, features, metrics, report, trainlog, units
 from ltc.analysis import table5 as t5
 
 DEFAULT_DEPLOY = "prototxt/deploy.prototxt"
@@ -363,6 +365,10 @@ def cmd_count_check(args):
              "" if pr is None else ", Pearson = %.4f" % pr.statistic))
     for r in per_k:
         print("  k = %2d: %4d images, norm %.4g +- %.3g" % (r["k"], r["count"], r["mean"], r["std"]))
+    ustats = units.unit_stats(F)
+    print(units.units_line(ustats))
+    amp = units.amplitude_check(norms, k, _amplitudes(args, images, phi.input_size))
+    print(units.amplitude_line(amp))
     fit = None
     if args.fit_source:   # additivity: a least-squares map phi -> k fitted on other scenes
         fit_args = argparse.Namespace(**dict(vars(args), source=args.fit_source, max_images=args.fit_max_images))
@@ -387,7 +393,8 @@ def cmd_count_check(args):
              report.write_json(os.path.join(out, "count_check.json"), dict(
                  command=" ".join(sys.argv), source=images.source, n_images=len(images), spearman=rho,
                  spearman_scipy=float(sp.statistic), spearman_p=float(sp.pvalue),
-                 pearson=None if pr is None else float(pr.statistic), per_count=per_k, count_map=fit))]
+                 pearson=None if pr is None else float(pr.statistic), per_count=per_k, count_map=fit,
+                 units={k_: v for k_, v in ustats.items() if k_ != "active_fraction"}, amplitude=amp))]
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     jitter = np.random.default_rng(args.seed).uniform(-0.15, 0.15, len(k))
@@ -404,6 +411,55 @@ def cmd_count_check(args):
     plt.close(fig)
     _done(out, files)
     return dict(spearman=rho, per_k=per_k, count_map=fit)
+
+
+def _amplitudes(args, images, size):
+    """Foreground amplitude (ltc/analysis/units.py) of every image's input view, as count-check feeds it."""
+    return [units.foreground_amplitude(features.image_view(images.load(i)[0], size, args.view, args.crop, args.interp),
+                                       gray=args.color_mode == "gray") for i in range(len(images))]
+
+
+def cmd_units(args):
+    """Live fc8 units and |phi|^2 of each --weights (and of --init-solver's iteration-0 net) on --source."""
+    weights = list(args.weights or [])
+    out = _out_dir(args)
+    if args.init_solver:
+        from caffe.proto import caffe_pb2
+        from google.protobuf import text_format
+        from ltc import study
+        path = features.resolve_path(args.init_solver)
+        if not os.path.isfile(path):
+            raise features.AnalysisError("--init-solver '%s' does not exist (looked in %s)" % (args.init_solver, path))
+        sp = caffe_pb2.SolverParameter()
+        try:
+            text_format.Merge(open(path).read(), sp)
+        except text_format.ParseError as e:
+            raise features.AnalysisError("--init-solver '%s' is not a solver prototxt: %s" % (path, e))
+        init = os.path.join(out, "iter_0_seed%d.caffemodel" % sp.random_seed)
+        study.save_random_init(sp.net, init, sp.random_seed)
+        weights.insert(0, init)
+    if not weights:
+        raise features.AnalysisError("units needs --weights and/or --init-solver")
+    images = features.ImageSet(args.source, args.max_images, who=args.cmd)
+    rows = []
+    print("\nfc8 units on %d images of %s (live: > 0 on at least one image)" % (len(images), images.source))
+    for w in weights:
+        phi = features.CaffeFeatures(args.deploy, w, batch=args.batch, log=None)
+        F, labels = features.extract_features(phi, images, view=args.view, crop=args.crop, interp=args.interp,
+                                              color_mode=args.color_mode, chunk=args.batch, progress=False)
+        st = units.unit_stats(F)
+        row = dict(weights=w, **{k: v for k, v in st.items() if k != "active_fraction"})
+        if all(lab is not None for lab in labels):
+            row["spearman"] = metrics.spearman(metrics.l2_norms(F), labels)
+        rows.append(row)
+        print("  %s: live %d of %d, active per image %.1f, |phi|^2 mean %.4g%s"
+              % (os.path.relpath(features.resolve_path(w), os.getcwd()), st["live"], st["dim"], st["active_per_input"],
+                 st["sq_norm_mean"], ", Spearman(|phi|, k) %.3f" % row["spearman"] if "spearman" in row else ""))
+    files = [report.write_csv(os.path.join(out, "units.csv"), rows, list(rows[0].keys())),
+             report.write_json(os.path.join(out, "units.json"), dict(command=" ".join(sys.argv), source=images.source,
+                                                                    n_images=len(images), rows=rows))]
+    _done(out, files)
+    return rows
 
 
 def cmd_log(args):
@@ -577,6 +633,15 @@ def build_parser():
     p.add_argument("--fit-max-images", type=_pos_int, default=2000, help="scenes of --fit-source used")
     p.add_argument("--ridge", type=cli_checks.nonneg_float, default=1e-3, help="ridge penalty of the least-squares map")
 
+    p = sub.add_parser("units", formatter_class=fmt, help="live fc8 units and |phi|^2 per snapshot (issue 26)")
+    _image_args(p, source=DEFAULT_SCENES)
+    p.set_defaults(weights=None, max_images=200)
+    for action in p._actions:   # --weights takes several snapshots here
+        if action.dest == "weights":
+            action.nargs, action.help = "+", ".caffemodel files (e.g. every snapshot of a run)"
+    p.add_argument("--init-solver", default=None,
+                   help="also the iteration-0 net of this solver (its net's fillers drawn with its random_seed)")
+
     p = sub.add_parser("log", formatter_class=fmt, help="training curves from a Caffe log")
     p.add_argument("--log", required=True, help="Caffe training log (the stderr of caffe train)")
     p.add_argument("--out", default=None, help="output folder (default runs/analysis/log)")
@@ -586,7 +651,7 @@ def build_parser():
 
 COMMANDS = {"table5": cmd_table5, "mean-vector": cmd_mean_vector, "norm-ranking": cmd_norm_ranking,
             "crop-scale": cmd_crop_scale, "neighbours": cmd_neighbours, "neurons": cmd_neurons,
-            "count-check": cmd_count_check, "log": cmd_log}
+            "count-check": cmd_count_check, "units": cmd_units, "log": cmd_log}
 
 
 def main(argv=None):
