@@ -4,7 +4,9 @@
 #                then the count check, the curves and a plain-words summary
 #   make reproduce  the reproduction study (tools/reproduce.py): trains for hours, resumable
 #                (REPRODUCE_ARGS="--threads 2" passes options to tools/reproduce.py)
-#   make test    set up if the environment is missing, then run the test suite
+#   make test    set up if the environment is missing, then run the test suite (plus a short pass of
+#                the numerical tests with AMD Zen's kernels: tools/test_isa.py)
+#   make test-isa  the numerical tests under several oneDNN ISAs, OpenBLAS cores and thread counts
 #   make data    the embedded sample photos and the Fashion-MNIST counting scenes
 #   make extras  optional: PyTorch (CPU build), onnx, onnxruntime for tools/export.py and its tests
 #   make train SOLVER=prototxt/solver.prototxt
@@ -27,7 +29,7 @@ DEMO_ITERS = $(shell sed -n 's/^max_iter: //p' prototxt/demo/solver.prototxt)
 SOLVER ?= prototxt/solver.prototxt
 TRAIN_LOG ?= runs/$(notdir $(patsubst %/,%,$(dir $(SOLVER)))).train.log
 
-.PHONY: setup demo test mutations data sample fashion photos photos-all domain-probe study-data reproduce clean-demo train extras
+.PHONY: setup demo test test-isa mutations data sample fashion photos photos-all domain-probe study-data reproduce clean-demo train extras
 
 $(CAFFE):
 	bash setup.sh
@@ -92,8 +94,16 @@ train: $(CAFFE)
 	mkdir -p $(dir $(TRAIN_LOG))
 	set -o pipefail; $(CAFFE_ENV) $(PY) tools/resume.py --solver $(SOLVER) --new-ok 2>&1 | (trap '' INT HUP; exec tee -a $(TRAIN_LOG))
 
+# After the suite (this machine's own kernels), the numerical tests once more with the kernels an
+# AMD Zen CPU gets (oneDNN capped at AVX2, OpenBLAS's Zen GEMM, 1 thread): about 30 s here.
 test: $(CAFFE)
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)
+	$(PY) tools/test_isa.py --settings avx2-zen-1 --files core
+
+# The numerical tests under ONEDNN_MAX_CPU_ISA x OPENBLAS_CORETYPE x threads (tools/test_isa.py:
+# the 6 settings that cover every pair; TEST_ISA_ARGS=--full for all 12), a table file x setting.
+test-isa: $(CAFFE)
+	$(PY) tools/test_isa.py $(TEST_ISA_ARGS)
 
 mutations: $(CAFFE)
 	$(PY) tests/mutations.py

@@ -52,6 +52,77 @@ def cpu_name():
     return "unknown"
 
 
+def cpu_vendor():
+    """/proc/cpuinfo's vendor_id (GenuineIntel, AuthenticAMD, ...)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+# Run in a child under the environment to probe: the BLAS core OpenBLAS picked (OPENBLAS_CORETYPE or
+# its own detection) and what oneDNN says it dispatched (ONEDNN_VERBOSE=1: version, ISA, and the
+# implementation of a small convolution through Caffe's default engine), as one JSON line.
+_KERNEL_PROBE = r"""
+import json, os, sys, tempfile
+import caffe
+from caffe import layers as L
+from ltc import bench
+_, core, threads = bench.blas_info(bench.caffe_blas_library())
+n = caffe.NetSpec()
+n.data = L.Input(shape=dict(dim=[2, 16, 13, 13]))
+n.conv = L.Convolution(n.data, num_output=32, kernel_size=3, weight_filler=dict(type="gaussian", std=0.1))
+with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
+    f.write(str(n.to_proto()))
+caffe.set_mode_cpu()
+net = caffe.Net(f.name, caffe.TRAIN)
+sys.stdout.flush()
+net.forward()
+os.unlink(f.name)
+print(json.dumps(dict(openblas_core=core, openblas_threads=threads)))
+"""
+
+
+def parse_onednn_verbose(text):
+    """{onednn_version, onednn_isa, onednn_conv_impl} from ONEDNN_VERBOSE=1 (or DNNL_VERBOSE) output;
+    fields absent from the text are None (no oneDNN in this build: all None)."""
+    out = dict(onednn_version=None, onednn_isa=None, onednn_conv_impl=None)
+    for line in text.splitlines():
+        parts = line.strip().split(",")
+        if len(parts) < 3 or parts[0] not in ("onednn_verbose", "dnnl_verbose"):
+            continue
+        if parts[1] == "info" and parts[2].startswith("oneDNN v"):
+            out["onednn_version"] = parts[2].split()[1].lstrip("v")
+        elif parts[1] == "info" and parts[2] == "cpu" and len(parts) > 3 and parts[3].startswith("isa:"):
+            out["onednn_isa"] = ",".join(parts[3:])[4:]
+        elif parts[1] == "exec" and len(parts) > 4 and parts[3] == "convolution" and not out["onednn_conv_impl"]:
+            out["onednn_conv_impl"] = parts[4]
+    return out
+
+
+def kernel_probe(env=None, python=None):
+    """What the kernels of a Caffe child under ``env`` dispatch to: {openblas_core, openblas_threads,
+    onednn_version, onednn_isa, onednn_conv_impl, error}. ONEDNN_MAX_CPU_ISA caps oneDNN's choice and
+    OPENBLAS_CORETYPE forces OpenBLAS's; this says what they really did on this CPU."""
+    env = dict(os.environ if env is None else env, ONEDNN_VERBOSE="1", GLOG_minloglevel="2")
+    env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    res = subprocess.run([python or sys.executable, "-c", _KERNEL_PROBE], env=env, cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    out = parse_onednn_verbose(res.stdout + "\n" + res.stderr)
+    out.update(openblas_core=None, openblas_threads=None, error=None)
+    for line in reversed(res.stdout.strip().splitlines()):
+        if line.startswith("{"):
+            out.update(json.loads(line))
+            break
+    if res.returncode != 0:
+        out["error"] = "exit %d: %s" % (res.returncode, (res.stderr.strip().splitlines() or ["?"])[-1][:200])
+    return out
+
+
 def mkl_library():
     """libmkl_rt.so.* from PyPI's ``mkl`` package in the bench venv (None if not installed)."""
     import glob
