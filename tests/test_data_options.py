@@ -126,20 +126,31 @@ def test_det_layer_fg_fraction_key(toy_index, tmp_path):
 
 
 # ----------------------------------------------------------------------------- the data_prep LMDB options
-def test_coco_resize_encoded_and_seed(tmp_path):
-    """data_prep/coco.py --resize shorter-crop --encoded --size 40 --seed 5 on 80 x 60 JPEGs: each entry is the
-    JPEG (quality 95) of the centre 40 x 40 of the image scaled to 53 x 40 (numpy/OpenCV here), and the train
-    order is a shuffle that another seed changes."""
+@pytest.mark.parametrize("script", ["data_prep/coco.py", "data_prep/imagenet.py"])
+def test_coco_resize_encoded_and_seed(tmp_path, script):
+    """data_prep/coco.py (and imagenet.py) --resize shorter-crop --encoded --size 40 --seed 5 on 80 x 60 JPEGs:
+    each entry is the JPEG (quality 95) of the centre 40 x 40 of the image scaled to 53 x 40 (numpy/OpenCV
+    here), and the train order is a shuffle that another seed changes."""
     from caffe.proto import caffe_pb2
-    from test_data_prep import _jpeg
-    coco = load_script("data_prep/coco.py")
-    root = tmp_path / "coco"
-    for j in range(6):
-        _jpeg(str(root / "train2017" / ("%012d.jpg" % j)), j)
+    from test_data_prep import _jpeg, fake_imagenet
+    tool = load_script(script)
+    if script.endswith("coco.py"):
+        root = tmp_path / "coco"
+        for j in range(6):
+            _jpeg(str(root / "train2017" / ("%012d.jpg" % j)), j)
+        first = ["--year", "2017"]
+        names = ["%012d.jpg" % j for j in range(6)]
+        folder = root / "train2017"
+    else:
+        root = tmp_path / "ilsvrc"
+        wnids, _ = fake_imagenet(str(root))
+        first = []
+        names = sorted("%s/%s_%d.JPEG" % (w, w, j) for w in wnids for j in range(2))
+        folder = root / "train"
     orders = {}
     for seed in (5, 6):
         out = tmp_path / ("out%d" % seed)
-        assert coco.main(["--root", str(root), "--year", "2017", "--split", "train", "--out-dir", str(out),
+        assert tool.main(["--root", str(root)] + first + ["--split", "train", "--out-dir", str(out),
                           "--resize", "shorter-crop", "--encoded", "--size", "40", "--seed", str(seed),
                           "--workers", "0", "--no-progress"]) == 0
         import lmdb
@@ -151,10 +162,10 @@ def test_coco_resize_encoded_and_seed(tmp_path):
         for key, value in entries:
             d = caffe_pb2.Datum()
             d.ParseFromString(value)
-            src = cv2.imread(str(root / "train2017" / key.split("_", 1)[1]))
+            src = cv2.imread(str(folder / key.split("_", 1)[1]))
             assert src.shape == (60, 80, 3)
             want = cv2.resize(src, (53, 40), interpolation=cv2.INTER_LINEAR)[:, 6:46]
             ok, jpg = cv2.imencode(".jpg", want, [cv2.IMWRITE_JPEG_QUALITY, 95])
             assert d.encoded and (d.height, d.width) == (40, 40) and bytes(d.data) == jpg.tobytes(), key
-    assert sorted(orders[5]) == sorted(orders[6]) == ["%012d.jpg" % j for j in range(6)]
+    assert sorted(orders[5]) == sorted(orders[6]) == names
     assert orders[5] != orders[6]
