@@ -91,6 +91,10 @@ CASES = [
     C("port_weights-model-is-folder", "tools/port_weights.py", "{F}/lmdb_good {W}/o.caffemodel", "directory"),
     C("port_weights-solverstate-as-model", "tools/port_weights.py", "{F}/x_iter_10.solverstate {W}/o.caffemodel",
       "solver state"),
+    C("port_weights-rescale-truncated-lmdb", "tools/port_weights.py", "{F}/counting.caffemodel {W}/o.caffemodel "
+      "--fold-std-value 50 --rescale {F}/lmdb_truncated", "truncated"),
+    C("port_weights-rescale-net-is-solver", "tools/port_weights.py", "{F}/counting.caffemodel {W}/o.caffemodel "
+      "--fold-std-value 50 --rescale {F}/lmdb_good --rescale-net {F}/solver.prototxt", "solver prototxt"),
     C("port_weights-out-under-file", "tools/port_weights.py", "{F}/counting.caffemodel {W}/par/notes.txt/o.caffemodel",
       "notes.txt", PAR),
     C("export-out-is-in", "tools/export.py", "{W}/m.caffemodel {W}/m.caffemodel", "same file", MODEL),

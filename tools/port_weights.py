@@ -35,7 +35,11 @@ def main(argv=None):
         cli_checks.model_file(args.trained, "TRAINED")
         cli_checks.refuse_same(args.trained, args.out, "TRAINED", "OUT")
         cli_checks.writable_file(args.out, "OUT")
-    except cli_checks.PathError as e:
+        if args.rescale:   # --rescale's inputs too, so that a bad one fails before OUT is written
+            from ltc import model_checks
+            model_checks.read_net_prototxt(lmdb_io.resolve_path(args.rescale_net), "--rescale-net")
+            lmdb_io.open_lmdb(args.rescale, "--rescale").close()
+    except ValueError as e:   # cli_checks.PathError, lmdb_io.LmdbError, model_checks.ModelError
         print("port_weights: error: %s" % e, file=sys.stderr)
         return 2
     try:
