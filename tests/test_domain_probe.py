@@ -172,3 +172,8 @@ def test_bad_arguments_and_missing_elpv(tmp_path, fashion_dir, capsys, monkeypat
     monkeypatch.setitem(sys.modules, "elpv_dataset", None)      # import fails as if not installed
     rc = domain_probe.main(["--model", "c=%s" % m, "--dataset", "elpv", "--out-dir", str(tmp_path / "o")])
     assert rc == 0 and "elpv probe skipped" in capsys.readouterr().out
+
+
+def test_elpv_blocks_restart_at_type_changes():
+    types = ["mono"] * 5 + ["poly"] * 4 + ["mono"] * 2
+    assert domain_probe.elpv_blocks(types, 3).tolist() == [0, 0, 0, 1, 1, 2, 2, 2, 3, 4, 4]

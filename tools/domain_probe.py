@@ -13,9 +13,10 @@ Items (ltc/probe_sklearn.py has the details):
            the user installs it: pip install elpv-dataset; the project does not ship it), label
            defective (probability >= 0.5) or not; each 300x300 cell resized to 256x256, then the same
            D(x) view. The package has no module ids: the split holds out whole blocks of
-           --elpv-block consecutive cell numbers (a module's cells are stored together in the
-           original release; this is a proxy, not a guarantee). Without the package: exit 0 with a
-           "skipped" line.
+           consecutive cell numbers, a new block at every change of cell type (mono/poly, so a
+           module boundary) and every --elpv-block cells within a run (the release stores a
+           module's cells together, 60 to a module where none was dropped; a proxy, not a
+           guarantee). Without the package: exit 0 with a "skipped" line.
 
 Models: every --model (a counting .caffemodel or a deploy-layout one: conv1..conv5 are matched by
 name) and --random-inits Xavier initialisations (seeds --random-seed, +1, ...). Features are
@@ -71,7 +72,7 @@ def elpv_items(args):
         return None
     import cv2
     from elpv_dataset.utils import load_dataset
-    images, probs, _ = load_dataset()
+    images, probs, types = load_dataset()
     labels = (probs >= 0.5).astype(np.int64)
     views = []
     for img in images:
@@ -81,12 +82,24 @@ def elpv_items(args):
         img = cv2.resize(img[:, :, :3].astype(np.uint8), (256, 256), interpolation=cv2.INTER_AREA)
         views.append(ps.d_view(img))
     views = np.stack(views)
-    block = np.arange(len(labels)) // args.elpv_block
+    block = elpv_blocks(types, args.elpv_block)
     val_block = np.array([int(hashlib.sha256(("%d:%d" % (args.items_seed, b)).encode()).hexdigest(), 16)
                           / float(2 ** 256) < args.elpv_val_fraction for b in block])
     print("elpv: %d cells (%d defective), %d blocks of %d cell numbers, %d cells held out"
           % (len(labels), labels.sum(), block.max() + 1, args.elpv_block, val_block.sum()))
     return views[~val_block], labels[~val_block], views[val_block], labels[val_block]
+
+
+def elpv_blocks(types, size):
+    """Block id of every cell: a new block at every change of cell type (mono/poly: a module boundary)
+    and every ``size`` cells within a run of one type."""
+    block, b, run = np.zeros(len(types), np.int64), 0, 0
+    for i in range(1, len(types)):
+        run += 1
+        if types[i] != types[i - 1] or run == size:
+            b, run = b + 1, 0
+        block[i] = b
+    return block
 
 
 def model_features(name, weights, seed, x, tag, args):
@@ -163,9 +176,10 @@ def main(argv=None):
         if too_many:
             raise DomainProbeError("--per-class %s exceeds the training pool (per class: %s)" % (too_many, counts))
         xall = np.concatenate([xtr, xva])
+        items_tag = "%s_%s" % (args.dataset, hashlib.sha256(xall.tobytes()).hexdigest()[:12])   # the items, in order
         feats = {}
         for name, path, seed in models:
-            f = model_features(name, path, seed, xall, "%s_%d_%d_%d" % (args.dataset, len(xtr), len(xva), args.items_seed), args)
+            f = model_features(name, path, seed, xall, items_tag, args)
             feats[name] = {l: (f[l][:len(xtr)], f[l][len(xtr):]) for l in LAYERS}
         acc, rows = {}, []
         for n in args.per_class:
