@@ -12,8 +12,9 @@ Writes
                  version, path, frame, licence (from /usr/share/doc/<package>/copyright), sha256,
                  perceptual hash, size, the automatic check's statistics, the curated decision,
                  duplicate_of, group, split, kept. Small, committed; the images are not.
-  OUT/train_views_lmdb  --views distinct 256x256 views of the kept train photos: square crops
-                 whose side is log-uniform between 256 px and the photo's shorter side, downsampled
+  OUT/train_views_lmdb  --views distinct 256x256 views of the kept train photos: a group drawn
+                 uniformly (a calibration series or a video weighs as much as one photo), a photo of
+                 it, a square crop whose side is log-uniform between 256 px and the photo's shorter side, downsampled
                  with INTER_AREA (never upsampled), label 0; keys ``%08d_<photo id>_x<x>_y<y>_s<side>``
                  in a seeded shuffled order
   OUT/val_views_lmdb    --val-views views of the held-out photos, drawn the same way
@@ -213,7 +214,8 @@ def view_datums(rows, boxes, order, size, who):
 def build_views(rows, split, n, out_lmdb, seed, size, overwrite, progress, views_csv):
     src = [r for r in rows if str(r["kept"]) in ("1", "True") and r["split"] == split]
     rng = np.random.RandomState([seed, 1 if split == "train" else 2])
-    boxes = ph.sample_views([(int(r["width"]), int(r["height"])) for r in src], n, rng, size)
+    boxes = ph.sample_views([(int(r["width"]), int(r["height"])) for r in src], n, rng, size,
+                            groups=[r["group"] for r in src])
     order = rng.permutation(n)
     t = time.time()
     written = lmdb_build.write_datums(out_lmdb, view_datums(src, boxes, order, size, split), total=n,

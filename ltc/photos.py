@@ -395,18 +395,25 @@ def split_of(group, seed=SPLIT_SEED, val_fraction=VAL_FRACTION, fixed=None):
 
 
 # ----------------------------------------------------------------------------- views
-def sample_views(photos, n, rng, size=VIEW_SIZE, max_tries=100):
+def sample_views(photos, n, rng, size=VIEW_SIZE, max_tries=100, groups=None):
     """n distinct square crop boxes (photo index, x, y, side) over ``photos`` [(width, height)]:
-    the photo uniform among those whose shorter side is >= size, the side log-uniform in
+    the group uniform among the groups (``groups``: one name per photo; None: every photo its own)
+    that hold a photo whose shorter side is >= size, the photo uniform among those of the group
+    (so a 24-photo calibration series weighs as much as one wallpaper), the side log-uniform in
     [size, shorter side] (several scales, never below ``size``: views are only downsampled),
     the position uniform. Raises PhotoError if no photo is large enough or the boxes run out."""
     ok = [i for i, (w, h) in enumerate(photos) if min(w, h) >= size]
     if not ok:
         raise PhotoError("no photo has a shorter side of at least %d px" % size)
+    by_group = {}
+    for i in ok:
+        by_group.setdefault(i if groups is None else groups[i], []).append(i)
+    members = [by_group[g] for g in sorted(by_group, key=str)]
     seen, out = set(), []
     while len(out) < n:
         for _ in range(max_tries):
-            i = ok[int(rng.randint(len(ok)))]
+            m = members[int(rng.randint(len(members)))]
+            i = m[int(rng.randint(len(m)))]
             w, h = photos[i]
             top = math.log(min(w, h) / float(size))
             side = min(min(w, h), int(round(size * math.exp(rng.uniform(0.0, top))))) if top > 0 else size

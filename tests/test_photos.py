@@ -119,6 +119,11 @@ def test_views_are_distinct_in_bounds_and_never_upsampled():
     sides = np.array([s for i, _, _, s in boxes if i == 3])
     assert sides.min() < 400 and sides.max() > 1500      # several scales of the large photo
     assert all(s == 256 for i, _, _, s in boxes if i == 2)
+    # groups weigh equally: 9 photos of one series against one photo alone
+    boxes = ph.sample_views([(400, 400)] * 10, 4000, np.random.RandomState(1), size=256,
+                            groups=["series"] * 9 + ["alone"])
+    alone = sum(b[0] == 9 for b in boxes) / 4000.0
+    assert 0.45 < alone < 0.55           # binomial sd at 4000 draws: 0.008
     with pytest.raises(ph.PhotoError, match="distinct"):
         ph.sample_views([(256, 256)], 2, np.random.RandomState(0), size=256)
     with pytest.raises(ph.PhotoError, match="shorter side"):
