@@ -22,8 +22,15 @@ BLAS settings (--blas, one or more): default, threads1, skylakex, skylakex1, ope
 openmp-skylakex (see ltc/bench.py blas_env: OPENBLAS_CORETYPE / OPENBLAS_NUM_THREADS /
 LD_LIBRARY_PATH to the OpenMP flavour); unavailable ones are skipped with the reason.
 
-PyTorch is used only here, from bench/.venv-torch (git-ignored); if it is missing the
-torch rows are skipped and the install command is printed.
+PyTorch is used only here, from bench/.venv-torch (git-ignored) if present, else from the
+project's .venv (`make extras` installs the CPU build there); if it is missing the torch rows are
+skipped and the install command is printed.
+
+What ran: the header names the CPU (model and vendor) and, per Caffe build and oneDNN ISA cap,
+the OpenBLAS core and what oneDNN reported under ONEDNN_VERBOSE=1 for a small convolution (its
+version, the ISA it dispatched, the convolution implementation), and the same for PyTorch's
+bundled oneDNN; the CSV repeats them per row. --isa AVX2 AVX512_CORE runs every row once per
+ONEDNN_MAX_CPU_ISA cap, Caffe and PyTorch alike, interleaved (ratios pair rows of one cap).
 
 Caffe builds (--caffe-builds LABEL=PREFIX ...): the Caffe rows run once per build, with that
 install's pycaffe and libcaffe (PYTHONPATH / LD_LIBRARY_PATH); 'x stock' is images/s over the
@@ -499,28 +506,32 @@ def add_ratios(rows):
         if "images_s" not in r:
             continue
         peers = [p for p in rows if p["kind"] == "torch" and p["batch"] == r["batch"] and "images_s" in p
-                 and threads(p) == threads(r) and p["layout"] == ("plain" if r["layout"] == "plain" else "stacked")]
+                 and threads(p) == threads(r) and p.get("isa") == r.get("isa")
+                 and p["layout"] == ("plain" if r["layout"] == "plain" else "stacked")]
         if peers and r["kind"] == "caffe":
             r["vs_torch"] = r["images_s"] / peers[0]["images_s"]
             r["vs_torch_best"] = r["best_images_s"] / peers[0]["best_images_s"]
         same = [p for p in rows if p["kind"] == "torch" and p["batch"] == r["batch"] and "images_s" in p
-                and threads(p) == threads(r) and p["layout"] == r["layout"]]
+                and threads(p) == threads(r) and p.get("isa") == r.get("isa") and p["layout"] == r["layout"]]
         if same and r["kind"] == "caffe":
             r["vs_torch_same"] = r["images_s"] / same[0]["images_s"]
         stock = [p for p in rows if p["kind"] == "caffe" and p.get("build") == "stock" and "images_s" in p
+                 and p.get("isa") == r.get("isa")
                  and (p["layout"], p["inputs"], p["batch"], p["blas"], p.get("workers")) ==
                  (r["layout"], r["inputs"], r["batch"], r["blas"], r.get("workers"))]
         if stock and r["kind"] == "caffe" and r.get("build") != "stock":
             r["vs_stock"] = r["images_s"] / stock[0]["images_s"]
             r["vs_stock_best"] = r["best_images_s"] / stock[0]["best_images_s"]
         plain = [p for p in rows if p["kind"] == "caffe" and p["layout"] == "plain" and p["batch"] == r["batch"]
-                 and p["blas"] == r["blas"] and "step_s" in p and p.get("build") == r.get("build")]
+                 and p["blas"] == r["blas"] and "step_s" in p and p.get("build") == r.get("build")
+                 and p.get("isa") == r.get("isa")]
         if plain and r["kind"] == "caffe" and r["layout"] != "plain":
             r["vs_plain_pct"] = 100.0 * (r["step_s"] / plain[0]["step_s"] - 1.0)
             r["vs_plain_best_pct"] = 100.0 * (r["min_s"] / plain[0]["min_s"] - 1.0)
 
 
-COLUMNS = [("name", "row", 0), ("blas", "BLAS", 0), ("blas_core", "core", 0), ("blas_threads", "thr", 0),
+COLUMNS = [("name", "row", 0), ("isa", "ISA cap", 0), ("blas", "BLAS", 0), ("blas_core", "core", 0),
+           ("blas_threads", "thr", 0),
            ("batch", "batch", 0), ("images", "images", 0), ("step_ms", "ms/step", 0), ("noise_pct", "+-%", 0),
            ("samples_s", "samples/s", 1), ("images_s", "images/s", 1), ("best_images_s", "best img/s", 1),
            ("gflops", "GFLOP/s", 1), ("gemm_gflops", "sgemm GFLOP/s", 1), ("pct_limit", "% of sgemm", 0),
@@ -531,28 +542,58 @@ COLUMNS = [("name", "row", 0), ("blas", "BLAS", 0), ("blas_core", "core", 0), ("
            ("loss_pct", "loss %", 1), ("peak_rss_mib", "peak RSS MiB", 0)]
 CSV_COLUMNS = [c for c, _, _ in COLUMNS] + ["build", "layout", "inputs", "workers", "step_s", "mean_s", "min_s", "max_s",
                                             "iters", "loss", "flops", "data_s", "loss_s", "setup_s", "blas_lib",
-                                            "load_before", "torch_version", "error"]
+                                            "load_before", "torch_version", "error", "cpu_vendor", "cpu_model",
+                                            "onednn_version", "onednn_isa", "onednn_conv_impl"]
 
 
 def build_specs(a, lmdb):
+    """The rows: per oneDNN ISA cap (--isa; None = inherited), the Caffe rows then the torch rows."""
     specs = []
-    for blas in a.blas:
-        for batch in a.batches:
-            for build in a.caffe_builds:
-                for layout in a.layouts:
-                    specs.append(dict(kind="caffe", layout=layout, inputs="input", batch=batch, blas=blas,
-                                      build=build))
-                if a.data_layer:
-                    for layout in [l for l in a.layouts if l != "plain"]:
-                        for w in a.workers:
-                            specs.append(dict(kind="caffe", layout=layout, inputs="data_layer", batch=batch,
-                                              blas=blas, workers=w, lmdb=lmdb, build=build))
-    if a.torch:
-        for tb in a.torch_threads:
+    for isa in a.isa or [None]:
+        for blas in a.blas:
             for batch in a.batches:
-                for layout in a.layouts:
-                    specs.append(dict(kind="torch", layout=layout, inputs="input", batch=batch, blas=tb))
+                for build in a.caffe_builds:
+                    for layout in a.layouts:
+                        specs.append(dict(kind="caffe", layout=layout, inputs="input", batch=batch, blas=blas,
+                                          build=build, isa=isa))
+                    if a.data_layer:
+                        for layout in [l for l in a.layouts if l != "plain"]:
+                            for w in a.workers:
+                                specs.append(dict(kind="caffe", layout=layout, inputs="data_layer", batch=batch,
+                                                  blas=blas, workers=w, lmdb=lmdb, build=build, isa=isa))
+        if a.torch:
+            for tb in a.torch_threads:
+                for batch in a.batches:
+                    for layout in a.layouts:
+                        specs.append(dict(kind="torch", layout=layout, inputs="input", batch=batch, blas=tb,
+                                          isa=isa))
     return specs
+
+
+def kernel_probes(a):
+    """{(kind, build, isa): dispatch info}: per Caffe build and ISA cap, the OpenBLAS core and what
+    Caffe's oneDNN reports (ONEDNN_VERBOSE); per ISA cap, what PyTorch's bundled oneDNN reports.
+    The BLAS setting of the probe is the first of --blas."""
+    out = {}
+    for isa in a.isa or [None]:
+        extra = dict(ONEDNN_MAX_CPU_ISA=isa, DNNL_MAX_CPU_ISA=isa) if isa else {}
+        for build in a.caffe_builds:
+            env, skip = bench.blas_env(a.blas[0])
+            if build != "venv":
+                env = bench.build_env(env, a.caffe_builds[build])
+            out["caffe", build, isa] = bench.kernel_probe(dict(env, **extra))
+        if a.torch and os.path.isfile(a.torch_python):
+            out["torch", "venv", isa] = bench.torch_kernel_probe(a.torch_python, dict(bench.torch_env(), **extra))
+    return out
+
+
+def describe_probe(p):
+    text = "oneDNN %s, ISA %s, conv %s" % (p.get("onednn_version"), p.get("onednn_isa"), p.get("onednn_conv_impl"))
+    if p.get("openblas_core"):
+        text = "OpenBLAS %s x%s; " % (p["openblas_core"], p.get("openblas_threads")) + text
+    if p.get("torch_version"):
+        text = "torch %s; " % p["torch_version"] + text
+    return text + ("  [probe error: %s]" % p["error"] if p.get("error") else "")
 
 
 def main(argv=None):
@@ -580,7 +621,13 @@ def main(argv=None):
     ap.add_argument("--memory", action="store_true",
                     help="instead: peak RSS of training at --memory-batches (six+data, stacked+data, six Input)")
     ap.add_argument("--memory-batches", type=int, nargs="+", default=[256, 16], help="batches of --memory")
-    ap.add_argument("--torch-python", default=bench.TORCH_VENV_PY, help="python of the PyTorch venv")
+    ap.add_argument("--torch-python", default=bench.TORCH_VENV_PY if os.path.isfile(bench.TORCH_VENV_PY)
+                    else bench.VENV_PY, help="python with PyTorch (bench/.venv-torch if present, else the "
+                    "project's .venv, where `make extras` installs the CPU build)")
+    ap.add_argument("--isa", nargs="+", metavar="ISA",
+                    help="run every row once per oneDNN instruction-set cap (ONEDNN_MAX_CPU_ISA, e.g. AVX2 "
+                    "AVX512_CORE; Caffe's oneDNN and PyTorch's alike; the BLAS keeps its own choice); "
+                    "default: as inherited")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per row")
     ap.add_argument("--csv", default=None, help="CSV path (default bench/results/train_step[_memory].csv)")
     # child mode (internal)
@@ -602,6 +649,10 @@ def main(argv=None):
     for name, (desc, _, skip) in sorted(bench.blas_presets().items()):
         if name in a.blas:
             print("  blas %-16s %s%s" % (name, desc, "  [skipped: %s]" % skip if skip else ""))
+    probes = {} if a.profile or a.memory else kernel_probes(a)
+    for (kind, build, isa), p in probes.items():
+        print("  kernels %-22s %s" % ("%s%s isa %s" % (kind, "[%s]" % build if kind == "caffe" else "",
+                                                      isa or "inherited"), describe_probe(p)), flush=True)
 
     if a.profile:
         specs = []
@@ -648,6 +699,11 @@ def main(argv=None):
     specs = [dict(kind="gemm", layout="-", inputs="-", batch=0, blas=b) for b in a.blas] + build_specs(a, lmdb)
     rows = bench.run_rows(specs, a)
     add_ratios(rows)
+    for r in rows:   # what each row ran on (CSV)
+        r.update(cpu_vendor=bench.cpu_vendor(), cpu_model=bench.cpu_name())
+        p = probes.get((r["kind"], r.get("build", "venv") if r["kind"] == "caffe" else "venv", r.get("isa")))
+        if p:
+            r.update({k: p.get(k) for k in ("onednn_version", "onednn_isa", "onednn_conv_impl")})
     print()
     bench.print_table(rows, COLUMNS, title="One SGD step of the counting net (median of %d timed steps per row; +-%% = "
                    "(max-min)/median; sgemm = median of one 2048^3 sgemm per round, same process)"

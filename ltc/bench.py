@@ -88,19 +88,26 @@ print(json.dumps(dict(openblas_core=core, openblas_threads=threads)))
 
 
 def parse_onednn_verbose(text):
-    """{onednn_version, onednn_isa, onednn_conv_impl} from ONEDNN_VERBOSE=1 (or DNNL_VERBOSE) output;
-    fields absent from the text are None (no oneDNN in this build: all None)."""
+    """{onednn_version, onednn_isa, onednn_conv_impl} from ONEDNN_VERBOSE=1 (or DNNL_VERBOSE) output of
+    oneDNN 2.x ("onednn_verbose,info,cpu,isa:...", "onednn_verbose,exec,cpu,convolution,IMPL,...") or
+    3.x (the same after "v1," and "primitive,"); fields absent from the text are None."""
     out = dict(onednn_version=None, onednn_isa=None, onednn_conv_impl=None)
     for line in text.splitlines():
         parts = line.strip().split(",")
         if len(parts) < 3 or parts[0] not in ("onednn_verbose", "dnnl_verbose"):
             continue
-        if parts[1] == "info" and parts[2].startswith("oneDNN v"):
-            out["onednn_version"] = parts[2].split()[1].lstrip("v")
-        elif parts[1] == "info" and parts[2] == "cpu" and len(parts) > 3 and parts[3].startswith("isa:"):
-            out["onednn_isa"] = ",".join(parts[3:])[4:]
-        elif parts[1] == "exec" and len(parts) > 4 and parts[3] == "convolution" and not out["onednn_conv_impl"]:
-            out["onednn_conv_impl"] = parts[4]
+        parts = parts[1:]
+        while parts and (re.fullmatch(r"v\d+", parts[0]) or parts[0] in ("primitive", "graph")):
+            parts = parts[1:]
+        if len(parts) < 2:
+            continue
+        if parts[0] == "info" and parts[1].startswith("oneDNN v"):
+            out["onednn_version"] = parts[1].split()[1].lstrip("v")
+        elif parts[0] == "info" and parts[1] == "cpu" and len(parts) > 2 and parts[2].startswith("isa:"):
+            out["onednn_isa"] = ",".join(parts[2:])[4:]
+        elif parts[0] == "exec" and len(parts) > 3 and parts[1] == "cpu" and parts[2] == "convolution" \
+                and not out["onednn_conv_impl"]:
+            out["onednn_conv_impl"] = parts[3]
     return out
 
 
@@ -114,6 +121,36 @@ def kernel_probe(env=None, python=None):
                          capture_output=True, text=True, timeout=300)
     out = parse_onednn_verbose(res.stdout + "\n" + res.stderr)
     out.update(openblas_core=None, openblas_threads=None, error=None)
+    for line in reversed(res.stdout.strip().splitlines()):
+        if line.startswith("{"):
+            out.update(json.loads(line))
+            break
+    if res.returncode != 0:
+        out["error"] = "exit %d: %s" % (res.returncode, (res.stderr.strip().splitlines() or ["?"])[-1][:200])
+    return out
+
+
+_TORCH_PROBE = r"""
+import json, torch
+torch.set_num_threads(1)
+x = torch.randn(4, 3, 114, 114, requires_grad=True)
+w = torch.randn(96, 3, 11, 11, requires_grad=True)
+with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):   # the env variable alone is ignored
+    torch.nn.functional.conv2d(x, w, stride=4).sum().backward()
+print(json.dumps(dict(torch_version=torch.__version__)))
+"""
+
+
+def torch_kernel_probe(python, env=None):
+    """What PyTorch's bundled oneDNN reports for a conv1-sized convolution under ``env``
+    (ONEDNN_VERBOSE=1): {onednn_version, onednn_isa, onednn_conv_impl, torch_version, error}."""
+    env = dict(os.environ if env is None else env, ONEDNN_VERBOSE="1")
+    try:
+        res = subprocess.run([python, "-c", _TORCH_PROBE], env=env, capture_output=True, text=True, timeout=300)
+    except OSError as e:
+        return dict(parse_onednn_verbose(""), torch_version=None, error=str(e))
+    out = parse_onednn_verbose(res.stdout + "\n" + res.stderr)
+    out.update(torch_version=None, error=None)
     for line in reversed(res.stdout.strip().splitlines()):
         if line.startswith("{"):
             out.update(json.loads(line))
@@ -370,7 +407,8 @@ def write_csv(rows, path, columns=None):
 
 
 def machine_line():
-    return "machine: %s, %d CPUs, avx512f=%s" % (cpu_name(), os.cpu_count() or 1, "avx512f" in cpu_flags())
+    return "machine: %s (%s), %d CPUs, avx512f=%s" % (cpu_name(), cpu_vendor(), os.cpu_count() or 1,
+                                                      "avx512f" in cpu_flags())
 
 
 def load_avg():
@@ -486,7 +524,8 @@ def _groups(specs):
     groups = {}
     for spec in specs:
         key = (spec["kind"], spec["blas"], spec["batch"], spec.get("iters"), spec.get("warmup"),
-               spec.get("gemm", True), spec.get("alone", False) and id(spec), spec.get("build", "venv"))
+               spec.get("gemm", True), spec.get("alone", False) and id(spec), spec.get("build", "venv"),
+               spec.get("isa"))
         groups.setdefault(key, []).append(spec)
     return list(groups.values())
 
@@ -589,11 +628,15 @@ def run_rows(specs, a):
             build = s0.get("build", "venv")
             if kind != "torch" and build != "venv":
                 env = build_env(env, a.caffe_builds[build])
+            isa = s0.get("isa")
+            if isa:   # oneDNN's instruction-set cap: Caffe's oneDNN and PyTorch's bundled one alike
+                env = dict(env, ONEDNN_MAX_CPU_ISA=isa, DNNL_MAX_CPU_ISA=isa)
             if kind == "torch" and not os.path.isfile(a.torch_python):
                 skip = "PyTorch not found at %s; install: %s" % (a.torch_python, TORCH_INSTALL_HINT)
-            label = "%s %s batch %d blas %s" % (row_name(dict(s0, kind=kind)).split(" ", 1)[0],
+            label = "%s %s batch %d blas %s%s" % (row_name(dict(s0, kind=kind)).split(" ", 1)[0],
                                                 "/".join(row_name(dict(s, kind=kind)).split(" ", 1)[1]
-                                                         for s in group), batch, blas)
+                                                         for s in group), batch, blas,
+                                                  " isa %s" % isa if isa else "")
             if skip:
                 if rep == 0:
                     print("skip %s: %s" % (label, skip), flush=True)
@@ -604,25 +647,25 @@ def run_rows(specs, a):
             if res is None:
                 print("FAILED\n%s" % err, flush=True)
                 for s in group:
-                    key = (kind, blas, batch, s["layout"], s["inputs"], s.get("workers", 0), build)
+                    key = (kind, blas, batch, s["layout"], s["inputs"], s.get("workers", 0), build, isa)
                     if key not in merged:
                         order.append(key)
                         merged[key] = dict(kind=kind, layout=s["layout"], inputs=s["inputs"], batch=batch,
-                                           images=6 * batch, workers=s.get("workers", 0), blas=blas, build=build,
+                                           images=6 * batch, workers=s.get("workers", 0), blas=blas, build=build, isa=isa,
                                            error=(err.strip().splitlines() or ["failed"])[-1][:200])
                 continue
             print("done in %.0f s" % wall, flush=True)
             if kind == "gemm":
-                res.update(kind="gemm", layout="-", inputs="-", batch=None, images=None, blas=blas, peak_rss_mib=rss,
+                res.update(kind="gemm", layout="-", inputs="-", batch=None, images=None, blas=blas, peak_rss_mib=rss, isa=isa,
                            name="sgemm 2048^3 (limit)")
-                key = ("gemm", blas, build)
+                key = ("gemm", blas, build, isa)
                 if key not in merged:
                     order.append(key)
                     merged[key] = res
                 continue
             if getattr(a, "profile", False):
                 for v in res["variants"]:
-                    key = (kind, blas, batch, v["layout"], build)
+                    key = (kind, blas, batch, v["layout"], build, isa)
                     if key in merged:
                         for k2, t2 in v["times"].items():
                             merged[key]["times"].setdefault(k2, []).extend(t2)
@@ -631,8 +674,8 @@ def run_rows(specs, a):
                         merged[key] = dict(v, blas=blas, build=build, blas_threads=res.get("blas_threads"))
                 continue
             for v in res["variants"]:
-                key = (kind, blas, batch, v["layout"], v["inputs"], v["workers"], build)
-                v.update(images=6 * batch, blas=blas if kind != "torch" else "torch/%st" % blas, build=build,
+                key = (kind, blas, batch, v["layout"], v["inputs"], v["workers"], build, isa)
+                v.update(images=6 * batch, blas=blas if kind != "torch" else "torch/%st" % blas, build=build, isa=isa,
                          children_peak_rss_mib=res.get("children_peak_rss_mib"),
                          blas_core=res.get("blas_core"), blas_threads=res.get("blas_threads"),
                          blas_lib=res.get("blas_lib"), torch_version=res.get("torch_version"),
