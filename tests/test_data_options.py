@@ -169,3 +169,24 @@ def test_coco_resize_encoded_and_seed(tmp_path, script):
             assert d.encoded and (d.height, d.width) == (40, 40) and bytes(d.data) == jpg.tobytes(), key
     assert sorted(orders[5]) == sorted(orders[6]) == names
     assert orders[5] != orders[6]
+
+
+def test_voc_toy_sizes_and_seed(tmp_path):
+    """data_prep/voc.py --toy --toy-train 3 --toy-val 2 --toy-test 1 --seed 7: the toy tree's image sets hold
+    3 / 2 / 1 images (trainval 5), and another seed draws other images."""
+    from ltc import voc, voc_toy
+    if not os.path.isfile(os.path.join(voc_toy.FASHION_DIR, "train-images-idx3-ubyte.gz")):
+        pytest.skip("Fashion-MNIST (Debian's dataset-fashion-mnist) is not installed")
+    cli = load_script("data_prep/voc.py")
+    pixels = {}
+    for seed in ("7", "8"):
+        out = tmp_path / ("voc%s" % seed)
+        assert cli.main(["--toy", "--out-dir", str(out), "--toy-train", "3", "--toy-val", "2", "--toy-test", "1",
+                         "--seed", seed]) == 0
+        root = out / "VOC_toy"
+        sets = {s: voc.read_ids(str(root / "ImageSets" / "Main" / (s + ".txt"))) for s in ("train", "val", "test")}
+        assert {s: len(v) for s, v in sets.items()} == {"train": 3, "val": 2, "test": 1}
+        assert len(voc.read_ids(str(root / "ImageSets" / "Main" / "trainval.txt"))) == 5
+        first = sets["train"][0]
+        pixels[seed] = voc.load_image(str(root / "JPEGImages" / (first + ".jpg")))
+    assert pixels["7"].shape != pixels["8"].shape or not np.array_equal(pixels["7"], pixels["8"])
