@@ -252,3 +252,14 @@ def test_linear_probe_num_classes_stepsize_and_seed(tmp_path, capsys):
     assert heads and set(heads) == {5}
     row, = list(csv.DictReader(open(str(table))))
     assert (row["num_classes"], row["seed"]) == ("5", "7")
+
+
+# ----------------------------------------------------------------------------- check_caffe.py
+def test_check_caffe_venv(tmp_path):
+    """--venv: the project's environment passes (its caffe wrapper and pycaffe with the Python layer);
+    a folder without them is refused with exit 1, naming the missing wrapper."""
+    venv = os.path.dirname(os.path.dirname(sys.executable))
+    r = run_tool("tools/check_caffe.py", ["--venv", venv])
+    assert r.returncode == 0 and "environment OK" in r.stdout, r.stderr
+    r = run_tool("tools/check_caffe.py", ["--venv", str(tmp_path)])
+    assert r.returncode == 1 and os.path.join(str(tmp_path), "bin", "caffe") in r.stderr
