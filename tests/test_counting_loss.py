@@ -1,5 +1,19 @@
 """Eq. 4: the numpy core against an independent formula, finite differences (float64),
-and the Caffe Python layer inside a real caffe.Net (forward, FD gradients, propagate_down)."""
+and the Caffe Python layer inside a real caffe.Net (forward, FD gradients, propagate_down).
+
+Tolerances (u64 = 2^-53, u32 = 2^-24; the core computes in float64 from the blobs' float32 values,
+so no BLAS kernel or thread count enters and they hold on any CPU):
+- numpy core vs the per-sample loop, rel 1e-12: two float64 orders of at most 6 x 7 terms differ by
+  about 2 x 42 u64 of the sum of |terms|, < 1e-14 of the loss here.
+- float64 central differences, step 1e-6, rtol 1e-6 / atol 1e-8: eq. 4 is quadratic in each
+  feature away from the hinge's kink (the samples are placed clearly on either side), so the
+  difference is the derivative up to the rounding of two loss values, ~u64 |L| / 1e-6 ~ 1e-9.
+- Caffe layer vs the reference (rel 1e-5) and the diagnostics (rel 1e-5): the blobs hold float32
+  copies of the float64 features (relative u32 each) and the outputs are rounded to float32: a few
+  u32 of the terms, ~1e-6 of the loss at most here. Stacked vs six bottoms (rel 1e-6): the same
+  float64 arithmetic on the same float32 values, then one float32 rounding (u32 = 6e-8).
+- Caffe float32 finite differences, step 1e-2, rtol 1e-2 / atol 1e-3 (Caffe's GradientChecker):
+  the loss's float32 rounding, u32 |L| ~ 1e-6, over the step 1e-2 is ~1e-4 at most."""
 import os
 import re
 
