@@ -142,7 +142,7 @@ MUTATIONS = [
       ["tests/test_resume.py::test_data_start_positions",
        "tests/test_resume.py::test_caffe_binary_resume_continues_the_data_stream_and_the_weights"]),
     M("resume: data layer starts at batch 0", "python_layers/counting_data.py",
-      "                start=start)", "                start=0)",
+      'start=start, shard=p["shard"]', 'start=0, shard=p["shard"]',
       ["tests/test_resume.py::test_caffe_binary_resume_continues_the_data_stream_and_the_weights"]),
     # --- issue 32: bugs users would see, which the data of the earlier tests could not show
     M("crop: x offset from the height's slack", "ltc/transforms.py",
