@@ -81,7 +81,7 @@ def main(argv=None):
         lmdb_io.open_lmdb(lmdb, "fault_latency").close()
     except lmdb_io.LmdbError as e:
         print("fault_latency: error: %s" % e, file=sys.stderr)
-        return 2
+        raise SystemExit(2)
     print(bench.machine_line(), "load average %.1f" % (bench.load_avg() or 0), flush=True)
     rows = []
     for batch in a.batch:
@@ -108,4 +108,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
