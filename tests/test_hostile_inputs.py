@@ -59,6 +59,8 @@ CASES = [
     C("make_lmdb-out-is-source", "tools/make_lmdb.py", "{W}/par/imgs {W}/par/imgs --overwrite", "SOURCE", PAR),
     C("make_lmdb-out-is-parent", "tools/make_lmdb.py", "{W}/par/imgs {W}/par --overwrite", "contains the SOURCE", PAR),
     C("make_lmdb-out-inside-source", "tools/make_lmdb.py", "{W}/par/imgs {W}/par/imgs/db", "inside", PAR),
+    C("make_lmdb-out-is-symlink-to-parent", "tools/make_lmdb.py", "{W}/par/imgs {W}/lnk --overwrite",
+      "contains the SOURCE", dict(PAR, lnk="@symlink:par")),
     C("make_lmdb-out-is-file", "tools/make_lmdb.py", "{W}/par/imgs {W}/par/notes.txt --overwrite", "not an LMDB", PAR),
     C("make_lmdb-out-is-file-no-overwrite", "tools/make_lmdb.py", "{W}/par/imgs {W}/par/notes.txt", "not an LMDB",
       PAR),
