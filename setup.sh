@@ -10,6 +10,9 @@
 #   ./setup.sh --stock-caffe        # Caffe without the project's speed patches
 #   ./setup.sh --gtests convolution_layer,pooling_layer   # rebuild, then run those Caffe gtests
 #   ./setup.sh --rebuild            # ignore the cached Caffe build
+#   ./setup.sh --bundle OUT.tar.gz  # pack the environment made above (CPU or --cuda) into a
+#                                   # relocatable bundle for machines without root (docs/bundle.md);
+#                                   # --bundle-split 64 writes pieces of at most 64 MiB instead
 #
 # After it: `source .venv/bin/activate` puts `caffe`, `convert_imageset`, ... on PATH,
 # `import caffe` works and python_layers/ is importable.
@@ -52,6 +55,8 @@ CUDA_ARCH=""
 STOCK=0
 REBUILD=0
 EXISTING="${CAFFE_ROOT:-}"
+BUNDLE_OUT=""
+BUNDLE_SPLIT=""
 
 die() { echo "setup.sh: error: $*" >&2; exit 1; }
 say() { echo "==> $*"; }
@@ -67,7 +72,9 @@ while [ $# -gt 0 ]; do
     --gtests) [ $# -ge 2 ] || die "--gtests needs a list such as convolution_layer,lrn_layer"
               export CAFFE_GTESTS="$2"; REBUILD=1; shift 2 ;;
     --rebuild) REBUILD=1; shift ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    --bundle) [ $# -ge 2 ] || die "--bundle needs an output path such as ltc-caffe.tar.gz"; BUNDLE_OUT="$2"; shift 2 ;;
+    --bundle-split) [ $# -ge 2 ] || die "--bundle-split needs a size in MiB such as 64"; BUNDLE_SPLIT="$2"; shift 2 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) die "unknown option '$1' (see ./setup.sh --help)" ;;
   esac
 done
@@ -75,6 +82,21 @@ if [ -n "$CUDA_ARCH" ]; then
   [ "$USE_CUDA" = 1 ] || die "--cuda-arch needs --cuda"
   echo "$CUDA_ARCH" | grep -qE '^[0-9]{2,3}([, ][0-9]{2,3})*$' \
     || die "--cuda-arch '$CUDA_ARCH': expected compute capabilities such as 80,86,90"
+fi
+
+# --bundle: pack the existing environment (no apt, no build; tools/bundle.py)
+if [ -n "$BUNDLE_SPLIT" ]; then
+  [ -n "$BUNDLE_OUT" ] || die "--bundle-split needs --bundle OUT.tar.gz"
+  echo "$BUNDLE_SPLIT" | grep -qE '^[1-9][0-9]*$' || die "--bundle-split '$BUNDLE_SPLIT': expected a size in MiB such as 64"
+fi
+if [ -n "$BUNDLE_OUT" ]; then
+  [ "$USE_CUDA$STOCK$REBUILD" = 000 ] && [ -z "$EXISTING" ] \
+    || die "--bundle packs the environment that ./setup.sh already made: run ./setup.sh [--cuda ...] first, then ./setup.sh --bundle OUT.tar.gz alone"
+  case "$BUNDLE_OUT" in *.tar.gz|*.tar.xz) ;; *) die "--bundle '$BUNDLE_OUT': name the bundle OUT.tar.gz or OUT.tar.xz (smaller; needs xz to unpack)" ;; esac
+  [ -x "$VENV/bin/python" ] && [ -f "$VENV/.caffe_locations" ] \
+    || die "--bundle: no project environment in $VENV: run ./setup.sh (or ./setup.sh --cuda) first"
+  exec "$VENV/bin/python" "$REPO/tools/bundle.py" --out "$BUNDLE_OUT" --locations "$VENV/.caffe_locations" \
+    ${BUNDLE_SPLIT:+--split "$BUNDLE_SPLIT"}
 fi
 
 # ---------------------------------------------------------------- platform checks
