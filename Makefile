@@ -13,6 +13,9 @@
 #                a long run: resume from the newest intact snapshot (tools/resume.py), or start;
 #                Ctrl-C snapshots and stops, run `make train` again to continue
 #   make mutations  plant each listed bug in a copy of the tree and check a test catches it
+#   make bundle  a relocatable Caffe + Python for machines without root: $(BUNDLE) (docs/bundle.md)
+#   make bundle-check  (root, minutes) run that bundle in a bare Debian trixie chroot as a user:
+#                caffe --version, import caffe, 20 iterations of the demo net
 SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
@@ -107,6 +110,15 @@ test-isa: $(CAFFE)
 
 mutations: $(CAFFE)
 	$(PY) tests/mutations.py
+
+BUNDLE ?= out/ltc-caffe.tar.gz
+.PHONY: bundle bundle-check
+bundle: $(CAFFE)
+	bash setup.sh --bundle $(BUNDLE)
+
+bundle-check: $(CAFFE)
+	@[ -f $(BUNDLE) ] || bash setup.sh --bundle $(BUNDLE)
+	bash tools/caffe/bundle_check.sh $(BUNDLE)
 
 clean-demo:
 	rm -rf runs/demo
