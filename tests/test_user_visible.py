@@ -386,6 +386,8 @@ def small_images(n, seed):
 
 
 def features_of(tiny_model, images):
+    """The tiny net's features of ``images`` in batches of 4 (the tests run analyze.py with --batch 4, so
+    both sides make the same float32 computations)."""
     from ltc.analysis import features
     phi = features.CaffeFeatures(str(tiny_model / "deploy.prototxt"), str(tiny_model / "model.caffemodel"),
                                  batch=4, log=None)
@@ -432,7 +434,7 @@ def test_mean_vector_command_writes_numpy_statistics(tiny_model, tmp_path):
     assert F.shape == (12, 5) and F.std(0).min() > 0
     out = tmp_path / "mv"
     assert analyze.main(["mean-vector", "--deploy", str(tiny_model / "deploy.prototxt"), "--weights",
-                         str(tiny_model / "model.caffemodel"), "--source", db, "--batch", "5", "--out", str(out)]) == 0
+                         str(tiny_model / "model.caffemodel"), "--source", db, "--batch", "4", "--out", str(out)]) == 0
     rows = read_csv(out / "mean_vector.csv")
     assert [int(r["dim"]) for r in rows] == list(range(5))
     # features are float32 net outputs, statistics in float64: relative 1e-5 covers the net's rounding
@@ -499,7 +501,7 @@ def test_count_check_fit_max_images_limits_the_fit_set(tiny_model, tmp_path):
     out = tmp_path / "cc"
     assert analyze.main(["count-check", "--deploy", str(tiny_model / "deploy.prototxt"), "--weights",
                          str(tiny_model / "model.caffemodel"), "--source", eval_db, "--fit-source", fit_db,
-                         "--fit-max-images", "8", "--out", str(out)]) == 0
+                         "--fit-max-images", "8", "--batch", "4", "--out", str(out)]) == 0
     assert json.loads((out / "count_check.json").read_text())["count_map"]["n_fit"] == 8
     pred = np.array([float(r["predicted_count"]) for r in read_csv(out / "count_check.csv")])
     np.testing.assert_allclose(pred, F_eval @ w + c, rtol=1e-4, atol=1e-4)
