@@ -56,7 +56,7 @@ if [ -z "$BUNDLE" ]; then
 fi
 if [ -d "$BUNDLE" ]; then
   ROOT="$(cd "$BUNDLE" && pwd)"
-  say "bundle folder $ROOT"
+  say "bundle folder $ROOT"; PIECES="unpacked folder"
 else
   ARCHIVE="${BUNDLE%.part000}"
   if [ -f "$ARCHIVE.part000" ]; then

@@ -58,8 +58,8 @@ BASE_SONAMES = re.compile(r"^(ld-linux[-.\w]*\.so\.\d+|linux-vdso\.so\.1|libc\.s
 HOST_CUDA_SONAMES = re.compile(r"^lib(cuda|cudart|cublas|cublasLt|curand|cudnn\w*|nccl|nvrtc\w*|nvJitLink|"
                                r"nvidia-ml|cusparse|cufft|cusolver|nvToolsExt)\.so(\.\d+)*$")
 # the distributions pycaffe, the data/loss layers and tools/make_lmdb.py import (pycaffe's
-# caffe/io.py imports skimage and scipy); their Requires-Dist are added
-PY_DISTS = ["numpy", "lmdb", "protobuf", "six", "opencv-python-headless", "scikit-image"]
+# caffe/io.py imports skimage and scipy; ltc.lmdb_build imports tqdm); their Requires-Dist are added
+PY_DISTS = ["numpy", "lmdb", "protobuf", "six", "opencv-python-headless", "scikit-image", "tqdm"]
 STDLIB_SKIP = {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "site-packages",
                "dist-packages", "config-%d.%d-%s-linux-gnu" % (sys.version_info[:2] + (os.uname().machine,))}
 PROJECT_DIRS = ["ltc", "python_layers", "tools", "prototxt"]
