@@ -526,6 +526,16 @@ def test_port_weights_x_x_leaves_x_byte_identical(fixtures, tmp_path):
     assert hashlib.sha1(x.read_bytes()).hexdigest() == digest
 
 
+def test_reproduce_dry_run_writes_nothing(tmp_path, monkeypatch):
+    """--dry-run --stage data with none of the study's data built: the commands are printed, nothing
+    is written (it used to mix the 456 MB study LMDB and write commands.txt)."""
+    from ltc import study
+    monkeypatch.setattr(study, "REPO", str(tmp_path))
+    runner = study.Runner(str(tmp_path / "results"), dry=True)
+    study.prepare_data(runner)
+    assert os.listdir(tmp_path) == []
+
+
 def _main():
     import argparse
     import tempfile
