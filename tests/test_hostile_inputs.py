@@ -200,6 +200,8 @@ CASES = [
       "--seeds"),
     C("test_isa-unknown-setting", "tools/test_isa.py", "--settings nothing", "nothing"),
     C("test_isa-missing-file", "tools/test_isa.py", "--files {W}/nothing.py", "nothing.py"),
+    C("bundle-split-negative", "tools/bundle.py", "--out {W}/o.tar.xz --split -1", "--split"),
+    C("bundle-missing-locations", "tools/bundle.py", "--out {W}/o.tar.xz --locations {W}/nothing", "nothing"),
     C("make_prototxt-margin-negative", "tools/make_prototxt.py", "--custom {W}/net --margin -1", "--margin"),
     C("make_prototxt-dim-0", "tools/make_prototxt.py", "--custom {W}/net --dim 0", "--dim"),
     C("make_prototxt-out-root-is-file", "tools/make_prototxt.py", "--out-root {W}/par/notes.txt", "notes.txt", PAR,
