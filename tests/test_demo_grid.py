@@ -149,3 +149,16 @@ def test_missing_data_is_an_argument_error(tmp_path, capsys):
         ds.main(["--seeds", "1", "--data", str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "c"),
                  "--out", str(tmp_path / "o")])
     assert e.value.code == 2 and "is missing" in capsys.readouterr().err
+
+
+def test_demo_summary_verdict_uses_the_grid_rule(tmp_path):
+    summary = load_script("tools/demo_summary.py")
+    path = tmp_path / "cc.json"
+    cases = [(0.97, 0.92, "this run COUNTS"), (0.97, 0.85, "DOES NOT COUNT"), (0.90, 0.95, "DOES NOT COUNT")]
+    for sp, w1, word in cases:
+        path.write_text(json.dumps(dict(spearman=sp, count_map=dict(within1=w1),
+                                        units=dict(live=52, dim=1000, n_inputs=500))))
+        text = summary.verdict(str(path))
+        assert word in text and "52 of 1000 fc8 units were live" in text
+    path.write_text(json.dumps(dict(spearman=0.99)))          # no read-out fitted: cannot count
+    assert "DOES NOT COUNT" in summary.verdict(str(path))

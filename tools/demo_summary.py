@@ -32,7 +32,21 @@ def main(argv=None):
         ("norm-vs-k figure", os.path.join(args.run, "count_check", "count_check.png")),
         ("TEST-loss and loss-term curves", os.path.join(args.run, "curves", "curves.png")),
         ("training log", os.path.join(args.run, "train.log"))]))
+    print(verdict(cc))
     return 0
+
+
+def verdict(cc_path):
+    """The success rule of tools/demo_seeds.py (Spearman >= 0.95 and the read-out within +-1 for >= 90 %
+    of the scenes) applied to this run, in plain words, with its live fc8 units."""
+    import json
+    cc = json.load(open(cc_path))
+    cm, units = cc.get("count_map") or {}, cc.get("units") or {}
+    ok = cc["spearman"] >= 0.95 and cm.get("within1", 0.0) >= 0.90
+    live = ("; %d of %d fc8 units were live (> 0 on at least one of the %d scenes)"
+            % (units["live"], units["dim"], units["n_inputs"])) if units else ""
+    return ("By the grid's rule (Spearman >= 0.95 and read-out within +-1 for >= 90 %% of the scenes) this run %s%s."
+            % ("COUNTS" if ok else "DOES NOT COUNT", live))
 
 
 if __name__ == "__main__":
