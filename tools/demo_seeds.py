@@ -208,16 +208,20 @@ def arm_table(arm, overrides, rows, ev, max_iter, threads, source=None):
 def grid_table(results, ev, max_iter, threads, source=None):
     lines = ["demo_seeds grid: %d iterations, %d BLAS threads, on %s (%s); %s"
              % (max_iter, threads, ev, source or EVALS[ev], bl.machine_line()), "",
-             "| arm | overrides | seeds | counts | Spearman median / worst | live fc8 units (median) | train s (median) |",
-             "|---|---|---|---|---|---|---|"]
+             "| arm | overrides | seeds | counts | Spearman median / worst | live fc8 units (median) | train s (median) "
+             "| TEST it. 0 count term (median) | last TEST hinge active (median) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for arm, overrides, rows in results:
         if not rows:
             continue
         s = arm_stats(rows)
-        lines.append("| %s | %s | %s | %d of %d | %.3f / %.3f | %s | %.0f |"
+        first = [r["log"]["first"]["count_term"] for r in rows if r["log"].get("first", {}).get("count_term") is not None]
+        hinge = [r["log"]["last"]["hinge_active"] for r in rows if r["log"].get("last", {}).get("hinge_active") is not None]
+        lines.append("| %s | %s | %s | %d of %d | %.3f / %.3f | %s | %.0f | %s | %s |"
                      % (arm, ", ".join("%s=%s" % kv for kv in sorted(overrides.items())) or "(demo recipe)",
                         " ".join(str(r["seed"]) for r in rows), s["success"], s["n"], s["median"], s["worst"],
-                        _f(s["live"], "%g"), s["wall"]))
+                        _f(s["live"], "%g"), s["wall"], _f(statistics.median(first) if first else None, "%.4g"),
+                        _f(100 * statistics.median(hinge) if hinge else None, "%.0f %%")))
     return "\n".join(lines)
 
 
