@@ -95,6 +95,8 @@ fi
 # ------------------------------------------------------------------ environment
 # shellcheck disable=SC1091
 . "$ROOT/activate" || verdict_fail "$ROOT/activate failed"
+# Caffe's setup log stays out of the way (GLOG_minloglevel=0 shows it)
+export GLOG_minloglevel="${GLOG_minloglevel:-2}"
 # the working tree's code first (newer than the bundle's copy of it)
 export PYTHONPATH="$REPO:$REPO/python_layers:$PYTHONPATH"
 KIND="$(sed -n '1s/.*(\(.*\)).*/\1/p' "$ROOT/BUNDLE.txt" 2>/dev/null)"
