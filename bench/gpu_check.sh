@@ -33,7 +33,7 @@ while [ $# -gt 0 ]; do
     --workers) [ $# -ge 2 ] || usage "--workers needs a list"; WORKERS="$2"; shift 2 ;;
     --iters) [ $# -ge 2 ] || usage "--iters needs a number"; ITERS="$2"; shift 2 ;;
     --keep) KEEP=1; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) usage "unknown option '$1' (see --help)" ;;
   esac
 done

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bundle_check.sh BUNDLE.tar.gz [--suite trixie] [--chroot DIR] [--iters 20]
+# bundle_check.sh BUNDLE.tar.gz [--suite trixie] [--chroot DIR] [--iters 20] [--cuda-libs DIR]
 #
 # Runs a bundle made by `./setup.sh --bundle` where it must run: a minimal chroot of another
 # Debian release (debootstrap --variant=minbase, from the mirror in this machine's apt
@@ -11,6 +11,9 @@
 #   3. makes a small LMDB from synthetic images with tools/make_lmdb.py and trains the demo
 #      net (prototxt/demo: counting data and loss Python layers) for --iters iterations in
 #      CPU mode, printing the losses.
+# --cuda-libs DIR (a CUDA bundle): DIR's libraries (cudart, cuBLAS, cuRAND, cuDNN, NCCL, e.g.
+# the lib/ of setup.sh --cuda's wheel toolkit) are copied into the chroot as the host's CUDA
+# libraries (LTC_CUDA_LIBS); without a GPU the device report must read "CUDA build, no device".
 # Needs root (debootstrap, chroot, mounts) and a few minutes. The chroot is kept in DIR
 # (default /tmp/ltc-chroot-SUITE) for the next run; /proc and /dev/shm are mounted for the
 # run and unmounted at exit. Exit 0 when all three pass, 1 otherwise, 2 for bad usage.
@@ -19,13 +22,14 @@ set -euo pipefail
 die() { echo "bundle_check.sh: error: $*" >&2; exit "${2:-1}"; }
 say() { echo "==> $*"; }
 
-BUNDLE=""; SUITE=trixie; ROOTFS=""; ITERS=20
+BUNDLE=""; SUITE=trixie; ROOTFS=""; ITERS=20; CUDA_LIBS=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --suite) SUITE="${2:?}"; shift 2 ;;
     --chroot) ROOTFS="${2:?}"; shift 2 ;;
     --iters) ITERS="${2:?}"; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    --cuda-libs) CUDA_LIBS="${2:?}"; shift 2 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     -*) die "unknown option '$1'" 2 ;;
     *) [ -z "$BUNDLE" ] || die "one bundle only" 2; BUNDLE="$1"; shift ;;
   esac
@@ -34,6 +38,7 @@ done
 [ -f "$BUNDLE" ] || die "$BUNDLE: no such file (make it with ./setup.sh --bundle $BUNDLE)" 2
 case "$BUNDLE" in *.tar.xz|*.tar.gz) ;; *) die "$BUNDLE: expected a .tar.gz or .tar.xz made by ./setup.sh --bundle" 2 ;; esac
 echo "$ITERS" | grep -qE '^[1-9][0-9]*$' || die "--iters '$ITERS': expected a positive integer" 2
+[ -z "$CUDA_LIBS" ] || [ -d "$CUDA_LIBS" ] || die "--cuda-libs $CUDA_LIBS: no such folder" 2
 [ "$(id -u)" = 0 ] || die "needs root (debootstrap, chroot); the bundle itself does not" 2
 command -v debootstrap >/dev/null || die "debootstrap not found (apt-get install debootstrap)" 2
 ROOTFS="${ROOTFS:-/tmp/ltc-chroot-$SUITE}"
@@ -91,6 +96,13 @@ HOME_IN="/home/$USR"
 rm -rf "$ROOTFS$HOME_IN/check"
 mkdir -p "$ROOTFS$HOME_IN/check"
 cp "$BUNDLE" "$ROOTFS$HOME_IN/check/"
+CUDA_IN=""
+if [ -n "$CUDA_LIBS" ]; then
+  rm -rf "$ROOTFS/opt/host-cuda-libs"; mkdir -p "$ROOTFS/opt/host-cuda-libs"
+  cp -aL "$CUDA_LIBS"/lib*.so* "$ROOTFS/opt/host-cuda-libs/"
+  CUDA_IN=/opt/host-cuda-libs
+  say "host CUDA libraries for the chroot: $(ls "$ROOTFS$CUDA_IN" | grep -c .) files from $CUDA_LIBS in $CUDA_IN"
+fi
 chroot "$ROOTFS" chown -R "$USR:$USR" "$HOME_IN/check"
 
 cat > "$ROOTFS$HOME_IN/check/run.sh" <<'EOF'
@@ -145,15 +157,18 @@ chmod 755 "$ROOTFS$HOME_IN/check/run.sh"
 say "running the bundle as $USR inside the chroot"
 set +e
 chroot --userspec="$USR:$USR" "$ROOTFS" /usr/bin/env -i HOME="$HOME_IN" PATH=/usr/local/bin:/usr/bin:/bin \
-  NAME="$NAME" ITERS="$ITERS" LANG=C.UTF-8 /bin/bash "$HOME_IN/check/run.sh" 2>&1 | tee "$ROOTFS$HOME_IN/check/check.log"
+  NAME="$NAME" ITERS="$ITERS" LANG=C.UTF-8 ${CUDA_IN:+LTC_CUDA_LIBS=$CUDA_IN} /bin/bash "$HOME_IN/check/run.sh" 2>&1 | tee "$ROOTFS$HOME_IN/check/check.log"
 rc=${PIPESTATUS[0]}
 set -e
 LOG="$ROOTFS$HOME_IN/check/check.log"
 losses="$(grep -cE '^Iteration [0-9]+, loss = [-+0-9.e]+$' "$LOG" || true)"
 bad="$(grep -E '^Iteration [0-9]+, loss = ' "$LOG" | grep -ciE 'nan|inf' || true)"
-if [ "$rc" = 0 ] && [ "$losses" -ge "$ITERS" ] && [ "$bad" = 0 ]; then
-  echo "BUNDLE CHECK PASS: $NAME in $SUITE as $USR: caffe --version, pycaffe import, $losses finite losses"
+device="$(sed -n 's/^device report: //p' "$LOG" | tail -n1)"
+devok=1
+if [ -n "$CUDA_LIBS" ]; then case "$device" in "CUDA build, no device"*) ;; *) devok=0 ;; esac; fi
+if [ "$rc" = 0 ] && [ "$losses" -ge "$ITERS" ] && [ "$bad" = 0 ] && [ "$devok" = 1 ]; then
+  echo "BUNDLE CHECK PASS: $NAME in $SUITE as $USR: caffe --version, pycaffe import, $losses finite losses; $device"
   exit 0
 fi
-echo "BUNDLE CHECK FAIL: $NAME in $SUITE as $USR: exit $rc, $losses loss lines ($bad not finite); log $LOG"
+echo "BUNDLE CHECK FAIL: $NAME in $SUITE as $USR: exit $rc, $losses loss lines ($bad not finite), device report '$device'; log $LOG"
 exit 1
