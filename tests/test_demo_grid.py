@@ -40,13 +40,19 @@ def test_a_run_is_the_demo_with_the_arms_overrides_and_its_seed(tmp_path):
     fc = {l.name: l.inner_product_param for l in net.layer if l.type == "InnerProduct"}
     assert (fc["fc8"].weight_filler.type, fc["fc8"].weight_filler.std) == ("gaussian", pytest.approx(0.005))
     assert fc["fc6"].bias_filler.value == 0 and fc["fc8"].bias_filler.value == 0
-    # the control arm is the committed demo except seeds and paths
-    folder_c = os.path.relpath(str(tmp_path / "control" / "s1701"), REPO)
+    # the "demo" arm is the committed demo except seeds and paths
+    folder_c = os.path.relpath(str(tmp_path / "demo" / "s1701"), REPO)
     os.makedirs(os.path.join(REPO, folder_c))
-    ds.write_nets(1701, 600, folder_c, ds.parse_arm("control")[1])
+    ds.write_nets(1701, 600, folder_c, ds.parse_arm("demo")[1])
     body = lambda t: [l for l in t.splitlines() if not l.startswith("#")]  # noqa: E731
     assert body(open(os.path.join(REPO, folder_c, "train_val.prototxt")).read()) == \
         body(open(os.path.join(REPO, "prototxt/demo/train_val.prototxt")).read())
+    # the control arm is the old start (fc biases 0.1, Xavier fc8, SGD) whatever the demo's recipe
+    control = ds.write_nets(1701, 600, folder_c, ds.parse_arm("control")[1])
+    net = _read(os.path.join(folder_c, "train_val.prototxt"), caffe_pb2.NetParameter())
+    fc = {l.name: l.inner_product_param for l in net.layer if l.type == "InnerProduct"}
+    assert fc["fc8"].weight_filler.type == "xavier" and fc["fc6"].bias_filler.value == pytest.approx(0.1)
+    assert fc["fc8"].bias_filler.value == pytest.approx(0.1) and not _read(control, caffe_pb2.SolverParameter()).HasField("type")
     adam = ds.write_nets(1701, 600, folder_c, ds.parse_arm("adam")[1])
     assert _read(adam, caffe_pb2.SolverParameter()).type == "Adam"
 
