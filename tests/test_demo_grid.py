@@ -90,11 +90,13 @@ def test_tables_count_successes_by_both_thresholds():
     s = ds.arm_stats(rows)
     assert (s["success"], s["n"], s["worst"], s["live"]) == (2, 4, 0.90, 25)
     assert s["median"] == pytest.approx(0.965)
-    text = ds.arm_table("small", {"fc8_std": 0.005}, rows, "select", 600, 2)
+    text = ds.arm_table("small", ds.ARMS["small"], rows, "select", 600, 2)
     assert "counts in 2 of 4 seeds" in text and "| 2 | 0.990 | 40.0 % / 85.0 % | no |" in text
-    grid = ds.grid_table([("small", {"fc8_std": 0.005}, rows), ("control", {}, rows[2:3])], "val", 600, 2)
-    assert "| small | fc8_std=0.005 | 1 2 3 4 | 2 of 4 | 0.965 / 0.900 | 25 |" in grid
-    assert "| control | (demo recipe) | 3 | 0 of 1 |" in grid
+    grid = ds.grid_table([("small", ds.ARMS["small"], rows), ("control", ds.ARMS["control"], rows[2:3]),
+                          ("demo", {}, rows[:1])], "val", 600, 2)
+    assert "| small | fc8_bias=0.0, fc8_std=0.005, fc_bias=0.0 | 1 2 3 4 | 2 of 4 | 0.965 / 0.900 | 25 |" in grid
+    assert "| control | control (the old start) | 3 | 0 of 1 |" in grid
+    assert "| demo | the demo recipe (prototxt/demo) | 1 | 1 of 1 |" in grid
 
 
 def _scenes_lmdb(path, n, seed):

@@ -54,20 +54,23 @@ EVALS = {"select": SELECT, "val": VAL}
 # Success of one run (issue 26): the norm orders the scenes by count and the read-out is usable.
 MIN_SPEARMAN, MIN_WITHIN1 = 0.95, 0.90
 
-# The arms (docs/design.md, "The start"; docs/study/start_grid.md has their measurements).
+# The arms (docs/design.md, "The start"; docs/study/start_grid.md has their measurements). Each is the
+# control (the demo's start before issue 26: fc biases 0.1, Xavier fc8, SGD, no warm-up) with its
+# changes, so that an arm means the same whatever prototxt/demo holds; "demo" is prototxt/demo itself.
+CONTROL = dict(fc_bias=0.1, fc8_bias=0.1, fc8_std=None, warmup=0, solver_type="SGD", base_lr=1e-4)
 ARMS = {
-    "demo": {},                  # the demo's recipe as committed (prototxt/demo)
-    "control": dict(fc_bias=0.1, fc8_bias=0.1, fc8_std=None, warmup=0, solver_type="SGD"),   # today's start
+    "demo": {},
+    "control": dict(CONTROL),
     # Xavier with zero fc biases (the TF re-implementation's init), SGD
-    "bias0": dict(fc_bias=0.0, fc8_bias=0.0),
+    "bias0": dict(CONTROL, fc_bias=0.0, fc8_bias=0.0),
     # small-output start: zero fc biases, fc8 ~ N(0, 0.005^2): |phi|^2 near M = 10 at iteration 0
-    "small": dict(fc_bias=0.0, fc8_bias=0.0, fc8_std=0.005),
+    "small": dict(CONTROL, fc_bias=0.0, fc8_bias=0.0, fc8_std=0.005),
     # smaller still: |phi|^2 about 1.5, inside the hinge's working range from the first step
-    "small2": dict(fc_bias=0.0, fc8_bias=0.0, fc8_std=0.002),
-    # today's start with a warm-up to the recipe's lr (1e-4, not beyond) over 100 iterations
-    "warmup": dict(warmup=100),
+    "small2": dict(CONTROL, fc_bias=0.0, fc8_bias=0.0, fc8_std=0.002),
+    # the control with a warm-up to the recipe's lr (1e-4, not beyond) over 100 iterations
+    "warmup": dict(CONTROL, warmup=100),
     # the TF re-implementation: Xavier, zero biases, Adam at lr 1e-4 (a departure)
-    "adam": dict(fc_bias=0.0, fc8_bias=0.0, solver_type="Adam"),
+    "adam": dict(CONTROL, fc_bias=0.0, fc8_bias=0.0, solver_type="Adam"),
 }
 
 
@@ -167,6 +170,16 @@ def run_row(seed, folder, ev):
     return row
 
 
+def _changes(overrides):
+    """An arm's overrides as text: those that differ from the control, or the control's name."""
+    if not overrides:
+        return "the demo recipe (prototxt/demo)"
+    diff = {k: v for k, v in overrides.items() if k not in CONTROL or CONTROL[k] != v}
+    if set(CONTROL) <= set(overrides):
+        return ", ".join("%s=%s" % kv for kv in sorted(diff.items())) or "control (the old start)"
+    return ", ".join("%s=%s" % kv for kv in sorted(overrides.items()))
+
+
 def _f(v, fmt="%.3f"):
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt % v
 
@@ -182,7 +195,7 @@ def arm_stats(rows):
 
 def arm_table(arm, overrides, rows, ev, max_iter, threads, source=None):
     lines = ["demo_seeds: arm %s (%s), %d iterations, %d BLAS threads, on %s (%s); %s"
-             % (arm, ", ".join("%s=%s" % kv for kv in sorted(overrides.items())) or "the demo recipe", max_iter,
+             % (arm, _changes(overrides), max_iter,
                 threads, ev, source or EVALS[ev], bl.machine_line()), "",
              "| seed | Spearman(\\|phi\\|, k) | read-out exact / +-1 | counts | live fc8 units | \\|phi\\|^2 mean "
              "| mean norm k=0 / k=16 | TEST it. 0: count term, \\|phi(Dx)\\| | last TEST: hinge active, \\|phi(Dx)\\| "
@@ -218,7 +231,7 @@ def grid_table(results, ev, max_iter, threads, source=None):
         first = [r["log"]["first"]["count_term"] for r in rows if r["log"].get("first", {}).get("count_term") is not None]
         hinge = [r["log"]["last"]["hinge_active"] for r in rows if r["log"].get("last", {}).get("hinge_active") is not None]
         lines.append("| %s | %s | %s | %d of %d | %.3f / %.3f | %s | %.0f | %s | %s |"
-                     % (arm, ", ".join("%s=%s" % kv for kv in sorted(overrides.items())) or "(demo recipe)",
+                     % (arm, _changes(overrides),
                         " ".join(str(r["seed"]) for r in rows), s["success"], s["n"], s["median"], s["worst"],
                         _f(s["live"], "%g"), s["wall"], _f(statistics.median(first) if first else None, "%.4g"),
                         _f(100 * statistics.median(hinge) if hinge else None, "%.0f %%")))
