@@ -41,7 +41,6 @@ blob it does not own is caught too: before a blob is read, the tested net's copy
 exactly what was last written into it (tests/test_caffe_parallel.py keeps planted bugs of each
 kind as tests)."""
 import contextlib
-import math
 import os
 
 import numpy as np
@@ -115,14 +114,6 @@ def layer_params(path):
     with open(str(path)) as f:
         text_format.Merge(f.read(), net)
     return {layer.name: layer for layer in net.layer}
-
-
-def _pair(values, default):
-    """A conv/pool size from a repeated field or its _h/_w pair (Caffe's conventions)."""
-    v = list(values) if not isinstance(values, (int, float)) else [values]
-    if not v:
-        return default, default
-    return (v[0], v[0]) if len(v) == 1 else (v[0], v[1])
 
 
 def LRN_BOUND(lp, x, y, dy=None):
@@ -210,7 +201,7 @@ class Report:
         return "\n".join([head] + self.failures[:20])
 
 
-def _linear_k(lp, layer, top_count, weight_shape, bottom_shape):
+def _linear_k(lp, layer, top_count, weight_shape):
     """(K forward, K input gradient, K parameter gradient) of a Convolution or InnerProduct."""
     out = weight_shape[0]
     fan_in = int(np.prod(weight_shape[1:]))
@@ -275,9 +266,9 @@ def compare(path, ref_env, test_env, inputs, weights_from=None, corrupt=None, se
         for t in tops:
             bound = None
             what = "forward %s (%s) top %s" % (name, layer.type, t)
-            if layer.type in ("Convolution", "InnerProduct", "Deconvolution"):
+            if layer.type in ("Convolution", "InnerProduct"):
                 w = rn.params[name][0].data
-                kf, _, _ = _linear_k(lp, layer, rn.blobs[t].count, w.shape, rn.blobs[bottoms[0]].data.shape)
+                kf, _, _ = _linear_k(lp, layer, rn.blobs[t].count, w.shape)
                 for b in bottoms:
                     mn.blobs[b].data[...] = np.abs(rn.blobs[b].data)
                 for k, pb in enumerate(rn.params[name]):
@@ -324,9 +315,9 @@ def compare(path, ref_env, test_env, inputs, weights_from=None, corrupt=None, se
             corrupt("backward", name, tn)
         lp = lps.get(name)
         bounds, pbounds = {}, {}
-        if layer.type in ("Convolution", "InnerProduct", "Deconvolution"):
+        if layer.type in ("Convolution", "InnerProduct"):
             w = rn.params[name][0].data
-            _, ki, kp = _linear_k(lp, layer, rn.blobs[tops[0]].count, w.shape, rn.blobs[bottoms[0]].data.shape)
+            _, ki, kp = _linear_k(lp, layer, rn.blobs[tops[0]].count, w.shape)
             for t in tops:
                 mn.blobs[t].diff[...] = np.abs(rn.blobs[t].diff)
             for b in bottoms:

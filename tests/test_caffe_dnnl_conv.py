@@ -90,6 +90,20 @@ def test_the_comparison_rejects_planted_bugs(tmp_path, kind, layer):
     assert report.failures and all(" %s (" % layer in f for f in report.failures), str(report)
 
 
+def test_counting_net_onednn_matches_im2col_gemm(tmp_path):
+    """The counting net (stacked, 2 x 6 images of 114 px: CaffeNet's layer shapes, where oneDNN picks
+    its real kernels), layer by layer against the serial im2col + GEMM path."""
+    from ltc import nets
+    cfg = dict(nets.DEFAULTS, batch=2, layout="stacked")
+    path = tmp_path / "counting.prototxt"
+    path.write_text(str(nets.counting_net(cfg, inputs="input")))
+    shape = caffe.Net(str(path), caffe.TRAIN).blobs["data"].data.shape
+    inputs = {"data": np.random.default_rng(1).uniform(-100, 100, shape)}
+    report, ref, _ = layerwise.compare(str(path), dict(GEMM, CAFFE_CPU_THREADS="1"), ONEDNN, inputs, seed=5)
+    assert not report.failures, str(report)
+    assert report.inexact > 0 and np.abs(ref.params["conv1"][0].diff).max() > 0
+
+
 def test_onednn_gradient_by_finite_differences(tmp_path):
     """Loss gradients of the oneDNN path against central differences of the same float32 net's loss,
     for every weight, bias and input entry. The loss (a convolution into a squared error) is a
