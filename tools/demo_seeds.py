@@ -198,15 +198,15 @@ def arm_table(arm, overrides, rows, ev, max_iter, threads, source=None):
              % (arm, _changes(overrides), max_iter,
                 threads, ev, source or EVALS[ev], bl.machine_line()), "",
              "| seed | Spearman(\\|phi\\|, k) | read-out exact / +-1 | counts | live fc8 units | \\|phi\\|^2 mean "
-             "| mean norm k=0 / k=16 | TEST it. 0: count term, \\|phi(Dx)\\| | last TEST: hinge active, \\|phi(Dx)\\| "
-             "| train s |",
+             "| mean norm k=0 / k=16 | first TEST (it.): count term, \\|phi(Dx)\\| | last TEST: hinge active, \\|phi(Dx)\\| "
+             "| train s (this run; a resumed run: its own leg) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         first, last = r["log"].get("first", {}), r["log"].get("last", {})
-        lines.append("| %d | %.3f | %.1f %% / %.1f %% | %s | %s | %s | %.2f / %.2f | %s, %s | %s %%, %s (it. %s) | %.0f |"
+        lines.append("| %d | %.3f | %.1f %% / %.1f %% | %s | %s | %s | %.2f / %.2f | (%s) %s, %s | %s %%, %s (it. %s) | %.0f |"
                      % (r["seed"], r["spearman"], 100 * r["exact"], 100 * r["within1"], "yes" if r["counts"] else "no",
                         _f(r["live"], "%d"), _f(r["sq_norm"], "%.3g"), r["norm0"], r["norm16"],
-                        _f(first.get("count_term"), "%.4g"), _f(first.get("norm_dx"), "%.3g"),
+                        first.get("iteration", "-"), _f(first.get("count_term"), "%.4g"), _f(first.get("norm_dx"), "%.3g"),
                         _f(None if last.get("hinge_active") is None else 100 * last["hinge_active"], "%.0f"),
                         _f(last.get("norm_dx"), "%.3g"), last.get("iteration", "-"), r["wall"]))
     if rows:
@@ -228,7 +228,8 @@ def grid_table(results, ev, max_iter, threads, source=None):
         if not rows:
             continue
         s = arm_stats(rows)
-        first = [r["log"]["first"]["count_term"] for r in rows if r["log"].get("first", {}).get("count_term") is not None]
+        first = [r["log"]["first"]["count_term"] for r in rows if r["log"].get("first", {}).get("iteration") == 0
+                 and r["log"]["first"].get("count_term") is not None]
         hinge = [r["log"]["last"]["hinge_active"] for r in rows if r["log"].get("last", {}).get("hinge_active") is not None]
         lines.append("| %s | %s | %s | %d of %d | %.3f / %.3f | %s | %.0f | %s | %s |"
                      % (arm, _changes(overrides),
