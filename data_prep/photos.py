@@ -77,7 +77,9 @@ def embedded_rows(install_pip):
             ver = metadata.version(dist)
         except metadata.PackageNotFoundError:
             lic, ver = "unknown", ""
-        rows.append(dict(package="python:" + dist, version=ver, path=path, member="", group="embedded-" + name,
+        top = name.split("_")[0]            # the module: skimage, sklearn, matplotlib, foolbox
+        rel = path[path.rindex("/" + top + "/") + 1:]
+        rows.append(dict(package="python:" + dist, version=ver, path=rel, member="", group="embedded-" + name,
                          curated="photo", reason="", licence=lic + " (package licence)", fixed_split=split[name],
                          id="py-" + os.path.splitext(name)[0].replace("_", "-")))
     return rows
@@ -99,13 +101,13 @@ def build_manifest(args):
         r.setdefault("licence", ph.package_licence(r["package"], r["path"]))
         try:
             if r["member"] != "":
-                img = ph.read_video_frames(r["path"], [int(r["member"])])[0]
+                img = ph.load_source(r)
                 r["sha256"] = hashlib.sha256(img.tobytes()).hexdigest()
             else:
-                with open(r["path"], "rb") as f:
+                with open(ph.resolve_source(r["path"]), "rb") as f:
                     data = f.read()
                 r["sha256"] = hashlib.sha256(data).hexdigest()
-                img = ph.read_image(r["path"])
+                img = ph.load_source(r)
         except ph.PhotoError as e:
             r.update(reason=str(e), width=0, height=0, phash=0, entropy=0.0, top16=1.0, auto_photo=False)
             r["candidate"] = False

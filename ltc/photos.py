@@ -290,11 +290,26 @@ def video_length(path):
     return n
 
 
+def resolve_source(path):
+    """The file of a manifest path: absolute for Debian packages' files; for a Python package's file,
+    relative to the folder holding the package (``skimage/data/astronaut.png``), so the committed
+    manifest names no machine's virtual environment."""
+    if os.path.isabs(path):
+        return path
+    import importlib.util
+    top = path.split("/")[0]
+    spec = importlib.util.find_spec(top)
+    if spec is None or not spec.submodule_search_locations:
+        raise PhotoError("%s: the Python package '%s' is not installed" % (path, top))
+    return os.path.join(os.path.dirname(list(spec.submodule_search_locations)[0]), path)
+
+
 def load_source(row):
     """The BGR image of a manifest row (a file, or frame ``member`` of a video)."""
-    if row.get("member", "") not in ("", None) and row["path"].lower().endswith(VIDEO_EXT):
-        return read_video_frames(row["path"], [int(row["member"])])[0]
-    return read_image(row["path"])
+    path = resolve_source(row["path"])
+    if row.get("member", "") not in ("", None) and path.lower().endswith(VIDEO_EXT):
+        return read_video_frames(path, [int(row["member"])])[0]
+    return read_image(path)
 
 
 def deny_reason(path):

@@ -267,3 +267,13 @@ def test_committed_manifest_is_consistent():
     _, val = embedded.split_photos(sorted((n, n) for n in names))
     held = {"embedded-" + n for n, _ in val}
     assert held and all(r["split"] == "val" for r in kept if r["group"] in held)
+
+
+def test_python_package_paths_resolve_without_a_venv_path():
+    import numpy
+    assert ph.resolve_source("numpy/__init__.py") == os.path.abspath(numpy.__file__)
+    assert ph.resolve_source("/usr/share/x.png") == "/usr/share/x.png"
+    with pytest.raises(ph.PhotoError, match="'no_such_pkg_ltc' is not installed"):
+        ph.resolve_source("no_such_pkg_ltc/data/a.png")
+    rows = prep.read_manifest(prep.MANIFEST)
+    assert not [r["path"] for r in rows if r["package"].startswith("python:") and os.path.isabs(r["path"])]
