@@ -15,10 +15,10 @@ the 42 photos of data_prep/embedded.py ``--set all``):
 Photo or art (a stated, reproducible rule): a file is kept only if (1) it is on the curated allow
 list ``ALLOW`` below (every image file of a package that is not on it is a manifest row with the
 reason "not on the allow list"), and (2) the automatic check agrees: on a thumbnail (longer side
-256 px, INTER_AREA) the gray-level histogram entropy is at least ``MIN_ENTROPY`` bits. Drawings,
-masks, logos, test charts and flat-colour art have few gray levels (all below 3.7 bits here);
-photographs have noise, shading and texture (the lowest kept: 3.79 bits, an ImageNet photo). The
-check cannot tell a photograph from a rich digital painting (those reach 7 bits): the list does
+256 px, INTER_AREA) the gray-level histogram entropy is at least ``MIN_ENTROPY`` bits. Shape
+samples, masks, logos and flat-colour art have few gray levels (0-3.7 bits here); photographs have
+noise, shading and texture (the lowest kept: 3.79 bits, an ImageNet photo). The check cannot tell a
+photograph from a render, a chart or a rich digital painting (those reach 4-7 bits): the list does
 that, by eye, one decision per file or wallpaper. The check only removes: a listed file that fails
 it is dropped and the report names it; an unlisted file that passes it is listed in the report.
 The share of the 16 most frequent colours (5 bits a channel) is recorded too, not used.
