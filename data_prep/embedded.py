@@ -25,7 +25,6 @@ Example:
   python data_prep/embedded.py --overwrite --resize shorter-crop
 """
 import argparse
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -34,66 +33,9 @@ import sys
 
 from ltc import REPO, cli_checks, lmdb_build
 
-SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
-                  "motorcycle_right.png", "hubble_deep_field.jpg")
-SKIMAGE_MORE_PHOTOS = ("brick.png", "camera.png", "cell.png", "clock_motion.png", "coins.png", "grass.png",
-                       "gravel.png", "ihc.png", "moon.png", "page.png", "retina.jpg", "text.png")
-PHOTO_SETS = ("sample", "all")
-SKLEARN_PHOTOS = ("china.jpg", "flower.jpg")
-FOOLBOX_SPEC = "foolbox==3.3.4"
-VAL_EVERY = 5
-
-
-def _package_dir(name):
-    """A package's folder, found without importing it (None if not installed)."""
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return list(spec.submodule_search_locations)[0]
-
-
-def foolbox_photos(install=True):
-    d = _package_dir("foolbox")
-    if d is None or not os.path.isdir(os.path.join(d, "data")):
-        if not install:
-            raise lmdb_build.BuildError("foolbox's photos are absent; install them with "
-                                        "'%s -m pip install --no-deps %s'" % (sys.executable, FOOLBOX_SPEC))
-        cmd = [sys.executable, "-m", "pip", "install", "--no-deps", FOOLBOX_SPEC]
-        print("foolbox's photos are absent; running: %s" % " ".join(cmd))
-        subprocess.run(cmd, check=True)
-        importlib.invalidate_caches()
-        d = _package_dir("foolbox")
-        if d is None:
-            raise lmdb_build.BuildError("pip reported success but foolbox is still not importable")
-    data = os.path.join(d, "data")
-    names = sorted(n for n in os.listdir(data) if n.startswith("imagenet_") and n.endswith(".jpg"))
-    return [os.path.join(data, n) for n in names]
-
-
-def collect_photos(install=True, photo_set="sample"):
-    """[(file name in the sample set, source path)] of the embedded photos of ``photo_set``
-    ("sample": 30, "all": 42), sorted by name."""
-    import matplotlib
-    found = []
-    sk = _package_dir("skimage")
-    names = SKIMAGE_PHOTOS + (SKIMAGE_MORE_PHOTOS if photo_set == "all" else ())
-    found += [("skimage_" + n, os.path.join(sk, "data", n)) for n in names]
-    sl = _package_dir("sklearn")
-    found += [("sklearn_" + n, os.path.join(sl, "datasets", "images", n)) for n in SKLEARN_PHOTOS]
-    found.append(("matplotlib_grace_hopper.jpg", os.path.join(matplotlib.get_data_path(), "sample_data",
-                                                              "grace_hopper.jpg")))
-    found += [("foolbox_" + os.path.basename(p), p) for p in foolbox_photos(install)]
-    missing = [p for _, p in found if not os.path.isfile(p)]
-    if missing:
-        raise lmdb_build.BuildError("embedded photos missing: %s" % ", ".join(missing))
-    return sorted(found)
-
-
-def split_photos(photos, val_every=VAL_EVERY):
-    """Every val_every-th photo (positions val_every-1, 2*val_every-1, ...) to val."""
-    train = [p for i, p in enumerate(photos) if i % val_every != val_every - 1]
-    val = [p for i, p in enumerate(photos) if i % val_every == val_every - 1]
-    return train, val
+from ltc.embedded_photos import (FOOLBOX_SPEC, PHOTO_SETS, SKIMAGE_MORE_PHOTOS, SKIMAGE_PHOTOS,  # noqa: F401
+                                 SKLEARN_PHOTOS, VAL_EVERY, _package_dir, collect_photos, foolbox_photos,
+                                 split_photos)
 
 
 def main(argv=None):

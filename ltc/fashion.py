@@ -1,11 +1,14 @@
-"""Fashion-MNIST from Debian's package ``dataset-fashion-mnist`` (idx files), read without a download.
+"""Fashion-MNIST from Debian's package ``dataset-fashion-mnist`` (idx files), read without a download,
+and the composition of its items into counting scenes (``compose_scene``).
 
-Used by data_prep/fashion_scenes.py (the counting testbed) and ltc/voc_toy.py (the toy VOC).
+Used by data_prep/fashion_scenes.py (the counting testbed), ltc/probe_sklearn.py (the in-domain probe's
+items) and ltc/voc_toy.py (the toy VOC).
 """
 import gzip
 import os
 import struct
 
+import cv2
 import numpy as np
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
@@ -44,3 +47,53 @@ def load_fashion(folder=FASHION_DIR, split="train"):
     if len(imgs) != len(labels):
         raise FashionError("%s split: %d images but %d labels" % (split, len(imgs), len(labels)))
     return imgs, labels
+
+
+def place_boxes(sizes, rng, canvas=256, margin=14, gap=2, tries=200):
+    """Non-overlapping positions for squares of the given sides, or None if they do not fit.
+
+    Returns a list of (x, y, side) in the order of ``sizes``; boxes stay ``margin`` px
+    inside the canvas and at least ``gap`` px apart.
+    """
+    order = np.argsort(-np.asarray(sizes), kind="stable")
+    placed = [None] * len(sizes)
+    boxes = []
+    for i in order:
+        s = int(sizes[i])
+        hi = canvas - margin - s
+        if hi < margin:
+            return None
+        for _ in range(tries):
+            x, y = int(rng.randint(margin, hi + 1)), int(rng.randint(margin, hi + 1))
+            if all(x + s + gap <= bx or bx + bs + gap <= x or y + s + gap <= by or by + bs + gap <= y
+                   for bx, by, bs in boxes):
+                boxes.append((x, y, s))
+                placed[i] = (x, y, s)
+                break
+        else:
+            return None
+    return placed
+
+
+def compose_scene(items, rng, canvas=256, min_item=24, max_item=48, margin=14, gap=2, gray=False,
+                  tries=200, redraws=50):
+    """Compose one scene from ``items`` (a list of HxW uint8 gray items, len = k).
+
+    Returns (canvas x canvas x 3 uint8 BGR image, boxes [(x, y, side)]) with exactly
+    len(items) non-overlapping items. Raises FashionError if they never fit.
+    """
+    k = len(items)
+    for _ in range(redraws):
+        sizes = rng.randint(min_item, max_item + 1, size=k)
+        boxes = place_boxes(sizes, rng, canvas, margin, gap, tries)
+        if boxes is not None:
+            break
+    else:
+        raise FashionError("could not place %d items of %d..%d px on a %d px canvas (margin %d, gap %d); "
+                           "use smaller --max-item" % (k, min_item, max_item, canvas, margin, gap))
+    img = np.zeros((canvas, canvas, 3), np.uint8)
+    for item, (x, y, s) in zip(items, boxes):
+        patch = cv2.resize(item, (s, s), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+        colour = np.ones(3, np.float32) if gray else rng.uniform(0.35, 1.0, size=3).astype(np.float32)
+        img[y:y + s, x:x + s] = np.clip(patch[:, :, None] * colour[None, None, :] + 0.5, 0, 255).astype(np.uint8)
+    return img, boxes

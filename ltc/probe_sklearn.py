@@ -1,7 +1,7 @@
 """The in-domain transfer probe's library part (tools/domain_probe.py is the command).
 
 Items in the pretext's domain: one Fashion-MNIST item composed on a black 256x256 canvas exactly as
-a scene item (data_prep/fashion_scenes.py ``compose_scene`` with k = 1: side uniform in 24..48 px,
+a scene item (ltc/fashion.py ``compose_scene``, what data_prep/fashion_scenes.py uses, with k = 1: side uniform in 24..48 px,
 random tint, random position 14 px inside the border), then seen as D(x) is at test time: the
 central 228x228 crop downsampled to 114x114 (INTER_AREA), normalised on its own (zero mean, unit
 std over its pixels and channels).
@@ -23,7 +23,6 @@ over the random inits of acc(random_r, s); its mean over seeds and a paired 95 %
 (df = S - 1) are reported, and the gain against the best random init too.
 """
 import hashlib
-import importlib.util
 import math
 import os
 
@@ -31,6 +30,7 @@ import cv2
 import numpy as np
 
 from ltc import REPO
+from ltc.fashion import compose_scene
 from ltc import transforms as ct
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "pool5")
@@ -44,17 +44,9 @@ class DomainProbeError(ValueError):
     """Bad input to the probe; the message names the file and the problem."""
 
 
-def _fashion_scenes():
-    spec = importlib.util.spec_from_file_location("fashion_scenes_for_probe",
-                                                  os.path.join(REPO, "data_prep", "fashion_scenes.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def item_scene(item, rng, compose=None, min_item=24, max_item=48, margin=14, gap=2):
     """One item placed as in the scenes (compose_scene with k = 1): 256x256x3 uint8 BGR."""
-    compose = compose or _fashion_scenes().compose_scene
+    compose = compose or compose_scene
     img, boxes = compose([item], rng, 256, min_item, max_item, margin, gap, False)
     return img, boxes[0]
 
@@ -91,7 +83,7 @@ def make_items(imgs, labels, per_class, seed, compose=None):
     rng = np.random.RandomState(seed)
     idx = balanced_indices(labels, per_class, rng)
     idx = idx[rng.permutation(len(idx))]
-    compose = compose or _fashion_scenes().compose_scene
+    compose = compose or compose_scene
     views, boxes = [], []
     for j in idx:
         img, box = item_scene(imgs[j], rng, compose)

@@ -14,8 +14,9 @@ import pytest
 from ltc import REPO
 from ltc import probe_sklearn as ps
 
-sys.path.insert(0, os.path.join(REPO, "tools"))
-import domain_probe  # noqa: E402
+from conftest import load_script
+
+domain_probe = load_script("tools/domain_probe.py")
 
 
 # Student's t quantile with 2 degrees of freedom has a closed form: (2p - 1) / sqrt(2 p (1 - p))
@@ -177,3 +178,37 @@ def test_bad_arguments_and_missing_elpv(tmp_path, fashion_dir, capsys, monkeypat
 def test_elpv_blocks_restart_at_type_changes():
     types = ["mono"] * 5 + ["poly"] * 4 + ["mono"] * 2
     assert domain_probe.elpv_blocks(types, 3).tolist() == [0, 0, 0, 1, 1, 2, 2, 2, 3, 4, 4]
+
+
+def test_elpv_options_with_a_stand_in_package(tmp_path, monkeypatch, capsys):
+    """The elpv path on a stand-in for the optional package (40 cells, 2 types): --elpv-block and
+    --elpv-val-fraction shape the held-out blocks, --items-seed draws them."""
+    import types
+    rng = np.random.RandomState(0)
+    images = rng.randint(0, 255, (40, 300, 300)).astype(np.uint8)
+    probs = np.tile([0.0, 1.0, 0.0, 0.33], 10)
+    kinds = np.array(["mono"] * 18 + ["poly"] * 22)
+    utils = types.ModuleType("elpv_dataset.utils")
+    utils.load_dataset = lambda: (images, probs, kinds)
+    pkg = types.ModuleType("elpv_dataset")
+    pkg.utils = utils
+    monkeypatch.setitem(sys.modules, "elpv_dataset", pkg)
+    monkeypatch.setitem(sys.modules, "elpv_dataset.utils", utils)
+    m = tmp_path / "m.caffemodel"
+    ps.open_net(None, 1).save(str(m))
+    for seed in ("1", "2"):
+        rc = domain_probe.main(["--model", "c=%s" % m, "--dataset", "elpv", "--per-class", "2", "--seeds", "2",
+                                "--random-inits", "1", "--elpv-block", "5", "--elpv-val-fraction", "0.5",
+                                "--items-seed", seed, "--out-dir", str(tmp_path / "o")])
+        out = capsys.readouterr().out
+        assert rc == 0, out
+        line = [l for l in out.splitlines() if l.startswith("elpv:")][0]
+        assert line.startswith("elpv: 40 cells (10 defective), 9 blocks")   # 18 mono: 4 blocks; 22 poly: 5
+        res = json.load(open(tmp_path / "o" / "elpv" / "gains.json"))
+        assert res["classes"] == 2 and res["train_pool"] + res["val_items"] == 40
+    blocks = domain_probe.elpv_blocks(kinds, 5)
+    masks = {tuple(domain_probe.elpv_val_mask(blocks, seed, 0.5)) for seed in range(1, 9)}
+    assert len(masks) > 1                    # 9 blocks at 0.5: 8 seeds all alike has chance 2**-63
+    for mask in masks:                       # whole blocks only
+        assert all(len(set(np.array(mask)[blocks == b])) == 1 for b in range(9))
+    assert not domain_probe.elpv_val_mask(blocks, 1, 0.0).any() and domain_probe.elpv_val_mask(blocks, 1, 1.0).all()

@@ -12,8 +12,9 @@ import pytest
 from ltc import REPO, lmdb_io
 from ltc import photos as ph
 
-sys.path.insert(0, os.path.join(REPO, "data_prep"))
-import photos as prep  # noqa: E402  data_prep/photos.py
+from conftest import load_script
+
+prep = load_script("data_prep/photos.py")
 
 
 def natural(h, w, seed=0):
@@ -259,7 +260,7 @@ def test_committed_manifest_is_consistent():
     for r in kept:
         splits.setdefault(r["group"], set()).add(r["split"])
     assert all(len(s) == 1 for s in splits.values())
-    import embedded
+    from ltc import embedded_photos as embedded
     names = ["skimage_" + n for n in embedded.SKIMAGE_PHOTOS + embedded.SKIMAGE_MORE_PHOTOS]
     names += ["sklearn_" + n for n in embedded.SKLEARN_PHOTOS] + ["matplotlib_grace_hopper.jpg"]
     names += ["foolbox_imagenet_%s" % os.path.basename(r["path"]).split("imagenet_")[1]
@@ -277,3 +278,65 @@ def test_python_package_paths_resolve_without_a_venv_path():
         ph.resolve_source("no_such_pkg_ltc/data/a.png")
     rows = prep.read_manifest(prep.MANIFEST)
     assert not [r["path"] for r in rows if r["package"].startswith("python:") and os.path.isabs(r["path"])]
+
+
+@pytest.fixture
+def fake_package(tmp_path, monkeypatch):
+    """One fake Debian package: two stills (one a half-size copy of the other) and a 12-frame sequence;
+    the embedded photos left out."""
+    root = tmp_path / "pkg"
+    (root / "seq").mkdir(parents=True)
+    big = scene(3)
+    cv2.imwrite(str(root / "big.png"), big)
+    cv2.imwrite(str(root / "small.png"), cv2.resize(big, (320, 240), interpolation=cv2.INTER_AREA))
+    for i in range(12):
+        cv2.imwrite(str(root / "seq" / ("image.%04d.png" % i)), scene(10 + i))
+    files = sorted(str(p) for p in root.rglob("*.png"))
+    monkeypatch.setattr(ph, "PACKAGES", ("fake-pkg",))
+    monkeypatch.setitem(ph.ALLOW, "fake-pkg", [(str(root / "seq" / "image.*.png"), "fake-seq", "sequence"),
+                                               (str(root / "*.png"), None, "still")])   # the first match wins
+    monkeypatch.setattr(ph, "package_files", lambda pkg: files if pkg == "fake-pkg" else None)
+    monkeypatch.setattr(ph, "package_version", lambda pkg: "1.0")
+    monkeypatch.setattr(prep, "embedded_rows", lambda install_pip: [])
+    return tmp_path
+
+
+def _kept(path):
+    return [r for r in prep.read_manifest(str(path)) if r["kept"] == "1"]
+
+
+def test_manifest_options_frames_phash_dist_split_seed(fake_package):
+    m = fake_package / "m.csv"
+    base = ["--manifest-only", "--manifest", str(m), "--out", str(fake_package / "o"), "--val-fraction", "0.5"]
+    assert prep.main(base + ["--frames", "3"]) == 0
+    kept = _kept(m)
+    assert sorted(r["id"] for r in kept if r["group"] != "fake-seq") == ["fake-pkg-pkg-big"]   # small: a near copy
+    assert len([r for r in kept if r["group"] == "fake-seq"]) == 3
+    assert prep.main(base + ["--frames", "5", "--phash-dist", "0"]) == 0
+    kept = _kept(m)
+    assert len([r for r in kept if r["group"] == "fake-seq"]) == 5
+    splits = []
+    for seed in range(1, 9):
+        assert prep.main(base + ["--split-seed", str(seed)]) == 0
+        splits.append(tuple(sorted((r["group"], r["split"]) for r in _kept(m))))
+    assert len(set(splits)) > 1            # 2 groups at 0.5: the seed moves them (8 seeds all alike: 2**-14)
+
+
+def test_install_option_installs_what_is_missing(fake_package, monkeypatch):
+    calls = []
+    monkeypatch.setattr(ph, "PACKAGES", ("fake-pkg", "fake-missing"))
+    monkeypatch.setattr(prep, "install", lambda pkgs: calls.append(list(pkgs)))
+    rc = prep.main(["--manifest-only", "--manifest", str(fake_package / "m.csv"), "--install"])
+    assert calls == [["fake-missing"]] and rc == 2          # still missing after the (fake) install: named
+
+
+def test_seed_option_moves_the_boxes(tmp_path):
+    man = _manifest(tmp_path, [("p1", 640, 480, "train", "g1")])
+    boxes = []
+    for seed in ("1", "2", "1"):
+        out = tmp_path / ("o" + seed + str(len(boxes)))
+        assert prep.main(["--reuse-manifest", "--manifest", man, "--out", str(out), "--views", "20",
+                          "--val-views", "0", "--seed", seed, "--no-progress"]) == 0
+        with open(out / "views.csv") as f:
+            boxes.append([(r["x"], r["y"], r["side"]) for r in csv.DictReader(f)])
+    assert boxes[0] == boxes[2] and boxes[0] != boxes[1]

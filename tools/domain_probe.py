@@ -83,8 +83,7 @@ def elpv_items(args):
         views.append(ps.d_view(img))
     views = np.stack(views)
     block = elpv_blocks(types, args.elpv_block)
-    val_block = np.array([int(hashlib.sha256(("%d:%d" % (args.items_seed, b)).encode()).hexdigest(), 16)
-                          / float(2 ** 256) < args.elpv_val_fraction for b in block])
+    val_block = elpv_val_mask(block, args.items_seed, args.elpv_val_fraction)
     print("elpv: %d cells (%d defective), %d blocks of %d cell numbers, %d cells held out"
           % (len(labels), labels.sum(), block.max() + 1, args.elpv_block, val_block.sum()))
     return views[~val_block], labels[~val_block], views[val_block], labels[val_block]
@@ -100,6 +99,13 @@ def elpv_blocks(types, size):
             b, run = b + 1, 0
         block[i] = b
     return block
+
+
+def elpv_val_mask(block, seed, fraction):
+    """True for the cells of held-out blocks: block b is held out when sha256("<seed>:<b>") / 2**256 < fraction."""
+    held = {b for b in set(block.tolist())
+            if int(hashlib.sha256(("%d:%d" % (seed, b)).encode()).hexdigest(), 16) / float(2 ** 256) < fraction}
+    return np.array([b in held for b in block.tolist()])
 
 
 def model_features(name, weights, seed, x, tag, args):
