@@ -14,8 +14,9 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tools"))
-import bundle  # noqa: E402
+from conftest import load_script  # noqa: E402
+
+bundle = load_script("tools/bundle.py")
 
 CC = shutil.which("cc") or shutil.which("gcc")
 needs_cc = pytest.mark.skipif(not CC, reason="no C compiler")
