@@ -107,8 +107,9 @@ VARIANTS = [
     ("variants/color", dict(gray_prob=0.0, snapshot_prefix="snapshots/counting_color")),
     ("stacked", dict(layout="stacked", snapshot_prefix="snapshots/counting_stacked")),
     # The CPU demo (make demo): the small-scale recipe on the Fashion scenes only, 600 iterations, tested
-    # on 100 held-out scenes every 50 iterations; make demo then runs count-check.
-    ("demo", dict(SMALL, train_lmdb="data/fashion/scenes_train_lmdb",
+    # on 100 held-out scenes every 50 iterations; make demo then runs count-check. Its start (issue 26,
+    # docs/design.md "The start"): zero fc biases and Adam at lr 1e-4 (the "adam" arm of tools/demo_seeds.py).
+    ("demo", dict(SMALL, fc_bias=0.0, fc8_bias=0.0, solver_type="Adam", train_lmdb="data/fashion/scenes_train_lmdb",
                   val_lmdb="data/fashion/scenes_val_lmdb", test_batch=50, test_iter=2, test_interval=50,
                   max_iter=600, snapshot=300, snapshot_prefix="runs/demo/counting_demo", workers=1,
                   test_initialization=True)),

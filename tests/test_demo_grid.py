@@ -31,8 +31,9 @@ def test_a_run_is_the_demo_with_the_arms_overrides_and_its_seed(tmp_path):
     ref = _read("prototxt/demo/solver.prototxt", caffe_pb2.SolverParameter())
     assert (s.random_seed, s.max_iter, s.snapshot) == (1702, 900, 900)
     assert s.net == os.path.join(folder, "train_val.prototxt") and s.snapshot_prefix == os.path.join(folder, "counting_demo")
-    for field in ("base_lr", "momentum", "weight_decay", "lr_policy", "test_interval", "display", "type"):
+    for field in ("base_lr", "momentum", "weight_decay", "lr_policy", "test_interval", "display"):
         assert getattr(s, field) == getattr(ref, field), field
+    assert not s.HasField("type")            # the small arm is the control's SGD, whatever the demo uses
     tv = open(os.path.join(REPO, folder, "train_val.prototxt")).read()
     assert '\\"seed\\": 1702' in tv and '\\"seed\\": 1703' in tv          # train stream and test stream
     assert ds.SELECT in tv and "scenes_val_lmdb\\\"" in tv
@@ -55,6 +56,10 @@ def test_a_run_is_the_demo_with_the_arms_overrides_and_its_seed(tmp_path):
     assert fc["fc8"].bias_filler.value == pytest.approx(0.1) and not _read(control, caffe_pb2.SolverParameter()).HasField("type")
     adam = ds.write_nets(1701, 600, folder_c, ds.parse_arm("adam")[1])
     assert _read(adam, caffe_pb2.SolverParameter()).type == "Adam"
+    # the demo's recipe is the adam arm (issue 26): same net and solver but for seeds and paths
+    assert body(open(os.path.join(REPO, folder_c, "train_val.prototxt")).read()) == \
+        body(open(os.path.join(REPO, "prototxt/demo/train_val.prototxt")).read())
+    assert _read("prototxt/demo/solver.prototxt", caffe_pb2.SolverParameter()).type == "Adam"
 
 
 @pytest.mark.parametrize("text", ["nosuch", "x:nokey=1", "x:fc8_std", ":fc8_std=1", "x:fc8_std=NaN", "../x:warmup=2"])
