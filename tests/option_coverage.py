@@ -233,7 +233,6 @@ def main(argv=None):
                     help="read the test files from this folder instead of tests/ (e.g. an older commit's, from "
                          "git archive), against this tree's scripts")
     a = ap.parse_args(argv)
-    sys.path[:0] = [REPO, os.path.join(REPO, "python_layers")]
     os.environ.setdefault("GLOG_minloglevel", "2")
     rows = coverage(a.exclude, a.tests_dir)
     gaps = gap_lines(rows)

@@ -416,9 +416,10 @@ def test_cli_refuses_bad_inputs_naming_the_file(tmp_path, capsys):
     assert str(junk) in err
     assert out.read_bytes() == b"keep me"         # a failed export leaves OUT as it was
     assert export(tmp_path / "missing.caffemodel", out) == 2
-    assert "missing.caffemodel: no such file" in capsys.readouterr().err
+    assert "TRAINED '%s': no such file" % (tmp_path / "missing.caffemodel") in capsys.readouterr().err
     assert export(out, out) == 2
-    assert "overwrite" in capsys.readouterr().err
+    assert "is the same file as the TRAINED" in capsys.readouterr().err
+    assert out.read_bytes() == b"keep me"
 
 
 def test_cli_refuses_mean_input_without_fold(random_models, tmp_path, capsys):

@@ -31,7 +31,6 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 # The tests that compare two summation orders or check values against arithmetic bounds
 CORE = ["tests/test_caffe_parallel.py", "tests/test_caffe_dnnl_conv.py", "tests/test_caffe_sgd_update.py",
