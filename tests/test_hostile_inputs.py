@@ -204,8 +204,7 @@ CASES = [
     C("bundle-missing-locations", "tools/bundle.py", "--out {W}/o.tar.xz --locations {W}/nothing", "nothing"),
     C("make_prototxt-margin-negative", "tools/make_prototxt.py", "--custom {W}/net --margin -1", "--margin"),
     C("make_prototxt-dim-0", "tools/make_prototxt.py", "--custom {W}/net --dim 0", "--dim"),
-    C("make_prototxt-out-root-is-file", "tools/make_prototxt.py", "--out-root {W}/par/notes.txt", "notes.txt", PAR,
-      known="tools/make_prototxt.py is validated by another issue's work; NotADirectoryError traceback"),
+    C("make_prototxt-out-root-is-file", "tools/make_prototxt.py", "--out-root {W}/par/notes.txt", "notes.txt", PAR),
     C("make_transfer_prototxt-out-root-is-file", "tools/make_transfer_prototxt.py", "--out-root {W}/par/notes.txt",
       "notes.txt", PAR),
     # ---- data_prep

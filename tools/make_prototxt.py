@@ -11,7 +11,7 @@ import math
 import shlex
 import sys
 
-from ltc import REPO, nets
+from ltc import REPO, cli_checks, nets
 
 # More data workers than this is a typo, not a machine (each worker is a forked process holding
 # `prefetch` shared-memory batches).
@@ -134,6 +134,11 @@ def main(argv=None):
     else:
         files = nets.all_files()
 
+    try:
+        cli_checks.writable_dir(args.out_root, "--out-root")
+    except cli_checks.PathError as e:
+        print("make_prototxt: error: %s" % e, file=sys.stderr)
+        return 2
     if args.check:
         return nets.check_files(files, args.out_root, nets.GENERATOR)
     nets.write_files(files, args.out_root)
