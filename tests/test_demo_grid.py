@@ -175,3 +175,13 @@ def test_demo_summary_verdict_uses_the_grid_rule(tmp_path):
         assert word in text and "52 of 1000 fc8 units were live" in text
     path.write_text(json.dumps(dict(spearman=0.99)))          # no read-out fitted: cannot count
     assert "DOES NOT COUNT" in summary.verdict(str(path))
+
+
+@pytest.mark.parametrize("opts,flag", [(["--seeds", "-1"], "--seeds"), (["--seeds", "1", "--max-iter", "0"], "--max-iter"),
+                                       (["--seeds", "1", "--threads", "0"], "--threads"),
+                                       (["--seeds", "x"], "--seeds"), (["--seeds", "1", "--arms", "nosuch"], "--arms")])
+def test_bad_options_exit_2_before_any_run(tmp_path, capsys, opts, flag):
+    with pytest.raises(SystemExit) as e:
+        ds.main(opts + ["--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "argument %s" % flag in err and not (tmp_path / "o").exists()

@@ -291,22 +291,20 @@ def main(argv=None):
     ap.add_argument("--arms", type=parse_arm, nargs="+", default=[("demo", {})],
                     help="arms: %s, or NAME:key=value,..." % ", ".join(ARMS))
     ap.add_argument("--seeds", type=cli_checks.int_range(0, 2 ** 31 - 1), nargs="+", required=True)
-    ap.add_argument("--max-iter", type=int, default=dict(nets.VARIANTS)["demo"]["max_iter"])
-    ap.add_argument("--snapshot", type=int, default=None, help="snapshot interval (default: only at --max-iter)")
+    ap.add_argument("--max-iter", type=cli_checks.int_range(1), default=dict(nets.VARIANTS)["demo"]["max_iter"])
+    ap.add_argument("--snapshot", type=cli_checks.int_range(1), default=None, help="snapshot interval (default: only at --max-iter)")
     ap.add_argument("--eval", nargs="+", choices=sorted(EVALS), default=["val"],
                     help="score on the selection set (choosing) and/or the val scenes (reporting)")
-    ap.add_argument("--threads", type=int, default=2, help="OPENBLAS_NUM_THREADS of each run")
+    ap.add_argument("--threads", type=cli_checks.int_range(1, 256), default=2, help="OPENBLAS_NUM_THREADS of each run")
     ap.add_argument("--out", default="runs/demo_seeds")
     ap.add_argument("--resume-from", metavar="DIR", help="continue each run from its latest snapshot in DIR")
-    ap.add_argument("--max-images", type=int, default=500, help="scenes of each eval set scored")
+    ap.add_argument("--max-images", type=cli_checks.int_range(1), default=500, help="scenes of each eval set scored")
     ap.add_argument("--fit-source", default=FIT, help="scenes the read-out is fitted on")
-    ap.add_argument("--fit-max-images", type=int, default=2000)
+    ap.add_argument("--fit-max-images", type=cli_checks.int_range(1), default=2000)
     ap.add_argument("--caffe", default=os.path.join(REPO, ".venv", "bin", "caffe"))
     ap.add_argument("--data", nargs=3, metavar=("TRAIN", "SELECT", "VAL"), default=None,
                     help="other LMDBs for the train scenes, the selection set and the val set (tests)")
     a = ap.parse_args(argv)
-    if a.max_iter < 1 or (a.snapshot is not None and a.snapshot < 1) or a.threads < 1 or a.max_images < 1:
-        ap.error("--max-iter, --snapshot, --threads and --max-images must be >= 1")
     a.evals = dict(EVALS)
     if a.data:
         a.evals.update(select=a.data[1], val=a.data[2])
