@@ -31,7 +31,7 @@ import numpy as np
 
 from ltc import REPO
 from ltc.fashion import compose_scene
-from ltc import transforms as ct
+from ltc import transforms
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "pool5")
 ALPHAS = tuple(float(a) for a in np.logspace(-2, 5, 15))
@@ -55,14 +55,14 @@ def d_view(img, crop=CROP, size=VIEW):
     """The test-time D(x) of a 256x256 image: central crop, INTER_AREA to size, 3 x size x size uint8."""
     chw = np.ascontiguousarray(img.transpose(2, 0, 1))
     h, w = chw.shape[1:]
-    c = ct.crop_chw(chw, (h - crop) // 2, (w - crop) // 2, crop)
-    return ct.downsample_chw(c, size, cv2.INTER_AREA)
+    c = transforms.crop_chw(chw, (h - crop) // 2, (w - crop) // 2, crop)
+    return transforms.downsample_chw(c, size, cv2.INTER_AREA)
 
 
 def normalised(views, eps=1e-5):
     out = np.empty((len(views), 3) + views[0].shape[1:], np.float32)
     for i, v in enumerate(views):
-        ct.normalize_into([v], False, out[i:i + 1], eps)
+        transforms.normalize_into([v], False, out[i:i + 1], eps)
     return out
 
 

@@ -27,7 +27,7 @@ import pytest
 
 from conftest import load_script
 from ltc import REPO
-from ltc import transforms as ct
+from ltc import transforms
 from ltc.lmdb_io import image_datum_bytes
 
 try:
@@ -84,7 +84,7 @@ def numpy_crop(img_hwc, u, crop=CROP):
 def numpy_views(images, plan, i, crop=CROP):
     """The six uint8 HWC inputs of member i, by numpy slicing and cv2.resize of the HWC crop."""
     s = crop // 2
-    method = FLAGS[ct.INTERP_NAMES[plan.interp[i]]]
+    method = FLAGS[transforms.INTERP_NAMES[plan.interp[i]]]
     x = numpy_crop(images[plan.index[i]], plan.off_x[i], crop)
     y = numpy_crop(images[plan.index[plan.partner[i]]], plan.off_y[i], crop)
     return [x[:s, :s], x[:s, s:], x[s:, :s], x[s:, s:],
@@ -103,13 +103,13 @@ def check_batch_against_numpy(batch, plan, images):
     float32 values of magnitude <= ~5 (normalised), computed from float64 statistics; float32
     rounding is 2^-24 relative, so 1e-5 absolute is a hundred roundings of headroom."""
     n = len(plan.index)
-    assert batch.shape == ct.batch_shape(n, CROP)
+    assert batch.shape == transforms.batch_shape(n, CROP)
     for i in range(n):
         for k, v in enumerate(numpy_views(images, plan, i)):
             np.testing.assert_allclose(batch[k, i], numpy_normalised(v, bool(plan.gray[i])), atol=1e-5,
                                        err_msg="member %d (image %dx%d), input %s"
                                        % (i, images[plan.index[i]].shape[0], images[plan.index[i]].shape[1],
-                                          ct.INPUT_NAMES[k]))
+                                          transforms.INPUT_NAMES[k]))
 
 
 def next_batch_or_fail(pipe):
@@ -130,10 +130,10 @@ def test_crop_offsets_use_each_axis_slack_on_non_square_images():
     """crop_offset maps u = (uy, ux) to (uy (H - c + 1), ux (W - c + 1)): checked on both orientations."""
     for h, w in SHAPES:
         for u in [(0.0, 0.999), (0.999, 0.0), (0.5, 0.5), (0.31, 0.77), (0.999, 0.999)]:
-            assert ct.crop_offset(u, h, w, CROP) == (int(u[0] * (h - CROP + 1)), int(u[1] * (w - CROP + 1)))
+            assert transforms.crop_offset(u, h, w, CROP) == (int(u[0] * (h - CROP + 1)), int(u[1] * (w - CROP + 1)))
     # the largest draw reaches the far corner of each axis, never beyond
-    assert ct.crop_offset((0.9999, 0.9999), 240, 330, CROP) == (12, 102)
-    assert ct.crop_offset((0.9999, 0.9999), 330, 240, CROP) == (102, 12)
+    assert transforms.crop_offset((0.9999, 0.9999), 240, 330, CROP) == (12, 102)
+    assert transforms.crop_offset((0.9999, 0.9999), 330, 240, CROP) == (102, 12)
 
 
 def test_data_pipeline_crops_non_square_images_as_numpy_does(nonsquare):
@@ -169,7 +169,7 @@ def test_counting_data_layer_in_caffe_crops_non_square_images(nonsquare, tmp_pat
     error = None
     try:
         net.forward()
-        batch = np.stack([net.blobs[nm].data.copy() for nm in ct.INPUT_NAMES])
+        batch = np.stack([net.blobs[nm].data.copy() for nm in transforms.INPUT_NAMES])
     except Exception as e:             # noqa: BLE001 - see next_batch_or_fail
         error = "%s: %s" % (type(e).__name__, e)
     finally:
@@ -198,7 +198,7 @@ def test_table5_and_center_views_crop_non_square_images():
         crop = numpy_crop(img, u)
         assert (info["y0"], info["x0"]) == (int(u[0] * (h - CROP + 1)), int(u[1] * (w - CROP + 1)))
         refs = [crop[:S, :S], crop[:S, S:], crop[S:, :S], crop[S:, S:]] + \
-            [cv2.resize(crop, (S, S), interpolation=FLAGS[m]) for m in ct.INTERP_NAMES]
+            [cv2.resize(crop, (S, S), interpolation=FLAGS[m]) for m in transforms.INTERP_NAMES]
         for k, r in enumerate(refs):
             np.testing.assert_allclose(x[k], numpy_normalised(r, False), atol=1e-5, err_msg="input %d" % k)
 
@@ -216,7 +216,7 @@ def direct_input_std(images, seed, n, gray_prob=0.0, interpolation="per_batch", 
     """The mean std of the six inputs of a batch of the first n images, by numpy: crops by the plan's
     draws (seeded with ``seed``), tiles and cv2.resize of the HWC crop, np.std over all pixels (of the
     channel mean for a gray member)."""
-    plan = ct.plan_batch(seed, "test", 0, n, n, interpolation, gray_prob)
+    plan = transforms.plan_batch(seed, "test", 0, n, n, interpolation, gray_prob)
     stds = []
     for i in range(n):
         for v in numpy_views(images[:n], plan, i, crop):
@@ -273,8 +273,8 @@ def test_fold_std_options_all_reach_the_measurement(textured_db):
              (["--fold-std-interpolation", "lanczos"], dict(interpolation="lanczos")),
              (["--fold-std-images", "5", "--seed", "9", "--fold-std-interpolation", "area",
                "--fold-std-gray-prob", "0.5"], dict(n=5, seed=9, interpolation="area", gray_prob=0.5))]
-    drawn = ct.INTERP_NAMES[ct.plan_batch(1701, "test", 0, 6, 6).interp[0]]   # the default's per-batch draw
-    other = [m for m in ct.INTERP_NAMES if m != drawn][0]
+    drawn = transforms.INTERP_NAMES[transforms.plan_batch(1701, "test", 0, 6, 6).interp[0]]   # the default's per-batch draw
+    other = [m for m in transforms.INTERP_NAMES if m != drawn][0]
     cases[5] = (["--fold-std-interpolation", other], dict(interpolation=other))
     seen = []
     for argv, kw in cases:
@@ -529,7 +529,7 @@ LOSS_LAYERS = {
     "counting_six": ('layer { name: "loss" type: "Python" bottom: "t1" bottom: "t2" bottom: "t3" bottom: "t4" '
                      'bottom: "dx" bottom: "dy" top: "loss" loss_weight: %(lw)s python_param { module: "counting_loss" '
                      'layer: "CountingLossLayer" param_str: \'{"M": 10}\' } }\n',
-                     [(nm, (3, 4)) for nm in ct.INPUT_NAMES], list(ct.INPUT_NAMES)),
+                     [(nm, (3, 4)) for nm in transforms.INPUT_NAMES], list(transforms.INPUT_NAMES)),
     "counting_stacked": ('layer { name: "loss" type: "Python" bottom: "f" top: "loss" top: "count_term" '
                          'loss_weight: %(lw)s loss_weight: 0 python_param { module: "counting_loss" '
                          'layer: "CountingLossLayer" param_str: \'{"M": 10}\' } }\n',
@@ -560,12 +560,12 @@ def test_loss_layers_scale_their_gradients_by_loss_weight(tmp_path, name):
     # weight 1: the numpy float64 gradient, to float32 rounding of values of order 1
     if name.startswith("counting"):
         from ltc import loss as lc
-        f = [values[nm].astype(np.float64) for nm in ct.INPUT_NAMES] if name == "counting_six" else \
+        f = [values[nm].astype(np.float64) for nm in transforms.INPUT_NAMES] if name == "counting_six" else \
             list(values["f"].astype(np.float64).reshape(6, 3, 4))
         _, _, cache = lc.counting_loss_forward(f[:4], f[4], f[5], 10.0)
         gt, gdx, gdy = lc.counting_loss_backward(cache, 1.0)
         want = [gt] * 4 + [gdx, gdy]
-        got = [g[1.0][nm] for nm in ct.INPUT_NAMES] if name == "counting_six" else list(g[1.0]["f"].reshape(6, 3, 4))
+        got = [g[1.0][nm] for nm in transforms.INPUT_NAMES] if name == "counting_six" else list(g[1.0]["f"].reshape(6, 3, 4))
         for a, b in zip(got, want):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     else:
