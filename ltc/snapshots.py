@@ -16,7 +16,9 @@ is called intact only when
 Data stream position (see ``data_start``): the TRAIN data layer is called ``iter_size``
 times per iteration, so a run resumed at iteration N continues with batch N * iter_size;
 the TEST net is run ``test_iter`` times per test pass, so it continues after the test
-passes the uninterrupted run made before iteration N.
+passes the uninterrupted run made before iteration N. Under the ``caffe`` binary the counting
+data layer finds its own position (``caffe_train_args`` of its command line); under pycaffe
+``restore`` checks a pair, restores it and moves the data layers (``seek_to_iteration``).
 
 Binary-proto snapshots only (Caffe's default ``snapshot_format: BINARYPROTO``).
 """
@@ -275,3 +277,54 @@ def read_cmdline(pid="self"):
     except OSError:
         return []
     return [a.decode("utf-8", "surrogateescape") for a in raw.split(b"\0")[:-1]]
+
+
+# ----------------------------------------------------------------------------- resuming under pycaffe
+
+def data_layers(net):
+    """The layers of a caffe.Net that can move their data stream (a ``seek_batch(b)`` method:
+    the counting data layer), in net order."""
+    return [layer for layer in net.layers if callable(getattr(layer, "seek_batch", None))]
+
+
+def _solver_param(solver_file):
+    if isinstance(solver_file, str):
+        return read_solver(solver_file)
+    return solver_file   # a caffe_pb2.SolverParameter
+
+
+def seek_to_iteration(solver, solver_file, iteration=None):
+    """Move every data layer (``data_layers``) of a pycaffe solver to where a run that reached
+    ``iteration`` (default: solver.iter) continues: TRAIN batch iteration x iter_size, TEST
+    after the test passes made before it. ``solver_file``: the solver .prototxt (or its
+    caffe_pb2.SolverParameter; pycaffe's solver.param does not expose iter_size and the test
+    settings). Returns {(net, layer number): first batch}."""
+    it = solver.iter if iteration is None else iteration
+    param = _solver_param(solver_file)
+    moved = {}
+    for k, layer in enumerate(data_layers(solver.net)):
+        b = data_start("train", it, param)
+        layer.seek_batch(b)
+        moved[("train", k)] = b
+    for t, net in enumerate(solver.test_nets):
+        for k, layer in enumerate(data_layers(net)):
+            b = data_start("test", it, param, test_net=t)
+            layer.seek_batch(b)
+            moved[("test%d" % t, k)] = b
+    return moved
+
+
+def restore(solver, state_path, solver_file):
+    """pycaffe's resume: check ``state_path`` and the .caffemodel it names (SnapshotError naming
+    a truncated or inconsistent file), ``solver.restore`` it, and continue the data streams
+    (seek_to_iteration). Use this instead of a bare ``solver.restore``:
+
+        from ltc import snapshots
+        solver = caffe.get_solver("prototxt/solver.prototxt")
+        snapshots.restore(solver, "snapshots/counting_iter_5000.solverstate", "prototxt/solver.prototxt")
+        solver.step(1000)
+    """
+    param = _solver_param(solver_file)   # read first: a bad solver file fails before anything changes
+    check_pair(state_path)
+    solver.restore(state_path)
+    return seek_to_iteration(solver, param)

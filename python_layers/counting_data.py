@@ -55,10 +55,10 @@ Resuming (the stream continues where the interrupted run left it, in both phases
                   before Caffe's own abort or its silent partial load) and starts at
                   ltc.snapshots.data_start: TRAIN batch iter x iter_size; TEST after the test
                   passes run before iter (test_iter batches each).
-    pycaffe       ``counting_data.restore(solver, "X.solverstate", "S")`` (S: the solver
+    pycaffe       ``ltc.snapshots.restore(solver, "X.solverstate", "S")`` (S: the solver
                   .prototxt) instead of ``solver.restore(...)``: checks the pair, restores, and
-                  moves the data layers of solver.net and solver.test_nets
-                  (``seek_to_iteration(solver, S)`` does only the last part).
+                  moves the data layers of solver.net and solver.test_nets through their
+                  ``seek_batch`` (``snapshots.seek_to_iteration(solver, S)`` does only the last part).
 
 Workers: they are forked in setup and stop on ``close()``, or by themselves when the process
 that owns them ends (also under the ``caffe`` binary, which never finalises Python). pycaffe
@@ -203,50 +203,3 @@ class CountingDataLayer(caffe.Layer):
             self.close()
         except Exception:
             pass
-
-
-def data_layers(net):
-    """The CountingDataLayer objects of a caffe.Net."""
-    return [layer for layer in net.layers if isinstance(layer, CountingDataLayer)]
-
-
-def _solver_param(solver_file):
-    if isinstance(solver_file, str):
-        return snapshots.read_solver(solver_file)
-    return solver_file   # a caffe_pb2.SolverParameter
-
-
-def seek_to_iteration(solver, solver_file, iteration=None):
-    """Move every counting data layer of a pycaffe solver to where a run that reached
-    ``iteration`` (default: solver.iter) continues: TRAIN batch iteration x iter_size, TEST
-    after the test passes made before it. ``solver_file``: the solver .prototxt (or its
-    caffe_pb2.SolverParameter; pycaffe's solver.param does not expose iter_size and the test
-    settings). Returns {(net, layer number): first batch}."""
-    it = solver.iter if iteration is None else iteration
-    param = _solver_param(solver_file)
-    moved = {}
-    for k, layer in enumerate(data_layers(solver.net)):
-        b = snapshots.data_start("train", it, param)
-        layer.seek_batch(b)
-        moved[("train", k)] = b
-    for t, net in enumerate(solver.test_nets):
-        for k, layer in enumerate(data_layers(net)):
-            b = snapshots.data_start("test", it, param, test_net=t)
-            layer.seek_batch(b)
-            moved[("test%d" % t, k)] = b
-    return moved
-
-
-def restore(solver, state_path, solver_file):
-    """pycaffe's resume: check ``state_path`` and the .caffemodel it names (SnapshotError naming
-    a truncated or inconsistent file), ``solver.restore`` it, and continue the data streams
-    (seek_to_iteration). Use this instead of a bare ``solver.restore``:
-
-        solver = caffe.get_solver("prototxt/solver.prototxt")
-        counting_data.restore(solver, "snapshots/counting_iter_5000.solverstate", "prototxt/solver.prototxt")
-        solver.step(1000)
-    """
-    param = _solver_param(solver_file)   # read first: a bad solver file fails before anything changes
-    snapshots.check_pair(state_path)
-    solver.restore(state_path)
-    return seek_to_iteration(solver, param)

@@ -132,11 +132,11 @@ def test_caffe_binary_resume_continues_the_data_stream_and_the_weights(tmp_path,
 PYCAFFE_RUN = r"""
 import sys
 import caffe
-import counting_data
+from ltc import snapshots
 solver_file, steps, restore = sys.argv[1], [int(s) for s in sys.argv[2].split(",")], sys.argv[3:]
 solver = caffe.get_solver(solver_file)
 if restore:
-    print("moved", counting_data.restore(solver, restore[0], solver_file), flush=True)
+    print("moved", snapshots.restore(solver, restore[0], solver_file), flush=True)
 for k in steps:
     solver.step(k)
     solver.snapshot()
@@ -485,10 +485,10 @@ def test_caffe_refuses_a_model_cut_between_layers_that_caffe_would_load_silently
 PYCAFFE_KILL = r"""
 import os, signal, sys
 import caffe
-import counting_data
+from ltc import snapshots
 solver = caffe.get_solver(sys.argv[1])
 solver.step(1)
-victim = counting_data.data_layers(solver.net)[0].pipeline.worker_pids[1]
+victim = snapshots.data_layers(solver.net)[0].pipeline.worker_pids[1]
 os.kill(victim, signal.SIGKILL)
 try:
     solver.step(5)
