@@ -156,6 +156,28 @@ def datum_fields(buf):
     return {field: value for field, _, value in scan_fields(buf)}
 
 
+def datum_header(buf):
+    """What a serialised Datum holds, without copying its ``data``: dict(channels, height, width,
+    label, encoded, data_len, data_off, float_count) (data_off -1 without data; float_count from
+    packed and unpacked float_data). Raises ValueError naming the fault on bytes that are not a
+    protobuf message (a truncated one included)."""
+    out = dict(channels=0, height=0, width=0, label=0, encoded=False, data_len=0, data_off=-1, float_count=0)
+    names = {1: "channels", 2: "height", 3: "width", 5: "label", 7: "encoded"}
+    try:
+        for field, wt, value in scan_fields(buf):
+            if wt == 0 and field in names:
+                if field == 5 and value >= 1 << 63:
+                    value -= 1 << 64
+                out[names[field]] = bool(value) if field == 7 else value
+            elif wt == 2 and field == 4:
+                out["data_len"], out["data_off"] = value[1] - value[0], value[0]
+            elif field == 6 and wt in (2, 5):   # packed, or one unpacked float
+                out["float_count"] += (value[1] - value[0]) // 4 if wt == 2 else 1
+    except (IndexError, ValueError) as e:
+        raise ValueError("not a Datum (%s)" % e)
+    return out
+
+
 def decode_datum(value):
     """Serialised Datum bytes/buffer -> (3 x H x W uint8 BGR image, label).
 

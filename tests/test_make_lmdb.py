@@ -419,6 +419,27 @@ def test_hand_serialised_datum_equals_protobuf(label):
         assert lab == label and np.array_equal(back, img)
 
 
+def test_datum_header_reads_what_protobuf_wrote():
+    """lmdb_io.datum_header (tools/lmdb_info's reader) against Datums that protobuf serialised:
+    raw, encoded, negative label, packed and unpacked float_data; bytes that are no Datum raise."""
+    from caffe.proto import caffe_pb2
+    img = photo(5, 7, 3)
+    raw = lmdb_io.image_to_datum(img, -2).SerializeToString()
+    h = lmdb_io.datum_header(raw)
+    assert (h["channels"], h["height"], h["width"], h["label"], h["encoded"]) == (3, 5, 7, -2, False)
+    assert raw[h["data_off"]:h["data_off"] + h["data_len"]] == img.transpose(2, 0, 1).tobytes()
+    png = lmdb_build.encode_image(img, "png")
+    h = lmdb_io.datum_header(lmdb_io.image_to_datum(img, 9, encoded_bytes=png).SerializeToString())
+    assert h["encoded"] and h["label"] == 9 and h["data_len"] == len(png) and h["float_count"] == 0
+    d = caffe_pb2.Datum(channels=1, height=2, width=3, float_data=[0.5] * 6)
+    assert lmdb_io.datum_header(d.SerializeToString())["float_count"] == 6   # one field per float
+    packed = b"\x32\x10" + np.full(4, 0.5, np.float32).tobytes()             # field 6, wire type 2, 16 bytes
+    assert lmdb_io.datum_header(b"\x08\x01" + packed)["float_count"] == 4
+    for bad in (raw[:-3], b"\x0b\x00", b"\x00\x01", b"\xff" * 12):
+        with pytest.raises(ValueError, match="not a Datum"):
+            lmdb_io.datum_header(bad)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGBUS])
 def test_dead_worker_aborts_build(tmp_path, sig):
     """A worker killed mid-build (OOM killer, decoder crash, SIGBUS) ends the build with an error naming

@@ -24,44 +24,6 @@ import numpy as np
 from ltc import cli_checks, lmdb_io
 
 
-def datum_header(buf):
-    """Parse a serialised Datum's fields without copying ``data``.
-
-    Returns dict(channels, height, width, label, encoded, data_len, data_off,
-    float_count). Raises ValueError on bytes that are not a Datum.
-    """
-    out = dict(channels=0, height=0, width=0, label=0, encoded=False, data_len=0, data_off=-1, float_count=0)
-    names = {1: "channels", 2: "height", 3: "width", 5: "label", 7: "encoded"}
-    i, n = 0, len(buf)
-    while i < n:
-        tag, i = lmdb_io.read_varint(buf, i)
-        field, wire = tag >> 3, tag & 7
-        if wire == 0:
-            v, i = lmdb_io.read_varint(buf, i)
-            if field in names:
-                if field == 5 and v >= 1 << 63:
-                    v -= 1 << 64
-                out[names[field]] = bool(v) if field == 7 else v
-        elif wire == 2:
-            ln, i = lmdb_io.read_varint(buf, i)
-            if field == 4:
-                out["data_len"], out["data_off"] = ln, i
-            elif field == 6:  # packed float_data
-                out["float_count"] += ln // 4
-            i += ln
-        elif wire == 5:
-            if field == 6:
-                out["float_count"] += 1
-            i += 4
-        elif wire == 1:
-            i += 8
-        else:
-            raise ValueError("not a Datum (wire type %d at byte %d)" % (wire, i))
-    if i != n:
-        raise ValueError("not a Datum (ran past the end)")
-    return out
-
-
 def encoded_format(buf, off):
     head = bytes(buf[off:off + 8])
     if head[:3] == b"\xff\xd8\xff":
@@ -88,8 +50,8 @@ def scan(path, limit=0):
                 last_key = key
                 count += 1
                 try:
-                    h = datum_header(v)
-                except (ValueError, IndexError) as e:
+                    h = lmdb_io.datum_header(v)
+                except ValueError as e:
                     bad.append((key, str(e)))
                     continue
                 labels[h["label"]] += 1
