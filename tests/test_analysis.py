@@ -464,3 +464,19 @@ def test_commands_end_to_end(tiny_model, tmp_path):
     assert analyze.main(["table5", "--weights", str(d / "model.caffemodel"), "--train-methods", "area", "cubic",
                          "--deploy", str(d / "deploy.prototxt"), "--source", str(tmp_path / "db")]) == 2
     assert analyze.main(["mean-vector"] + common[:4] + ["--source", str(tmp_path / "nope")]) == 2
+
+
+def test_library_defaults_are_the_cli_defaults():
+    """ltc.analysis.subcommands' keyword defaults are analyze.py's option defaults (ltc.study calls the
+    library and records the equivalent command line, which leaves out the options it does not set)."""
+    import argparse
+    from ltc.analysis import subcommands
+    parser = analyze.build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert sorted(subs) == sorted(subcommands.COMPUTE) == sorted(subcommands.WRITE)
+    for name in subs:
+        cli = {a.dest: a.default for a in subs[name]._actions if a.dest not in ("help", "out")}
+        lib = subcommands.defaults(name)
+        assert sorted(cli) == sorted(lib), name
+        for dest, default in cli.items():
+            assert lib[dest] == default or list(lib[dest]) == list(default), (name, dest, lib[dest], default)

@@ -1,4 +1,4 @@
-"""Output helpers of the analyses: CSV and JSON files, image grids (matplotlib), timestamps."""
+"""Output helpers of the analyses: CSV and JSON files, timestamps (the figures: ltc/analysis/plots.py)."""
 import csv
 import json
 import math
@@ -37,44 +37,6 @@ def write_json(path, obj):
     with open(path, "w") as f:
         json.dump(_jsonable(obj), f, indent=2, sort_keys=True)
         f.write("\n")
-    return path
-
-
-def rgb(img):
-    """BGR uint8 image -> RGB for matplotlib."""
-    return np.ascontiguousarray(np.asarray(img)[:, :, ::-1])
-
-
-def image_grid(path, images, captions=None, ncols=4, title=None, cell=2.0, border=None, row_labels=None):
-    """Save a grid of BGR images (None = empty cell) with optional captions and coloured borders."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    n = len(images)
-    nrows = max(1, -(-n // ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(cell * ncols, cell * nrows + (0.5 if title else 0)), squeeze=False)
-    for k, ax in enumerate(axes.flat):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if k >= n or images[k] is None:
-            ax.axis("off")
-            continue
-        ax.imshow(rgb(images[k]), interpolation="bilinear")
-        if captions is not None and captions[k]:
-            ax.set_title(captions[k], fontsize=7)
-        color = border[k] if border is not None else None
-        for sp in ax.spines.values():
-            sp.set_visible(color is not None)
-            if color is not None:
-                sp.set_edgecolor(color)
-                sp.set_linewidth(3)
-        if row_labels is not None and k % ncols == 0 and row_labels[k // ncols]:
-            ax.set_ylabel(row_labels[k // ncols], fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (cell * nrows + 0.5)) if title else None)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path
 
 
