@@ -9,10 +9,11 @@ The Caffe layer is python_layers/counting_loss.py.
 """
 import numpy as np
 
-from ltc.params import ParamError, parse_params
+from ltc import knobs
+from ltc.params import parse_params
 
-DEFAULT_M = 10.0
-PARAM_KEYS = {"M": (DEFAULT_M, float)}
+DEFAULT_M = knobs.MARGIN      # the paper's M = 10, declared in ltc/knobs.py (LOSS)
+PARAM_KEYS = knobs.LOSS
 INPUT_NAMES = ("phi(T1)", "phi(T2)", "phi(T3)", "phi(T4)", "phi(Dx)", "phi(Dy)")
 # The loss layer's optional extra tops (loss_weight 0 in the generated nets), in this order.
 DIAGNOSTICS = ("count_term", "contrast_term", "hinge_active", "norm_dx")
@@ -74,8 +75,5 @@ def counting_loss_backward(cache, scale=1.0):
 
 
 def parse_loss_params(param_str):
-    """Validated param_str of the loss layer (see PARAM_KEYS); raises ParamError."""
-    params = parse_params(param_str, PARAM_KEYS, "CountingLossLayer")
-    if not params["M"] > 0:
-        raise ParamError("CountingLossLayer: param_str key 'M' must be > 0, got %r" % params["M"])
-    return params
+    """Validated param_str of the loss layer (knobs.LOSS: M > 0); raises ParamError."""
+    return parse_params(param_str, PARAM_KEYS, "CountingLossLayer")

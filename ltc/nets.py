@@ -39,46 +39,23 @@ import caffe
 from caffe import layers as L
 from caffe.proto import caffe_pb2
 
-from ltc import caffenet, params, transforms
+from ltc import caffenet, knobs
 
 PROTOTXT_DIR = os.path.join(REPO, "prototxt")
 GENERATOR = "python tools/make_prototxt.py"
 BRANCHES = (("t1", ""), ("t2", "_t2"), ("t3", "_t3"), ("t4", "_t4"), ("dx", "_dx"), ("dy", "_dy"))
-INTERPOLATIONS = transforms.INTERPOLATION_MODES   # per_batch, per_sample, linear, cubic, area, lanczos
+INTERPOLATIONS = knobs.INTERPOLATION_MODES   # per_batch, per_sample, linear, cubic, area, lanczos
 
-# The paper's settings and the project's decisions (docs/design.md); every one is an option below.
-DEFAULTS = dict(
-    dim=1000,                       # counting vector size (paper: 1000; Table 4 ablation: 20)
-    crop=params.CROP_SIZE,          # decision: 228 crop -> 114 inputs (option 224 -> 112)
-    interpolation=params.INTERPOLATION,   # decision: one random method per batch
-    gray_prob=params.GRAY_PROB,           # paper: grayscale 67% of the time
-    margin=10.0,                    # paper: M = 10
-    filler="xavier",                # decision: xavier weights (option gaussian, std 0.01/0.005)
-    # the start (docs/design.md, Network and Solver): fc6/fc7 and fc8 bias constants, and fc8's
-    # weights: None = the filler's, a number = Gaussian with that std (a small-output start)
-    fc_bias=0.1, fc8_bias=0.1, fc8_std=None,
-    batch=256,                      # decision: batch 256 (as the Jigsaw sibling)
-    test_batch=256,
-    train_lmdb="data/imagenet/train_lmdb",
-    val_lmdb="data/imagenet/val_lmdb",
-    seed=params.SEED,
-    workers="auto",                 # one data worker per spare CPU (ltc/pipeline.py): enough to feed a GPU
-    prefetch=4,
-    layout="six",                   # six-branch siamese (faithful) or "stacked"
-    partner="batch",                # y: any other image of the batch (the paper), or "same_source"
-    # solver (docs/design.md, Solver)
-    base_lr=1e-4, gamma=0.9, stepsize=10000, momentum=0.9, weight_decay=5e-4,
-    max_iter=350000, snapshot=5000, snapshot_prefix="snapshots/counting",
-    test_iter=20, test_interval=5000, display=20,
-    test_initialization=False,      # a 350K-iteration run (and every resume) starts training at once
-    warmup=0,                       # 0: the paper's step policy; N > 0: sigmoid ramp to base_lr over N iterations
-    solver_type="SGD",              # decision: SGD with momentum; "Adam" is a departure (the paper names none)
-)
+# The paper's settings and the project's decisions (docs/design.md): every key is a knob of
+# ltc/knobs.py (NET: default, kind, range, meaning; docs/knobs.md), most of them an option of
+# tools/make_prototxt.py --custom. The ones that reach a layer are that layer's knob (batch is the
+# data layer's batch_size, margin the loss layer's M), so their defaults are the layers'.
+DEFAULTS = knobs.net_defaults()
 
 # The start options (make_prototxt.py --custom, tools/demo_seeds.py arms): the keys of DEFAULTS that
 # change the initial weights or the optimiser, not the task.
 START_KEYS = ("fc_bias", "fc8_bias", "fc8_std", "warmup", "solver_type", "base_lr")
-SOLVER_TYPES = ("SGD", "Adam")
+SOLVER_TYPES = knobs.SOLVER_TYPES
 
 # The small-scale recipe (README "Does it reproduce?"): one stacked trunk (same loss and gradients as the
 # six branches, faster), batch 32, the paper's lr 1e-4 from the first iteration (a warm-up to 5e-4 drifted
@@ -289,8 +266,6 @@ def solver(cfg, net_path):
     if cfg.get("solver_type", "SGD") != "SGD":
         # Adam (a departure: the paper names no optimiser): Caffe's defaults beta1 = momentum 0.9,
         # beta2 = momentum2 0.999, delta 1e-8; the same lr policy and weight decay as SGD.
-        if cfg["solver_type"] not in SOLVER_TYPES:
-            raise ValueError("unknown solver_type %r (%s)" % (cfg["solver_type"], ", ".join(SOLVER_TYPES)))
         s.type = cfg["solver_type"]
     s.momentum = cfg["momentum"]
     s.weight_decay = cfg["weight_decay"]
@@ -314,8 +289,10 @@ def render(cfg, rel_dir, command=GENERATOR, shared_deploy=False):
     """{relative path: file text} for one configuration (train_val, solver, deploy).
 
     shared_deploy: leave out a deploy net identical to prototxt/deploy.prototxt (the committed
-    variants whose options change only training, not the deployed branch, use that one)."""
-    cfg = dict(DEFAULTS, **cfg)
+    variants whose options change only training, not the deployed branch, use that one).
+    Every value is checked against its knob first (ltc/knobs.py): a value no layer or solver
+    would take raises knobs.KnobError (its ``key`` is the configuration key) and nothing is written."""
+    cfg = knobs.check_net(dict(DEFAULTS, **cfg))
     files = {}
     tv = os.path.join("prototxt", rel_dir, "train_val.prototxt") if rel_dir else "prototxt/train_val.prototxt"
     files[tv] = _header(command) + str(counting_net(cfg))

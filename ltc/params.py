@@ -1,74 +1,46 @@
 """Strict JSON param_str parsing shared by the project's Python layers.
 
-Every layer declares its keys with a default and a type; ``parse_params`` rejects
-unknown keys, wrong types and malformed JSON with a message that names the layer
-and says what to fix. No eval, no YAML.
+Every layer's keys are declared once in ltc/knobs.py (default, kind, range, meaning);
+``parse_params`` rejects unknown keys, missing required keys, wrong kinds, out-of-range
+values and malformed JSON with a message that names the layer and the key and says what to
+fix. No eval, no YAML.
 
-    KEYS = {"M": (10.0, float), "workers": (2, int)}
-    p = parse_params(param_str, KEYS, "CountingLossLayer")
+    p = parse_params(param_str, knobs.LOSS, "CountingLossLayer")
     p["M"]  -> 10.0
+    parse_params('{"M": -1}', knobs.LOSS, "CountingLossLayer")
+        -> ParamError("CountingLossLayer: param_str key 'M' must be > 0, got -1.0")
 
-It also holds the counting data layer's defaults, once: the layer, the batch pipeline, the
-net generator, the analyses and the tools all read them from here.
+An older {key: (default, type)} table is accepted too (``knobs.LayerKnobs.from_spec``).
+The data layer's defaults are read here by name (CROP_SIZE, INTERPOLATION, GRAY_PROB, SEED,
+EPS, MARGIN): they are ltc/knobs.py's, not a second declaration.
 """
 import json
-import math
 
-# The counting data layer's defaults (docs/design.md says why each is what it is).
-CROP_SIZE = 228             # random crop of the 256 x 256 image; the six inputs are crop / 2
-INTERPOLATION = "per_batch" # D's OpenCV method: one random draw among the four per batch
-GRAY_PROB = 0.67            # the paper: grayscale inputs 67% of the time
-SEED = 1701                 # data and solver seed
+from ltc import knobs
+from ltc.knobs import IntOr  # noqa: F401  (the older table form's type, re-exported)
+
+CROP_SIZE = knobs.CROP_SIZE
+INTERPOLATION = knobs.INTERPOLATION
+GRAY_PROB = knobs.GRAY_PROB
+SEED = knobs.SEED
+EPS = knobs.EPS
+MARGIN = knobs.MARGIN
 
 
 class ParamError(ValueError):
     """A layer's param_str is wrong; the message says which key and why."""
 
 
-_TYPE_NAMES = {float: "a number", int: "an integer", str: "a string", bool: "true/false",
-               list: "a list", dict: "an object"}
-
-
-class IntOr:
-    """A type spec: an integer, or one of the literal strings given (``IntOr("auto")``)."""
-
-    def __init__(self, *words):
-        self.words = words
-
-    def __repr__(self):
-        return "an integer or %s" % " or ".join(repr(w) for w in self.words)
-
-
-def _coerce(layer, key, value, typ):
-    if isinstance(typ, IntOr):
-        if (isinstance(value, int) and not isinstance(value, bool)) or value in typ.words:
-            return value
-        raise ParamError("%s: param_str key '%s' must be %r, got %r (%s)"
-                         % (layer, key, typ, value, type(value).__name__))
-    if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not math.isfinite(value):
-            raise ParamError("%s: param_str key '%s' must be a finite number, got %r" % (layer, key, value))
-        return float(value)
-    if typ is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if typ in (str, bool, list, dict) and isinstance(value, typ):
-        return value
-    if isinstance(typ, tuple):  # a choice among literal values
-        if value in typ:
-            return value
-        raise ParamError("%s: param_str key '%s' must be one of %s, got %r"
-                         % (layer, key, ", ".join(repr(t) for t in typ), value))
-    raise ParamError("%s: param_str key '%s' must be %s, got %r (%s)"
-                     % (layer, key, _TYPE_NAMES.get(typ, typ), value, type(value).__name__))
-
-
 def parse_params(param_str, spec, layer="layer", required=()):
     """Parse ``param_str`` (JSON object or empty) against ``spec``.
 
-    spec: {key: (default, type)} where type is float/int/str/bool/list/dict or a
-    tuple of allowed literal values. Keys in ``required`` must be present.
-    Returns a dict with every key of spec.
+    spec: a knobs.LayerKnobs (its required keys must be present), or a {key: (default, type)}
+    table where type is float/int/str/bool/list/dict, a tuple of allowed literal values or an
+    IntOr. Keys in ``required`` must be present as well. Returns a dict with every key of spec;
+    raises ParamError naming the layer and the key.
     """
+    if not isinstance(spec, knobs.LayerKnobs):
+        spec = knobs.LayerKnobs.from_spec(spec)
     text = (param_str or "").strip()
     if text:
         try:
@@ -83,12 +55,14 @@ def parse_params(param_str, spec, layer="layer", required=()):
     if unknown:
         raise ParamError("%s: unknown param_str key(s) %s; allowed keys: %s"
                          % (layer, ", ".join(repr(k) for k in unknown), ", ".join(sorted(spec))))
-    missing = [k for k in required if k not in given]
+    missing = [k for k in spec.required + tuple(required) if k not in given]
     if missing:
         raise ParamError("%s: param_str is missing required key(s) %s" % (layer, ", ".join(repr(k) for k in missing)))
-    out = {}
-    for key, (default, typ) in spec.items():
-        out[key] = _coerce(layer, key, given[key], typ) if key in given else default
+    try:
+        out = {key: spec[key].accept(given[key]) if key in given else spec[key].default for key in spec}
+        spec.check_rules(out)
+    except knobs.KnobError as e:
+        raise ParamError("%s: param_str key '%s' %s" % (layer, e.key, e))
     return out
 
 

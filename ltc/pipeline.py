@@ -29,6 +29,7 @@ Design:
   (at the latest within ``_DEATH_CHECK_S``): ``next_batch`` raises a RuntimeError naming the
   worker, its pid, how it died, the batch it had to make and the batch asked for; the
   pipeline is closed then and keeps raising that error, so no half-made batch is handed out.
+- The arguments are trusted: the data layer's setup checked them against ltc/knobs.py (DATA).
 - workers = 0 makes each batch in the calling process (for debugging). workers = "auto"
   forks one worker per CPU this process may run on, less one for the solver (at least 1, at
   most ``AUTO_MAX_WORKERS``), and raises prefetch to workers + 2: workers only run ahead by
@@ -58,8 +59,7 @@ from multiprocessing.connection import Pipe, wait
 import cv2
 import numpy as np
 
-from ltc import sharding, transforms, workers
-from ltc.params import CROP_SIZE, GRAY_PROB, INTERPOLATION, SEED
+from ltc import knobs, sharding, transforms, workers
 from ltc.lmdb_io import LmdbError, decode_datum, open_lmdb, resolve_path
 from ltc.workers import death_message, reap
 
@@ -71,6 +71,7 @@ AUTO_MAX_WORKERS = 16  # workers "auto": never more than this many
 AUTO_MAX_RING_BYTES = 2 << 30  # workers "auto": the shared batch ring stays within 2 GiB (at least 3 slots)
 STARVE_WINDOW = 100    # batches per starvation check
 STARVE_FRACTION = 0.05 # warn when the consumer waited more than this share of a window
+_D = knobs.DATA.defaults()
 
 
 def available_cpus():
@@ -197,48 +198,24 @@ def _worker_main(maker, slots, tasks, results, parent_pid):
 class BatchPipeline:
     """Prepared counting batches from an LMDB; see the module docstring.
 
-    source: LMDB path (cwd first, then repo root); batch_size >= 2; crop_size 228 or 224;
-    interpolation: "per_batch" | "per_sample" | "linear" | "cubic" | "area" | "lanczos";
-    gray_prob in [0, 1]; seed >= 0; phase "train" | "test"; workers >= 0 or "auto"; prefetch >= 1
-    (ring slots, used when workers > 0; with "auto" at least workers + 2); eps > 0; test_batches >= 0 (0: one pass over the DB);
-    start >= 0: index of the first batch served (a resumed run; see ``seek``).
-    Errors: ValueError for a bad argument, lmdb_io.LmdbError for a missing/empty/bad LMDB,
-    RuntimeError when a worker fails (with its traceback).
+    The arguments are the data layer's knobs (ltc/knobs.py DATA: defaults, kinds and ranges;
+    prefetch: ring slots, used when workers > 0; with "auto" at least workers + 2), plus phase
+    "train" | "test", ``who`` (the name in messages) and start >= 0: the index of the first batch
+    served (a resumed run; see ``seek``). They are not checked again here: the layer's setup
+    checked them (ltc.params.parse_params); a script that builds a pipeline itself passes values
+    as DATA declares them (``knobs.DATA[key].accept(value)`` checks one).
+    Errors: lmdb_io.LmdbError for a missing/empty/bad LMDB, RuntimeError when a worker fails
+    (with its traceback).
     """
 
-    def __init__(self, source, batch_size, crop_size=CROP_SIZE, interpolation=INTERPOLATION, gray_prob=GRAY_PROB, seed=SEED,
-                 phase="train", workers=2, prefetch=4, eps=1e-5, test_batches=0, who="BatchPipeline", start=0,
-                 shard=0, num_shards=1, partner="batch"):
+    def __init__(self, source, batch_size=_D["batch_size"], crop_size=_D["crop_size"],
+                 interpolation=_D["interpolation"], gray_prob=_D["gray_prob"], seed=_D["seed"], phase="train",
+                 workers=_D["workers"], prefetch=_D["prefetch"], eps=_D["eps"], test_batches=_D["test_batches"],
+                 who="BatchPipeline", start=0, shard=_D["shard"], num_shards=_D["num_shards"], partner=_D["partner"]):
         self._pids = []
         self._closed = True
         self._owner = os.getpid()
         self.auto = workers == AUTO
-        checks = [(self.auto or (isinstance(workers, int) and not isinstance(workers, bool)),
-                   "workers must be an integer or \"auto\""),
-                  (batch_size >= 2, "batch_size must be >= 2 (y comes from another member of the batch)"),
-                  (crop_size in transforms.CROP_SIZES, "crop_size must be 228 or 224"),
-                  (interpolation in transforms.INTERPOLATION_MODES, "interpolation must be one of %s"
-                   % ", ".join(transforms.INTERPOLATION_MODES)),
-                  (0.0 <= gray_prob <= 1.0, "gray_prob must be in [0, 1]"),
-                  (seed >= 0, "seed must be >= 0"),
-                  (phase in transforms.PHASES, "phase must be 'train' or 'test'"),
-                  (not isinstance(workers, int) or workers >= 0,
-                   "workers must be >= 0 (0 = make batches in this process)"),
-                  (prefetch >= 1, "prefetch must be >= 1"),
-                  (eps > 0, "eps must be > 0"),
-                  (partner in transforms.PARTNER_MODES, "partner must be one of %s" % ", ".join(transforms.PARTNER_MODES)),
-                  (test_batches >= 0, "test_batches must be >= 0 (0 = one pass over the LMDB)"),
-                  (start >= 0, "start must be >= 0")]
-        try:
-            sharding.check_shard(shard, num_shards)
-        except ValueError as e:
-            checks.append((False, str(e)))
-        for ok, msg in checks:
-            if not ok:
-                raise ValueError("%s: %s (got batch_size=%r crop_size=%r interpolation=%r gray_prob=%r seed=%r "
-                                 "phase=%r workers=%r prefetch=%r eps=%r test_batches=%r)"
-                                 % (who, msg, batch_size, crop_size, interpolation, gray_prob, seed, phase,
-                                    workers, prefetch, eps, test_batches))
         self.source = resolve_path(source)
         env = open_lmdb(source, who)
         try:

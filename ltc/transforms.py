@@ -29,15 +29,16 @@ from collections import namedtuple
 import cv2
 import numpy as np
 
-from ltc.params import GRAY_PROB, INTERPOLATION
+from ltc import knobs
+from ltc.knobs import EPS, GRAY_PROB, INTERPOLATION
 
 # OpenCV methods the paper draws from, in a fixed order (codes 0..3 index this tuple).
-INTERP_NAMES = ("linear", "cubic", "area", "lanczos")
+INTERP_NAMES = knobs.INTERP_METHODS
 INTERP_FLAGS = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC,
                 "area": cv2.INTER_AREA, "lanczos": cv2.INTER_LANCZOS4}
-# Values of the data layer's ``interpolation`` key.
-INTERPOLATION_MODES = ("per_batch", "per_sample") + INTERP_NAMES
-CROP_SIZES = (228, 224)
+# Values of the data layer's ``interpolation`` key (declared in ltc/knobs.py).
+INTERPOLATION_MODES = knobs.INTERPOLATION_MODES
+CROP_SIZES = knobs.CROP_SIZES
 INPUT_NAMES = ("t1", "t2", "t3", "t4", "dx", "dy")
 PHASES = ("train", "test")
 
@@ -105,7 +106,7 @@ def to_gray(img):
     return np.repeat(g, img.shape[0], axis=0).astype(np.float32)
 
 
-def normalize(img, eps=1e-5):
+def normalize(img, eps=EPS):
     """Reference per-image normalisation (v - mean) / (std + eps) over all pixels and channels."""
     v = np.asarray(img, np.float64)
     return ((v - v.mean()) / (v.std() + eps)).astype(np.float32)
@@ -125,7 +126,7 @@ def _plane_stats(planes):
     return mean, np.sqrt(max(s2 / n - mean * mean, 0.0))
 
 
-def normalize_into(views, gray, out, eps=1e-5):
+def normalize_into(views, gray, out, eps=EPS):
     """Colour mode + per-image normalisation of a sample's six uint8 inputs, written into ``out``.
 
     views: six 3 x S x S uint8 arrays (views allowed); gray: bool, the sample's colour mode;
@@ -245,7 +246,7 @@ def derangement(ids, rng, tries=100):
     return p
 
 
-PARTNER_MODES = ("batch", "same_source")
+PARTNER_MODES = knobs.PARTNER_MODES
 
 
 def grouped_derangement(ids, groups, rng):
@@ -282,11 +283,8 @@ def plan_batch(seed, phase, batch_index, n_db, batch_size, interpolation=INTERPO
     so the test net sees the same batches (same crops, modes, partners) on every pass.
     groups: None (the paper: y is any other image of the batch) or a source group per DB
     index (partner "same_source": y comes from the same source where the batch allows it).
+    The arguments are trusted (this runs once per batch; the data layer's setup checked them).
     """
-    if phase not in PHASES:
-        raise ValueError("phase must be 'train' or 'test', got %r" % (phase,))
-    if interpolation not in INTERPOLATION_MODES:
-        raise ValueError("interpolation must be one of %s, got %r" % (INTERPOLATION_MODES, interpolation))
     index = batch_sources(seed, phase, batch_index, n_db, batch_size, test_batches, perm_cache)
     b = batch_index
     if phase == "test":
@@ -307,7 +305,7 @@ def plan_batch(seed, phase, batch_index, n_db, batch_size, interpolation=INTERPO
 
 # ----------------------------------------------------------------------------- assembly
 
-def fill_batch(images, plan, crop_size, out, eps=1e-5):
+def fill_batch(images, plan, crop_size, out, eps=EPS):
     """Write a whole batch into ``out`` (6 x N x 3 x S x S float32).
 
     images: the N source images in batch order (3 x H x W uint8 each, H, W >= crop_size),

@@ -11,40 +11,23 @@ Tops (no bottoms), S = crop_size / 2 (114 by default):
                  (rows k*N .. k*N+N-1 hold input k), for the stacked single-trunk net.
 Every input has zero mean and unit std on its own (over all its pixels and channels).
 
-param_str (JSON; unknown keys or wrong types raise ltc.params.ParamError in setup):
-    source        (required) LMDB of 256x256 BGR Datums (path: cwd first, then repo root);
-                  missing / empty / too-small images raise lmdb_io.LmdbError naming the path
-    batch_size    256      samples per batch (>= 2)
-    crop_size     228      228 -> 114x114 inputs, or 224 -> 112x112
-    interpolation "per_batch"  D's OpenCV method: "per_batch" (one random draw among linear,
-                  cubic, area, lanczos per batch), "per_sample", or a fixed "linear" | "cubic" |
-                  "area" | "lanczos" (the Table 4 ablations)
-    gray_prob     0.67     probability that a sample is gray (all six inputs); 1.0 gray only,
-                  0.0 colour only
-    seed          1701     every random choice of batch b is seeded with (seed, phase, b)
-    workers       2        batch-making processes (forked in setup); 0 = in the caffe process;
-                  "auto" = one per CPU of the process's affinity mask less one (1..16), what a
-                  GPU solver needs (the paper's nets use it). Whatever the count, the layer
-                  prints a line when the net waits for data more than 5 % of 100 steps.
-    prefetch      4        batches prepared ahead (shared-memory slots); >= workers + 1
-                  keeps all workers busy ("auto" raises it to workers + 2);
-                  memory = prefetch x 6N x 3 x S x S x 4 bytes
-    eps           1e-5     normalisation (v - mean) / (std + eps), pixels on the 0..255 scale
-    stack         false    one stacked top instead of six (see above)
-    trace         ""       a file: every forward appends "phase batch-index sha256-of-the-batch"
-                  to it, to compare the data streams of two runs (tests/test_resume.py)
-    test_batches  0        TEST phase: the net sees batches 0 .. test_batches-1 over and over,
-                  in LMDB key order, each with reproducible crops/modes; 0 = ceil(n_db / N)
-                  (one pass over the LMDB). Set the solver's test_iter to this number for
-                  identical test passes.
-    partner       "batch"  where y comes from: "batch" (the paper: any other image of the batch) or
-                  "same_source": an image of the same source where the batch has one, the
-                  source being the second '_' field of ltc/mixdata.py's keys (<index>_<source>_...);
-                  for a mixed LMDB (scenes + photos) it stops photos from meeting only scene
-                  partners (docs/design.md); on a single-source LMDB it draws like "batch"
-    shard, num_shards  0, 1  data-parallel training (tools/train_multigpu.py): this rank reads
-                  only the LMDB keys at positions shard, shard + num_shards, ... and draws
-                  from its own seed stream (ltc/sharding.py)
+param_str (JSON): the keys of ``ltc.knobs.DATA``, declared there once with their defaults, kinds,
+ranges and meanings (the table: docs/knobs.md). ``source`` is required. Setup refuses an unknown
+key, a wrong kind or a value out of range with ltc.params.ParamError ("CountingDataLayer:
+param_str key 'batch_size' must be >= 2 ..."); the batch pipeline then trusts the values.
+Notes on a few keys:
+    source        a missing or empty LMDB, or images smaller than the crop, raise
+                  lmdb_io.LmdbError naming the path
+    workers       "auto" (the default) = one per CPU of the process's affinity mask less one
+                  (1..16), what a GPU solver needs; 0 = batches made in the caffe process.
+                  Whatever the count, the layer prints a line when the net waits for data
+                  more than 5 % of 100 steps. Memory = prefetch x 6N x 3 x S x S x 4 bytes.
+    test_batches  set the solver's test_iter to this number for identical test passes.
+    partner       "same_source": the source is the second '_' field of ltc/mixdata.py's keys
+                  (<index>_<source>_...); on a single-source LMDB it draws like "batch".
+    shard, num_shards  data-parallel training (tools/train_multigpu.py): this rank reads only
+                  the LMDB keys at positions shard, shard + num_shards, ... and draws from its
+                  own seed stream (ltc/sharding.py).
     TRAIN phase: batches walk a fresh seeded permutation of the LMDB per epoch.
 
 Resuming (the stream continues where the interrupted run left it, in both phases):
@@ -76,28 +59,12 @@ import sys
 
 import caffe
 
-from ltc import snapshots
+from ltc import knobs, snapshots
 from ltc.pipeline import BatchPipeline
-from ltc.transforms import CROP_SIZES, INPUT_NAMES, INTERPOLATION_MODES, PARTNER_MODES
-from ltc.params import CROP_SIZE, GRAY_PROB, INTERPOLATION, SEED, IntOr, ParamError, parse_params, report_errors
+from ltc.transforms import INPUT_NAMES
+from ltc.params import ParamError, parse_params, report_errors
 
-PARAM_KEYS = {
-    "source": ("", str),
-    "batch_size": (256, int),
-    "crop_size": (CROP_SIZE, CROP_SIZES),
-    "interpolation": (INTERPOLATION, INTERPOLATION_MODES),
-    "gray_prob": (GRAY_PROB, float),
-    "seed": (SEED, int),
-    "workers": (2, IntOr("auto")),
-    "prefetch": (4, int),
-    "eps": (1e-5, float),
-    "stack": (False, bool),
-    "test_batches": (0, int),
-    "shard": (0, int),
-    "num_shards": (1, int),
-    "trace": ("", str),
-    "partner": ("batch", PARTNER_MODES),
-}
+PARAM_KEYS = knobs.DATA    # the accepted keys, their defaults, kinds and ranges
 
 _STATE_ITER = {}   # solverstate path -> iter, under `caffe train -snapshot`
 
@@ -110,8 +77,7 @@ class CountingDataLayer(caffe.Layer):
     @report_errors
     def setup(self, bottom, top):
         self.pipeline = None
-        p = parse_params(self.param_str, PARAM_KEYS, self.NAME, required=("source",))
-        p["crop_size"] = int(p["crop_size"])  # a choice key also admits 228.0
+        p = parse_params(self.param_str, PARAM_KEYS, self.NAME)   # the one check of every value
         if len(bottom) != 0:
             raise ParamError("%s takes no bottoms, got %d" % (self.NAME, len(bottom)))
         want = 1 if p["stack"] else len(INPUT_NAMES)
@@ -121,16 +87,11 @@ class CountingDataLayer(caffe.Layer):
                                 "data" if p["stack"] else ", ".join(INPUT_NAMES), len(top)))
         phase = "test" if self.phase == caffe.TEST else "train"
         start, resumed = self._resume_position(phase)
-        try:
-            self.pipeline = BatchPipeline(
-                p["source"], p["batch_size"], crop_size=p["crop_size"], interpolation=p["interpolation"],
-                gray_prob=p["gray_prob"], seed=p["seed"], phase=phase, workers=p["workers"],
-                prefetch=p["prefetch"], eps=p["eps"], test_batches=p["test_batches"], who=self.NAME,
-                start=start, shard=p["shard"], num_shards=p["num_shards"], partner=p["partner"])
-        except ValueError as e:
-            if type(e) is ValueError:  # argument range checks -> the param_str's fault
-                raise ParamError(str(e))
-            raise
+        self.pipeline = BatchPipeline(
+            p["source"], p["batch_size"], crop_size=p["crop_size"], interpolation=p["interpolation"],
+            gray_prob=p["gray_prob"], seed=p["seed"], phase=phase, workers=p["workers"],
+            prefetch=p["prefetch"], eps=p["eps"], test_batches=p["test_batches"], who=self.NAME,
+            start=start, shard=p["shard"], num_shards=p["num_shards"], partner=p["partner"])
         self.p = p
         self.phase_name = phase
         pl = self.pipeline

@@ -29,7 +29,7 @@ followed by the four diagnostics of ltc.loss.DIAGNOSTICS (give them ``loss_weigh
   norm_dx        mean |phi(Dx)| (near 0 with the loss near M: the trivial solution)
 Any prefix of these may be requested; loss = count_term + contrast_term.
 
-param_str (JSON), every key optional:
+param_str (JSON), every key optional (declared in ltc/knobs.py, LOSS; table: docs/knobs.md):
   M       number > 0, default 10   the margin of the hinge term (paper: M = 10)
 
 Example::

@@ -33,10 +33,11 @@ import numpy as np
 
 import caffe
 
+from ltc import knobs
 from ltc.params import ParamError, parse_params, report_errors
 from ltc.resize import interp_matrix, resize_backward, resize_forward
 
-PARAM_KEYS = {"height": (0, int), "width": (0, int), "align_corners": (True, bool)}
+PARAM_KEYS = knobs.RESIZE   # height, width (required, >= 1), align_corners
 
 
 class BilinearResizeLayer(caffe.Layer):
@@ -47,10 +48,7 @@ class BilinearResizeLayer(caffe.Layer):
         if len(bottom) != 1 or len(top) != 1:
             raise ParamError("BilinearResizeLayer: needs exactly 1 bottom and 1 top, got %d and %d"
                              % (len(bottom), len(top)))
-        p = parse_params(self.param_str, PARAM_KEYS, "BilinearResizeLayer", required=("height", "width"))
-        if p["height"] < 1 or p["width"] < 1:
-            raise ParamError("BilinearResizeLayer: height and width must be >= 1, got %d x %d"
-                             % (p["height"], p["width"]))
+        p = parse_params(self.param_str, PARAM_KEYS, "BilinearResizeLayer")
         self.out_h, self.out_w, self.align = p["height"], p["width"], p["align_corners"]
         self.in_hw = None
 

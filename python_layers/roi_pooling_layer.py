@@ -19,10 +19,11 @@ Blobs: bottom[0] N x C x H x W features; bottom[1] R x 5 ROIs (batch_index, x1, 
 image pixels -> top[0] R x C x pooled_h x pooled_w. No gradient reaches the ROIs.
 """
 
+from ltc import knobs
 from ltc.params import ParamError, parse_params, report_errors
 from ltc.roi_pooling import check_rois, roi_pool_backward, roi_pool_forward
 
-SPEC = {"pooled_h": (6, int), "pooled_w": (6, int), "spatial_scale": (0.0625, float)}
+SPEC = knobs.ROI_POOLING   # pooled_h, pooled_w (>= 1), spatial_scale (> 0)
 
 import caffe  # noqa: E402
 
@@ -36,8 +37,6 @@ class ROIPoolingLayer(caffe.Layer):
             raise ParamError("ROIPoolingLayer: needs 2 bottoms (features, rois) and 1 top, got %d and %d"
                              % (len(bottom), len(top)))
         p = parse_params(self.param_str, SPEC, "ROIPoolingLayer")
-        if p["pooled_h"] < 1 or p["pooled_w"] < 1 or p["spatial_scale"] <= 0:
-            raise ParamError("ROIPoolingLayer: pooled_h, pooled_w must be >= 1 and spatial_scale > 0, got %s" % p)
         self.ph, self.pw, self.scale = p["pooled_h"], p["pooled_w"], p["spatial_scale"]
 
     @report_errors

@@ -21,16 +21,13 @@ Example::
             python_param { module: "voc_layers" layer: "VOCSegDataLayer"
                            param_str: "{\\"index\\": \\"data/voc_toy/seg_train.json\\"}" } }
 """
+from ltc import knobs
 from ltc.params import ParamError, parse_params, report_errors
 from ltc.voc_data import ClsBatcher, DetBatcher, SegBatcher
 
 import caffe  # noqa: E402
 
-CLS_SPEC = {"index": ("", str), "batch": (16, int), "resize": (256, int), "crop": (227, int), "mirror": (True, bool),
-            "seed": (0, int)}
-SEG_SPEC = {"index": ("", str), "mirror": (True, bool), "shuffle": (True, bool), "seed": (0, int)}
-DET_SPEC = {"index": ("", str), "proposals": ("toy", str), "scale": (600, int), "max_size": (1000, int),
-            "rois_per_image": (64, int), "fg_fraction": (0.25, float), "mirror": (True, bool), "seed": (0, int)}
+CLS_SPEC, SEG_SPEC, DET_SPEC = knobs.VOC_CLS, knobs.VOC_SEG, knobs.VOC_DET   # declared in ltc/knobs.py
 
 
 def _tops(layer, top, n):
@@ -42,7 +39,7 @@ class VOCClsDataLayer(caffe.Layer):
     @report_errors
     def setup(self, bottom, top):
         _tops("VOCClsDataLayer", top, 2)
-        p = parse_params(self.param_str, CLS_SPEC, "VOCClsDataLayer", required=("index",))
+        p = parse_params(self.param_str, CLS_SPEC, "VOCClsDataLayer")
         self.src = ClsBatcher(p["index"], p["batch"], p["resize"], p["crop"], p["mirror"], p["seed"])
 
     @report_errors
@@ -65,7 +62,7 @@ class VOCSegDataLayer(VOCClsDataLayer):
     @report_errors
     def setup(self, bottom, top):
         _tops("VOCSegDataLayer", top, 2)
-        p = parse_params(self.param_str, SEG_SPEC, "VOCSegDataLayer", required=("index",))
+        p = parse_params(self.param_str, SEG_SPEC, "VOCSegDataLayer")
         self.src = SegBatcher(p["index"], p["mirror"], p["shuffle"], p["seed"])
 
 
@@ -73,6 +70,6 @@ class VOCDetDataLayer(VOCClsDataLayer):
     @report_errors
     def setup(self, bottom, top):
         _tops("VOCDetDataLayer", top, 5)
-        p = parse_params(self.param_str, DET_SPEC, "VOCDetDataLayer", required=("index",))
+        p = parse_params(self.param_str, DET_SPEC, "VOCDetDataLayer")
         self.src = DetBatcher(p["index"], p["proposals"], p["scale"], p["max_size"], p["rois_per_image"],
                               p["fg_fraction"], p["mirror"], p["seed"])

@@ -205,8 +205,7 @@ def test_interpolation_modes():
     assert set(per_sample) == {0, 1, 2, 3}
     for name in transforms.INTERP_NAMES:
         assert set(transforms.plan_batch(1, "train", 0, 100, 8, name).interp) == {transforms.INTERP_NAMES.index(name)}
-    with pytest.raises(ValueError, match="interpolation"):
-        transforms.plan_batch(1, "train", 0, 100, 8, "nearest")
+    # an unknown mode is refused by the data layer's setup (ltc/knobs.py; tests/test_knobs.py), not per batch here
 
 
 

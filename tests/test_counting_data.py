@@ -233,8 +233,8 @@ def test_layer_test_phase_uses_the_test_stream(db, tmp_path):
     (dict(batch_size="4"), ParamError, "'batch_size' must be an integer"),
     (dict(batch_size=4, interpolation="nearest"), ParamError, "'interpolation' must be one of"),
     (dict(batch_size=4, crop_size=227), ParamError, "'crop_size' must be one of"),
-    (dict(batch_size=1), ParamError, "batch_size must be >= 2"),
-    (dict(batch_size=4, gray_prob=1.5), ParamError, r"gray_prob must be in \[0, 1\]"),
+    (dict(batch_size=1), ParamError, "'batch_size' must be >= 2"),
+    (dict(batch_size=4, gray_prob=1.5), ParamError, r"'gray_prob' must be in \[0, 1\]"),
     (dict(batch_size=4, stack="yes"), ParamError, "'stack' must be true/false"),
 ])
 def test_bad_param_str_raises_param_error_from_caffe_net(db, tmp_path, params, error, match):
