@@ -29,14 +29,15 @@ import pstats
 import sys
 import time
 
-from ltc import bench, params
+from ltc import bench, knobs, params
 
 
 def child_pipe(a):
     """Time a.batches batches after one warm-up batch (the warm-up includes forking the workers)."""
     from ltc.pipeline import BatchPipeline
     t0 = time.perf_counter()
-    with BatchPipeline(a.lmdb, a.batch, workers=a.workers, prefetch=max(4, 2 * a.workers + 1), seed=1701,
+    with BatchPipeline(a.lmdb, a.batch, workers=a.workers, prefetch=max(knobs.DATA["prefetch"].default, 2 * a.workers + 1),
+                       seed=params.SEED,
                        interpolation=a.interpolation) as pipe:
         first = pipe.next_batch()
         first_s = time.perf_counter() - t0
@@ -53,7 +54,7 @@ def child_pipe(a):
 
 def child_profile(a):
     from ltc.pipeline import BatchPipeline
-    with BatchPipeline(a.lmdb, a.batch, workers=0, seed=1701, interpolation=a.interpolation) as pipe:
+    with BatchPipeline(a.lmdb, a.batch, workers=0, seed=params.SEED, interpolation=a.interpolation) as pipe:
         pipe.next_batch()
         prof = cProfile.Profile()
         t = time.perf_counter()
@@ -151,7 +152,8 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="worker counts to time")
     ap.add_argument("--batch", type=int, default=64, help="samples per batch for the throughput rows")
     ap.add_argument("--batches", type=int, default=30, help="timed batches per throughput row")
-    ap.add_argument("--interpolation", default=params.INTERPOLATION, help="the data layer's interpolation setting")
+    ap.add_argument("--interpolation", choices=knobs.INTERPOLATION_MODES, default=params.INTERPOLATION,
+                    help="the data layer's interpolation setting")
     ap.add_argument("--profile-batches", type=int, default=10, help="batches profiled in-process (0: no profile)")
     ap.add_argument("--top", type=int, default=12, help="functions shown in the profile")
     ap.add_argument("--no-training", dest="training", action="store_false", help="skip the solver-wait rows")

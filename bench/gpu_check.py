@@ -35,7 +35,7 @@ def net_files(folder, batch, inputs, lmdb="", workers=2, layout="six"):
     """The counting train net (Input blobs or the data layer) and its solver, paper settings."""
     from ltc import nets
     cfg = dict(nets.DEFAULTS, batch=batch, layout=layout, train_lmdb=lmdb or "unused", val_lmdb=lmdb or "unused",
-               workers=workers, prefetch=max(4, workers + 2), snapshot_prefix=os.path.join(folder, "snap"))
+               workers=workers, prefetch=max(nets.DEFAULTS["prefetch"], workers + 2), snapshot_prefix=os.path.join(folder, "snap"))
     net = nets.counting_net(cfg, inputs=inputs)
     net_path = os.path.join(folder, "train_%s_%d_w%d.prototxt" % (inputs, batch, workers))
     return bench.write_timing_files(net, cfg, net_path, net_path.replace("train_", "solver_"))

@@ -59,7 +59,7 @@ import sys
 import tempfile
 import time
 
-from ltc import bench
+from ltc import bench, params
 
 LAYOUTS = ("six", "stacked", "plain")
 
@@ -73,7 +73,7 @@ def _caffe_net_files(layout, batch, inputs, lmdb, workers, folder, dim=1000):
 
     cfg = dict(nets.DEFAULTS, batch=batch, layout="stacked" if layout == "plain" else layout, dim=dim,
                train_lmdb=lmdb or "unused", val_lmdb=lmdb or "unused", workers=workers,
-               prefetch=max(4, workers + 2), snapshot_prefix=os.path.join(folder, "snap"))
+               prefetch=max(nets.DEFAULTS["prefetch"], workers + 2), snapshot_prefix=os.path.join(folder, "snap"))
     if layout == "plain":
         if inputs != "input":
             raise SystemExit("the plain trunk row runs on Input blobs only")
@@ -438,7 +438,7 @@ def child_torch(a, build_only=False):
             nn.init.xavier_uniform_(m.weight)
             nn.init.constant_(m.bias, 0.1 if isinstance(m, nn.Linear) else 0.0)
 
-    def counting_loss(f, n, margin=10.0):
+    def counting_loss(f, n, margin=params.MARGIN):
         t1, t2, t3, t4, dx, dy = f.split(n)
         s = t1 + t2 + t3 + t4
         d_pos = (dx - s).pow(2).sum(1)

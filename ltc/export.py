@@ -17,11 +17,12 @@ import numpy as np
 from caffe.proto import caffe_pb2
 
 from ltc import caffenet, lmdb_io, surgery
+from ltc.params import EPS, SEED
 
 CONV_NAMES = surgery.CONV_NAMES
 HEAD_NAMES = surgery.HEAD_NAMES
 BGR_MEAN = (104.0, 117.0, 123.0)
-DEFAULT_EPS = 1e-5
+DEFAULT_EPS = EPS   # the data layer's (ltc/knobs.py)
 COUNTING_INPUT = 114
 NORMALIZATIONS = ("per-image", "bgr-mean")
 EXTRAS_HINT = "install the optional extras with `make extras`"
@@ -204,7 +205,7 @@ def require(fmt):
         _need("onnx")
 
 
-def measure_input_std(lmdb_path, n_images=256, seed=1701):
+def measure_input_std(lmdb_path, n_images=256, seed=SEED):
     """The porter's average per-input std (surgery.measure_input_std, its defaults)."""
     try:
         return surgery.measure_input_std(lmdb_path, n_images, seed=seed)

@@ -15,6 +15,8 @@ Effective batch and learning rate (named options):
 import json
 import os
 
+from ltc import knobs
+
 
 def rank_files(solver_path, rank, num_ranks, out_dir, batch_mode="per-gpu", lr_scaling="none"):
     """Write rank's net and solver into out_dir; returns (solver path, dict of the plan).
@@ -43,7 +45,7 @@ def rank_files(solver_path, rank, num_ranks, out_dir, batch_mode="per-gpu", lr_s
     batches = []
     for layer in nets.train_data_layers(net):
         p = json.loads(layer.python_param.param_str or "{}")
-        n = int(p.get("batch_size", 256))
+        n = int(p.get("batch_size", knobs.DATA["batch_size"].default))
         if batch_mode == "split":
             if n % num_ranks or n // num_ranks < 2:
                 raise ValueError("%s, layer %s: batch_size %d cannot be split into %d ranks of >= 2 equal parts"

@@ -32,11 +32,12 @@ import numpy as np
 from ltc import REPO
 from ltc.fashion import compose_scene
 from ltc import transforms
+from ltc.params import CROP_SIZE, EPS
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "pool5")
 ALPHAS = tuple(float(a) for a in np.logspace(-2, 5, 15))
 DEPLOY = "prototxt/deploy.prototxt"
-CROP = 228
+CROP = CROP_SIZE
 VIEW = 114
 
 
@@ -59,7 +60,7 @@ def d_view(img, crop=CROP, size=VIEW):
     return transforms.downsample_chw(c, size, cv2.INTER_AREA)
 
 
-def normalised(views, eps=1e-5):
+def normalised(views, eps=EPS):
     out = np.empty((len(views), 3) + views[0].shape[1:], np.float32)
     for i, v in enumerate(views):
         transforms.normalize_into([v], False, out[i:i + 1], eps)

@@ -2,7 +2,7 @@
 
 Lists every option of every entry point under tools/, data_prep/ and bench/ (read from the
 script's own argparse parser, subcommands included) and every param_str key of the Caffe Python
-layers in python_layers/ (their {key: (default, type)} tables), and marks each one that a test
+layers in python_layers/ (declared in ltc/knobs.py), and marks each one that a test
 file turns on:
 
 * an option counts as exercised when a test file that names the script (``tools/analyze.py``, or
@@ -133,23 +133,22 @@ def _spec_dicts(path):
 
 
 def layer_keys():
-    """[(module, layer classes, key)] for every python_layers module; a table imported from ltc
-    (the counting loss's PARAM_KEYS lives in ltc/loss.py) is followed one level."""
+    """[(module, layer classes, key)] for every python_layers module: the keys declared for it in
+    ltc/knobs.py (LAYERS), and those of a module-level {key: (default, type)} table of a module
+    not declared there."""
+    from ltc import knobs
+    declared = {}
+    for layer in knobs.LAYERS:
+        keys = declared.setdefault(layer.module, [])
+        keys += [k for k in layer.keys() if k not in keys]
     rows = []
     for path in sorted(glob.glob(os.path.join(REPO, "python_layers", "*.py"))):
         module = os.path.splitext(os.path.basename(path))[0]
         with open(path) as f:
             tree = ast.parse(f.read())
         classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
-        tables = _spec_dicts(path)
-        for node in tree.body:
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ltc.") and \
-                    node.module not in ("ltc.params",):
-                lib = os.path.join(REPO, *node.module.split(".")) + ".py"
-                if os.path.isfile(lib):
-                    tables.update({"%s.%s" % (node.module, k): v for k, v in _spec_dicts(lib).items()})
-        keys = []
-        for ks in tables.values():
+        keys = list(declared.get(module, []))
+        for ks in _spec_dicts(path).values():
             keys += [k for k in ks if k not in keys]
         rows += [(module, classes, k) for k in keys]
     return rows

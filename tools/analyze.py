@@ -179,7 +179,7 @@ def _image_args(p, source=DEFAULT_SOURCE):
     p.add_argument("--batch", type=_pos_int, default=64, help="images per forward pass")
     p.add_argument("--view", choices=features.VIEWS, default="full",
                    help="full: whole image resized to the input size; center: central --crop region downsampled")
-    p.add_argument("--crop", type=_pos_int, default=228, help="crop size of --view center (input size = crop / 2)")
+    p.add_argument("--crop", type=_pos_int, default=params.CROP_SIZE, help="crop size of --view center (input size = crop / 2)")
     p.add_argument("--interp", choices=features.METHODS, default="area", help="OpenCV interpolation of the resize")
     p.add_argument("--color-mode", choices=features.COLOR_MODES, default="color", help="feed colour or gray inputs")
     p.add_argument("--seed", type=cli_checks.int_range(0, 2 ** 32 - 1), default=1701, help="seed of every random choice")
@@ -200,7 +200,7 @@ def build_parser():
     p.add_argument("--out", default=None, help="output folder (default runs/analysis/table5)")
     p.add_argument("--max-images", type=_pos_int, default=1000, help="use the first N images")
     p.add_argument("--batch", type=_pos_int, default=64, help="inputs per forward pass")
-    p.add_argument("--crop", type=_pos_int, default=228, help="pretext crop x (tiles and D(x) are crop/2)")
+    p.add_argument("--crop", type=_pos_int, default=params.CROP_SIZE, help="pretext crop x (tiles and D(x) are crop/2)")
     p.add_argument("--gray-prob", type=_fraction, default=params.GRAY_PROB, help="probability of gray inputs per image (as training)")
     p.add_argument("--seed", type=cli_checks.int_range(0, 2 ** 32 - 1), default=1701, help="seed of the crops, colour modes and mixed methods")
 
@@ -252,7 +252,7 @@ def build_parser():
     p = sub.add_parser("log", formatter_class=fmt, help="training curves from a Caffe log")
     p.add_argument("--log", required=True, help="Caffe training log (the stderr of caffe train)")
     p.add_argument("--out", default=None, help="output folder (default runs/analysis/log)")
-    p.add_argument("--margin", type=cli_checks.positive_float, default=10.0, help="M of the loss (for the trivial-solution warning)")
+    p.add_argument("--margin", type=cli_checks.positive_float, default=params.MARGIN, help="M of the loss (for the trivial-solution warning)")
     return ap
 
 

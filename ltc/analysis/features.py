@@ -27,7 +27,7 @@ import numpy as np
 
 
 from ltc import transforms
-from ltc.params import CROP_SIZE
+from ltc.params import CROP_SIZE, EPS
 from ltc.lmdb_io import IMAGE_EXTENSIONS as IMAGE_EXTS, LmdbError, datum_to_image, open_lmdb, resolve_path
 
 METHODS = transforms.INTERP_NAMES                      # ("linear", "cubic", "area", "lanczos")
@@ -133,7 +133,7 @@ def image_view(img, size, view="full", crop=CROP_SIZE, interp="area"):
     raise AnalysisError("view must be one of %s, got %r" % (VIEWS, view))
 
 
-def normalise_views(views, gray, eps=1e-5):
+def normalise_views(views, gray, eps=EPS):
     """uint8 views (3 x S x S each) -> float32 K x 3 x S x S, colour mode + per-image normalisation."""
     s = views[0].shape[1]
     out = np.empty((len(views), 3, s, s), np.float32)
@@ -242,7 +242,7 @@ class CaffeFeatures:
         return out
 
 
-def extract_features(phi, images, view="full", crop=CROP_SIZE, interp="area", color_mode="color", eps=1e-5,
+def extract_features(phi, images, view="full", crop=CROP_SIZE, interp="area", color_mode="color", eps=EPS,
                      chunk=64, progress=True, desc="features"):
     """Counting vectors of every image of ``images`` (ImageSet-like: len, load) -> (F n x dim, labels list)."""
     from tqdm import tqdm

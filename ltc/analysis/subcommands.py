@@ -26,11 +26,11 @@ DEFAULT_WEIGHTS = "runs/demo/counting_demo_iter_600.caffemodel"
 DEFAULT_SOURCE = "data/sample/train_lmdb"
 DEFAULT_QUERIES = "data/sample/val_lmdb"
 DEFAULT_SCENES = "data/fashion/scenes_val_lmdb"
-DEFAULT_MARGIN = 10.0   # M of the loss, for the trivial-solution warning of ``log``
+DEFAULT_MARGIN = params.MARGIN   # M of the loss (ltc/knobs.py), for the trivial-solution warning of ``log``
 
 # the options every image subcommand shares, with their defaults
 IMAGE_OPTIONS = dict(deploy=DEFAULT_DEPLOY, weights=DEFAULT_WEIGHTS, source=DEFAULT_SOURCE, max_images=1000,
-                     batch=64, view="full", crop=228, interp="area", color_mode="color", seed=1701)
+                     batch=64, view="full", crop=params.CROP_SIZE, interp="area", color_mode="color", seed=1701)
 
 # the image subcommands whose defaults differ from IMAGE_OPTIONS
 IMAGE_DEFAULTS = {"neighbours": dict(source=DEFAULT_QUERIES), "count-check": dict(source=DEFAULT_SCENES),
@@ -76,7 +76,7 @@ def caption(images, i, extra):
 
 # ----------------------------------------------------------------------------- table5
 def table5(weights=None, train_methods=("mixed",), deploy=DEFAULT_DEPLOY, deploys=None, source=DEFAULT_SOURCE,
-           max_images=1000, batch=64, crop=228, gray_prob=params.GRAY_PROB, seed=1701):
+           max_images=1000, batch=64, crop=params.CROP_SIZE, gray_prob=params.GRAY_PROB, seed=1701):
     """Table 5 (eq. 6) of one model per training method."""
     if weights is None:
         raise AnalysisError("table5 needs --weights (one .caffemodel per training method)")

@@ -4,7 +4,7 @@ import numpy as np
 
 from ltc import transforms
 from ltc.analysis.features import METHODS, TEST_METHODS, TRAIN_METHODS, AnalysisError, hwc_to_chw, normalise_views
-from ltc.params import CROP_SIZE, GRAY_PROB, SEED
+from ltc.params import CROP_SIZE, EPS, GRAY_PROB, SEED
 
 # Table 5 as printed in the paper (rows: training method, columns: test method
 # linear, cubic, area, lanczos, mixed; last: std). The text extraction lists the table
@@ -20,7 +20,7 @@ PAPER_TABLE5 = {
 
 
 
-def table5_inputs(img, idx, crop, seed, gray_prob, eps=1e-5, size=None):
+def table5_inputs(img, idx, crop, seed, gray_prob, eps=EPS, size=None):
     """The eight normalised inputs of image number ``idx`` for eq. 6 and its draws.
 
     x = a crop x crop region at a position drawn from rng(seed, idx) (the same for every
@@ -39,7 +39,7 @@ def table5_inputs(img, idx, crop, seed, gray_prob, eps=1e-5, size=None):
     return normalise_views(views, gray, eps), dict(gray=gray, mixed=mixed, y0=y0, x0=x0)
 
 
-def table5(models, images, crop=CROP_SIZE, seed=SEED, gray_prob=GRAY_PROB, eps=1e-5, chunk=8, progress=True):
+def table5(models, images, crop=CROP_SIZE, seed=SEED, gray_prob=GRAY_PROB, eps=EPS, chunk=8, progress=True):
     """Eq. 6 for every (training method i, test method j).
 
     models: list of (train_method, phi) with train_method in TRAIN_METHODS; images: ImageSet-like.

@@ -4,6 +4,8 @@ The counting loss layer writes count_term, contrast_term, hinge_active and norm_
 tops (python_layers/counting_loss.py); caffe prints them as "Train/Test net output" lines,
 which the parser stores as ``train_<name>`` / ``test_<name>`` keys.
 """
+from ltc.params import MARGIN
+
 DIAGNOSTICS = ("count_term", "contrast_term", "hinge_active", "norm_dx")
 
 
@@ -13,7 +15,7 @@ def series(rows, prefix, name):
     return [(r["iteration"], r[key]) for r in rows if key in r]
 
 
-def trivial_solution(rows, prefix="train", margin=10.0, norm_tol=0.05, loss_tol=0.05, last=3):
+def trivial_solution(rows, prefix="train", margin=MARGIN, norm_tol=0.05, loss_tol=0.05, last=3):
     """A warning string when the last ``last`` rows sit at the trivial solution, else None.
 
     The all-zero counting vector scores exactly M (count term 0, hinge M on every sample):

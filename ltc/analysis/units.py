@@ -19,6 +19,7 @@ import numpy as np
 
 from ltc.analysis import metrics
 from ltc.analysis.features import AnalysisError
+from ltc.params import EPS
 
 
 def unit_stats(F, threshold=0.0):
@@ -44,7 +45,7 @@ def units_line(st):
                st["sq_norm_mean"], st["sq_norm_median"]))
 
 
-def foreground_amplitude(view, gray=False, background=0, eps=1e-5):
+def foreground_amplitude(view, gray=False, background=0, eps=EPS):
     """Foreground amplitude of one uint8 input view (3 x S x S) on a uniform ``background`` level: mean(|v - background|) over the
     foreground pixels divided by (std(v) + eps), with v in the colour mode the net sees (gray =
     channel mean) and std over all pixels and channels as the per-image normalisation takes it.
