@@ -178,6 +178,17 @@ def list_snapshots(prefix):
     return sorted(found, reverse=True)
 
 
+def list_models(prefix):
+    """[(iter, caffemodel path)] for '<prefix>_iter_N.caffemodel', newest first (files by name:
+    check_pair / read_caffemodel check their contents)."""
+    found = []
+    for path in glob.glob(glob.escape(prefix) + "_iter_*" + MODEL_EXT):
+        n = snapshot_iter(path)
+        if n is not None and path == "%s_iter_%d%s" % (prefix, n, MODEL_EXT):
+            found.append((n, path))
+    return sorted(found, reverse=True)
+
+
 def newest_intact(prefix):
     """The newest intact pair of ``prefix``: (iter, state_path, model_path) or None, and the
     list of (path, reason) skipped on the way (newer than the pick, or all when None).
