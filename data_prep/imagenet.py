@@ -50,7 +50,7 @@ def synset_entries(folder, wnids, per_class=0):
         d = os.path.join(folder, w)
         if not os.path.isdir(d):
             continue
-        names = sorted(n for n in os.listdir(d) if lmdb_build._is_image_name(n))
+        names = sorted(n for n in os.listdir(d) if lmdb_build.is_image_name(n))
         if per_class:
             names = names[:per_class]
         entries += [Entry("%s/%s" % (w, n), os.path.join(d, n), label, None) for n in names]
@@ -82,7 +82,7 @@ def val_entries(args, wnids):
         id2wnid = devkit_mapping(args.meta)
         with open(args.val_gt) as f:
             ids = [int(x) for x in f.read().split()]
-        names = sorted(n for n in os.listdir(val_dir) if lmdb_build._is_image_name(n))
+        names = sorted(n for n in os.listdir(val_dir) if lmdb_build.is_image_name(n))
         if len(names) != len(ids):
             raise BuildError("%s has %d labels but %s holds %d images" % (args.val_gt, len(ids), val_dir, len(names)))
         entries = []

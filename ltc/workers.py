@@ -1,7 +1,7 @@
 """Worker processes that must not outlive their parent, defined once.
 
 Both process pools of the project (the data layer's batch makers, ltc/pipeline.py, and the
-LMDB builder's decoders, ltc/lmdb_build.py) start their workers with ``start_worker``: the
+LMDB builder's decoders, ltc/lmdb_build/ring.py) start their workers with ``start_worker``: the
 worker ignores Ctrl-C (the parent handles it), dies on SIGTERM without Caffe's glog handler,
 asks the kernel for a signal when the parent dies, and reports whether the parent is still
 the one that started it (it may have died before the request took effect). While idle, a

@@ -195,13 +195,13 @@ def test_voc_toy_sizes_and_seed(tmp_path):
 def test_force_builds_past_the_free_space_estimate(tmp_path, monkeypatch, capsys):
     """With a filesystem that looks full (1 KiB free), data_prep/coco.py refuses before writing anything and
     names --force; with --force it builds the database."""
-    from ltc import lmdb_build
+    from ltc.lmdb_build import writer
     from test_data_prep import _jpeg, db_items
     coco = load_script("data_prep/coco.py")
     root = tmp_path / "coco"
     for j in range(3):
         _jpeg(str(root / "val2017" / ("%012d.jpg" % j)), j)
-    monkeypatch.setattr(lmdb_build, "free_bytes", lambda path: 1024)
+    monkeypatch.setattr(writer, "free_bytes", lambda path: 1024)
     argv = ["--root", str(root), "--year", "2017", "--split", "val", "--size", "32", "--workers", "0", "--no-progress"]
     assert coco.main(argv + ["--out-dir", str(tmp_path / "a")]) != 0
     assert "--force" in capsys.readouterr().err and not (tmp_path / "a" / "val_lmdb").exists()

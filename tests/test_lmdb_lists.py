@@ -1,4 +1,4 @@
-"""tools/make_lmdb.py --shuffle / --seed and list-file parsing (ltc/lmdb_build.py): the shuffle
+"""tools/make_lmdb.py --shuffle / --seed and list-file parsing (ltc/lmdb_build/sources.py): the shuffle
 moves images and follows the seed, and list lines are read as convert_imageset reads them."""
 import cv2
 import lmdb

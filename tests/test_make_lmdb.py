@@ -1,4 +1,4 @@
-"""tools/make_lmdb.py and ltc/lmdb_build.py: bad inputs, pixels, safety, speed-free."""
+"""tools/make_lmdb.py and ltc/lmdb_build/: bad inputs, pixels, safety, speed-free."""
 import json
 import os
 import re

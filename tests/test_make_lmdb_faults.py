@@ -200,7 +200,7 @@ def test_small_dev_shm(tmp_path, namespace, shm):
 
 def test_pool_teardown_does_not_hang_on_a_lock_held_by_a_dead_worker():
     """Idle pool workers wait for tasks holding the task queue's read lock; kill them and
-    Pool.terminate() waits for that lock for ever. _end_pool returns and leaves no worker alive."""
+    Pool.terminate() waits for that lock for ever. end_pool returns and leaves no worker alive."""
     code = r"""
 import multiprocessing, os, signal
 from ltc import lmdb_build
@@ -212,7 +212,7 @@ if __name__ == "__main__":
         os.kill(p.pid, signal.SIGKILL)
     for p in procs:
         p.join()
-    lmdb_build._end_pool(pool, graceful=False, wait_s=2.0)
+    lmdb_build.end_pool(pool, graceful=False, wait_s=2.0)
     alive = [p.pid for p in procs + list(pool._pool) if p.is_alive()]
     print("ended; alive:", alive)
 """
