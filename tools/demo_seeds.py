@@ -43,7 +43,7 @@ import time
 
 from ltc import REPO, cli_checks
 from ltc import bench as bl
-from ltc import nets
+from ltc import knobs, nets
 from ltc import snapshots
 from ltc.analysis import caffelog
 
@@ -98,8 +98,10 @@ def parse_arm(text):
             over[key] = json.loads(value)
         except ValueError:
             over[key] = value
-        if isinstance(over[key], float) and not math.isfinite(over[key]):
-            raise argparse.ArgumentTypeError("arm %r: %s must be finite" % (text, key))
+        try:   # the knob's kind and range (ltc/knobs.py: finite, in range), as make_prototxt checks them
+            over[key] = knobs.NET[key].accept(over[key])
+        except knobs.KnobError as e:
+            raise argparse.ArgumentTypeError("arm %r: %s %s" % (text, key, e))
     return name, over
 
 
