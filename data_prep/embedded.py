@@ -26,16 +26,15 @@ Example:
 """
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 
 
-from ltc import REPO, cli_checks, lmdb_build
+from ltc import cli_checks, lmdb_build
 
 from ltc.embedded_photos import (FOOLBOX_SPEC, PHOTO_SETS, SKIMAGE_MORE_PHOTOS, SKIMAGE_PHOTOS,  # noqa: F401
-                                 SKLEARN_PHOTOS, VAL_EVERY, _package_dir, collect_photos, foolbox_photos,
-                                 split_photos)
+                                 SKLEARN_PHOTOS, VAL_EVERY, _package_dir, build_photo_lmdbs, collect_photos,
+                                 foolbox_photos, split_photos)
 
 
 def main(argv=None):
@@ -52,39 +51,9 @@ def main(argv=None):
     p.add_argument("--overwrite", action="store_true", help="replace existing LMDBs and image folders")
     args = p.parse_args(argv)
     print("embedded: " + " ".join("%s=%s" % kv for kv in sorted(vars(args).items())))
-    if args.out is None:
-        args.out = os.path.join(REPO, "data", "sample" if args.photo_set == "sample" else "photos")
-    outs = {s: os.path.join(args.out, "%s_lmdb" % s) for s in ("train", "val")}
 
     def work():
-        lmdb_build.check_outputs(outs.values(), args.overwrite)
-        photos = collect_photos(install=not args.no_install, photo_set=args.photo_set)
-        ours = {name for name, _ in photos}
-        for split in ("train", "val"):  # --overwrite replaces only the photos this script copies there
-            folder = os.path.join(args.out, "images", split)
-            if os.path.lexists(folder):
-                if not os.path.isdir(folder) or os.path.islink(folder):
-                    raise lmdb_build.BuildError("'%s' is not a folder; choose another --out" % folder)
-                foreign = sorted(set(os.listdir(folder)) - ours)
-                if foreign:
-                    raise lmdb_build.BuildError("'%s' holds files this script did not write (%s); not replacing "
-                                                "it -- choose another --out" % (folder, ", ".join(foreign[:3])))
-        train, val = split_photos(photos, args.val_every)
-        print("found %d embedded photos: %d train, %d val" % (len(photos), len(train), len(val)))
-        for split, items in (("train", train), ("val", val)):
-            folder = os.path.join(args.out, "images", split)
-            if os.path.isdir(folder):
-                shutil.rmtree(folder)
-            os.makedirs(folder)
-            for name, src in items:
-                shutil.copyfile(src, os.path.join(folder, name))
-            print("%s: copied %d photos to %s: %s" % (split, len(items), folder, " ".join(n for n, _ in items)))
-            s = lmdb_build.build_lmdb(lmdb_build.collect_folder(folder), outs[split], size=args.size,
-                                      resize=args.resize, workers=args.workers, overwrite=args.overwrite,
-                                      progress=False)
-            print(lmdb_build.format_summary(s))
-            if s["skipped"]:
-                raise lmdb_build.BuildError("%d embedded photos were skipped (see %s)" % (s["skipped"], s["skipped_report"]))
+        build_photo_lmdbs(**vars(args))
 
     return lmdb_build.run_cli("embedded", work, failures=(subprocess.CalledProcessError,))
 

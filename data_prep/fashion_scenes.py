@@ -27,42 +27,11 @@ Example:
 import argparse
 import os
 import sys
-import time
 
-
-import cv2
-import numpy as np
-
-from ltc import REPO, cli_checks, lmdb_build, lmdb_io
+from ltc import REPO, cli_checks, lmdb_build
 from ltc.fashion import CLASSES, FASHION_DIR, FashionError, load_fashion, read_idx  # noqa: F401 (re-exported)
-from ltc.fashion import compose_scene, place_boxes  # noqa: F401 (the scene composition; ltc/probe_sklearn.py shares it)
-
-
-
-def item_image(item, canvas=256, item_size=224):
-    """One item resized to item_size and centred on a black canvas, 3 equal channels."""
-    patch = cv2.resize(item, (item_size, item_size), interpolation=cv2.INTER_LINEAR)
-    img = np.zeros((canvas, canvas), np.uint8)
-    o = (canvas - item_size) // 2
-    img[o:o + item_size, o:o + item_size] = patch
-    return np.ascontiguousarray(np.repeat(img[:, :, None], 3, axis=2))
-
-
-def scene_datums(imgs, n, rng, args, max_count, min_count=0):
-    counts = rng.randint(min_count, max_count + 1, size=n)
-    for i in range(n):
-        k = int(counts[i])
-        pick = rng.randint(0, len(imgs), size=k)
-        img, _ = compose_scene([imgs[j] for j in pick], rng, args.canvas, args.min_item, args.max_item,
-                               args.margin, args.gap, args.gray, args.tries)
-        yield "%08d_scene_k%02d" % (i, k), lmdb_io.image_datum_bytes(img, k)
-
-
-def item_datums(imgs, labels, n, rng, args):
-    pick = rng.permutation(len(imgs))[:n]
-    for i, j in enumerate(pick):
-        yield ("%08d_item_%05d_c%d" % (i, j, labels[j]),
-               lmdb_io.image_datum_bytes(item_image(imgs[j], args.canvas, args.item_size), int(labels[j])))
+from ltc.fashion import compose_scene, item_image, place_boxes  # noqa: F401 (re-exported)
+from ltc.fashion import build_testbed
 
 
 def main(argv=None):
@@ -94,28 +63,7 @@ def main(argv=None):
         return 2
 
     def work():
-        jobs = []
-        if args.what in ("all", "scenes"):
-            jobs += [("scenes_train_lmdb", "train", args.train_scenes, 1), ("scenes_val_lmdb", "test", args.val_scenes, 2)]
-        if args.what in ("all", "items"):
-            jobs += [("items_train_lmdb", "train", args.train_items, 3), ("items_val_lmdb", "test", args.val_items, 4)]
-        lmdb_build.check_outputs([os.path.join(args.out_dir, name) for name, _, _, _ in jobs], args.overwrite,
-                                 sources=[args.fashion_dir])
-        splits = {s: load_fashion(args.fashion_dir, s) for s in ("train", "test")}
-        print("read Fashion-MNIST from %s: %d train, %d test items"
-              % (args.fashion_dir, len(splits["train"][0]), len(splits["test"][0])))
-        for name, split, n, salt in jobs:
-            out = os.path.join(args.out_dir, name)
-            rng = np.random.RandomState([args.seed, salt])
-            imgs, labels = splits[split]
-            t = time.time()
-            if name.startswith("scenes"):
-                gen = scene_datums(imgs, n, rng, args, args.max_count)
-            else:
-                gen = item_datums(imgs, labels, n, rng, args)
-            written = lmdb_build.write_datums(out, gen, total=n, overwrite=args.overwrite,
-                                              progress=not args.no_progress, desc=name)
-            print("wrote %d entries to %s (Fashion %s split) in %.1f s" % (written, out, split, time.time() - t))
+        build_testbed(**vars(args))
 
     return lmdb_build.run_cli("fashion_scenes", work, input_errors=(FashionError,))
 

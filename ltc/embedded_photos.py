@@ -1,6 +1,6 @@
 """The embedded photos: the real photos that ship inside installed Python packages (the list, where
-they are, and data/photos' split). data_prep/embedded.py builds their LMDBs; data_prep/photos.py adds
-them to every other packaged photo (ltc/photos.py)."""
+they are, and data/photos' split). build_photo_lmdbs builds their LMDBs (the command is
+data_prep/embedded.py); data_prep/photos.py adds them to every other packaged photo (ltc/photos.py)."""
 import importlib.util
 import os
 import subprocess
@@ -69,3 +69,45 @@ def split_photos(photos, val_every=VAL_EVERY):
     train = [p for i, p in enumerate(photos) if i % val_every != val_every - 1]
     val = [p for i, p in enumerate(photos) if i % val_every == val_every - 1]
     return train, val
+
+
+def build_photo_lmdbs(photo_set="sample", out=None, size=256, resize="warp", val_every=VAL_EVERY, workers=None,
+                      no_install=False, overwrite=False):
+    """Copy the embedded photos into ``out``/images/{train,val}/ and build ``out``/{train,val}_lmdb
+    (data_prep/embedded.py, whose options these are; ``out`` None: data/sample, or data/photos for
+    photo_set "all"; ``workers`` None: min(CPUs, the project's maximum)). Raises lmdb_build.BuildError
+    (subprocess.CalledProcessError when foolbox's install fails)."""
+    import shutil
+    from ltc import REPO, cli_checks
+    if out is None:
+        out = os.path.join(REPO, "data", "sample" if photo_set == "sample" else "photos")
+    if workers is None:
+        workers = min(os.cpu_count() or 1, cli_checks.MAX_WORKERS)
+    outs = {s: os.path.join(out, "%s_lmdb" % s) for s in ("train", "val")}
+    lmdb_build.check_outputs(outs.values(), overwrite)
+    photos = collect_photos(install=not no_install, photo_set=photo_set)
+    ours = {name for name, _ in photos}
+    for split in ("train", "val"):  # overwrite replaces only the photos this function copies there
+        folder = os.path.join(out, "images", split)
+        if os.path.lexists(folder):
+            if not os.path.isdir(folder) or os.path.islink(folder):
+                raise lmdb_build.BuildError("'%s' is not a folder; choose another --out" % folder)
+            foreign = sorted(set(os.listdir(folder)) - ours)
+            if foreign:
+                raise lmdb_build.BuildError("'%s' holds files this script did not write (%s); not replacing "
+                                            "it -- choose another --out" % (folder, ", ".join(foreign[:3])))
+    train, val = split_photos(photos, val_every)
+    print("found %d embedded photos: %d train, %d val" % (len(photos), len(train), len(val)))
+    for split, items in (("train", train), ("val", val)):
+        folder = os.path.join(out, "images", split)
+        if os.path.isdir(folder):
+            shutil.rmtree(folder)
+        os.makedirs(folder)
+        for name, src in items:
+            shutil.copyfile(src, os.path.join(folder, name))
+        print("%s: copied %d photos to %s: %s" % (split, len(items), folder, " ".join(n for n, _ in items)))
+        s = lmdb_build.build_lmdb(lmdb_build.collect_folder(folder), outs[split], size=size, resize=resize,
+                                  workers=workers, overwrite=overwrite, progress=False)
+        print(lmdb_build.format_summary(s))
+        if s["skipped"]:
+            raise lmdb_build.BuildError("%d embedded photos were skipped (see %s)" % (s["skipped"], s["skipped_report"]))

@@ -1,8 +1,8 @@
 """Fashion-MNIST from Debian's package ``dataset-fashion-mnist`` (idx files), read without a download,
 and the composition of its items into counting scenes (``compose_scene``).
 
-Used by data_prep/fashion_scenes.py (the counting testbed), ltc/probe_sklearn.py (the in-domain probe's
-items) and ltc/voc_toy.py (the toy VOC).
+Used by ``build_testbed`` (the counting testbed's LMDBs; the command is data_prep/fashion_scenes.py),
+ltc/probe_sklearn.py (the in-domain probe's items) and ltc/voc_toy.py (the toy VOC).
 """
 import gzip
 import os
@@ -10,6 +10,8 @@ import struct
 
 import cv2
 import numpy as np
+
+from ltc import REPO
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -97,3 +99,68 @@ def compose_scene(items, rng, canvas=256, min_item=24, max_item=48, margin=14, g
         colour = np.ones(3, np.float32) if gray else rng.uniform(0.35, 1.0, size=3).astype(np.float32)
         img[y:y + s, x:x + s] = np.clip(patch[:, :, None] * colour[None, None, :] + 0.5, 0, 255).astype(np.uint8)
     return img, boxes
+
+
+# ----------------------------------------------------------------------------- the testbed's LMDBs
+def item_image(item, canvas=256, item_size=224):
+    """One item resized to item_size and centred on a black canvas, 3 equal channels."""
+    patch = cv2.resize(item, (item_size, item_size), interpolation=cv2.INTER_LINEAR)
+    img = np.zeros((canvas, canvas), np.uint8)
+    o = (canvas - item_size) // 2
+    img[o:o + item_size, o:o + item_size] = patch
+    return np.ascontiguousarray(np.repeat(img[:, :, None], 3, axis=2))
+
+
+def scene_datums(imgs, n, rng, o, max_count, min_count=0):
+    """(key, Datum bytes) of ``n`` scenes of 0..max_count items; ``o``: build_testbed's options."""
+    from ltc import lmdb_io
+    counts = rng.randint(min_count, max_count + 1, size=n)
+    for i in range(n):
+        k = int(counts[i])
+        pick = rng.randint(0, len(imgs), size=k)
+        img, _ = compose_scene([imgs[j] for j in pick], rng, o.canvas, o.min_item, o.max_item,
+                               o.margin, o.gap, o.gray, o.tries)
+        yield "%08d_scene_k%02d" % (i, k), lmdb_io.image_datum_bytes(img, k)
+
+
+def item_datums(imgs, labels, n, rng, o):
+    from ltc import lmdb_io
+    pick = rng.permutation(len(imgs))[:n]
+    for i, j in enumerate(pick):
+        yield ("%08d_item_%05d_c%d" % (i, j, labels[j]),
+               lmdb_io.image_datum_bytes(item_image(imgs[j], o.canvas, o.item_size), int(labels[j])))
+
+
+def build_testbed(out_dir=os.path.join(REPO, "data", "fashion"), fashion_dir=FASHION_DIR, what="all", train_scenes=2000, val_scenes=500,
+                  train_items=5000, val_items=1000, max_count=16, canvas=256, min_item=24, max_item=48, margin=14,
+                  gap=2, tries=200, gray=False, item_size=224, seed=0, overwrite=False, no_progress=False):
+    """The counting testbed: ``out_dir`` (default data/fashion)/scenes_{train,val}_lmdb and
+    items_{train,val}_lmdb (see data_prep/fashion_scenes.py, whose options these are, with the
+    same defaults). Raises FashionError / lmdb_build.BuildError."""
+    import time
+    from types import SimpleNamespace
+    from ltc import lmdb_build
+    o = SimpleNamespace(**{k: v for k, v in locals().items() if k not in ("time", "SimpleNamespace", "lmdb_build")})
+    if min_item < 1 or max_item < min_item or max_count < 0:
+        raise lmdb_build.BuildError("need 1 <= --min-item <= --max-item and --max-count >= 0")
+    jobs = []
+    if what in ("all", "scenes"):
+        jobs += [("scenes_train_lmdb", "train", train_scenes, 1), ("scenes_val_lmdb", "test", val_scenes, 2)]
+    if what in ("all", "items"):
+        jobs += [("items_train_lmdb", "train", train_items, 3), ("items_val_lmdb", "test", val_items, 4)]
+    lmdb_build.check_outputs([os.path.join(out_dir, name) for name, _, _, _ in jobs], overwrite,
+                             sources=[fashion_dir])
+    splits = {s: load_fashion(fashion_dir, s) for s in ("train", "test")}
+    print("read Fashion-MNIST from %s: %d train, %d test items"
+          % (fashion_dir, len(splits["train"][0]), len(splits["test"][0])))
+    for name, split, n, salt in jobs:
+        out = os.path.join(out_dir, name)
+        rng = np.random.RandomState([seed, salt])
+        imgs, labels = splits[split]
+        t = time.time()
+        if name.startswith("scenes"):
+            gen = scene_datums(imgs, n, rng, o, max_count)
+        else:
+            gen = item_datums(imgs, labels, n, rng, o)
+        written = lmdb_build.write_datums(out, gen, total=n, overwrite=overwrite, progress=not no_progress, desc=name)
+        print("wrote %d entries to %s (Fashion %s split) in %.1f s" % (written, out, split, time.time() - t))

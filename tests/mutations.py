@@ -41,6 +41,7 @@ T_PORT = "tests/test_port_weights.py"
 T_TRANSFER = "tests/test_transfer.py"
 T_BENCH = "tests/test_bench.py"
 T_DATA = "tests/test_counting_data.py"
+T_KNOBS = "tests/test_knobs.py"
 VARIANT = T_TRAIN + "::test_committed_net_runs_forward_backward_in_caffe"
 SAME_DB = "tests/test_make_lmdb.py::test_list_and_folder_give_same_database"
 UV = "tests/test_user_visible.py"
@@ -62,10 +63,10 @@ MUTATIONS = [
     M("reference normalisation: sample std (ddof 1)", "ltc/transforms.py",
       "return ((v - v.mean()) / (v.std() + eps))", "return ((v - v.mean()) / (v.std(ddof=1) + eps))", [T_TRANSFORMS]),
     M("normalisation: eps 1e-3 (normalize_into default)", "ltc/transforms.py",
-      "def normalize_into(views, gray, out, eps=1e-5):", "def normalize_into(views, gray, out, eps=1e-3):",
+      "def normalize_into(views, gray, out, eps=EPS):", "def normalize_into(views, gray, out, eps=1e-3):",
       [T_TRANSFORMS]),
-    M("normalisation: eps 1e-3 (data layer default)", "python_layers/counting_data.py",
-      '"eps": (1e-5, float),', '"eps": (1e-3, float),', [T_PARAMS + "::test_data_layer_default_normalisation_is_the_formula"]),
+    M("normalisation: eps 1e-3 (data layer default)", "ltc/knobs.py",
+      'Knob("eps", 1e-5, float,', 'Knob("eps", 1e-3, float,', [T_PARAMS + "::test_data_layer_default_normalisation_is_the_formula"]),
     M("list file: label split at the first space", "ltc/lmdb_build/sources.py",
       'head, tail = line.rsplit(" ", 1)', 'head, tail = line.split(" ", 1)', [T_LISTS]),
     M("fold-std: root of the mean variance", "ltc/surgery.py",
@@ -90,9 +91,9 @@ MUTATIONS = [
     M("gray variant not gray (committed net)", "prototxt/variants/gray/train_val.prototxt",
       '\\"gray_prob\\": 1.0', '\\"gray_prob\\": 0.67', [VARIANT], count=2),
     M("data layer ignores gray_prob", "python_layers/counting_data.py",
-      'gray_prob=p["gray_prob"]', "gray_prob=GRAY_PROB", [VARIANT]),
+      'gray_prob=p["gray_prob"]', "gray_prob=knobs.GRAY_PROB", [VARIANT]),
     M("data layer ignores a fixed interpolation", "python_layers/counting_data.py",
-      'interpolation=p["interpolation"]', "interpolation=INTERPOLATION", [VARIANT]),
+      'interpolation=p["interpolation"]', "interpolation=knobs.INTERPOLATION", [VARIANT]),
     M("cubic variant runs per_batch (committed net)", "prototxt/variants/interp_cubic/train_val.prototxt",
       '\\"interpolation\\": \\"cubic\\"', '\\"interpolation\\": \\"per_batch\\"', [VARIANT], count=2),
     M("'cubic' mapped to OpenCV's linear", "ltc/transforms.py",
@@ -131,10 +132,20 @@ MUTATIONS = [
     M("solver test_iter differs from test_batches (committed)", "prototxt/solver.prototxt",
       "test_iter: 20\n", "test_iter: 10\n",
       [T_TRAIN + "::test_committed_solvers_test_iter_equals_the_test_data_layers_test_batches"]),
-    M("data layer: test_batches range check dropped", "ltc/pipeline.py",
-      "(test_batches >= 0,", "(True,", [T_PARAMS]),
-    M("data layer: eps error does not name the key", "ltc/pipeline.py",
-      '(eps > 0, "eps must be > 0")', '(eps > 0, "must be > 0")', [T_PARAMS]),
+    M("data layer: test_batches range check dropped", "ltc/knobs.py",
+      '"0 = one pass over the LMDB", lo=0),', '"0 = one pass over the LMDB"),', [T_PARAMS]),
+    M("param_str: a refused value's message does not name the key", "ltc/params.py",
+      """raise ParamError("%s: param_str key '%s' %s" % (layer, e.key, e))""",
+      """raise ParamError("%s: param_str %s" % (layer, e))""", [T_PARAMS]),
+    # --- issue 29: one declaration of the knobs (ltc/knobs.py), checked at generation and in setup
+    M("knobs: range checks off", "ltc/knobs.py",
+      "            if bad:\n                raise KnobError(", "            if False:\n                raise KnobError(",
+      [T_KNOBS]),
+    M("knobs: batch_size loses its lower bound", "ltc/knobs.py",
+      '"samples per batch (256: as the Jigsaw sibling)", lo=2,', '"samples per batch (256: as the Jigsaw sibling)",',
+      [T_KNOBS]),
+    M("make_prototxt: configuration not checked at generation", "ltc/nets.py",
+      "cfg = knobs.check_net(dict(DEFAULTS, **cfg))", "cfg = dict(DEFAULTS, **cfg)", [T_KNOBS]),
     M("list file: labels beyond int32 accepted", "ltc/lmdb_build/sources.py",
       "if not INT32_MIN <= label <= INT32_MAX:", "if False:", [T_LISTS]),
     # --- resume (ltc/snapshots.py, tests/test_resume.py)

@@ -527,14 +527,18 @@ def test_port_weights_x_x_leaves_x_byte_identical(fixtures, tmp_path):
     assert hashlib.sha1(x.read_bytes()).hexdigest() == digest
 
 
-def test_reproduce_dry_run_writes_nothing(tmp_path, monkeypatch):
+def test_reproduce_dry_run_writes_nothing(tmp_path, monkeypatch, capsys):
     """--dry-run --stage data with none of the study's data built: the commands are printed, nothing
     is written (it used to mix the 456 MB study LMDB and write commands.txt)."""
     from ltc import study
-    monkeypatch.setattr(study, "REPO", str(tmp_path))
+    monkeypatch.setattr(study.train, "REPO", str(tmp_path))   # where prepare_data looks for the data
     runner = study.Runner(str(tmp_path / "results"), dry=True)
     study.prepare_data(runner)
     assert os.listdir(tmp_path) == []
+    out = capsys.readouterr().out
+    for step in ("data_prep/fashion_scenes.py", "data_prep/embedded.py --set all", "ltc.mixdata.mix_lmdbs",
+                 "ltc.mixdata.subset_per_class"):
+        assert step in out, step
 
 
 def _main():

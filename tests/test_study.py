@@ -199,7 +199,7 @@ def test_train_runs_resumes_from_the_newest_snapshot(tmp_path):
     runner = study.Runner(str(tmp_path / "out"), caffe=CAFFE_BIN)
     runs = (("tiny", str(d / "solver.prototxt")),)
     study.train_runs(runner, runs=runs, poll=0.2)
-    snaps = study.snapshots(str(d / "snap" / "tiny"))
+    snaps = study.models(str(d / "snap" / "tiny"))
     assert sorted(snaps) == [4, 8]
     assert study.latest_state(str(d / "snap" / "tiny"))[0] == 8
     log = (d / "snap" / "train.log").read_text()
@@ -207,7 +207,7 @@ def test_train_runs_resumes_from_the_newest_snapshot(tmp_path):
     for ext in ("caffemodel", "solverstate"):
         os.remove(str(d / "snap" / ("tiny_iter_8." + ext)))
     study.train_runs(runner, runs=runs, poll=0.2)
-    assert sorted(study.snapshots(str(d / "snap" / "tiny"))) == [4, 8]
+    assert sorted(study.models(str(d / "snap" / "tiny"))) == [4, 8]
     resumed = (d / "snap" / "train.log").read_text()[len(log):]
     assert "Resuming from" in resumed and "Iteration 0," not in resumed
     cmds = (tmp_path / "out" / "commands.txt").read_text().splitlines()
@@ -234,9 +234,9 @@ def test_train_runs_refuses_a_run_that_stopped_early(tmp_path):
 
 def test_committed_study_solvers_parse():
     for name, path in study.RUNS:
-        s = study.solver_settings(path)
-        assert s["max_iter"] % s["snapshot"] == 0, name
-        assert s["snapshot_prefix"].startswith("runs/study/")
+        s = study.solver(path)
+        assert s.max_iter % s.snapshot == 0, name
+        assert s.snapshot_prefix.startswith("runs/study/")
         assert study.train_partner(path) == nets.STUDY_PARTNER, name   # the report names it
     assert study.train_partner("prototxt/demo/solver.prototxt") == "batch"
     tv = open(os.path.join(REPO, "prototxt/study/main/train_val.prototxt")).read()
@@ -317,7 +317,7 @@ def test_a_branch_run_starts_from_its_parents_snapshot(tmp_path):
         runs.append((name, str(d / "solver.prototxt")))
     runner = study.Runner(str(tmp_path / "out"), caffe=CAFFE_BIN)
     study.train_runs(runner, runs=runs, poll=0.2, branches={"child": ("parent", 4)})
-    assert sorted(study.snapshots(str(tmp_path / "child" / "snap" / "tiny"))) == [8]   # no 4: it began there
+    assert sorted(study.models(str(tmp_path / "child" / "snap" / "tiny"))) == [8]   # no 4: it began there
     log = (tmp_path / "child" / "snap" / "train.log").read_text()
     assert re.search(r"Resuming from \S*parent/snap/tiny_iter_4\.solverstate", log)
     assert "Iteration 0," not in log and "Iteration 6" in log

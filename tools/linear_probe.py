@@ -22,89 +22,16 @@ Caffe's Data layer reads the LMDB in key order: the training LMDB must be shuffl
 warns if its first labels look sorted).
 """
 import argparse
-import csv
-import math
 import os
 import sys
-import time
-
-import numpy as np
 
 from ltc import caffe_env
 caffe_env.quiet_glog()   # before pycaffe loads: Caffe's per-layer log is long (GLOG_minloglevel=0 shows it)
-from ltc import REPO
-
-from ltc import cli_checks, lmdb_io, probe
-from ltc import transfer_nets
-from ltc.probe import ProbeError, check_weights, read_labels, warn_if_sorted
+from ltc import REPO  # noqa: E402
+from ltc import cli_checks, probe  # noqa: E402
+from ltc.probe import ProbeError  # noqa: E402
 
 LAYERS = probe.LAYERS
-
-
-def probe_one(name, weights, cfg, args, n_val, val_labels):
-    """Train the six linear classifiers for one model; returns {layer: top-1 %}."""
-    import caffe
-    out_dir = os.path.join(args.out_dir, name)
-    os.makedirs(out_dir, exist_ok=True)
-    tv = os.path.join(out_dir, "train_val.prototxt")
-    with open(tv, "w") as f:
-        f.write(str(transfer_nets.linear_probe_net(cfg)))
-    sp = transfer_nets.probe_solver(cfg, tv)
-    sp.test_interval = 10 ** 9          # scored below, over every validation image once
-    sp.snapshot = 0
-    sp.snapshot_prefix = os.path.join(out_dir, "probe")
-    sp.display = 0
-    solver_path = os.path.join(out_dir, "solver.prototxt")
-    with open(solver_path, "w") as f:
-        f.write(str(sp))
-    caffe.set_random_seed(args.seed)
-    solver = caffe.SGDSolver(solver_path)
-    net = solver.net
-    if weights is not None:
-        ref = check_weights(weights)
-        net.copy_from(weights)
-        for layer, blobs in ref.items():
-            for i, b in enumerate(blobs):
-                if not np.array_equal(net.params[layer][i].data, b):
-                    raise ProbeError("%s: '%s' did not load into the probe net" % (weights, layer))
-        print("[%s] loaded conv1..conv5 from %s" % (name, weights))
-    else:
-        print("[%s] random initialisation (Gaussian std 0.01, seed %d)" % (name, args.seed))
-    frozen = {l: net.params[l][0].data.copy() for l in transfer_nets.CONV_NAMES}
-    t0 = time.time()
-    losses = np.zeros(len(LAYERS))
-    try:
-        from tqdm import tqdm
-        bar = tqdm(range(args.iters), desc="[%s] training" % name, mininterval=5)
-    except ImportError:  # pragma: no cover
-        bar = range(args.iters)
-    for it in bar:
-        solver.step(1)
-        cur = np.array([float(net.blobs[l + "_loss"].data) for l in LAYERS])
-        losses = cur if it == 0 else 0.95 * losses + 0.05 * cur
-        if hasattr(bar, "set_postfix_str"):
-            bar.set_postfix_str(" ".join("%s %.2f" % (l, v) for l, v in zip(LAYERS, losses)), refresh=False)
-    for l, w in frozen.items():
-        if not np.array_equal(net.params[l][0].data, w):
-            raise RuntimeError("%s changed during the probe: the conv layers must be frozen" % l)
-    train_s = time.time() - t0
-    test = solver.test_nets[0]
-    test.share_with(net)   # what Solver::Test does: the test net uses the trained blobs (BN statistics too)
-    batches = int(math.ceil(n_val / float(args.test_batch)))
-    correct = np.zeros(len(LAYERS))
-    seen = 0
-    for _ in range(batches):
-        test.forward()
-        take = min(args.test_batch, n_val - seen)
-        labels = test.blobs["label"].data[:take].astype(np.int64)
-        if not np.array_equal(labels, val_labels[seen:seen + take]):
-            raise RuntimeError("validation batches are out of step with the LMDB order")
-        for j, l in enumerate(LAYERS):
-            correct[j] += np.sum(test.blobs[l + "_fc"].data[:take].argmax(1) == labels)
-        seen += take
-    acc = {l: 100.0 * c / n_val for l, c in zip(LAYERS, correct)}
-    print("[%s] trained %d iterations in %.0f s; scored %d validation images" % (name, args.iters, train_s, n_val))
-    return acc, train_s
 
 
 def main(argv=None):
@@ -131,76 +58,26 @@ def main(argv=None):
         args.out_dir = os.path.join(REPO, args.out_dir)
     args.csv = args.csv or os.path.join(args.out_dir, "linear_probe.csv")
     print("linear_probe:", vars(args))
-
     try:
-        rows = []
+        models = []
         for spec in args.model:
             if "=" not in spec:
                 raise ProbeError("--model wants NAME=CAFFEMODEL, got %r" % spec)
-            name, path = spec.split("=", 1)
-            path = lmdb_io.resolve_path(path)
-            check_weights(path)
-            rows.append((name, path))
-        if args.random_init:
-            rows.append(("random", None))
-        if not rows:
-            raise ProbeError("nothing to probe: give --model NAME=CAFFEMODEL and/or --random-init")
-        train_lmdb, val_lmdb = lmdb_io.resolve_path(args.train_lmdb), lmdb_io.resolve_path(args.val_lmdb)
-        try:
-            cli_checks.writable_dir(args.out_dir, "--out-dir")
-            cli_checks.writable_file(args.csv, "--csv")
-        except cli_checks.PathError as e:
-            raise ProbeError(str(e))
-        try:
-            for which, lm in (("--train-lmdb", train_lmdb), ("--val-lmdb", val_lmdb)):
-                # the Data layer's crop and CaffeNet's conv1 need 3-channel images of at least --crop
-                # pixels a side; Caffe CHECK-aborts otherwise
-                for _, img, _ in lmdb_io.iter_images(lm, limit=1):
-                    if min(img.shape[:2]) < args.crop:
-                        raise ProbeError("%s '%s' holds %dx%d images, smaller than --crop %d"
-                                         % (which, lm, img.shape[1], img.shape[0], args.crop))
-            val_labels = read_labels(val_lmdb)
-            train_head = read_labels(train_lmdb, limit=2000)
-        except lmdb_io.LmdbError as e:
-            raise ProbeError(str(e))
-        num_classes = args.num_classes or int(max(val_labels.max(), train_head.max())) + 1
-        if val_labels.min() < 0 or val_labels.max() >= num_classes:
-            raise ProbeError("%s: labels span %d..%d, outside 0..%d" % (val_lmdb, val_labels.min(), val_labels.max(),
-                                                                       num_classes - 1))
-        warn_if_sorted(train_head, num_classes)
-        n_val = len(val_labels) if not args.val_images else min(args.val_images, len(val_labels))
-        val_labels = val_labels[:n_val]
-        cfg = dict(train_lmdb=train_lmdb, val_lmdb=val_lmdb, num_classes=num_classes, batch=args.batch,
-                   test_batch=args.test_batch, crop=args.crop, base_lr=args.base_lr,
-                   stepsize=args.stepsize or max(1, 2 * args.iters // 3), max_iter=args.iters, seed=args.seed,
-                   test_iter=1)
-        print("%d classes; %d validation images scored" % (num_classes, n_val))
-        results = []
-        for name, path in rows:
-            acc, secs = probe_one(name, path, cfg, args, n_val, val_labels)
-            results.append((name, path, acc, secs))
+            models.append(tuple(spec.split("=", 1)))
+        opts = {k: v for k, v in vars(args).items() if k not in ("model", "csv")}
+        res = probe.linear_probe(models=models, csv_path=args.csv, **opts)
     except ProbeError as e:
         print("linear_probe: error: %s" % e, file=sys.stderr)
         return 2
-
+    results, val_lmdb = res["results"], res["val_lmdb"]
     print("\nTop-1 accuracy (%%) of linear classifiers on frozen layers; %s, %d images; %d iterations x %d"
-          % (os.path.relpath(val_lmdb, REPO) if val_lmdb.startswith(REPO) else val_lmdb, n_val, args.iters, args.batch))
+          % (os.path.relpath(val_lmdb, REPO) if val_lmdb.startswith(REPO) else val_lmdb, res["n_val"], args.iters,
+             args.batch))
     width = max(8, max(len(r[0]) for r in results))
     print("%-*s " % (width, "model") + " ".join("%6s" % l for l in LAYERS))
     for name, _, acc, _ in results:
         print("%-*s " % (width, name) + " ".join("%6.1f" % acc[l] for l in LAYERS))
-    print("(chance: %.1f%%)" % (100.0 / num_classes))
-    os.makedirs(os.path.dirname(os.path.abspath(args.csv)), exist_ok=True)
-    new = not os.path.exists(args.csv)
-    with open(args.csv, "a", newline="") as f:
-        w = csv.writer(f)
-        if new:
-            w.writerow(["model", "weights"] + list(LAYERS) + ["iters", "batch", "base_lr", "train_lmdb", "val_lmdb",
-                                                             "val_images", "num_classes", "seed", "train_seconds"])
-        for name, path, acc, secs in results:
-            w.writerow([name, path or "random-init"] + ["%.2f" % acc[l] for l in LAYERS]
-                       + [args.iters, args.batch, args.base_lr, train_lmdb, val_lmdb, n_val, num_classes, args.seed,
-                          "%.0f" % secs])
+    print("(chance: %.1f%%)" % (100.0 / res["num_classes"]))
     print("appended %d row(s) to %s" % (len(results), args.csv))
     return 0
 

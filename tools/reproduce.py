@@ -8,7 +8,7 @@
 Trains the nets of prototxt/study/main (the small-scale recipe, a random downsampling method
 per batch) and prototxt/study/linear (the same with bilinear downsampling only, for Table 5) on
 data/study/train_lmdb (Fashion scenes + the 34 training photos), in parallel with one BLAS
-thread each; each run resumes from its newest snapshot. Then evaluates (see ltc/study.py) and
+thread each; each run resumes from its newest snapshot. Then evaluates (see ltc/study/) and
 writes OUT/report.md, OUT/results.json, OUT/commands.txt and the PNGs under OUT/.
 """
 import argparse
@@ -16,7 +16,9 @@ import os
 import sys
 import time
 
-from ltc import cli_checks, study
+from ltc import caffe_env
+caffe_env.quiet_glog()   # before pycaffe loads: the evaluation's nets are set up in this process
+from ltc import cli_checks, study  # noqa: E402
 
 
 def main(argv=None):
