@@ -29,7 +29,8 @@ import pstats
 import sys
 import time
 
-from ltc import bench, knobs, params
+from bench import benchlib
+from ltc import knobs, machine, params
 
 
 def child_pipe(a):
@@ -47,7 +48,7 @@ def child_pipe(a):
             batch = pipe.next_batch()
         dt = time.perf_counter() - t
         checksum = float(abs(batch[:, 0]).mean())
-    bench.child_print(dict(kind="pipe", workers=a.workers, batch=a.batch, batches=a.batches, seconds=dt,
+    benchlib.child_print(dict(kind="pipe", workers=a.workers, batch=a.batch, batches=a.batches, seconds=dt,
                         first_batch_s=first_s, samples_s=a.batches * a.batch / dt, shape=shape,
                         mean_abs=checksum))
 
@@ -66,7 +67,7 @@ def child_profile(a):
     st = pstats.Stats(prof)
     rows = []
     for (fname, line, func), (cc, nc, tt, ct, _) in st.stats.items():
-        where = os.path.relpath(fname, bench.REPO) if fname.startswith(bench.REPO) else os.path.basename(fname)
+        where = os.path.relpath(fname, benchlib.REPO) if fname.startswith(benchlib.REPO) else os.path.basename(fname)
         rows.append(dict(function="%s:%d %s" % (where, line, func) if line else func, calls=nc,
                          own_s=tt, cum_s=ct))
     rows.sort(key=lambda r: -r["own_s"])
@@ -74,7 +75,7 @@ def child_profile(a):
     for r in rows:
         r["own_pct"] = 100.0 * r["own_s"] / total if total else 0.0
         r["ms_per_sample"] = 1000.0 * r["own_s"] / (a.batches * a.batch)
-    bench.child_print(dict(kind="profile", wall_s=wall, samples_s=a.batches * a.batch / wall, rows=rows[:a.top]))
+    benchlib.child_print(dict(kind="profile", wall_s=wall, samples_s=a.batches * a.batch / wall, rows=rows[:a.top]))
 
 
 def run_throughput(a, lmdb):
@@ -83,13 +84,13 @@ def run_throughput(a, lmdb):
         cmd = [sys.executable, os.path.abspath(__file__), "--child", "pipe", "--lmdb", lmdb, "--batch", str(a.batch),
                "--batches", str(a.batches), "--workers", str(w), "--interpolation", a.interpolation]
         print("run  pipeline workers %d, batch %d x %d ..." % (w, a.batch, a.batches), end=" ", flush=True)
-        res, rss, wall, err = bench.run_child(cmd, timeout=a.timeout)
+        res, rss, wall, err = benchlib.run_child(cmd, timeout=a.timeout)
         if res is None:
             print("FAILED\n" + err)
             rows.append(dict(name="workers %d" % w, workers=w, error=err.strip().splitlines()[-1][:200]))
             continue
         res.update(name="workers %d" % w, peak_rss_mib=rss,
-                   worker_rss_mib=res.get("children_peak_rss_mib"), load_before=bench.load_avg())
+                   worker_rss_mib=res.get("children_peak_rss_mib"), load_before=benchlib.load_avg())
         res["per_worker"] = res["samples_s"] / max(w, 1)
         print("%.0f samples/s" % res["samples_s"], flush=True)
         rows.append(res)
@@ -111,7 +112,7 @@ def run_profile(a, lmdb):
     cmd = [sys.executable, os.path.abspath(__file__), "--child", "profile", "--lmdb", lmdb, "--batch", str(a.batch),
            "--batches", str(a.profile_batches), "--top", str(a.top), "--interpolation", a.interpolation]
     print("run  profile (workers 0, batch %d x %d) ..." % (a.batch, a.profile_batches), flush=True)
-    res, _, _, err = bench.run_child(cmd, timeout=a.timeout)
+    res, _, _, err = benchlib.run_child(cmd, timeout=a.timeout)
     if res is None:
         print("profile FAILED\n" + err)
         return None
@@ -126,8 +127,8 @@ def run_training(a, lmdb):
             for w in a.train_workers:
                 specs.append(dict(kind="caffe", layout=layout, inputs="data_layer", batch=batch, blas=a.blas,
                                   workers=w, lmdb=lmdb, gemm=False))
-    ns = argparse.Namespace(iters=a.iters, warmup=2, repeats=1, timeout=a.timeout, torch_python=bench.TORCH_VENV_PY)
-    return add_slowdown(bench.run_rows(specs, ns))
+    ns = argparse.Namespace(iters=a.iters, warmup=2, repeats=1, timeout=a.timeout, torch_python=benchlib.TORCH_VENV_PY)
+    return add_slowdown(benchlib.run_rows(specs, ns))
 
 
 def add_slowdown(rows):
@@ -160,7 +161,7 @@ def main(argv=None):
     ap.add_argument("--train-batches", type=int, nargs="+", default=[16], help="batches of the training rows")
     ap.add_argument("--train-workers", type=int, nargs="+", default=[1], help="data-layer workers in training rows")
     ap.add_argument("--layouts", nargs="+", choices=("six", "stacked"), default=["six", "stacked"])
-    ap.add_argument("--blas", choices=sorted(bench.blas_presets()), default="env", help="BLAS setting of training rows")
+    ap.add_argument("--blas", choices=sorted(benchlib.blas_presets()), default="env", help="BLAS setting of training rows")
     ap.add_argument("--iters", type=int, default=8, help="timed SGD steps per training row")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per child")
     ap.add_argument("--csv", default=None, help="CSV path (default bench/results/data_layer.csv; the profile "
@@ -173,10 +174,10 @@ def main(argv=None):
     if a.batch < 2 or a.batches < 1 or any(w < 0 for w in a.workers):
         ap.error("--batch must be >= 2, --batches >= 1, --workers >= 0")
     print("data_layer:", json.dumps(vars(a), sort_keys=True))
-    print(bench.machine_line())
-    lmdb = bench.ensure_lmdb(a.lmdb)
+    print(machine.machine_line())
+    lmdb = benchlib.ensure_lmdb(a.lmdb)
     print("lmdb: %s" % lmdb)
-    csv_path = a.csv or os.path.join(bench.RESULTS, "data_layer.csv")
+    csv_path = a.csv or os.path.join(benchlib.RESULTS, "data_layer.csv")
     stem = os.path.splitext(csv_path)[0]
 
     rows = run_throughput(a, lmdb)
@@ -184,34 +185,34 @@ def main(argv=None):
     train_rows = run_training(a, lmdb) if a.training else []
 
     print()
-    bench.print_table(rows, [("name", "pipeline", 0), ("batch", "batch", 0), ("samples_s", "samples/s", 0),
+    benchlib.print_table(rows, [("name", "pipeline", 0), ("batch", "batch", 0), ("samples_s", "samples/s", 0),
                           ("per_worker", "per worker", 0), ("goal_1000_per_worker", ">=1000/worker", 0),
                           ("scaling", "scaling vs 1w", 2), ("first_batch_s", "first batch s", 2),
                           ("peak_rss_mib", "RSS MiB", 0), ("worker_rss_mib", "worker RSS MiB", 0)],
                    title="Counting data pipeline throughput (%d timed batches of %d samples; 6 x 3x114x114 "
                    "per sample; goal >= 1000 samples/s per worker, near-linear scaling)" % (a.batches, a.batch))
-    bench.write_csv(rows, csv_path, ["name", "workers", "batch", "batches", "seconds", "samples_s", "per_worker",
+    benchlib.write_csv(rows, csv_path, ["name", "workers", "batch", "batches", "seconds", "samples_s", "per_worker",
                                   "scaling", "first_batch_s", "peak_rss_mib", "worker_rss_mib", "load_before",
                                   "error"])
     if prof:
         print()
-        bench.print_table(prof["rows"], [("function", "function", 0), ("calls", "calls", 0), ("own_s", "own s", 3),
+        benchlib.print_table(prof["rows"], [("function", "function", 0), ("calls", "calls", 0), ("own_s", "own s", 3),
                                       ("own_pct", "own %", 1), ("ms_per_sample", "ms/sample", 3),
                                       ("cum_s", "cum s", 3)],
                        title="Where the time goes (cProfile, workers 0, %d batches; %.0f samples/s under the "
                        "profiler)" % (a.profile_batches, prof["samples_s"]))
-        bench.write_csv(prof["rows"], stem + "_profile.csv", ["function", "calls", "own_s", "own_pct",
+        benchlib.write_csv(prof["rows"], stem + "_profile.csv", ["function", "calls", "own_s", "own_pct",
                                                            "ms_per_sample", "cum_s"])
     if train_rows:
         print()
-        bench.print_table(train_rows, [("name", "row", 0), ("blas", "BLAS", 0), ("batch", "batch", 0),
+        benchlib.print_table(train_rows, [("name", "row", 0), ("blas", "BLAS", 0), ("batch", "batch", 0),
                                     ("step_ms", "ms/step", 0), ("noise_pct", "+-%", 0),
                                     ("samples_s", "samples/s", 1), ("data_wait_pct", "data wait %", 2),
                                     ("goal_wait_2pct", "<2%", 0), ("slowdown_pct", "step +% vs Input", 1),
                                     ("best_slowdown_pct", "best-step +%", 1), ("peak_rss_mib", "RSS MiB", 0)],
                        title="Solver time waiting for data (median of %d SGD steps; data wait = time inside "
                        "the data layer's forward; goal < 2%%)" % a.iters)
-        bench.write_csv(train_rows, stem + "_training.csv",
+        benchlib.write_csv(train_rows, stem + "_training.csv",
                      ["name", "blas", "layout", "inputs", "workers", "batch", "step_s", "min_s", "max_s",
                       "samples_s", "data_s", "data_wait_pct", "slowdown_pct", "best_slowdown_pct",
                       "peak_rss_mib", "load_before", "error"])

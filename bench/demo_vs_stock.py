@@ -29,7 +29,8 @@ import time
 import numpy as np
 
 from ltc import REPO
-from ltc import bench
+from bench import benchlib
+from ltc import machine
 
 SOLVER = "prototxt/demo/solver.prototxt"
 NEEDS = ("data/fashion/scenes_train_lmdb", "data/fashion/scenes_val_lmdb")
@@ -56,7 +57,7 @@ def solver_copy(folder, iters):
 
 
 def caffe_command(build, solver):
-    """(argv, environment changes) of `caffe train` for a build from bl.parse_builds."""
+    """(argv, environment changes) of `caffe train` for a build from benchlib.parse_builds."""
     if build == "venv":
         return [os.path.join(REPO, ".venv", "bin", "caffe"), "train", "-solver", solver], {}
     py, lib, extra = build
@@ -170,7 +171,7 @@ def main(argv=None):
     for need in NEEDS:
         if not os.path.isfile(os.path.join(REPO, need, "data.mdb")):
             ap.error("%s is missing: build the data first (make fashion)" % need)
-    builds = bench.parse_builds(a.builds, ap.error)
+    builds = benchlib.parse_builds(a.builds, ap.error)
     if len(builds) != 2:
         ap.error("--builds needs two different labels")
     out = os.path.join(REPO, a.out)
@@ -189,7 +190,7 @@ def main(argv=None):
             os.remove(os.path.join(folder, old))
         argv_, extra = caffe_command(build, solver_copy(folder, a.iters))
         env = dict(os.environ, OPENBLAS_NUM_THREADS=str(a.threads), **extra)
-        if "avx512f" in bench.cpu_flags():
+        if "avx512f" in machine.cpu_flags():
             env.pop("OPENBLAS_CORETYPE", None)   # as make demo does on an AVX-512 CPU
         with open(os.path.join(folder, "threads.txt"), "w") as f:
             f.write("%d\n" % a.threads)
@@ -218,7 +219,7 @@ def main(argv=None):
     rows = [dict(build=r["label"], wall_s=r["wall"], train=lt, test=tt[0] if tt else float("nan"))
             for r, lt, tt in zip(runs, last_train, last_test)]
     lines = ["demo_vs_stock: %d iterations, %d BLAS thread(s) per run (%s), %s"
-             % (a.iters, a.threads, "in parallel" if parallel else "one after the other", bench.machine_line()), ""]
+             % (a.iters, a.threads, "in parallel" if parallel else "one after the other", machine.machine_line()), ""]
     lines += ["%-10s %8s %24s %24s" % ("build", "wall s", "train loss (last display)", "test loss (last pass)")]
     lines += ["%-10s %8.0f %24.6g %24.6g" % (r["build"], r["wall_s"], r["train"], r["test"]) for r in rows]
     rel = abs(rows[0]["train"] - rows[1]["train"]) / max(abs(rows[1]["train"]), 1e-30)

@@ -23,7 +23,8 @@ import statistics
 import sys
 import time
 
-from ltc import bench, lmdb_io
+from bench import benchlib
+from ltc import lmdb_io, machine
 
 
 def _dead(pid):
@@ -76,13 +77,13 @@ def main(argv=None):
     ap.add_argument("--out", default="bench/results/fault_latency.csv")
     a = ap.parse_args(argv)
     print("resolved args:", vars(a), flush=True)
-    lmdb = bench.ensure_lmdb(a.lmdb)
+    lmdb = benchlib.ensure_lmdb(a.lmdb)
     try:  # a damaged LMDB is a message here, not a traceback from a worker
         lmdb_io.open_lmdb(lmdb, "fault_latency").close()
     except lmdb_io.LmdbError as e:
         print("fault_latency: error: %s" % e, file=sys.stderr)
         raise SystemExit(2)
-    print(bench.machine_line(), "load average %.1f" % (bench.load_avg() or 0), flush=True)
+    print(machine.machine_line(), "load average %.1f" % (benchlib.load_avg() or 0), flush=True)
     rows = []
     for batch in a.batch:
         for busy in (False, True):
@@ -91,7 +92,7 @@ def main(argv=None):
             rows.append(dict(table="kill", batch=batch, state="busy" if busy else "idle", repeats=a.repeats,
                              median_s=statistics.median(lat), max_s=max(lat),
                              served=max(r[1] for r in runs)))
-    bench.print_table(rows, [("batch", "batch", 0), ("state", "worker when killed", 0), ("repeats", "runs", 0),
+    benchlib.print_table(rows, [("batch", "batch", 0), ("state", "worker when killed", 0), ("repeats", "runs", 0),
                           ("median_s", "kill -> error median s", 3), ("max_s", "max s", 3),
                           ("served", "whole batches served before (max)", 0)],
                    title="Table 1: a SIGKILLed data worker -> RuntimeError naming it (2 workers, prefetch 3)")
@@ -100,10 +101,10 @@ def main(argv=None):
         dts = [seek_once(lmdb, batch, 350000 * 1) for _ in range(a.repeats)]
         seeks.append(dict(table="seek", batch=batch, repeats=a.repeats, median_s=statistics.median(dts),
                           max_s=max(dts)))
-    bench.print_table(seeks, [("batch", "batch", 0), ("repeats", "runs", 0), ("median_s", "seek median s", 3),
+    benchlib.print_table(seeks, [("batch", "batch", 0), ("repeats", "runs", 0), ("median_s", "seek median s", 3),
                            ("max_s", "max s", 3)],
                    title="Table 2: seek(350000) on a fresh pipeline (the one-time cost of a resume)")
-    bench.write_csv(rows + seeks, a.out, ["table", "batch", "state", "repeats", "median_s", "max_s", "served"])
+    benchlib.write_csv(rows + seeks, a.out, ["table", "batch", "state", "repeats", "median_s", "max_s", "served"])
     return rows + seeks
 
 

@@ -28,7 +28,8 @@ import tempfile
 import threading
 import time
 
-from ltc import bench
+from bench import benchlib
+from ltc import machine
 
 
 def net_files(folder, batch, inputs, lmdb="", workers=2, layout="six"):
@@ -38,7 +39,7 @@ def net_files(folder, batch, inputs, lmdb="", workers=2, layout="six"):
                workers=workers, prefetch=max(nets.DEFAULTS["prefetch"], workers + 2), snapshot_prefix=os.path.join(folder, "snap"))
     net = nets.counting_net(cfg, inputs=inputs)
     net_path = os.path.join(folder, "train_%s_%d_w%d.prototxt" % (inputs, batch, workers))
-    return bench.write_timing_files(net, cfg, net_path, net_path.replace("train_", "solver_"))
+    return benchlib.write_timing_files(net, cfg, net_path, net_path.replace("train_", "solver_"))
 
 
 def _own_params(net):
@@ -194,10 +195,10 @@ def main(argv=None):
     ap.add_argument("--iters", type=int, default=20, help="timed steps per setting")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--self-test", action="store_true", help="check 1 only, CPU against CPU (no GPU needed)")
-    ap.add_argument("--out", default=os.path.join(bench.RESULTS, "gpu_check"), help="results path without extension")
+    ap.add_argument("--out", default=os.path.join(benchlib.RESULTS, "gpu_check"), help="results path without extension")
     a = ap.parse_args(argv)
     import caffe
-    print(bench.machine_line())
+    print(machine.machine_line())
     folder = tempfile.mkdtemp(prefix="gpu_check_")
     if not a.self_test:
         try:
@@ -216,7 +217,7 @@ def main(argv=None):
     rows, ok = check_equivalence(a.equiv_batch, a.tol, a.gpu, a.self_test, folder)
     title = "1. one SGD step, %s vs CPU (batch %d): max |a-b| / max |a|, tolerance %g: %s" % (
         "CPU" if a.self_test else "GPU", a.equiv_batch, a.tol, "PASS" if ok else "FAIL")
-    bench.print_table(rows, [("what", "quantity", 0), ("rel", "rel. difference", 6)], title=title)
+    benchlib.print_table(rows, [("what", "quantity", 0), ("rel", "rel. difference", 6)], title=title)
     lines.append(json.dumps(dict(check="equivalence", ok=ok, worst=max(r["rel"] for r in rows))))
     results = []
     if not a.self_test:
@@ -226,18 +227,18 @@ def main(argv=None):
             for w in a.workers:
                 r = run_training(a.batch, w, a.lmdb, a.gpu, a.iters, a.warmup, folder)
                 print("workers %d: %.1f samples/s, data wait %.1f %%, busy %.1f %%, nvidia-smi %s %%, peak %s MiB"
-                      % (w, r["samples_s"], r["data_wait_pct"], r["busy_pct"], bench.fmt(r["smi_util_pct"]),
-                         bench.fmt(r["peak_mib"])), flush=True)
+                      % (w, r["samples_s"], r["data_wait_pct"], r["busy_pct"], benchlib.fmt(r["smi_util_pct"]),
+                         benchlib.fmt(r["peak_mib"])), flush=True)
                 results.append(r)
             enough = [r["workers"] for r in results if r["busy_pct"] >= 95.0]
-            bench.print_table(results, [("batch", "batch", 0), ("workers", "workers", 0), ("step_ms", "ms/step", 1),
+            benchlib.print_table(results, [("batch", "batch", 0), ("workers", "workers", 0), ("step_ms", "ms/step", 1),
                                      ("samples_s", "samples/s", 1), ("data_wait_pct", "data wait %", 1),
                                      ("busy_pct", "GPU busy %", 1), ("smi_util_pct", "nvidia-smi util %", 1),
                                      ("peak_mib", "peak GPU MiB", 0)],
                            title="2-4. paper's solver on the GPU, batch %d: samples/s, workers for >= 95 %% busy: "
                                  "%s" % (a.batch, enough[0] if enough else "none of %s" % a.workers))
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    bench.write_csv(rows + results, a.out + ".csv")
+    benchlib.write_csv(rows + results, a.out + ".csv")
     return 0 if ok else 1
 
 

@@ -23,7 +23,8 @@ import time
 
 import numpy as np
 
-from ltc import bench
+from bench import benchlib
+from ltc import machine
 from ltc import lmdb_build, lmdb_io
 
 MODES = ("writemap+reserve", "writemap", "no-writemap")
@@ -58,7 +59,7 @@ def main(argv=None):
     ap.add_argument("--dir", default=tempfile.gettempdir(), help="folder to build in (its filesystem is measured)")
     args = ap.parse_args(argv)
     print("resolved args:", vars(args))
-    print(bench.machine_line(), "| load average %.1f" % (bench.load_avg() or 0))
+    print(machine.machine_line(), "| load average %.1f" % (benchlib.load_avg() or 0))
     rng = np.random.RandomState(0)
     s = args.size
     values = [lmdb_io.serialize_datum(3, s, s, rng.randint(0, 256, 3 * s * s, dtype=np.uint8).tobytes(), 0, False)
@@ -76,7 +77,7 @@ def main(argv=None):
     base = statistics.median(times["writemap"])
     rows = [dict(mode=m, secs=statistics.median(times[m]), ips=args.n / statistics.median(times[m]),
                  mbs=mb / statistics.median(times[m]), rel=base / statistics.median(times[m])) for m in MODES]
-    bench.print_table(rows, [("mode", "mode", 0), ("secs", "median s", 2), ("ips", "images/s", 0),
+    benchlib.print_table(rows, [("mode", "mode", 0), ("secs", "median s", 2), ("ips", "images/s", 0),
                           ("mbs", "MB/s", 0), ("rel", "speed vs writemap", 2)],
                    title="SafeLmdbWriter, %d raw %dx%d Datums (%.0f MB), batch %d, %d rounds, in %s"
                    % (args.n, s, s, mb, args.batch, args.repeats, args.dir))

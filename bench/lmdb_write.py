@@ -26,11 +26,12 @@ import sys
 import tempfile
 import time
 
-from ltc import bench
+from bench import benchlib
+from ltc import machine
 
 
 def convert_imageset_path():
-    cand = os.path.join(os.path.dirname(bench.VENV_PY), "convert_imageset")
+    cand = os.path.join(os.path.dirname(benchlib.VENV_PY), "convert_imageset")
     if os.path.isfile(cand):
         return cand
     return shutil.which("convert_imageset")
@@ -107,10 +108,10 @@ def main(argv=None):
     if a.n < 1 or a.repeats < 1 or any(w < 0 for w in a.workers):
         ap.error("--n and --repeats must be >= 1, --workers >= 0")
     print("make_lmdb bench:", json.dumps(vars(a), sort_keys=True))
-    print(bench.machine_line())
-    folder = a.images or os.path.join(bench.CACHE, "jpegs_%d" % a.n)
+    print(machine.machine_line())
+    folder = a.images or os.path.join(benchlib.CACHE, "jpegs_%d" % a.n)
     t = time.perf_counter()
-    listfile = bench.make_jpegs(folder, a.n, a.seed)
+    listfile = benchlib.make_jpegs(folder, a.n, a.seed)
     print("JPEGs: %s (%d files, %.1f MiB; ready in %.1f s)"
           % (folder, a.n, sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)
                               if f.endswith(".jpg")) / 2 ** 20, time.perf_counter() - t))
@@ -122,12 +123,12 @@ def main(argv=None):
                                               folder + "/", listfile, os.path.join(scratch, "ci")],
                          os.path.join(scratch, "ci"), None, None))
     else:
-        print("skip convert_imageset: not found next to %s nor on PATH (run ./setup.sh)" % bench.VENV_PY)
+        print("skip convert_imageset: not found next to %s nor on PATH (run ./setup.sh)" % benchlib.VENV_PY)
     for w in a.workers:
         db = os.path.join(scratch, "ml_w%d" % w)
         js = os.path.join(scratch, "ml_w%d.json" % w)
         commands.append(("make_lmdb.py --workers %d" % w,
-                         [sys.executable, os.path.join(bench.REPO, "tools", "make_lmdb.py"), listfile, db,
+                         [sys.executable, os.path.join(benchlib.REPO, "tools", "make_lmdb.py"), listfile, db,
                           "--workers", str(w), "--size", str(a.size), "--overwrite", "--no-progress",
                           "--summary-json", js], db, js, w))
     runs = {name: [] for name, *_ in commands}
@@ -158,14 +159,14 @@ def main(argv=None):
         rows.append(row)
     add_ratios(rows)
     print()
-    bench.print_table(rows, [("name", "builder", 0), ("images_s", "images/s", 0), ("runs_images_s", "each run", 0),
+    benchlib.print_table(rows, [("name", "builder", 0), ("images_s", "images/s", 0), ("runs_images_s", "each run", 0),
                           ("spread_pct", "spread %", 0), ("tool_images_s", "own timer img/s", 0),
                           ("vs_convert", "x convert_imageset", 2), ("scaling", "scaling vs 1w", 2),
                           ("db_used_mib", "DB MiB used", 1), ("db_disk_mib", "data.mdb MiB on disk", 1)],
                    title="LMDB build from %d JPEGs to %dx%d (images/s = n / wall time of the command, median of %d; "
                    "goal: make_lmdb 1 worker >= convert_imageset, near-linear scaling)"
                    % (a.n, a.size, a.size, a.repeats))
-    bench.write_csv(rows, a.csv or os.path.join(bench.RESULTS, "make_lmdb.csv"),
+    benchlib.write_csv(rows, a.csv or os.path.join(benchlib.RESULTS, "make_lmdb.csv"),
                  ["name", "workers", "n", "runs", "images_s", "best_images_s", "runs_images_s", "spread_pct",
                   "tool_images_s", "vs_convert", "scaling", "db_used_mib", "db_disk_mib"])
     return 0

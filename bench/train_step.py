@@ -19,7 +19,7 @@ FLOPs per step: 2 x multiply-adds of every conv / fc layer, x3 for forward, weig
 input gradients (x2 for conv1, which computes no input gradient).
 
 BLAS settings (--blas, one or more): default, threads1, skylakex, skylakex1, openmp,
-openmp-skylakex (see ltc/bench.py blas_env: OPENBLAS_CORETYPE / OPENBLAS_NUM_THREADS /
+openmp-skylakex (see bench/benchlib.py blas_env: OPENBLAS_CORETYPE / OPENBLAS_NUM_THREADS /
 LD_LIBRARY_PATH to the OpenMP flavour); unavailable ones are skipped with the reason.
 
 PyTorch is used only here, from bench/.venv-torch (git-ignored) if present, else from the
@@ -59,7 +59,8 @@ import sys
 import tempfile
 import time
 
-from ltc import bench, params
+from bench import benchlib
+from ltc import machine, params
 
 LAYOUTS = ("six", "stacked", "plain")
 
@@ -86,7 +87,7 @@ def _caffe_net_files(layout, batch, inputs, lmdb, workers, folder, dim=1000):
     else:
         net = nets.counting_net(cfg, inputs=inputs)
     net_path = os.path.join(folder, "train.prototxt")
-    return bench.write_timing_files(net, cfg, net_path, os.path.join(folder, "solver.prototxt"), max_iter=10 ** 8)
+    return benchlib.write_timing_files(net, cfg, net_path, os.path.join(folder, "solver.prototxt"), max_iter=10 ** 8)
 
 
 class _Timed:
@@ -124,7 +125,7 @@ def child_caffe(a):
     import numpy as np
     import caffe
     caffe.set_mode_cpu()
-    lib = bench.caffe_blas_library()
+    lib = machine.caffe_blas_library()
     variants = []
     tmp = tempfile.TemporaryDirectory()
     for i, (layout, inputs, workers) in enumerate(_parse_variants(a.variants)):
@@ -162,17 +163,17 @@ def child_caffe(a):
             v["solver"].step(1)
             v["times"].append(time.perf_counter() - t)
         if a.gemm:
-            gemm.append(bench.sgemm_gflops(lib, reps=1))
-    _, core, threads = bench.blas_info(lib)
+            gemm.append(benchlib.sgemm_gflops(lib, reps=1))
+    _, core, threads = machine.blas_info(lib)
     out = []
     for v in variants:
         net = v["solver"].net
         loss = float(np.asarray(net.blobs["loss"].data).ravel()[0])
         if not np.isfinite(loss):
             raise SystemExit("%s/%s: loss is not finite: %r" % (v["layout"], v["inputs"], loss))
-        macs = bench.net_macs(net)
+        macs = benchlib.net_macs(net)
         r = dict(kind="caffe", layout=v["layout"], inputs=v["inputs"], workers=v["workers"], batch=a.batch,
-                 times=v["times"], loss=loss, flops=bench.train_flops(macs), setup_s=v["setup_s"],
+                 times=v["times"], loss=loss, flops=benchlib.train_flops(macs), setup_s=v["setup_s"],
                  fwd_macs_per_image=sum(m for _, m in macs.values()) / (6 * a.batch))
         if v["data"]:
             r["data_s"] = v["data"].total / len(v["times"])
@@ -185,13 +186,13 @@ def child_caffe(a):
         v.pop("data_layer", None)
         v.pop("solver")
     gc.collect()
-    bench.child_print(dict(variants=out, gemm_gflops=statistics.median(gemm) if gemm else None,
+    benchlib.child_print(dict(variants=out, gemm_gflops=statistics.median(gemm) if gemm else None,
                         blas_lib=lib, blas_core=core, blas_threads=threads))
 
 
 def child_gemm(a):
-    lib = bench.caffe_blas_library()
-    _, core, threads = bench.blas_info(lib)
+    lib = machine.caffe_blas_library()
+    _, core, threads = machine.blas_info(lib)
     # 2048^3: the limit; then Caffe's per-image conv GEMMs (forward, one per image and group) next to
     # the same GEMM over a batch of 96 images (what a batched im2col would run), and fc6 at 96 rows
     shapes = [(2048, 2048, 2048), (96, 676, 363), (96, 676 * 96, 363), (128, 169, 1200), (128, 169 * 96, 1200),
@@ -199,9 +200,9 @@ def child_gemm(a):
               (384, 2304, 36), (2304, 36, 384)]
     res = dict(kind="gemm", blas_lib=lib, blas_core=core, blas_threads=threads)
     for m, n, k in shapes:
-        res["gemm_%dx%dx%d" % (m, n, k)] = bench.sgemm_gflops(lib, m, n, k, reps=5)
+        res["gemm_%dx%dx%d" % (m, n, k)] = benchlib.sgemm_gflops(lib, m, n, k, reps=5)
     res["gemm_gflops"] = res["gemm_2048x2048x2048"]
-    bench.child_print(res)
+    benchlib.child_print(res)
 
 
 # ============================================================================ --profile
@@ -296,7 +297,7 @@ def child_profile_caffe(a):
     import numpy as np
     import caffe
     caffe.set_mode_cpu()
-    lib = bench.caffe_blas_library()
+    lib = machine.caffe_blas_library()
     tmp = tempfile.TemporaryDirectory()
     runs = []
     for i, (layout, inputs, workers) in enumerate(_parse_variants(a.variants)):
@@ -333,7 +334,7 @@ def child_profile_caffe(a):
             parts["other"] = step - sum(v for k, v in parts.items() if k != "step" and k != "other") \
                 + parts.get("other", 0.0)
             r["steps"].append(parts)
-    _, core, threads = bench.blas_info(lib)
+    _, core, threads = machine.blas_info(lib)
     out = []
     for layout in dict.fromkeys(r["layout"] for r in runs):
         full = next(r for r in runs if r["layout"] == layout and r["which"] == "full")
@@ -341,7 +342,7 @@ def child_profile_caffe(a):
         times = {k: [p.get(k, 0.0) for p in full["steps"]] for k in full["steps"][0]}
         times["conv_wgrad"] = [p.get("conv_bwd", 0.0) for p in wg["steps"]]
         out.append(dict(kind="caffe", layout=layout, batch=a.batch, times=times))
-    bench.child_print(dict(variants=out, blas_lib=lib, blas_core=core, blas_threads=threads))
+    benchlib.child_print(dict(variants=out, blas_lib=lib, blas_core=core, blas_threads=threads))
 
 
 def _torch_kind(name):
@@ -390,7 +391,7 @@ def child_profile_torch(a):
         keys = set().union(*steps)
         out.append(dict(kind="torch", layout=layout, batch=a.batch,
                         times={k: [p.get(k, 0.0) for p in steps] for k in keys}))
-    bench.child_print(dict(variants=out, blas_threads=torch.get_num_threads(), torch_version=torch.__version__))
+    benchlib.child_print(dict(variants=out, blas_threads=torch.get_num_threads(), torch_version=torch.__version__))
 
 
 def print_profile(rows):
@@ -405,7 +406,7 @@ def print_profile(rows):
             med = {k: (v * scale if k not in ("step", "profiled_s") else v) for k, v in med.items()}
         else:
             med["conv_igrad"] = max(0.0, med.get("conv_bwd", 0.0) - med.get("conv_wgrad", 0.0))
-        row = dict(name=bench.row_name(r), thr=r.get("blas_threads"), batch=r["batch"], step_ms=1000 * step,
+        row = dict(name=benchlib.row_name(r), thr=r.get("blas_threads"), batch=r["batch"], step_ms=1000 * step,
                    images_s=6 * r["batch"] / step if step else None)
         for k, _ in PROFILE_COLUMNS:
             if k in med:
@@ -413,7 +414,7 @@ def print_profile(rows):
         table.append(row)
     cols = [("name", "row", 0), ("thr", "thr", 0), ("batch", "batch", 0), ("step_ms", "ms/step", 0),
             ("images_s", "images/s", 1)] + [(k, h + " ms (%)", 0) for k, h in PROFILE_COLUMNS]
-    bench.print_table(table, cols, title="Where one SGD step goes (median ms per step, % of the step). Caffe: its "
+    benchlib.print_table(table, cols, title="Where one SGD step goes (median ms per step, % of the step). Caffe: its "
                    "layer callbacks inside solver.step; conv wgrad from a copy of the net without conv input "
                    "gradients, igrad = bwd - wgrad; rest = update + split/concat + overhead. torch: "
                    "torch.profiler self CPU times scaled to the step; its conv bwd is weight+input together, "
@@ -490,7 +491,7 @@ def child_torch(a, build_only=False):
     cfg = torch.__config__.show().replace(" ", "")
     out = [dict(kind="torch", layout=layout, inputs="input", workers=0, batch=n, times=times[layout],
                 loss=losses[layout]) for layout in layouts]
-    bench.child_print(dict(variants=out, gemm_gflops=statistics.median(gemm), torch_version=torch.__version__,
+    benchlib.child_print(dict(variants=out, gemm_gflops=statistics.median(gemm), torch_version=torch.__version__,
                         blas_core="oneDNN" if "USE_MKLDNN=ON" in cfg else "torch",
                         blas_threads=torch.get_num_threads()))
 
@@ -578,12 +579,12 @@ def kernel_probes(a):
     for isa in a.isa or [None]:
         extra = dict(ONEDNN_MAX_CPU_ISA=isa, DNNL_MAX_CPU_ISA=isa) if isa else {}
         for build in a.caffe_builds:
-            env, skip = bench.blas_env(a.blas[0])
+            env, skip = benchlib.blas_env(a.blas[0])
             if build != "venv":
-                env = bench.build_env(env, a.caffe_builds[build])
-            out["caffe", build, isa] = bench.kernel_probe(dict(env, **extra))
+                env = benchlib.build_env(env, a.caffe_builds[build])
+            out["caffe", build, isa] = machine.kernel_probe(dict(env, **extra))
         if a.torch and os.path.isfile(a.torch_python):
-            out["torch", "venv", isa] = bench.torch_kernel_probe(a.torch_python, dict(bench.torch_env(), **extra))
+            out["torch", "venv", isa] = benchlib.torch_kernel_probe(a.torch_python, dict(benchlib.torch_env(), **extra))
     return out
 
 
@@ -601,7 +602,7 @@ def main(argv=None):
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--batches", type=int, nargs="+", default=[16, 64], help="samples per batch (6 images each)")
     ap.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=list(LAYOUTS))
-    ap.add_argument("--blas", nargs="+", choices=sorted(bench.blas_presets()), default=["env", "auto"],
+    ap.add_argument("--blas", nargs="+", choices=sorted(benchlib.blas_presets()), default=["env", "auto"],
                     help="BLAS settings of the Caffe rows")
     ap.add_argument("--torch-threads", type=int, nargs="+", default=[os.cpu_count() or 1],
                     help="torch.set_num_threads of the torch rows")
@@ -621,8 +622,8 @@ def main(argv=None):
     ap.add_argument("--memory", action="store_true",
                     help="instead: peak RSS of training at --memory-batches (six+data, stacked+data, six Input)")
     ap.add_argument("--memory-batches", type=int, nargs="+", default=[256, 16], help="batches of --memory")
-    ap.add_argument("--torch-python", default=bench.TORCH_VENV_PY if os.path.isfile(bench.TORCH_VENV_PY)
-                    else bench.VENV_PY, help="python with PyTorch (bench/.venv-torch if present, else the "
+    ap.add_argument("--torch-python", default=benchlib.TORCH_VENV_PY if os.path.isfile(benchlib.TORCH_VENV_PY)
+                    else benchlib.VENV_PY, help="python with PyTorch (bench/.venv-torch if present, else the "
                     "project's .venv, where `make extras` installs the CPU build)")
     ap.add_argument("--isa", nargs="+", metavar="ISA",
                     help="run every row once per oneDNN instruction-set cap (ONEDNN_MAX_CPU_ISA, e.g. AVX2 "
@@ -641,12 +642,12 @@ def main(argv=None):
         return {"caffe": child_profile_caffe, "torch": child_profile_torch}[a.child](a) or 0
     if a.child:
         return {"caffe": child_caffe, "torch": child_torch, "gemm": child_gemm}[a.child](a) or 0
-    a.caffe_builds = bench.parse_builds(a.caffe_builds, ap.error)
+    a.caffe_builds = benchlib.parse_builds(a.caffe_builds, ap.error)
     if any(b < 2 for b in a.batches):
         ap.error("--batches: each batch needs at least 2 samples (y is another image of the batch)")
     print("train_step:", json.dumps(vars(a), sort_keys=True))
-    print(bench.machine_line())
-    for name, (desc, _, skip) in sorted(bench.blas_presets().items()):
+    print(machine.machine_line())
+    for name, (desc, _, skip) in sorted(benchlib.blas_presets().items()):
         if name in a.blas:
             print("  blas %-16s %s%s" % (name, desc, "  [skipped: %s]" % skip if skip else ""))
     probes = {} if a.profile or a.memory else kernel_probes(a)
@@ -667,14 +668,14 @@ def main(argv=None):
                 for batch in a.batches:
                     for layout in [l for l in a.layouts if l != "plain"]:
                         specs.append(dict(kind="torch", layout=layout, inputs="input", batch=batch, blas=tb))
-        rows = bench.run_rows(specs, a)
+        rows = benchlib.run_rows(specs, a)
         print()
         table = print_profile(rows)
-        bench.write_csv(table, a.csv or os.path.join(bench.RESULTS, "train_step_profile.csv"))
+        benchlib.write_csv(table, a.csv or os.path.join(benchlib.RESULTS, "train_step_profile.csv"))
         return 0
 
     if a.memory:
-        lmdb = bench.ensure_lmdb(a.lmdb)
+        lmdb = benchlib.ensure_lmdb(a.lmdb)
         blas = a.blas[-1]
         specs = []
         for batch in a.memory_batches:
@@ -685,27 +686,27 @@ def main(argv=None):
             specs.append(dict(kind="caffe", layout="six", inputs="input", batch=batch, blas=blas,
                               iters=2, warmup=1, gemm=False, alone=True))
         a.repeats = 1
-        rows = bench.run_rows(specs, a)
+        rows = benchlib.run_rows(specs, a)
         cols = [c for c in COLUMNS if c[0] in ("name", "blas", "batch", "images", "step_ms", "images_s",
                                                "peak_rss_mib")]
         cols.append(("children_peak_rss_mib", "worker RSS MiB", 0))
         print()
-        bench.print_table(rows, cols, title="Peak memory of training (RSS of the solver process; data workers separately)")
-        bench.write_csv(rows, a.csv or os.path.join(bench.RESULTS, "train_step_memory.csv"),
+        benchlib.print_table(rows, cols, title="Peak memory of training (RSS of the solver process; data workers separately)")
+        benchlib.write_csv(rows, a.csv or os.path.join(benchlib.RESULTS, "train_step_memory.csv"),
                      CSV_COLUMNS + ["children_peak_rss_mib"])
         return 0
 
-    lmdb = bench.ensure_lmdb(a.lmdb) if a.data_layer else None
+    lmdb = benchlib.ensure_lmdb(a.lmdb) if a.data_layer else None
     specs = [dict(kind="gemm", layout="-", inputs="-", batch=0, blas=b) for b in a.blas] + build_specs(a, lmdb)
-    rows = bench.run_rows(specs, a)
+    rows = benchlib.run_rows(specs, a)
     add_ratios(rows)
     for r in rows:   # what each row ran on (CSV)
-        r.update(cpu_vendor=bench.cpu_vendor(), cpu_model=bench.cpu_name())
+        r.update(cpu_vendor=machine.cpu_vendor(), cpu_model=machine.cpu_name())
         p = probes.get((r["kind"], r.get("build", "venv") if r["kind"] == "caffe" else "venv", r.get("isa")))
         if p:
             r.update({k: p.get(k) for k in ("onednn_version", "onednn_isa", "onednn_conv_impl")})
     print()
-    bench.print_table(rows, COLUMNS, title="One SGD step of the counting net (median of %d timed steps per row; +-%% = "
+    benchlib.print_table(rows, COLUMNS, title="One SGD step of the counting net (median of %d timed steps per row; +-%% = "
                    "(max-min)/median; sgemm = median of one 2048^3 sgemm per round, same process)"
                    % (a.iters * a.repeats))
     gem = [r for r in rows if r["kind"] == "gemm"]
@@ -718,11 +719,11 @@ def main(argv=None):
                   "conv3 weight grad per image", "conv3 input grad per image"]
         for r, lab in zip(shape_rows, labels):
             r["what"] = lab
-        bench.print_table(shape_rows, [("shape", "M x N x K", 0), ("what", "GEMM", 0)] +
+        benchlib.print_table(shape_rows, [("shape", "M x N x K", 0), ("what", "GEMM", 0)] +
                        [(r["blas"], r["blas"], 1) for r in gem],
                        title="sgemm GFLOP/s of Caffe's BLAS by shape: Caffe runs conv as one GEMM per image (and "
                        "group); 'x96' = the same GEMM over 96 images at once")
-    bench.write_csv(rows, a.csv or os.path.join(bench.RESULTS, "train_step.csv"), CSV_COLUMNS)
+    benchlib.write_csv(rows, a.csv or os.path.join(benchlib.RESULTS, "train_step.csv"), CSV_COLUMNS)
     return 0
 
 

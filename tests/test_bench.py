@@ -7,7 +7,8 @@ import pytest
 
 from conftest import load_script
 
-from ltc import bench
+from bench import benchlib
+from ltc import machine
 
 # CaffeNet at 114x114 (ltc/caffenet.py), multiply-adds per image, worked out by hand:
 HAND_MACS = {
@@ -22,6 +23,43 @@ HAND_MACS = {
 }
 
 
+def test_openblas_variants_are_found_from_the_linker_cache(tmp_path, monkeypatch):
+    """The OpenBLAS builds installed side by side (Debian's <libdir>/openblas-<flavour>/) are found
+    beside the library the linker cache names, for this interpreter's architecture only; the
+    openmp preset then puts that folder first on LD_LIBRARY_PATH."""
+    lib = tmp_path / "usr" / "lib" / "x86_64-linux-gnu"
+    other = tmp_path / "usr" / "lib" / "i386-linux-gnu"
+    for d in (lib / "openblas-pthread", lib / "openblas-openmp", lib / "openblas-empty", other / "openblas-serial"):
+        d.mkdir(parents=True)
+    for d in (lib / "openblas-pthread", lib / "openblas-openmp", other / "openblas-serial"):
+        (d / "libopenblas.so.0").write_bytes(b"")
+    (lib / "libopenblas.so.0").symlink_to(lib / "openblas-pthread" / "libopenblas.so.0")
+    (other / "libopenblas.so.0").symlink_to(other / "openblas-serial" / "libopenblas.so.0")
+    cache = {"libopenblas.so.0": [str(other / "libopenblas.so.0"), str(lib / "libopenblas.so.0")]}
+    monkeypatch.setattr(benchlib, "_ldconfig_paths", lambda soname: cache.get(soname, []))
+    config = {"MULTIARCH": "x86_64-linux-gnu", "LIBDIR": str(tmp_path / "elsewhere")}
+    monkeypatch.setattr(benchlib.sysconfig, "get_config_var", config.get)
+    real = lambda p: os.path.realpath(str(p))  # noqa: E731
+    assert benchlib.openblas_variants() == {"openmp": real(lib / "openblas-openmp"),
+                                            "pthread": real(lib / "openblas-pthread")}
+    env, skip = benchlib.blas_env("openmp")
+    assert skip is None and env["LD_LIBRARY_PATH"].split(":")[0] == real(lib / "openblas-openmp")
+    cache.clear()   # no linker cache: the interpreter's multiarch library folder is searched
+    config["LIBDIR"] = str(lib)
+    assert set(benchlib.openblas_variants()) == {"openmp", "pthread"}
+    config["LIBDIR"] = str(tmp_path / "elsewhere")
+    assert benchlib.openblas_variants() == {}
+    assert benchlib.blas_env("openmp")[1]   # skipped, with the reason
+
+
+def test_the_openblas_build_caffe_loads_is_among_the_variants():
+    lib = os.path.realpath(machine.caffe_blas_library())
+    folder = os.path.dirname(lib)
+    if not os.path.basename(folder).startswith("openblas-"):
+        pytest.skip("Caffe's BLAS %s is not a Debian-style openblas-<flavour> build" % lib)
+    assert folder in benchlib.openblas_variants().values()
+
+
 def _net(layout, batch, tmp_path):
     import caffe
     from ltc import nets
@@ -34,12 +72,12 @@ def _net(layout, batch, tmp_path):
 @pytest.mark.parametrize("layout", ["six", "stacked"])
 def test_net_macs_match_hand_count(layout, tmp_path):
     batch = 2
-    macs = bench.net_macs(_net(layout, batch, tmp_path))
+    macs = benchlib.net_macs(_net(layout, batch, tmp_path))
     per_layer = {}
     for name, (_, m) in macs.items():
         per_layer[name.split("_")[0]] = per_layer.get(name.split("_")[0], 0) + m
     assert per_layer == {k: v * 6 * batch for k, v in HAND_MACS.items()}
-    flops = bench.train_flops(macs)
+    flops = benchlib.train_flops(macs)
     total = sum(HAND_MACS.values()) * 6 * batch
     # forward + weight grad + input grad, except conv1 (no input gradient)
     assert flops == 2 * (3 * total - HAND_MACS["conv1"] * 6 * batch)
@@ -83,16 +121,16 @@ def test_profile_wgrad_net_keeps_every_conv_weight_gradient(layout, tmp_path):
 def test_blas_env_sets_and_removes_variables(monkeypatch):
     monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "7")
-    env, skip = bench.blas_env("auto")
+    env, skip = benchlib.blas_env("auto")
     assert skip is None and "OPENBLAS_CORETYPE" not in env and "OPENBLAS_NUM_THREADS" not in env
-    env, _ = bench.blas_env("auto1")
+    env, _ = benchlib.blas_env("auto1")
     assert env["OPENBLAS_NUM_THREADS"] == "1" and "OPENBLAS_CORETYPE" not in env
-    env, _ = bench.blas_env("env")
+    env, _ = benchlib.blas_env("env")
     assert env["OPENBLAS_CORETYPE"] == "Haswell" and env["OPENBLAS_NUM_THREADS"] == "7"
-    env, _ = bench.blas_env("haswell")
+    env, _ = benchlib.blas_env("haswell")
     assert env["OPENBLAS_CORETYPE"] == "Haswell" and "OPENBLAS_NUM_THREADS" not in env
     with pytest.raises(KeyError):
-        bench.blas_env("no-such-blas")
+        benchlib.blas_env("no-such-blas")
 
 
 def test_caffe_builds_take_a_prefix_and_per_build_variables(tmp_path):
@@ -100,43 +138,43 @@ def test_caffe_builds_take_a_prefix_and_per_build_variables(tmp_path):
     (prefix / "python" / "caffe").mkdir(parents=True)
     (prefix / "lib").mkdir()
     errors = []
-    builds = bench.parse_builds(["patched=venv", "perimage=venv,CAFFE_CONV_BATCH=1",
+    builds = benchlib.parse_builds(["patched=venv", "perimage=venv,CAFFE_CONV_BATCH=1",
                               "stock=%s,CAFFE_CPU_THREADS=2,X=" % prefix], errors.append)
     assert errors == []
     assert builds["patched"] == "venv"
     env = {"PATH": "/bin", "LD_LIBRARY_PATH": "/usr/lib"}
-    assert bench.build_env(env, builds["patched"]) is env
-    assert bench.build_env(env, builds["perimage"]) == dict(env, CAFFE_CONV_BATCH="1")
-    stock = bench.build_env(env, builds["stock"])
+    assert benchlib.build_env(env, builds["patched"]) is env
+    assert benchlib.build_env(env, builds["perimage"]) == dict(env, CAFFE_CONV_BATCH="1")
+    stock = benchlib.build_env(env, builds["stock"])
     assert stock["PYTHONPATH"] == str(prefix / "python")
     assert stock["LD_LIBRARY_PATH"] == "%s:/usr/lib" % (prefix / "lib")
     assert (stock["CAFFE_CPU_THREADS"], stock["X"]) == ("2", "")
-    bench.parse_builds(["bad=venv,NOEQUALS"], errors.append)
-    bench.parse_builds(["missing=%s" % (tmp_path / "nothing")], errors.append)
+    benchlib.parse_builds(["bad=venv,NOEQUALS"], errors.append)
+    benchlib.parse_builds(["missing=%s" % (tmp_path / "nothing")], errors.append)
     assert len(errors) == 2 and "NOEQUALS" in errors[0] and "not a Caffe install" in errors[1]
 
 
 def test_sgemm_of_caffes_blas():
-    lib = bench.caffe_blas_library()
+    lib = machine.caffe_blas_library()
     assert os.path.exists(lib)
-    path, core, threads = bench.blas_info(lib)
+    path, core, threads = machine.blas_info(lib)
     assert os.path.exists(path)
-    assert bench.sgemm_gflops(lib, 256, 256, 256, reps=2) > 0.1
+    assert benchlib.sgemm_gflops(lib, 256, 256, 256, reps=2) > 0.1
 
 
 def test_run_child_reads_last_json_line_and_reports_failures():
-    res, rss, wall, _ = bench.run_child([sys.executable, "-c", "print('noise'); print('{\"a\": 1, \"peak_rss_mib\": 5}')"])
+    res, rss, wall, _ = benchlib.run_child([sys.executable, "-c", "print('noise'); print('{\"a\": 1, \"peak_rss_mib\": 5}')"])
     assert res == {"a": 1, "peak_rss_mib": 5} and rss == 5 and wall > 0
-    res, rss, _, err = bench.run_child([sys.executable, "-c", "import sys; sys.stderr.write('boom'); sys.exit(3)"])
+    res, rss, _, err = benchlib.run_child([sys.executable, "-c", "import sys; sys.stderr.write('boom'); sys.exit(3)"])
     assert res is None and rss is None and "exit 3" in err and "boom" in err
 
 
 def test_table_and_csv(tmp_path, capsys):
     rows = [dict(name="a", x=1.2345, y=None), dict(name="bb", x=10.0, y=3)]
-    bench.print_table(rows, [("name", "row", 0), ("x", "x", 2), ("y", "y", 0)], title="T")
+    benchlib.print_table(rows, [("name", "row", 0), ("x", "x", 2), ("y", "y", 0)], title="T")
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "T" and "1.23" in out[3] and out[3].rstrip().endswith("-")
-    bench.write_csv(rows, str(tmp_path / "r.csv"), ["name", "x", "y"])
+    benchlib.write_csv(rows, str(tmp_path / "r.csv"), ["name", "x", "y"])
     got = list(csv.DictReader(open(tmp_path / "r.csv")))
     assert [r["name"] for r in got] == ["a", "bb"] and got[1]["y"] == "3"
 
@@ -150,8 +188,8 @@ def test_train_step_rejects_batch_of_one(tmp_path):
 def test_ensure_lmdb_uses_given_or_builds_synthetic(tmp_path, make_test_lmdb):
     from ltc import lmdb_io
     make_test_lmdb(str(tmp_path / "db"), 3)
-    assert bench.ensure_lmdb(str(tmp_path / "db"), cache=str(tmp_path / "c")) == str(tmp_path / "db")
-    path = bench.ensure_lmdb(str(tmp_path / "missing"), n=5, cache=str(tmp_path / "c"))
+    assert benchlib.ensure_lmdb(str(tmp_path / "db"), cache=str(tmp_path / "c")) == str(tmp_path / "db")
+    path = benchlib.ensure_lmdb(str(tmp_path / "missing"), n=5, cache=str(tmp_path / "c"))
     assert path == str(tmp_path / "c" / "photos_lmdb_5")
     images = [img for _, img, _ in lmdb_io.iter_images(path)]
     assert len(images) == 5 and all(img.shape == (256, 256, 3) for img in images)

@@ -154,26 +154,26 @@ def test_isa_cap_reaches_caffes_onednn():
     """The ISA sweep (tools/test_isa.py) and bench/train_step.py rely on ONEDNN_MAX_CPU_ISA reaching
     Caffe's oneDNN and on reading back what it dispatched (ONEDNN_VERBOSE): with the cap at AVX2 the
     convolution runs an AVX2 kernel; without a cap, whatever this CPU has."""
-    from ltc import bench
-    capped = bench.kernel_probe(dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2"))
+    from ltc import machine
+    capped = machine.kernel_probe(dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2"))
     assert capped["error"] is None, capped
     assert capped["onednn_version"] and "AVX2" in capped["onednn_isa"], capped
     assert "avx2" in capped["onednn_conv_impl"], capped
     assert capped["openblas_core"], capped
-    if "avx512f" in bench.cpu_flags():
-        free = bench.kernel_probe(dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX512_CORE"))
+    if "avx512f" in machine.cpu_flags():
+        free = machine.kernel_probe(dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX512_CORE"))
         assert "AVX-512" in free["onednn_isa"] and "avx512" in free["onednn_conv_impl"], free
 
 
 def test_onednn_verbose_lines_of_versions_2_and_3_are_read():
-    from ltc import bench
+    from ltc import machine
     v2 = ("onednn_verbose,info,oneDNN v2.6.3 (commit N/A)\nonednn_verbose,info,cpu,isa:Intel AVX2\n"
           "onednn_verbose,exec,cpu,convolution,jit:avx2,forward_training,src_f32::blocked:abcd:f0,,,mb2,0.1\n")
     v3 = ("onednn_verbose,v1,info,oneDNN v3.12.0 (commit 80afa71)\nonednn_verbose,v1,info,cpu,isa:Intel AVX-512 "
           "with AVX512BW, AVX512VL, and AVX512DQ extensions\nonednn_verbose,v1,primitive,exec,cpu,reorder,jit:uni,,\n"
           "onednn_verbose,v1,primitive,exec,cpu,convolution,brg_conv_fwd:avx512_core,forward_training,,,mb4,0.2\n")
-    assert bench.parse_onednn_verbose(v2) == dict(onednn_version="2.6.3", onednn_isa="Intel AVX2", onednn_conv_impl="jit:avx2")
-    assert bench.parse_onednn_verbose(v3) == dict(
+    assert machine.parse_onednn_verbose(v2) == dict(onednn_version="2.6.3", onednn_isa="Intel AVX2", onednn_conv_impl="jit:avx2")
+    assert machine.parse_onednn_verbose(v3) == dict(
         onednn_version="3.12.0", onednn_isa="Intel AVX-512 with AVX512BW, AVX512VL, and AVX512DQ extensions",
         onednn_conv_impl="brg_conv_fwd:avx512_core")
-    assert bench.parse_onednn_verbose("nothing") == dict(onednn_version=None, onednn_isa=None, onednn_conv_impl=None)
+    assert machine.parse_onednn_verbose("nothing") == dict(onednn_version=None, onednn_isa=None, onednn_conv_impl=None)

@@ -46,6 +46,14 @@ def test_entry_points_import_no_other_entry_point():
     assert offenders == []
 
 
+def test_bench_toolkit_is_imported_only_by_bench_and_its_tests():
+    """bench/benchlib.py is the benchmarks' own toolkit (``from bench import benchlib``): no ltc
+    module, tool, data_prep script or layer imports anything from bench/."""
+    offenders = [f for f in tracked_python_files() if f.split("/")[0] not in ("bench", "tests")
+                 and "bench" in set(imported_modules(f))]
+    assert offenders == []
+
+
 def test_python_layers_hold_only_the_layer_shells():
     names = sorted(f for f in os.listdir(os.path.join(REPO, "python_layers")) if f.endswith(".py"))
     assert names == ["counting_data.py", "counting_loss.py", "resize_layer.py", "roi_pooling_layer.py",

@@ -42,7 +42,7 @@ import sys
 import time
 
 from ltc import REPO, cli_checks
-from ltc import bench as bl
+from ltc import machine
 from ltc import knobs, nets
 from ltc import snapshots
 from ltc.analysis import caffelog
@@ -198,7 +198,7 @@ def arm_stats(rows):
 def arm_table(arm, overrides, rows, ev, max_iter, threads, source=None):
     lines = ["demo_seeds: arm %s (%s), %d iterations, %d BLAS threads, on %s (%s); %s"
              % (arm, _changes(overrides), max_iter,
-                threads, ev, source or EVALS[ev], bl.machine_line()), "",
+                threads, ev, source or EVALS[ev], machine.machine_line()), "",
              "| seed | Spearman(\\|phi\\|, k) | read-out exact / +-1 | counts | live fc8 units | \\|phi\\|^2 mean "
              "| mean norm k=0 / k=16 | first TEST (it.): count term, \\|phi(Dx)\\| | last TEST: hinge active, \\|phi(Dx)\\| "
              "| train s (this run; a resumed run: its own leg) |",
@@ -222,7 +222,7 @@ def arm_table(arm, overrides, rows, ev, max_iter, threads, source=None):
 
 def grid_table(results, ev, max_iter, threads, source=None):
     lines = ["demo_seeds grid: %d iterations, %d BLAS threads, on %s (%s); %s"
-             % (max_iter, threads, ev, source or EVALS[ev], bl.machine_line()), "",
+             % (max_iter, threads, ev, source or EVALS[ev], machine.machine_line()), "",
              "| arm | overrides | seeds | counts | Spearman median / worst | live fc8 units (median) | train s (median) "
              "| TEST it. 0 count term (median) | last TEST hinge active (median) |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -321,7 +321,7 @@ def main(argv=None):
     if len(set(names)) != len(names):
         ap.error("arm names must differ: %s" % " ".join(names))
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(a.threads))
-    if "avx512f" in bl.cpu_flags():
+    if "avx512f" in machine.cpu_flags():
         env.pop("OPENBLAS_CORETYPE", None)   # as make demo does on an AVX-512 CPU
     results = {ev: [] for ev in a.eval}
     try:

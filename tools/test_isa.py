@@ -109,10 +109,10 @@ def main(argv=None):
         ap.error("no such test file: %s" % ", ".join(missing))
     files = list(dict.fromkeys(files))
 
-    from ltc import bench
-    avx512 = "avx512f" in bench.cpu_flags()
+    from ltc import machine
+    avx512 = "avx512f" in machine.cpu_flags()
     lines = ["# python tools/test_isa.py %s" % " ".join(argv if argv is not None else sys.argv[1:]),
-             "# %s, %s, %d CPUs, avx512f=%s; %s" % (bench.cpu_name(), bench.cpu_vendor(), os.cpu_count() or 1,
+             "# %s, %s, %d CPUs, avx512f=%s; %s" % (machine.cpu_name(), machine.cpu_vendor(), os.cpu_count() or 1,
                                                      avx512, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))]
     for line in lines:
         print(line, flush=True)
@@ -128,7 +128,7 @@ def main(argv=None):
             print("%s: %s" % (name, probes[name]), flush=True)
             continue
         env = setting_env(*s)
-        p = bench.kernel_probe(env, python=sys.executable)
+        p = machine.kernel_probe(env, python=sys.executable)
         probes[name] = ("OpenBLAS core %s, %s threads; oneDNN %s, ISA %s, conv %s%s"
                         % (p["openblas_core"], p["openblas_threads"], p["onednn_version"], p["onednn_isa"],
                            p["onednn_conv_impl"], "; probe error: %s" % p["error"] if p["error"] else ""))

@@ -1,5 +1,7 @@
-"""Shared helpers of the bench/ scripts: BLAS settings per child process, per-child peak
-memory, Caffe's own sgemm rate, FLOP counting, tables and CSV.
+"""The bench/ scripts' own toolkit (imported as ``from bench import benchlib``; nothing outside
+bench/ and its tests uses it): BLAS settings per child process, per-child peak memory, Caffe's
+own sgemm rate, FLOP counting, tables and CSV. What the machine is (CPU, BLAS core, oneDNN's
+kernels) comes from ``ltc.machine``.
 
 Every measured row of a benchmark runs in a child process of its own (``run_child``) so
 that BLAS settings (which OpenBLAS reads once, when the library loads) can differ per
@@ -8,128 +10,30 @@ that row alone.
 """
 import csv
 import ctypes
+import glob
 import json
 import os
-import re
+import shutil
 import statistics
 import subprocess
 import sys
+import sysconfig
 import time
 
 from ltc import REPO
+from ltc.machine import cpu_flags, parse_onednn_verbose, sgemm_library
+
 BENCH = os.path.join(REPO, "bench")
 RESULTS = os.path.join(BENCH, "results")
 CACHE = os.path.join(BENCH, ".cache")
 VENV_PY = os.path.join(REPO, ".venv", "bin", "python")
 TRAIN_STEP = os.path.join(BENCH, "train_step.py")   # the script whose --child modes run_rows starts
 TORCH_VENV_PY = os.path.join(BENCH, ".venv-torch", "bin", "python")
-OPENMP_DIR = "/usr/lib/x86_64-linux-gnu/openblas-openmp"
-PTHREAD_DIR = "/usr/lib/x86_64-linux-gnu/openblas-pthread"
 TORCH_INSTALL_HINT = ("python3 -m venv bench/.venv-torch && bench/.venv-torch/bin/pip install numpy torch "
                       "(a CPU build: e.g. a torch-*+cpu wheel; git-ignored, used only by bench/)")
 
 
-# ----------------------------------------------------------------------------- machine / BLAS
-def cpu_flags():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
-def cpu_vendor():
-    """/proc/cpuinfo's vendor_id (GenuineIntel, AuthenticAMD, ...)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
-# Run in a child under the environment to probe: the BLAS core OpenBLAS picked (OPENBLAS_CORETYPE or
-# its own detection) and what oneDNN says it dispatched (ONEDNN_VERBOSE=1: version, ISA, and the
-# implementation of a small convolution through Caffe's default engine), as one JSON line.
-_KERNEL_PROBE = r"""
-import json, os, sys, tempfile
-import caffe
-from caffe import layers as L
-from ltc import bench
-_, core, threads = bench.blas_info(bench.caffe_blas_library())
-n = caffe.NetSpec()
-n.data = L.Input(shape=dict(dim=[2, 16, 13, 13]))
-n.conv = L.Convolution(n.data, num_output=32, kernel_size=3, weight_filler=dict(type="gaussian", std=0.1))
-with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
-    f.write(str(n.to_proto()))
-caffe.set_mode_cpu()
-net = caffe.Net(f.name, caffe.TRAIN)
-sys.stdout.flush()
-net.forward()
-os.unlink(f.name)
-print(json.dumps(dict(openblas_core=core, openblas_threads=threads)))
-"""
-
-
-def parse_onednn_verbose(text):
-    """{onednn_version, onednn_isa, onednn_conv_impl} from ONEDNN_VERBOSE=1 (or DNNL_VERBOSE) output of
-    oneDNN 2.x ("onednn_verbose,info,cpu,isa:...", "onednn_verbose,exec,cpu,convolution,IMPL,...") or
-    3.x (the same after "v1," and "primitive,"); fields absent from the text are None."""
-    out = dict(onednn_version=None, onednn_isa=None, onednn_conv_impl=None)
-    for line in text.splitlines():
-        parts = line.strip().split(",")
-        if len(parts) < 3 or parts[0] not in ("onednn_verbose", "dnnl_verbose"):
-            continue
-        parts = parts[1:]
-        while parts and (re.fullmatch(r"v\d+", parts[0]) or parts[0] in ("primitive", "graph")):
-            parts = parts[1:]
-        if len(parts) < 2:
-            continue
-        if parts[0] == "info" and parts[1].startswith("oneDNN v"):
-            out["onednn_version"] = parts[1].split()[1].lstrip("v")
-        elif parts[0] == "info" and parts[1] == "cpu" and len(parts) > 2 and parts[2].startswith("isa:"):
-            out["onednn_isa"] = ",".join(parts[2:])[4:]
-        elif parts[0] == "exec" and len(parts) > 3 and parts[1] == "cpu" and parts[2] == "convolution" \
-                and not out["onednn_conv_impl"]:
-            out["onednn_conv_impl"] = parts[3]
-    return out
-
-
-def kernel_probe(env=None, python=None):
-    """What the kernels of a Caffe child under ``env`` dispatch to: {openblas_core, openblas_threads,
-    onednn_version, onednn_isa, onednn_conv_impl, error}. ONEDNN_MAX_CPU_ISA caps oneDNN's choice and
-    OPENBLAS_CORETYPE forces OpenBLAS's; this says what they really did on this CPU."""
-    env = dict(os.environ if env is None else env, ONEDNN_VERBOSE="1", GLOG_minloglevel="2")
-    env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    res = subprocess.run([python or sys.executable, "-c", _KERNEL_PROBE], env=env, cwd=REPO,
-                         capture_output=True, text=True, timeout=300)
-    out = parse_onednn_verbose(res.stdout + "\n" + res.stderr)
-    out.update(openblas_core=None, openblas_threads=None, error=None)
-    for line in reversed(res.stdout.strip().splitlines()):
-        if line.startswith("{"):
-            out.update(json.loads(line))
-            break
-    if res.returncode != 0:
-        out["error"] = "exit %d: %s" % (res.returncode, (res.stderr.strip().splitlines() or ["?"])[-1][:200])
-    return out
-
-
+# ----------------------------------------------------------------------------- BLAS
 _TORCH_PROBE = r"""
 import json, torch
 torch.set_num_threads(1)
@@ -162,9 +66,46 @@ def torch_kernel_probe(python, env=None):
 
 def mkl_library():
     """libmkl_rt.so.* from PyPI's ``mkl`` package in the bench venv (None if not installed)."""
-    import glob
     hits = sorted(glob.glob(os.path.join(BENCH, ".venv-torch", "lib", "libmkl_rt.so*")))
     return hits[0] if hits else None
+
+
+def _ldconfig_paths(soname):
+    """Where the dynamic linker's cache (``ldconfig -p``) finds ``soname``; [] without ldconfig."""
+    exe = shutil.which("ldconfig", path=os.pathsep.join([os.environ.get("PATH", ""), os.defpath, "/usr/sbin", "/sbin"]))
+    if not exe:
+        return []
+    try:
+        out = subprocess.run([exe, "-p"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.split("=>", 1)[1].strip() for line in out.splitlines()
+            if line.strip().startswith(soname + " ") and "=>" in line]
+
+
+def openblas_variants():
+    """{flavour: folder} of the OpenBLAS builds installed side by side, as Debian and Ubuntu do
+    (``<libdir>/openblas-pthread``, ``openblas-openmp``, ``openblas-serial``, each with its
+    libopenblas.so.0; the alternatives system picks the one the loader sees). The folders are
+    looked for beside the libopenblas.so.0 and libblas.so.3 the linker cache resolves (through
+    the alternatives links) and in the interpreter's multiarch library folder; {} where none."""
+    multiarch = sysconfig.get_config_var("MULTIARCH") or ""
+    roots = []
+    for soname in ("libopenblas.so.0", "libblas.so.3"):
+        for lib in _ldconfig_paths(soname):
+            real = os.path.dirname(os.path.realpath(lib))
+            if multiarch and multiarch not in real.split(os.sep):
+                continue   # another architecture's library (i386 beside x86_64)
+            roots += [real, os.path.dirname(real)]   # libdir itself, or libdir/openblas-X
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    if multiarch and os.path.basename(libdir) == multiarch:
+        roots.append(libdir)
+    found = {}
+    for root in roots:
+        for d in sorted(glob.glob(os.path.join(glob.escape(root), "openblas-*"))):
+            if os.path.isfile(os.path.join(d, "libopenblas.so.0")):
+                found.setdefault(os.path.basename(d)[len("openblas-"):], os.path.realpath(d))
+    return found
 
 
 def blas_presets():
@@ -176,10 +117,10 @@ def blas_presets():
     """
     avx512 = "avx512f" in cpu_flags()
     ncpu = os.cpu_count() or 1
-    have_omp = os.path.isfile(os.path.join(OPENMP_DIR, "libopenblas.so.0"))
+    openmp_dir = openblas_variants().get("openmp")
     mkl = mkl_library()
     skx_skip = None if avx512 else "the CPU has no AVX-512"
-    omp_skip = None if have_omp else "libopenblas0-openmp is not installed (apt-get install libopenblas0-openmp)"
+    omp_skip = None if openmp_dir else "libopenblas0-openmp is not installed (apt-get install libopenblas0-openmp)"
     mkl_skip = None if mkl else "no MKL (bench/.venv-torch/bin/pip install mkl)"
     auto = {"OPENBLAS_CORETYPE": None, "OPENBLAS_NUM_THREADS": None, "OMP_NUM_THREADS": None}
     inherited = os.environ.get("OPENBLAS_CORETYPE")
@@ -194,8 +135,8 @@ def blas_presets():
         "skylakex": ("OpenBLAS pthreads, OPENBLAS_CORETYPE=SkylakeX (AVX-512 kernels), %d threads" % ncpu,
                      dict(auto, OPENBLAS_CORETYPE="SkylakeX"), skx_skip),
         "openmp": ("OpenBLAS OpenMP flavour (LD_LIBRARY_PATH=%s), own detection, %d threads, "
-                   "OMP_WAIT_POLICY=PASSIVE" % (OPENMP_DIR, ncpu),
-                   dict(auto, LD_LIBRARY_PATH=OPENMP_DIR, OMP_WAIT_POLICY="PASSIVE"), omp_skip),
+                   "OMP_WAIT_POLICY=PASSIVE" % (openmp_dir or "its folder: not found", ncpu),
+                   dict(auto, LD_LIBRARY_PATH=openmp_dir or "", OMP_WAIT_POLICY="PASSIVE"), omp_skip),
         "mkl": ("Intel MKL from PyPI (LD_PRELOAD=libmkl_rt, MKL_THREADING_LAYER=GNU), %d threads, "
                 "OMP_WAIT_POLICY=PASSIVE" % ncpu,
                 dict(auto, LD_PRELOAD=mkl or "", MKL_THREADING_LAYER="GNU", MKL_INTERFACE_LAYER="LP64",
@@ -218,63 +159,10 @@ def blas_env(preset):
     return env, skip
 
 
-def caffe_blas_library():
-    """Path of the BLAS library that pycaffe's _caffe.so links: read from /proc/self/maps once caffe is
-    imported (what the loader really picked, LD_LIBRARY_PATH included), else from ldd."""
-    import caffe
-    try:
-        with open("/proc/self/maps") as f:
-            maps = f.read()
-        for name in ("libopenblas", "libblis", "libblas.so"):
-            m = re.search(r"(/\S*/%s\S*)$" % re.escape(name), maps, re.M)
-            if m:
-                return m.group(1)
-    except OSError:
-        pass
-    so = os.path.join(os.path.dirname(caffe.__file__), "_caffe.so")
-    out = subprocess.run(["ldd", so], capture_output=True, text=True).stdout
-    for name in ("libopenblas", "libblis", "libmkl_rt", "libblas"):
-        m = re.search(r"^\s*(%s\S*)\s+=>\s+(\S+)" % name, out, re.M)
-        if m:
-            return m.group(2)
-    raise RuntimeError("cannot find the BLAS library of %s in ldd output:\n%s" % (so, out))
-
-
-def blas_info(lib_path):
-    """(library, core name, threads) of the BLAS that serves cblas_sgemm (None fields where unknown)."""
-    if os.environ.get("LD_PRELOAD") and "mkl" in os.environ["LD_PRELOAD"]:
-        lib = _sgemm_lib(lib_path)
-        try:
-            lib.MKL_Get_Max_Threads.restype = ctypes.c_int
-            threads = lib.MKL_Get_Max_Threads()
-        except AttributeError:
-            threads = None
-        return os.environ["LD_PRELOAD"].split(":")[0], "MKL", threads
-    lib = ctypes.CDLL(lib_path)
-    core = threads = None
-    try:
-        lib.openblas_get_corename.restype = ctypes.c_char_p
-        core = lib.openblas_get_corename().decode()
-        threads = lib.openblas_get_num_threads()
-    except AttributeError:
-        pass
-    return os.path.realpath(lib_path), core, threads
-
-
-def _sgemm_lib(lib_path):
-    """The library whose cblas_sgemm Caffe's calls reach: a preloaded one (LD_PRELOAD) wins over
-    the one _caffe.so links, as in the dynamic linker's own search order."""
-    if os.environ.get("LD_PRELOAD"):
-        glob_scope = ctypes.CDLL(None)
-        if hasattr(glob_scope, "cblas_sgemm"):
-            return glob_scope
-    return ctypes.CDLL(lib_path)
-
-
 def sgemm_gflops(lib_path, m=2048, n=2048, k=2048, reps=5):
     """Best-of-reps single-precision GEMM rate (GFLOP/s = 2mnk / s) through cblas_sgemm of lib_path."""
     import numpy as np
-    lib = _sgemm_lib(lib_path)
+    lib = sgemm_library(lib_path)
     rng = np.random.default_rng(0)
     a = rng.random((m, k), dtype=np.float32)
     b = rng.random((k, n), dtype=np.float32)
@@ -404,11 +292,6 @@ def write_csv(rows, path, columns=None):
         for r in rows:
             w.writerow(r)
     print("wrote %s" % os.path.relpath(path, os.getcwd()))
-
-
-def machine_line():
-    return "machine: %s (%s), %d CPUs, avx512f=%s" % (cpu_name(), cpu_vendor(), os.cpu_count() or 1,
-                                                      "avx512f" in cpu_flags())
 
 
 def load_avg():
