@@ -21,7 +21,7 @@ import sysconfig
 import time
 
 from ltc import REPO
-from ltc.machine import cpu_flags, parse_onednn_verbose, sgemm_library
+from ltc.machine import cpu_flags, parse_onednn_verbose, probe_report, sgemm_library
 
 BENCH = os.path.join(REPO, "bench")
 RESULTS = os.path.join(BENCH, "results")
@@ -53,15 +53,7 @@ def torch_kernel_probe(python, env=None):
         res = subprocess.run([python, "-c", _TORCH_PROBE], env=env, capture_output=True, text=True, timeout=300)
     except OSError as e:
         return dict(parse_onednn_verbose(""), torch_version=None, error=str(e))
-    out = parse_onednn_verbose(res.stdout + "\n" + res.stderr)
-    out.update(torch_version=None, error=None)
-    for line in reversed(res.stdout.strip().splitlines()):
-        if line.startswith("{"):
-            out.update(json.loads(line))
-            break
-    if res.returncode != 0:
-        out["error"] = "exit %d: %s" % (res.returncode, (res.stderr.strip().splitlines() or ["?"])[-1][:200])
-    return out
+    return probe_report(res, torch_version=None)
 
 
 def mkl_library():

@@ -98,8 +98,15 @@ def kernel_probe(env=None, python=None):
     env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     res = subprocess.run([python or sys.executable, "-c", _KERNEL_PROBE], env=env, cwd=REPO,
                          capture_output=True, text=True, timeout=300)
+    return probe_report(res, openblas_core=None, openblas_threads=None)
+
+
+def probe_report(res, **fields):
+    """What a probe child (a finished ``subprocess.run`` with text output) reported: oneDNN's
+    verbose lines (``parse_onednn_verbose``), then ``fields`` as defaults that the child's last
+    JSON line on stdout overrides, and ``error``: None, or "exit N: its last stderr line"."""
     out = parse_onednn_verbose(res.stdout + "\n" + res.stderr)
-    out.update(openblas_core=None, openblas_threads=None, error=None)
+    out.update(fields, error=None)
     for line in reversed(res.stdout.strip().splitlines()):
         if line.startswith("{"):
             out.update(json.loads(line))
