@@ -41,9 +41,8 @@ def _worker_init(cfg, parent_pid):
     _CFG["parent_pid"] = parent_pid
 
 
-_SHM = []
-
-_STATUS = []
+_SHM = []      # this worker's view of the ring (a SharedMemory), once attached
+_STATUS = []   # (SharedMemory, array) of the status table, once attached
 
 
 def _status_table():

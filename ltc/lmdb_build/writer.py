@@ -12,10 +12,8 @@ from ltc import cli_checks, workers
 from ltc.lmdb_build.errors import BuildError, DiskFull, signals_raise
 from ltc.workers import is_no_space
 
-MAX_KEY_BYTES = 511  # LMDB's default maximum key size
-
+MAX_KEY_BYTES = 511    # LMDB's default maximum key size
 PAGE_BYTES = 4096      # LMDB's page size (the OS page size) for the estimate; the writer asks env.stat()
-
 LOCK_BYTES = 8192      # lock.mdb for LMDB's default 126 readers
 
 
