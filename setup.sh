@@ -10,6 +10,10 @@
 #   ./setup.sh --stock-caffe        # Caffe without the project's speed patches
 #   ./setup.sh --gtests convolution_layer,pooling_layer   # rebuild, then run those Caffe gtests
 #   ./setup.sh --rebuild            # ignore the cached Caffe build
+#   ./setup.sh --onednn wheel       # speed/0204's convolution on oneDNN 3 from pinned wheels
+#                                   # (tools/caffe/onednn-wheels.txt, patch onednn3/0205) instead
+#                                   # of Debian's libdnnl 2.6 (--onednn debian, the default)
+#   ./setup.sh --venv DIR ...       # make/rewire the environment DIR instead of .venv/
 #   ./setup.sh --bundle OUT.tar.gz  # pack the environment made above (CPU or --cuda) into a
 #                                   # relocatable bundle for machines without root (docs/bundle.md);
 #                                   # --bundle-split 64 writes pieces of at most 64 MiB instead
@@ -57,6 +61,7 @@ REBUILD=0
 EXISTING="${CAFFE_ROOT:-}"
 BUNDLE_OUT=""
 BUNDLE_SPLIT=""
+ONEDNN=debian
 
 die() { echo "setup.sh: error: $*" >&2; exit 1; }
 say() { echo "==> $*"; }
@@ -74,10 +79,21 @@ while [ $# -gt 0 ]; do
     --rebuild) REBUILD=1; shift ;;
     --bundle) [ $# -ge 2 ] || die "--bundle needs an output path such as ltc-caffe.tar.gz"; BUNDLE_OUT="$2"; shift 2 ;;
     --bundle-split) [ $# -ge 2 ] || die "--bundle-split needs a size in MiB such as 64"; BUNDLE_SPLIT="$2"; shift 2 ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    --onednn) [ $# -ge 2 ] || die "--onednn needs 'debian' or 'wheel'"; ONEDNN="$2"; shift 2 ;;
+    --onednn=*) ONEDNN="${1#--onednn=}"; shift ;;
+    --venv) [ $# -ge 2 ] || die "--venv needs a folder"; VENV="$2"; shift 2 ;;
+    --venv=*) VENV="${1#--venv=}"; shift ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) die "unknown option '$1' (see ./setup.sh --help)" ;;
   esac
 done
+case "$ONEDNN" in
+  debian|wheel) ;;
+  *) die "--onednn '$ONEDNN': expected 'debian' (Debian's libdnnl-dev 2.6, the default) or 'wheel' (oneDNN 3 from tools/caffe/onednn-wheels.txt)" ;;
+esac
+[ "$ONEDNN" = debian ] || [ "$STOCK" = 0 ] || die "--onednn wheel needs the speed patches (the oneDNN convolution is speed/0204): drop --stock-caffe"
+[ "$ONEDNN" = debian ] || [ -z "$EXISTING" ] || die "--onednn wheel builds Caffe: it does not apply to an existing Caffe (--caffe / CAFFE_ROOT)"
+case "$VENV" in /*) ;; *) VENV="$PWD/$VENV" ;; esac
 if [ -n "$CUDA_ARCH" ]; then
   [ "$USE_CUDA" = 1 ] || die "--cuda-arch needs --cuda"
   echo "$CUDA_ARCH" | grep -qE '^[0-9]{2,3}([, ][0-9]{2,3})*$' \
@@ -159,6 +175,7 @@ else
   PATCHES=("$PATCH_DIR"/*.patch)
   [ "$STOCK" = 1 ] || PATCHES+=("$PATCH_DIR"/speed/*.patch)
   [ "$USE_CUDA" = 0 ] || PATCHES+=("$PATCH_DIR"/cuda/*.patch)
+  [ "$ONEDNN" = debian ] || PATCHES+=("$PATCH_DIR"/onednn3/*.patch)
   shopt -u nullglob
   if [ "$USE_CUDA" = 1 ]; then
     # shellcheck disable=SC1091
@@ -169,6 +186,15 @@ else
   # speed/0204: CPU convolution through oneDNN (engine DEFAULT; CAFFE_CONV_ENGINE=caffe at run
   # time keeps im2col + GEMM)
   [ "$STOCK" = 1 ] || FLAGS="$FLAGS -DUSE_DNNL=ON"
+  if [ "$ONEDNN" = wheel ]; then
+    # oneDNN 3 from the pinned wheels, unpacked into the cache (its folder name hashes the
+    # list, so it enters the key through FLAGS); libcaffe gets that lib folder as RUNPATH
+    # (CMAKE_INSTALL_RPATH_USE_LINK_PATH in build_caffe.sh)
+    DNNL_ROOT="$(VPY="$VPY" bash "$REPO/tools/caffe/onednn_wheels.sh" "$CACHE_ROOT")" \
+      || die "--onednn wheel: could not unpack the pinned oneDNN wheels (see above)"
+    FLAGS="$FLAGS -DDNNL_INCLUDE_DIR=$DNNL_ROOT/include -DDNNL_LIBRARY=$DNNL_ROOT/lib/libdnnl.so.3"
+    say "oneDNN: $(cat "$DNNL_ROOT/.complete") from the pinned wheels ($DNNL_ROOT)"
+  fi
   FLAGS="$FLAGS -DBUILD_python=ON -DBUILD_python_layer=ON -Dpython_version=${PYVER:0:1}.${PYVER:1} -DUSE_OPENCV=ON -DUSE_LMDB=ON -DUSE_LEVELDB=ON -DBUILD_docs=OFF -DCMAKE_BUILD_TYPE=Release"
   NUMPY_VER="$("$VPY" -c 'import numpy; print(numpy.__version__)')"
   KEY="$( { echo "$CAFFE_SRC_VERSION $ORIG_SHA256 $DEBIAN_SHA256 py$PYVER numpy$NUMPY_VER"; echo "$FLAGS";
