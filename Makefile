@@ -7,6 +7,7 @@
 #   make test    set up if the environment is missing, then run the test suite (plus a short pass of
 #                the numerical tests with AMD Zen's kernels: tools/test_isa.py)
 #   make test-isa  the numerical tests under several oneDNN ISAs, OpenBLAS cores and thread counts
+#                (and Caffe's own gtests: make caffe-gtests builds them against the installed libcaffe)
 #   make data    the embedded sample photos and the Fashion-MNIST counting scenes
 #   make extras  optional: PyTorch (CPU build), onnx, onnxruntime for tools/export.py and its tests
 #   make train SOLVER=prototxt/solver.prototxt
@@ -32,7 +33,7 @@ DEMO_ITERS = $(shell sed -n 's/^max_iter: //p' prototxt/demo/solver.prototxt)
 SOLVER ?= prototxt/solver.prototxt
 TRAIN_LOG ?= runs/$(notdir $(patsubst %/,%,$(dir $(SOLVER)))).train.log
 
-.PHONY: setup demo test test-isa mutations data sample fashion photos photos-all domain-probe study-data reproduce clean-demo train extras
+.PHONY: setup demo test test-isa caffe-gtests mutations data sample fashion photos photos-all domain-probe study-data reproduce clean-demo train extras
 
 $(CAFFE):
 	bash setup.sh
@@ -105,8 +106,17 @@ test: $(CAFFE)
 
 # The numerical tests under ONEDNN_MAX_CPU_ISA x OPENBLAS_CORETYPE x threads (tools/test_isa.py:
 # the 6 settings that cover every pair; TEST_ISA_ARGS=--full for all 12), a table file x setting.
+# With a CPU_ONLY Caffe from setup.sh, Caffe's own gtests join the table (built first, cached).
 test-isa: $(CAFFE)
-	$(PY) tools/test_isa.py $(TEST_ISA_ARGS)
+	if bash tools/caffe/build_gtests.sh --check; then bash tools/caffe/build_gtests.sh >/dev/null && \
+	  $(PY) tools/test_isa.py --files numerical gtest $(TEST_ISA_ARGS); \
+	else $(PY) tools/test_isa.py $(TEST_ISA_ARGS); fi
+
+# Caffe's own gtests (convolution, dnnl_conv_layer, pooling, inner product, ReLU, LRN, softmax, losses,
+# solvers, ...) compiled against the installed libcaffe, not a Caffe rebuild (tools/caffe/build_gtests.sh:
+# about 1.5 min on 2 cores, cached in ~/.cache/learning-to-count/gtests-<key>; not part of make test).
+caffe-gtests: $(CAFFE)
+	bash tools/caffe/build_gtests.sh
 
 mutations: $(CAFFE)
 	$(PY) tests/mutations.py
