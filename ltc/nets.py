@@ -65,7 +65,7 @@ SMALL = dict(layout="stacked", batch=32, workers=2, base_lr=1e-4, warmup=0, trai
              snapshot=100, max_iter=600)
 
 # The reproduction study's length, and the last leg over which its single-method (bilinear) run
-# branches off the main run for Table 5 (ltc/study.py BRANCHES).
+# branches off the main run for Table 5 (ltc/study/common.py BRANCHES).
 STUDY_ITERS = 6000
 STUDY_SINGLE_METHOD_ITERS = 200
 # The study's contrastive partner y (README "Does it reproduce?"): "same_source" since round 4. With "batch"
@@ -92,7 +92,7 @@ VARIANTS = [
                   test_initialization=True)),
     # The reproduction study (tools/reproduce.py): the small-scale recipe on Fashion scenes + real photos,
     # tested on the 8 held-out photos; "linear" is the same with one fixed downsampling (Table 5): the study
-    # starts it from main's snapshot STUDY_SINGLE_METHOD_ITERS before the end (ltc/study.py BRANCHES).
+    # starts it from main's snapshot STUDY_SINGLE_METHOD_ITERS before the end (ltc/study/common.py BRANCHES).
     ("study/main", dict(SMALL, partner=STUDY_PARTNER, max_iter=STUDY_ITERS,
                         snapshot_prefix="runs/study/main/counting")),
     ("study/linear", dict(SMALL, partner=STUDY_PARTNER, interpolation="linear", max_iter=STUDY_ITERS,
