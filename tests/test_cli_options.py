@@ -263,3 +263,44 @@ def test_check_caffe_venv(tmp_path):
     assert r.returncode == 0 and "environment OK" in r.stdout, r.stderr
     r = run_tool("tools/check_caffe.py", ["--venv", str(tmp_path)])
     assert r.returncode == 1 and os.path.join(str(tmp_path), "bin", "caffe") in r.stderr
+
+
+# ----------------------------------------------------------------------------- library = CLI defaults
+def _parser_of(script, monkeypatch):
+    """The argparse parser a script's main() builds (captured as it parses, before any work)."""
+    import argparse
+    mod = load_script(script)
+    seen = {}
+
+    def capture(self, args=None, namespace=None):
+        seen["parser"] = self
+        raise SystemExit(0)
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
+    with pytest.raises(SystemExit):
+        mod.main([])
+    monkeypatch.undo()
+    return {a.dest: a.default for a in seen["parser"]._actions if a.dest != "help"}
+
+
+@pytest.mark.parametrize("script, fn, renamed, cli_only", [
+    ("tools/linear_probe.py", "ltc.probe:linear_probe", {"model": "models", "csv": "csv_path"}, ()),
+    ("data_prep/fashion_scenes.py", "ltc.fashion:build_testbed", {}, ()),
+    ("data_prep/embedded.py", "ltc.embedded_photos:build_photo_lmdbs", {}, ("workers",)),
+])
+def test_library_functions_take_the_cli_defaults(script, fn, renamed, cli_only, monkeypatch):
+    """ltc.study calls these library functions and logs the script's command line with only the options
+    it sets: every other option's default must be the same on both sides (embedded's --workers: None in
+    the library means the CLI's default, computed from the machine)."""
+    import importlib
+    import inspect
+    mod_name, name = fn.split(":")
+    sig = inspect.signature(getattr(importlib.import_module(mod_name), name)).parameters
+    lib = {k: p.default for k, p in sig.items()}
+    cli = _parser_of(script, monkeypatch)
+    assert sorted(renamed.get(k, k) for k in cli) == sorted(lib), script
+    for dest, default in cli.items():
+        if dest in cli_only:
+            assert lib[dest] is None
+            continue
+        want = [] if dest == "model" else default     # --model NAME=PATH, repeatable: none by default
+        assert lib[renamed.get(dest, dest)] in (want, tuple(want) if isinstance(want, list) else want), (script, dest)
