@@ -45,6 +45,9 @@ if "--gtest_list_tests" in sys.argv:
         s, n = t.split(".")
         print(s + ".\n  " + n)
     sys.exit(0)
+if mode == "dead":  # aborts before any test, as a binary with a layer registered twice does
+    print("F0101 layer_factory.hpp:69] Check failed: registry.count(type) == 0 (1 vs. 0)", flush=True)
+    os.abort()
 # the real tests read src/caffe/test/test_data relative to the working directory
 if not os.path.isdir("src/caffe/test/test_data"):
     print("F hdf5_data_layer.cpp:90] Failed to open source file: src/caffe/test/test_data/solver_data_list.txt")
@@ -125,6 +128,15 @@ def test_gtest_failure_and_crash_are_reported_and_the_rest_still_runs(fake_gtest
     assert "AlphaTest/0.B: crashed" in res.stdout
     assert "BetaTest.C: failed" in res.stdout
     assert "FAILED under avx2-zen-1" in res.stdout
+
+
+def test_a_binary_that_dies_before_any_test_fails_every_row(fake_gtest):
+    res = _run(["--files", "gtest", "--gtest-bin", fake_gtest, "--settings", "avx2-zen-1"],
+               FAKE_GTEST_MODE="dead")
+    assert res.returncode == 1, res.stdout + res.stderr
+    for row in ("gtest/test_alpha", "gtest/test_beta", "gtest/test_convolution_layer"):
+        assert _row(res.stdout, row) == "FAILED (binary error)"
+    assert "binary: exit -6 before any test ran" in res.stdout
 
 
 def test_parse_gtest_and_cells():

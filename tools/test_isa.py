@@ -141,12 +141,13 @@ def suite_of(test):
 def run_gtest(binary, env, timeout):
     """Run the binary (its folder as working directory: the tests read src/caffe/test/test_data)
     under env: the main filter, then each GTEST_APART group with its extra environment. Returns
-    ({test: status}, log text). A crash excludes the test and runs the rest again."""
+    ({test: status}, log text, [error]). A crash excludes the test and runs the rest again; a run
+    that ends in neither gtest's pass (0) nor fail (1) without a test to blame is an error."""
     env = dict(env, GLOG_logtostderr="1", GLOG_minloglevel="1")
     apart = ":".join(f for f, _, _ in GTEST_APART)
     groups = [("", GTEST_FILTER[1:] + (":" + apart if apart else ""), {})]
     groups += [(f, GTEST_FILTER[1:], extra) for f, extra, _ in GTEST_APART]
-    status, log = {}, []
+    status, log, errors = {}, [], []
     t_end = time.time() + timeout
     for positive, negative, extra in groups:
         crashes = 0
@@ -169,13 +170,17 @@ def run_gtest(binary, env, timeout):
             crashed = [t for t, st in new.items() if st == "crashed"]
             for t, st in new.items():
                 status[t] = "crashed (timeout)" if st == "crashed" and rc == 124 else st
+            if rc not in (0, 1, 124) and not crashed:
+                errors.append("exit %d before any test ran: %s" % (rc, (out.strip().splitlines() or ["no output"])[-1][:200]))
             if rc == 124 or not crashed or rc in (0, 1):
                 break
             crashes += 1
             if crashes >= GTEST_MAX_CRASHES:
                 log.append("gave up after %d crashes" % crashes)
                 break
-    return status, "\n".join(log)
+    if not status and not errors:
+        errors.append("no test ran (filter %s)" % GTEST_FILTER)
+    return status, "\n".join(log), errors
 
 
 def gtest_cells(status, rows):
@@ -270,8 +275,10 @@ def main(argv=None):
         for f in files:
             t = time.time()
             if f == "gtest":
-                status, out = run_gtest(gbin, env, a.timeout)
+                status, out, errors = run_gtest(gbin, env, a.timeout)
                 cells = gtest_cells(status, grows)
+                if errors:
+                    cells = {r: "FAILED (binary error)" for r in cells}
                 for r, c in cells.items():
                     if r not in rows:
                         rows.append(r)
@@ -280,6 +287,7 @@ def main(argv=None):
                 print("  %-36s %-22s %5.0f s" % ("gtest (%d rows)" % len(cells), "passed %d of %d" % (n_ok, len(status)),
                                                  time.time() - t), flush=True)
                 bad = [t_ + ": " + st for t_, st in status.items() if st != "ok"][:12]
+                bad += ["binary: " + e for e in errors]
                 if bad or not status:
                     print("\n".join("    " + l for l in bad or out.strip().splitlines()[-12:]), flush=True)
                 continue

@@ -149,7 +149,11 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 if [ -n "$INTERPOSE" ]; then
   IFS=, read -r -a ILIST <<< "$INTERPOSE"
-  for s in "${ILIST[@]}"; do [ -f "$SRC/$s" ] || die "--interpose: no $s in the Caffe source" 2; done
+  for s in "${ILIST[@]}"; do
+    [ -f "$SRC/$s" ] || die "--interpose: no $s in the Caffe source" 2
+    # libcaffe registers the layer already: a second registration aborts at start-up
+    sed -i '/^REGISTER_LAYER_\(CLASS\|CREATOR\)(/d' "$SRC/$s"
+  done
 fi
 
 # ---------------------------------------------------------------- configure and compile
@@ -180,7 +184,10 @@ done
 { echo "prefix $PREFIX"; echo "libcaffe $(sha256sum "$LIB" | cut -d' ' -f1)"; echo "patches $PATCHSET";
   echo "plant ${PLANT:+$(basename "$PLANT")}"; echo "interpose $INTERPOSE";
   echo "built $(date -u '+%Y-%m-%d %H:%M UTC') in $(( $(date +%s) - T0 )) s"; } > "$OUT.tmp/build.txt"
+LIST="$(cd "$OUT.tmp" && ./test.testbin --gtest_list_tests --gtest_filter='-*GPU*' 2>&1)" \
+  || { echo "$LIST" | tail -n 5 >&2; rm -rf "$OUT.tmp"; die "the built test binary does not start (output above)"; }
+n="$(echo "$LIST" | grep -c '^  ' || true)"
+[ "$n" -gt 0 ] || { rm -rf "$OUT.tmp"; die "the built test binary lists no CPU tests"; }
 rm -rf "$OUT"; mv "$OUT.tmp" "$OUT"; touch "$OUT/.complete"
-n="$("$OUT/test.testbin" --gtest_list_tests --gtest_filter='-*GPU*' 2>/dev/null | grep -c '^  ' || true)"
 say "built $OUT/test.testbin in $(( $(date +%s) - T0 )) s: $n CPU tests from ${#TLIST[@]} files"
 echo "$OUT/test.testbin"
