@@ -480,3 +480,28 @@ def test_library_defaults_are_the_cli_defaults():
         assert sorted(cli) == sorted(lib), name
         for dest, default in cli.items():
             assert lib[dest] == default or list(lib[dest]) == list(default), (name, dest, lib[dest], default)
+
+
+def test_curves_figure_panels_and_legends():
+    """The curves figure: a learning-rate panel only when the rate changes (a constant one is a note
+    in the loss panel's title), and the diagnostics legend below its panel, clear of the curves."""
+    from ltc.analysis import plots
+    rows = [dict(iteration=i, loss=10.0 - i / 10.0, seconds=float(i), lr=1e-4, train_count_term=1.0 + i / 100.0,
+                 train_contrast_term=2.0, train_hinge_active=0.3, train_norm_dx=1.5) for i in range(0, 100, 10)]
+    res = dict(train=rows, test=[dict(iteration=50, net=0, test_loss=6.0)], lr=[(r["iteration"], 1e-4) for r in rows])
+    assert not plots.lr_changes(res["lr"])
+    fig = plots.curves_fig(res, 10.0, title="train.log")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert len([t for t in titles if t]) == 2 and "learning rate and wall time" not in titles
+    assert "lr 0.0001 (constant)" in titles[0] and "90 s to iteration 90" in titles[0]
+    fig.canvas.draw()
+    diag = next(ax for ax in fig.axes if ax.get_title().startswith("loss diagnostics"))
+    legend = diag.get_legend()
+    renderer = fig.canvas.get_renderer()
+    assert legend.get_window_extent(renderer).y1 <= diag.get_window_extent(renderer).y0   # below the panel
+    assert len(legend.get_texts()) == 4
+    stepped = dict(res, lr=[(r["iteration"], 1e-4 if r["iteration"] < 50 else 1e-5) for r in rows])
+    fig = plots.curves_fig(stepped, 10.0)
+    assert "learning rate and wall time" in [ax.get_title() for ax in fig.axes]
+    import matplotlib.pyplot as plt
+    plt.close("all")

@@ -141,6 +141,11 @@ def lr_changes(lr_rows):
 
 
 def curves_figure(path, res, margin, warnings=(), title=None):
+    """Save curves_fig's figure to ``path``."""
+    return _save(curves_fig(res, margin, warnings, title), path)
+
+
+def curves_fig(res, margin, warnings=(), title=None):
     """Training curves of a parsed Caffe log (ltc.analysis.caffelog.parse_caffe_log).
 
     Panels: the losses; the learning rate with the wall time, only when the learning rate
@@ -217,4 +222,4 @@ def curves_figure(path, res, margin, warnings=(), title=None):
         ax.set_title("loss diagnostics" + ("  [TRIVIAL SOLUTION]" if warnings else ""), fontsize=10,
                      color="red" if warnings else "black")
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
