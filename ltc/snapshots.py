@@ -168,25 +168,24 @@ def check_pair(state_path):
     return state, model_path
 
 
-def list_snapshots(prefix):
-    """[(iter, solverstate path)] for '<prefix>_iter_N.solverstate', newest first."""
+def _list(prefix, ext):
     found = []
-    for path in glob.glob(glob.escape(prefix) + "_iter_*" + STATE_EXT):
+    for path in glob.glob(glob.escape(prefix) + "_iter_*" + ext):
         n = snapshot_iter(path)
-        if n is not None and path == "%s_iter_%d%s" % (prefix, n, STATE_EXT):
+        if n is not None and path == "%s_iter_%d%s" % (prefix, n, ext):
             found.append((n, path))
     return sorted(found, reverse=True)
+
+
+def list_snapshots(prefix):
+    """[(iter, solverstate path)] for '<prefix>_iter_N.solverstate', newest first."""
+    return _list(prefix, STATE_EXT)
 
 
 def list_models(prefix):
     """[(iter, caffemodel path)] for '<prefix>_iter_N.caffemodel', newest first (files by name:
     check_pair / read_caffemodel check their contents)."""
-    found = []
-    for path in glob.glob(glob.escape(prefix) + "_iter_*" + MODEL_EXT):
-        n = snapshot_iter(path)
-        if n is not None and path == "%s_iter_%d%s" % (prefix, n, MODEL_EXT):
-            found.append((n, path))
-    return sorted(found, reverse=True)
+    return _list(prefix, MODEL_EXT)
 
 
 def newest_intact(prefix):
