@@ -98,3 +98,38 @@ def test_an_old_system_cuda_is_refused(tmp_path):
     _fake_toolkit(root, version="11.8")
     r, _ = _flags(tmp_path, "80", os.path.join(root, "bin"))
     assert r.returncode == 1 and "supports CUDA 12 and 13" in r.stdout
+
+
+def _cuda_wheel_list(tmp_path, data):
+    """One stand-in wheel kept in the cache's CUDA wheel folder and a list pinning it."""
+    import hashlib
+    import zipfile
+    cache = tmp_path / "cache"
+    whl = cache / "cuda-wheels"
+    whl.mkdir(parents=True)
+    path = whl / "nvidia_cuda_nvcc-13.5.1-py3-none-manylinux_2_27_x86_64.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("nvidia/cu13/bin/README", data)
+    lst = tmp_path / "cuda-wheels.txt"
+    lst.write_text("# stand-in\nnvidia-cuda-nvcc==13.5.1 --hash=sha256:%s\n" % hashlib.sha256(path.read_bytes()).hexdigest())
+    return cache, lst, path
+
+
+def _toolchain(cache, lst):
+    # VPY=/bin/false: any download attempt fails, so the outcome shows whether the kept wheel was used
+    return subprocess.run(["bash", os.path.join(REPO, "tools", "caffe", "cuda_toolchain.sh"), str(cache), str(lst)],
+                          capture_output=True, text=True, timeout=120, env=dict(os.environ, VPY="/bin/false"))
+
+
+def test_cuda_toolchain_uses_a_kept_wheel_only_while_its_hash_matches(tmp_path):
+    cache, lst, path = _cuda_wheel_list(tmp_path, "stand-in")
+    r = _toolchain(cache, lst)
+    # the kept wheel passes the hash check (no download) and is unpacked
+    assert "downloading" not in r.stderr and "sha256 verified and unpacked 1 wheels" in r.stderr, r.stderr
+    with open(path, "ab") as f:
+        f.write(b"tampered")
+    r = _toolchain(cache, lst)
+    assert r.returncode == 1, r.stderr
+    assert "downloading the pinned CUDA 13.5.1 wheels (about 1.5 GB) with pip, hashes checked" in r.stderr
+    assert "pip download of the CUDA wheels failed" in r.stderr
+    assert not list(cache.glob("cuda-toolkit-*/.complete"))

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# cuda_toolchain.sh CACHE_ROOT -- a CUDA 13 toolkit assembled from pinned wheels.
+# cuda_toolchain.sh CACHE_ROOT [LIST] -- a CUDA 13 toolkit assembled from pinned wheels.
 #
 # For `./setup.sh --cuda` on a machine without a system CUDA toolkit. Downloads the wheels
 # listed in tools/caffe/cuda-wheels.txt with pip (--require-hashes: each file is checked
@@ -10,7 +10,7 @@
 set -euo pipefail
 CACHE_ROOT="$1"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-LIST="$HERE/cuda-wheels.txt"
+LIST="${2:-$HERE/cuda-wheels.txt}"
 PY="${VPY:-/usr/bin/python3}"
 
 die() { echo "cuda_toolchain.sh: error: $*" >&2; exit 1; }
@@ -24,30 +24,13 @@ ROOT="$CACHE_ROOT/cuda-toolkit-$KEY"
 WHL="$CACHE_ROOT/cuda-wheels"
 if [ -f "$ROOT/.complete" ]; then echo "$ROOT"; exit 0; fi
 
-# name==version --hash=sha256:HEX  ->  the wheel file name prefix and the hash
-wheels() { grep -vE '^(#|$)' "$LIST" | sed -E 's/^([^=]+)==([^ ]+) --hash=sha256:([0-9a-f]+)$/\1 \2 \3/'; }
-kept() {  # kept NAME VERSION SHA -> path of a kept, verified wheel, or nothing
-  local f
-  for f in "$WHL/$(echo "$1" | tr - _)-$2-"*.whl; do
-    [ -f "$f" ] && [ "$(sha256sum "$f" | cut -d' ' -f1)" = "$3" ] && { echo "$f"; return; }
-  done
-}
-
-mkdir -p "$WHL"
-missing=0
-while read -r n v h; do [ -n "$(kept "$n" "$v" "$h")" ] || missing=1; done < <(wheels)
-if [ "$missing" = 1 ]; then
-  say "downloading the pinned CUDA $(grep -oE 'nvidia-cuda-nvcc==[0-9.]+' "$LIST" | cut -d= -f3) wheels (about 1.5 GB) with pip, hashes checked"
-  "$PY" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
-      --require-hashes -r "$LIST" -d "$WHL" \
-    || die "pip download of the CUDA wheels failed (network, or a hash mismatch: see above)"
-fi
+. "$HERE/pinned_wheels.sh"
+fetch_wheels "CUDA $(grep -oE 'nvidia-cuda-nvcc==[0-9.]+' "$LIST" | cut -d= -f3) wheels (about 1.5 GB)" CUDA
 
 TMP="$(mktemp -d "$CACHE_ROOT/cuda-unpack.XXXXXX")"
 trap 'rm -rf "$TMP"' EXIT
 while read -r n v h; do
-  f="$(kept "$n" "$v" "$h")"
-  [ -n "$f" ] || die "$n==$v: no wheel with sha256 $h in $WHL after download"
+  f="$(verified_wheel "$n" "$v" "$h")"
   unzip -q -o "$f" 'nvidia/*' -d "$TMP" || die "cannot unpack $f"
 done < <(wheels)
 say "sha256 verified and unpacked $(wheels | wc -l) wheels"

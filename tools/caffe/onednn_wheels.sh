@@ -25,30 +25,13 @@ ROOT="$CACHE_ROOT/onednn-$KEY"
 WHL="$CACHE_ROOT/onednn-wheels"
 if [ -f "$ROOT/.complete" ]; then echo "$ROOT"; exit 0; fi
 
-# name==version --hash=sha256:HEX  ->  name version hash
-wheels() { grep -vE '^(#|$)' "$LIST" | sed -E 's/^([^=]+)==([^ ]+) --hash=sha256:([0-9a-f]+)$/\1 \2 \3/'; }
-kept() {  # kept NAME VERSION SHA -> path of a kept, verified wheel, or nothing
-  local f
-  for f in "$WHL/$(echo "$1" | tr - _)-$2-"*.whl; do
-    [ -f "$f" ] && [ "$(sha256sum "$f" | cut -d' ' -f1)" = "$3" ] && { echo "$f"; return; }
-  done
-}
-
-mkdir -p "$WHL"
-missing=0
-while read -r n v h; do [ -n "$(kept "$n" "$v" "$h")" ] || missing=1; done < <(wheels)
-if [ "$missing" = 1 ]; then
-  say "downloading the pinned oneDNN wheels ($(wheels | awk '{print $1 "==" $2}' | paste -sd, | sed 's/,/, /g')) with pip, hashes checked"
-  "$PY" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
-      --require-hashes -r "$LIST" -d "$WHL" \
-    || die "pip download of the oneDNN wheels failed (network, or a hash mismatch: see above)"
-fi
+. "$HERE/pinned_wheels.sh"
+fetch_wheels "oneDNN wheels ($(wheels | awk '{print $1 "==" $2}' | paste -sd, | sed 's/,/, /g'))" oneDNN
 
 TMP="$(mktemp -d "$CACHE_ROOT/onednn-unpack.XXXXXX")"
 trap 'rm -rf "$TMP"' EXIT
 while read -r n v h; do
-  f="$(kept "$n" "$v" "$h")"
-  [ -n "$f" ] || die "$n==$v: no wheel with sha256 $h in $WHL after download"
+  f="$(verified_wheel "$n" "$v" "$h")"
   unzip -q -o "$f" '*.data/data/*' -d "$TMP/$n" || die "cannot unpack $f"
 done < <(wheels)
 say "sha256 verified and unpacked $(wheels | wc -l) wheels"
