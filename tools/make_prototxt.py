@@ -38,7 +38,7 @@ def add_knob_options(groups):
     for k in knobs.NET.knobs:
         if not k.option:
             continue
-        kw = dict(type=knob_type(k), default=k.default, help=k.doc)
+        kw = dict(type=knob_type(k), default=k.default, help=k.doc.replace("%", "%%"))   # argparse formats help with %
         if k.choices is not None:
             kw["metavar"] = "{%s}" % ",".join(str(c) for c in k.choices)
         if k.key == "snapshot_prefix":
