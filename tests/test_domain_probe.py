@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from ltc import REPO
+from ltc import domain_probe as lib
 from ltc import probe_sklearn as ps
 
 from conftest import load_script
@@ -177,7 +178,7 @@ def test_bad_arguments_and_missing_elpv(tmp_path, fashion_dir, capsys, monkeypat
 
 def test_elpv_blocks_restart_at_type_changes():
     types = ["mono"] * 5 + ["poly"] * 4 + ["mono"] * 2
-    assert domain_probe.elpv_blocks(types, 3).tolist() == [0, 0, 0, 1, 1, 2, 2, 2, 3, 4, 4]
+    assert lib.elpv_blocks(types, 3).tolist() == [0, 0, 0, 1, 1, 2, 2, 2, 3, 4, 4]
 
 
 def test_elpv_options_with_a_stand_in_package(tmp_path, monkeypatch, capsys):
@@ -206,9 +207,9 @@ def test_elpv_options_with_a_stand_in_package(tmp_path, monkeypatch, capsys):
         assert line.startswith("elpv: 40 cells (10 defective), 9 blocks")   # 18 mono: 4 blocks; 22 poly: 5
         res = json.load(open(tmp_path / "o" / "elpv" / "gains.json"))
         assert res["classes"] == 2 and res["train_pool"] + res["val_items"] == 40
-    blocks = domain_probe.elpv_blocks(kinds, 5)
-    masks = {tuple(domain_probe.elpv_val_mask(blocks, seed, 0.5)) for seed in range(1, 9)}
+    blocks = lib.elpv_blocks(kinds, 5)
+    masks = {tuple(lib.elpv_val_mask(blocks, seed, 0.5)) for seed in range(1, 9)}
     assert len(masks) > 1                    # 9 blocks at 0.5: 8 seeds all alike has chance 2**-63
     for mask in masks:                       # whole blocks only
         assert all(len(set(np.array(mask)[blocks == b])) == 1 for b in range(9))
-    assert not domain_probe.elpv_val_mask(blocks, 1, 0.0).any() and domain_probe.elpv_val_mask(blocks, 1, 1.0).all()
+    assert not lib.elpv_val_mask(blocks, 1, 0.0).any() and lib.elpv_val_mask(blocks, 1, 1.0).all()
