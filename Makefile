@@ -73,7 +73,7 @@ domain-probe: $(CAFFE)
 	nice -n 10 $(PY) tools/domain_probe.py --model counting=$(PROBE_MODEL) --dataset elpv --per-class 10 100 500
 
 study-data: data
-	$(PY) tools/reproduce.py --stage data
+	$(PY) tools/reproduce.py --stage data --runs main linear
 
 demo: study-data
 	mkdir -p runs/demo
@@ -85,7 +85,7 @@ demo: study-data
 	$(PY) tools/analyze.py log --log runs/demo/train.log --out runs/demo/curves
 	$(PY) tools/demo_summary.py --run runs/demo
 
-reproduce: study-data
+reproduce: study-data photos-all
 	$(CAFFE_ENV) $(PY) tools/reproduce.py $(REPRODUCE_ARGS)
 
 # -c requirements.txt keeps the core pins (protobuf 4.25.9 for Caffe's generated code); torch is

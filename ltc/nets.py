@@ -72,6 +72,11 @@ STUDY_SINGLE_METHOD_ITERS = 200
 # (the paper's: any other image) the 3000-iteration study collapsed phi on the real photos, because about
 # 88 % of a photo's partners were scenes, which a zero vector already keeps M away from.
 STUDY_PARTNER = "same_source"
+# The photo run of the study (issue 27): the demo's start (zero fc biases, Adam at 1e-4) on the Fashion
+# scenes plus the 20,000 multi-scale views of the packaged photos (data_prep/photos.py), tested on the
+# 1,000 views of the held-out photos (whole groups) every PHOTO_TEST_INTERVAL iterations.
+PHOTO_ITERS = 3000
+PHOTO_TEST_INTERVAL = 500
 
 # (name, overrides) of every committed net besides the default one.
 VARIANTS = [
@@ -97,6 +102,11 @@ VARIANTS = [
                         snapshot_prefix="runs/study/main/counting")),
     ("study/linear", dict(SMALL, partner=STUDY_PARTNER, interpolation="linear", max_iter=STUDY_ITERS,
                           snapshot_prefix="runs/study/linear/counting")),
+    ("study/photos", dict(SMALL, fc_bias=0.0, fc8_bias=0.0, solver_type="Adam", partner=STUDY_PARTNER,
+                          train_lmdb="data/study/photos_train_lmdb", val_lmdb="data/photos_all/val_views_lmdb",
+                          test_batch=50, test_iter=20, test_interval=PHOTO_TEST_INTERVAL, workers=1,
+                          max_iter=PHOTO_ITERS, snapshot=PHOTO_TEST_INTERVAL,
+                          snapshot_prefix="runs/study/photos/counting")),
 ]
 
 
@@ -155,7 +165,9 @@ def data_param_str(cfg, phase):
         p["test_batches"] = cfg["test_iter"]
     if cfg["layout"] == "stacked":
         p["stack"] = True
-    if cfg["partner"] != "batch":
+    if cfg["partner"] != "batch" and phase == "train":
+        # TEST keeps the paper's partner (any other image of the batch): a test LMDB is one source, and a
+        # held-out view LMDB's keys (<index>_<photo>_<box>) would otherwise pair views of one photo
         p["partner"] = cfg["partner"]
     return json.dumps(p, sort_keys=True)
 

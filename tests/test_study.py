@@ -335,3 +335,119 @@ def test_all_embedded_photos_and_the_held_out_split():
 
 
 # tools/demo_seeds.py's tests are in tests/test_demo_grid.py.
+
+
+# ----------------------------------------------------------------------------- the photo run (issue 27)
+def _data_params(tv_path):
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+    net = caffe_pb2.NetParameter()
+    text_format.Merge(open(tv_path).read(), net)
+    return [json.loads(l.python_param.param_str) for l in net.layer
+            if l.type == "Python" and l.python_param.module == "counting_data"], net
+
+
+def test_photo_run_net_is_the_demo_start_on_views_and_instantiates(tmp_path):
+    """The committed study/photos net: the demo's start (Adam, zero fc biases), the mixed LMDB with the
+    same-source partner in TRAIN, every held-out view once per TEST pass (the paper's partner), and it
+    runs in real Caffe on a stand-in of the mix (mixdata keys, two sources)."""
+    import caffe
+    s = study.solver(study.PHOTO_SOLVER)
+    assert s.type == "Adam" and s.base_lr == pytest.approx(1e-4) and s.max_iter == nets.PHOTO_ITERS
+    assert s.test_interval == nets.PHOTO_TEST_INTERVAL and s.snapshot == nets.PHOTO_TEST_INTERVAL
+    (train, test), net = _data_params(os.path.join(REPO, s.net))
+    assert train["source"] == study.PHOTOS_STUDY_TRAIN and train["partner"] == "same_source"
+    assert test["source"] == study.VIEWS_TEST and "partner" not in test
+    assert s.test_iter[0] * test["batch_size"] == 1000 == test["test_batches"] * test["batch_size"]
+    fc = {l.name: l.inner_product_param.bias_filler.value for l in net.layer if l.name in ("fc6", "fc7", "fc8")}
+    assert fc == {"fc6": 0.0, "fc7": 0.0, "fc8": 0.0}
+    demo = study.solver("prototxt/demo/solver.prototxt")
+    assert (demo.type, demo.base_lr) == (s.type, s.base_lr)
+
+    from conftest import write_test_lmdb
+    write_test_lmdb(str(tmp_path / "scenes"), 3, seed=1)
+    write_test_lmdb(str(tmp_path / "views"), 5, seed=2)
+    mix = str(tmp_path / "mix")
+    mixdata.mix_lmdbs([("scenes", str(tmp_path / "scenes"), 1), ("photos", str(tmp_path / "views"), 1)], mix)
+    text = open(os.path.join(REPO, s.net)).read().replace(study.PHOTOS_STUDY_TRAIN, mix)
+    text = text.replace('\\"batch_size\\": 32', '\\"batch_size\\": 4').replace('\\"workers\\": 1', '\\"workers\\": 0')
+    tv = tmp_path / "tv.prototxt"
+    tv.write_text(text)
+    n = caffe.Net(str(tv), caffe.TRAIN)
+    try:
+        out = n.forward()
+        assert np.isfinite(float(np.ravel(out["loss"])[0]))
+        assert n.blobs["data"].data.shape == (24, 3, 114, 114)
+    finally:
+        for layer in n.layers:
+            if hasattr(layer, "close"):
+                layer.close()
+
+
+def test_prepare_photo_data_mixes_views_and_refuses_leaks(tmp_path, monkeypatch):
+    from conftest import write_test_lmdb
+    from ltc.study import train as st
+    views, held, scenes, out = (str(tmp_path / n) for n in ("views", "held", "scenes", "mix"))
+    for name, path in (("VIEWS_TRAIN", views), ("VIEWS_TEST", held), ("SCENES_TRAIN", scenes),
+                       ("PHOTOS_STUDY_TRAIN", out)):
+        monkeypatch.setattr(st, name, path)
+    runner = study.Runner(str(tmp_path / "o"))
+    with pytest.raises(study.StudyError, match="make photos-all"):
+        st.prepare_photo_data(runner)
+    write_test_lmdb(views, 4, seed=1)
+    write_test_lmdb(held, 2, seed=2)
+    write_test_lmdb(scenes, 3, seed=3)
+    assert st.prepare_photo_data(runner, scene_repeat=2) == out
+    keys = [k for k, _ in read(out)]
+    assert len(keys) == 3 * 2 + 4 and sum(b"_photos_" in k for k in keys) == 4
+    assert "mix_lmdbs" in (tmp_path / "o" / "commands.txt").read_text()
+    import shutil
+    shutil.rmtree(out)
+    shutil.rmtree(held)
+    write_test_lmdb(held, 2, seed=1)          # the first two training views, "held out": refused
+    with pytest.raises(study.StudyError, match="2 held-out test photos"):
+        st.prepare_photo_data(runner)
+
+
+def photo_results(count_term=2.0, exact=0.85, gain=3.5, lo=0.5):
+    g = {"%d/%s" % (n, l): dict(mean=gain, lo=lo, hi=gain + 1, counting=50.0, random=50.0 - gain)
+         for n in (10, 1000) for l in study.PROBE_LAYERS}
+    return dict(weights="p.caffemodel", iteration=3000, solver=study.PHOTO_SOLVER, partner="same_source",
+                train_lmdb=study.PHOTOS_STUDY_TRAIN, test_lmdb=study.VIEWS_TEST,
+                test_views=[dict(iteration=500, loss=9.0, count_term=9.0, contrast_term=0.0, hinge_active=1.0,
+                                 norm_dx=0.5),
+                            dict(iteration=3000, loss=count_term + 1, count_term=count_term, contrast_term=1.0,
+                                 hinge_active=0.3, norm_dx=4.0)],
+                train_end=dict(loss=3.0, count_term=1.0, contrast_term=2.0, hinge_active=0.4, norm_dx=3.0),
+                mean_vector=dict(n_images=1000, n_dims=1000, n_nonzero=40, n_above_threshold=30, threshold=0.01,
+                                 max_mean=1.0, mean_norm=4.0),
+                count_check=dict(spearman=0.98, n=500, count_map=dict(exact=0.4, within1=0.9)),
+                count_check_fixed=dict(spearman=0.99, n=500, count_map=dict(exact=exact, within1=0.95), item=36),
+                domain_probe=dict(per_class=[10, 1000], gains=g, models={"counting": "p", "random1": None},
+                                  seeds=5, val_items=5000, train_pool=12000),
+                elpv_probe=None)
+
+
+def test_photo_goals_and_report_without_the_main_run(tmp_path):
+    res = dict(photos=photo_results())
+    met = {g: ok for g, _, ok in study.goals(res)}
+    assert len(met) == 7 and all(met.values()), met
+    res = dict(photos=photo_results(count_term=2.6, exact=0.79, gain=3.5, lo=-0.1))
+    missed = [g for g, _, ok in study.goals(res) if not ok]
+    assert len(missed) == 5 and any("counting term" in g for g in missed) and any("fixed-size" in g for g in missed)
+    path = study.write_report(res, str(tmp_path / "rep"))
+    text = open(path).read()
+    assert "| 3000 | 3.6 | 2.6 | 1 | 30 % | 4 |" in text
+    assert "| fixed size 36 px, gray | 0.990 | 79.0 % | 95.0 % |" in text
+    assert "| 1000 | +3.50 [-0.10, +4.50]" in text and "skipped (its optional package is not installed)" in text
+    assert "The main run" not in text
+    both = dict(fake_results(tmp_path), photos=photo_results())
+    assert len(study.goals(both)) == len(study.goals(fake_results(tmp_path))) + 7
+
+
+def test_update_results_keeps_the_other_runs(tmp_path):
+    out = str(tmp_path / "r")
+    study.update_results(out, main=dict(a=1), count_check=dict(spearman=0.9))
+    res = study.update_results(out, photos=dict(b=2))
+    assert res == dict(main=dict(a=1), count_check=dict(spearman=0.9), photos=dict(b=2))
+    assert json.load(open(os.path.join(out, "results.json"))) == res

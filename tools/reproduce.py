@@ -7,8 +7,9 @@
 
 Trains the nets of prototxt/study/main (the small-scale recipe, a random downsampling method
 per batch) and prototxt/study/linear (the same with bilinear downsampling only, for Table 5) on
-data/study/train_lmdb (Fashion scenes + the 34 training photos), in parallel with one BLAS
-thread each; each run resumes from its newest snapshot. Then evaluates (see ltc/study/) and
+data/study/train_lmdb (Fashion scenes + the 34 training photos), and prototxt/study/photos (the
+demo's start on the scenes + 20,000 views of the packaged photos, tested on views of held-out
+photos), in parallel with one BLAS thread each; each run resumes from its newest snapshot. Then evaluates (see ltc/study/) and
 writes OUT/report.md, OUT/results.json, OUT/commands.txt and the PNGs under OUT/.
 """
 import argparse
@@ -30,11 +31,15 @@ def main(argv=None):
     ap.add_argument("--resume", action="append", default=[], metavar="RUN=SOLVERSTATE",
                     help="start run RUN (main or linear) from this solverstate when its folder has no snapshot yet")
     ap.add_argument("--runs", nargs="+", choices=[n for n, _ in study.RUNS], default=[n for n, _ in study.RUNS],
-                    help="the runs to train (stage train)")
+                    help="the runs to train and evaluate (data: photos needs make photos-all's views)")
     ap.add_argument("--seeds", type=cli_checks.int_range(0, 2 ** 31 - 1), nargs="+", default=[1701, 1702], help="linear-probe seeds")
     ap.add_argument("--probe-iters", type=cli_checks.int_range(1, 10 ** 7), default=200, help="linear-probe SGD iterations")
     ap.add_argument("--per-class", type=cli_checks.positive_int, default=study.PROBE_PER_CLASS, help="probe training labels per class")
     ap.add_argument("--iteration", type=cli_checks.nonneg_int, default=None, help="evaluate this snapshot of the main run (default: its last)")
+    ap.add_argument("--photo-iteration", type=cli_checks.nonneg_int, default=None,
+                    help="evaluate this snapshot of the photo run (default: its last)")
+    ap.add_argument("--no-domain-probe", action="store_true",
+                    help="photo run: leave out the in-domain probes (about 20 min on 2 cores)")
     ap.add_argument("--probe-val-images", type=cli_checks.nonneg_int, default=0, help="score the first N probe validation images (0: all)")
     ap.add_argument("--threads", type=cli_checks.int_range(1, 256), default=1,
                     help="BLAS threads per training run (with the speed patches, also the threads over the images of "
@@ -63,18 +68,21 @@ def main(argv=None):
     out = args.out
     try:
         if args.stage in ("all", "data"):
-            study.prepare_data(runner, per_class=args.per_class)
+            study.prepare_data(runner, per_class=args.per_class, with_views="photos" in args.runs)
         if args.stage in ("all", "train"):
             study.train_runs(runner, runs=[r for r in study.RUNS if r[0] in args.runs], resume=resume,
                              poll=args.poll, threads=args.threads)
         if args.dry_run:
             return 0
-        if args.stage in ("all", "evaluate"):
+        if args.stage in ("all", "evaluate") and "main" in args.runs:
             # the main run's earlier leg (a --resume source written by the same net and solver) joins its curves
             legs = [os.path.join(os.path.dirname(resume["main"]), "counting")] if "main" in resume else []
-            res = study.evaluate(runner, out, seeds=args.seeds, probe_iters=args.probe_iters,
-                                 per_class=args.per_class, iteration=args.iteration, extra_prefixes=legs,
-                                 probe_val_images=args.probe_val_images)
+            study.evaluate(runner, out, seeds=args.seeds, probe_iters=args.probe_iters,
+                           per_class=args.per_class, iteration=args.iteration, extra_prefixes=legs,
+                           probe_val_images=args.probe_val_images)
+        if args.stage in ("all", "evaluate") and "photos" in args.runs:
+            study.update_results(out, photos=study.evaluate_photos(runner, out, iteration=args.photo_iteration,
+                                                                   probe=not args.no_domain_probe))
         if args.stage in ("all", "evaluate", "report"):
             import json
             with open(os.path.join(study.REPO, out, "results.json")) as f:

@@ -6,9 +6,9 @@ import json
 import os
 
 from ltc import REPO
-from ltc.study.common import (ITEMS_VAL, PHOTOS_TEST, PROBE_LAYERS, PROBE_PER_CLASS, PROBE_TRAIN, RUNS,
-                              SCENES_TRAIN, SCENES_VAL, TRAJECTORY_EVERY, StudyError, cli_args, models,
-                              random_seed, solver)
+from ltc.study.common import (FIXED_ITEM, FIXED_SCENES, ITEMS_VAL, PHOTO_SOLVER, PHOTOS_STUDY_TRAIN, PHOTOS_TEST,
+                              PROBE_LAYERS, PROBE_PER_CLASS, PROBE_TRAIN, RUNS, SCENES_TRAIN, SCENES_VAL,
+                              TRAJECTORY_EVERY, VIEWS_TEST, StudyError, cli_args, models, random_seed, solver)
 from ltc.study.report import train_partner
 from ltc.study.train import save_random_init
 
@@ -192,8 +192,7 @@ def evaluate(runner, out, seeds=(1701, 1702), probe_iters=200, per_class=PROBE_P
     res["probe"] = probe_summary([os.path.join(REPO, c) for c in csvs])
     res["probe"].update(train_lmdb=probe_train, val_lmdb=ITEMS_VAL, iters=probe_iters, seeds=list(seeds))
 
-    with open(os.path.join(REPO, out, "results.json"), "w") as f:
-        json.dump(res, f, indent=1, default=float)
+    update_results(out, **res)
     return res
 
 
@@ -212,3 +211,79 @@ def probe_summary(csv_paths):
     if "counting" in out and "random" in out:
         out["gain"] = {l: out["counting"][l]["mean"] - out["random"][l]["mean"] for l in PROBE_LAYERS}
     return out
+
+
+# ----------------------------------------------------------------------------- the photo run (issue 27)
+def fixed_scenes(runner):
+    """The fixed-size, single-tint scenes (every item FIXED_ITEM px and gray), built when missing."""
+    from ltc import fashion
+    if not os.path.isfile(os.path.join(REPO, FIXED_SCENES, "scenes_val_lmdb", "data.mdb")):
+        runner.call("data_prep/fashion_scenes.py", ["--what", "scenes", "--min-item", FIXED_ITEM, "--max-item",
+                                                    FIXED_ITEM, "--gray", "--out-dir", FIXED_SCENES],
+                    lambda: fashion.build_testbed(out_dir=os.path.join(REPO, FIXED_SCENES), what="scenes",
+                                                  min_item=FIXED_ITEM, max_item=FIXED_ITEM, gray=True))
+    return os.path.join(FIXED_SCENES, "scenes_train_lmdb"), os.path.join(FIXED_SCENES, "scenes_val_lmdb")
+
+
+def domain_probe(runner, weights, out_dir, dataset="fashion", per_class=(10, 100, 1000)):
+    """``tools/domain_probe.py --model counting=WEIGHTS ...`` as a library call (ltc.domain_probe); None
+    for elpv without its optional package."""
+    from ltc import domain_probe as dp
+    argv = ["--model", "counting=" + weights, "--dataset", dataset, "--per-class"] + [str(n) for n in per_class] \
+        + ["--out-dir", out_dir]
+    done = os.path.join(out_dir, dataset, "gains.json")
+    res = runner.call("tools/domain_probe.py", argv,
+                      lambda: dp.run(dp.arguments(argv), command="python tools/domain_probe.py " + " ".join(argv)),
+                      done=done)
+    if res is None and os.path.isfile(os.path.join(REPO, done)):   # reused
+        res = _json(os.path.join(REPO, done))
+    if res is not None:
+        res.pop("table", None)
+    return res
+
+
+def evaluate_photos(runner, out, solver_path=PHOTO_SOLVER, iteration=None, probe=True):
+    """The photo run's numbers: held-out views (TEST passes of the training log: counting term, hinge,
+    |phi(Dx)|), the mean counting vector on them (Fig. 3), counting on the mixed and on the fixed-size
+    gray scenes, and the in-domain probes (Fashion items; elpv when installed) against random inits.
+    Returns the dict stored as results.json's "photos"."""
+    weights, it = final_model(solver_path, iteration)
+    s = solver(solver_path)
+    res = dict(weights=weights, iteration=it, solver=solver_path, partner=train_partner(solver_path),
+               train_lmdb=PHOTOS_STUDY_TRAIN, test_lmdb=VIEWS_TEST)
+    sub = os.path.join(out, "photos")
+    log_path = os.path.join(os.path.dirname(s.snapshot_prefix), "train.log")
+    lg = analyze(runner, "log", os.path.join(sub, "log"), reuse=False, log=log_path)
+    names = ("loss", "count_term", "contrast_term", "hinge_active", "norm_dx")
+    res["test_views"] = [dict(iteration=r["iteration"], **{n: r.get("test_" + n) for n in names})
+                         for r in lg["test"] if r.get("net", 0) == 0 and r["iteration"] <= it]
+    res["train_end"] = tail_means([dict(r, train_loss=r["loss"]) for r in lg["train"] if r["iteration"] <= it],
+                                  "train", names)
+    mv = analyze(runner, "mean-vector", os.path.join(sub, "mean_vector"), weights=weights, source=VIEWS_TEST,
+                 max_images=1000)
+    res["mean_vector"] = {k: mv.get(k) for k in ("n_images", "n_dims", "n_nonzero", "n_above_threshold",
+                                                 "threshold", "max_mean", "mean_norm")}
+    cc = analyze(runner, "count-check", os.path.join(sub, "count_check"), weights=weights, source=SCENES_VAL,
+                 fit_source=SCENES_TRAIN, max_images=500)
+    res["count_check"] = dict(spearman=cc["spearman"], n=cc["n_images"], count_map=cc["count_map"])
+    fit, val = fixed_scenes(runner)
+    fx = analyze(runner, "count-check", os.path.join(sub, "count_check_fixed"), weights=weights, source=val,
+                 fit_source=fit, max_images=500)
+    res["count_check_fixed"] = dict(spearman=fx["spearman"], n=fx["n_images"], count_map=fx["count_map"],
+                                    source=val, item=FIXED_ITEM)
+    if probe:
+        res["domain_probe"] = domain_probe(runner, weights, os.path.join(sub, "domain_probe"))
+        res["elpv_probe"] = domain_probe(runner, weights, os.path.join(sub, "domain_probe"), dataset="elpv",
+                                         per_class=(10, 100, 500))
+    return res
+
+
+def update_results(out, **parts):
+    """Merge ``parts`` into OUT/results.json (one run's evaluation keeps the others'); returns the dict."""
+    path = os.path.join(REPO, out, "results.json")
+    res = _json(path) if os.path.isfile(path) else {}
+    res.update(parts)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(res, f, indent=1, default=float)
+    return res

@@ -9,7 +9,38 @@ from ltc.study.common import GOALS, PROBE_LAYERS, solver
 
 
 def goals(res):
-    """[(goal, measured, met)] of the issue's "Must show" targets."""
+    """[(goal, measured, met)] of the issues' "Must show" targets: the main run's, then the photo run's."""
+    return (main_goals(res) if "main" in res else []) + (photo_goals(res["photos"]) if "photos" in res else [])
+
+
+def photo_goals(ph):
+    """The photo run's goals (issue 27): held-out views, fixed-size scenes, the in-domain probe."""
+    g = []
+    tv = ph.get("test_views") or []
+    if tv:
+        t = tv[-1]
+        g.append(("photos: counting term on the held-out views <= M/4 = %.1f" % GOALS["heldout_count_term"],
+                  "%.3g" % t["count_term"], t["count_term"] <= GOALS["heldout_count_term"]))
+        g.append(("photos: hinge active on a minority of held-out views (< 50 %)", "%.0f %%" % (100 * t["hinge_active"]),
+                  t["hinge_active"] < 0.5))
+        g.append(("photos: |phi(Dx)| on held-out views well above 0 (>= 1)", "%.3g" % t["norm_dx"], t["norm_dx"] >= 1.0))
+    fx = (ph.get("count_check_fixed") or {}).get("count_map")
+    if fx:
+        g.append(("photos: fixed-size gray scenes, exact k >= %d %%" % (100 * GOALS["fixed_exact"]),
+                  "%.1f %%" % (100 * fx["exact"]), fx["exact"] >= GOALS["fixed_exact"]))
+    dp = ph.get("domain_probe")
+    if dp:
+        n = max(dp["per_class"])
+        for layer in ("conv3", "conv4", "conv5"):
+            e = dp["gains"]["%d/%s" % (n, layer)]
+            g.append(("photos: in-domain probe %s at %d/class: counting - random >= +%.0f, interval above 0"
+                      % (layer, n, GOALS["probe_margin"]), "%+.2f [%+.2f, %+.2f]" % (e["mean"], e["lo"], e["hi"]),
+                      e["mean"] >= GOALS["probe_margin"] and e["lo"] > 0))
+    return g
+
+
+def main_goals(res):
+    """The main run's goals (the counting study)."""
     g = []
     cc = res["count_check"]
     g.append(("Spearman(|phi|, k) >= %.2f on scenes_val" % GOALS["spearman"], "%.3f" % cc["spearman"],
@@ -52,21 +83,15 @@ def train_partner(solver_path):
     return json.loads(layer.python_param.param_str or "{}").get("partner", "batch")
 
 
-def write_report(res, out, wall=None, commands=None):
-    """OUT/report.md from the results dict."""
-    L = []
-    L.append("# Reproduction study: learning to count at a small scale\n")
+def main_lines(res):
+    """The main run's sections of the report."""
+    L = ["\n## The main run\n"]
     partner = res["main"].get("partner")
     if partner is None and os.path.isfile(os.path.join(REPO, res["main"]["solver"])):
         partner = train_partner(res["main"]["solver"])
     L.append("Model: `%s` (iteration %d, solver `%s`%s)." % (
         res["main"]["weights"], res["main"]["iteration"], res["main"]["solver"],
         ", contrastive partner `%s`" % partner if partner else ""))
-    if wall:
-        L.append("Wall time: %s." % wall)
-    L.append("\n## Goals\n\n| goal | measured | met |\n|---|---|---|")
-    for goal, measured, met in goals(res):
-        L.append("| %s | %s | %s |" % (goal, measured, "yes" if met else "**no**"))
     cc = res["count_check"]
     L.append("\n## Counting on the Fashion scenes (%d val scenes)\n" % cc["n"])
     L.append("Spearman(|phi|, k) = %.4f, Pearson = %s." % (cc["spearman"], _fmt(cc["pearson"], "%.4f")))
@@ -139,6 +164,21 @@ def write_report(res, out, wall=None, commands=None):
     L.append("## Training curves\n\n![curves](log/curves.png)\n")
     for w in res.get("log_warnings") or []:
         L.append("**%s**\n" % w)
+    return L
+
+
+def write_report(res, out, wall=None, commands=None):
+    """OUT/report.md from the results dict (the main run's sections and the photo run's, each when present)."""
+    L = ["# Reproduction study: learning to count at a small scale\n"]
+    if wall:
+        L.append("Wall time: %s." % wall)
+    L.append("\n## Goals\n\n| goal | measured | met |\n|---|---|---|")
+    for goal, measured, met in goals(res):
+        L.append("| %s | %s | %s |" % (goal, measured, "yes" if met else "**no**"))
+    if "main" in res:
+        L += main_lines(res)
+    if "photos" in res:
+        L += photo_lines(res["photos"])
     if commands:
         L.append("## Commands\n\n```\n%s\n```\n" % commands.strip())
     os.makedirs(os.path.join(REPO, out), exist_ok=True)
@@ -146,6 +186,65 @@ def write_report(res, out, wall=None, commands=None):
     with open(path, "w") as f:
         f.write("\n".join(L) + "\n")
     return path
+
+
+def _probe_table(dp):
+    L = ["| labels per class | " + " | ".join(PROBE_LAYERS) + " |", "|---|" + "---|" * len(PROBE_LAYERS)]
+    for n in dp["per_class"]:
+        L.append("| %d | " % n + " | ".join("%+.2f [%+.2f, %+.2f]" % tuple(dp["gains"]["%d/%s" % (n, l)][k]
+                                                                          for k in ("mean", "lo", "hi"))
+                                            for l in PROBE_LAYERS) + " |")
+    n = max(dp["per_class"])
+    L.append("| top-1 at %d: counting / random | " % n + " | ".join(
+        "%.1f / %.1f" % (dp["gains"]["%d/%s" % (n, l)]["counting"], dp["gains"]["%d/%s" % (n, l)]["random"])
+        for l in PROBE_LAYERS) + " |")
+    return L
+
+
+def photo_lines(ph):
+    """The photo run's sections of the report (issue 27)."""
+    L = ["\n## The photo run: scenes + views of the packaged photos\n",
+         "Model: `%s` (iteration %d, solver `%s`, partner `%s`), trained on `%s`, tested on `%s` (views of "
+         "held-out photos: whole groups, never crops of a training photo)."
+         % (ph["weights"], ph["iteration"], ph["solver"], ph["partner"], ph["train_lmdb"], ph["test_lmdb"])]
+    tv = ph.get("test_views") or []
+    if tv:
+        L.append("\nTEST passes on the held-out views (caffe's TEST phase, every view once):\n")
+        L.append("| iteration | loss | counting term | contrast term | hinge active | mean abs phi(Dx) |\n|---|---|---|---|---|---|")
+        for t in tv:
+            L.append("| %d | %s | %s | %s | %s | %s |" % (t["iteration"], _fmt(t["loss"]), _fmt(t["count_term"]),
+                                                        _fmt(t["contrast_term"]),
+                                                        _fmt(None if t["hinge_active"] is None else 100 * t["hinge_active"],
+                                                             "%.0f %%"), _fmt(t["norm_dx"])))
+    te = ph.get("train_end") or {}
+    if te.get("loss") is not None:
+        L.append("\nTrain (mean of the last displayed rows): loss %s, counting term %s, hinge active %s, |phi(Dx)| %s."
+                 % (_fmt(te["loss"]), _fmt(te["count_term"]), _fmt(100 * te["hinge_active"], "%.0f %%"),
+                    _fmt(te["norm_dx"])))
+    mv = ph["mean_vector"]
+    L.append("\nMean counting vector over %d held-out views (Fig. 3): %d of %d entries non-zero, %d above %g; "
+             "largest mean %.3g, mean |phi| %.3g." % (mv["n_images"], mv["n_nonzero"], mv["n_dims"],
+                                                     mv["n_above_threshold"], mv["threshold"], mv["max_mean"],
+                                                     mv["mean_norm"]))
+    L.append("\n| scenes (500 val, map fitted on the train scenes) | Spearman(norm, k) | exact k | k +- 1 |\n|---|---|---|---|")
+    for label, key in (("mixed size 24-48 px, tinted", "count_check"),
+                       ("fixed size %d px, gray" % (ph.get("count_check_fixed") or {}).get("item", 0), "count_check_fixed")):
+        c = ph.get(key)
+        if c:
+            cm = c["count_map"]
+            L.append("| %s | %.3f | %.1f %% | %.1f %% |" % (label, c["spearman"], 100 * cm["exact"], 100 * cm["within1"]))
+    for key, title in (("domain_probe", "In-domain probe (Fashion items as scene items, seen as D(x))"),
+                       ("elpv_probe", "Real-photo probe (elpv solar cells)")):
+        dp = ph.get(key)
+        if dp:
+            L.append("\n%s: counting - mean of %d random inits, top-1 points, mean [paired 95 %% interval] over %d "
+                     "label-subset seeds; %d val items, training pool %d.\n"
+                     % (title, len(dp["models"]) - 1, dp["seeds"], dp["val_items"], dp["train_pool"]))
+            L += _probe_table(dp)
+        elif key in ph:
+            L.append("\n%s: skipped (its optional package is not installed)." % title)
+    L.append("\n![training curves](photos/log/curves.png)\n")
+    return L
 
 
 # ----------------------------------------------------------------------------- the demo's last words

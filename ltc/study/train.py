@@ -6,12 +6,13 @@ import subprocess
 import time
 
 from ltc import REPO, snapshots
-from ltc.study.common import (BRANCHES, ITEMS_TRAIN, PHOTO_REPEAT, PHOTOS_TEST, PHOTOS_TRAIN, PROBE_PER_CLASS,
-                              PROBE_TRAIN, RUNS, SCENES_TRAIN, STUDY_TRAIN, StudyError, models, solver)
+from ltc.study.common import (BRANCHES, ITEMS_TRAIN, PHOTO_REPEAT, PHOTOS_STUDY_TRAIN, PHOTOS_TEST, PHOTOS_TRAIN,
+                              PROBE_PER_CLASS, PROBE_TRAIN, RUNS, SCENE_REPEAT, SCENES_TRAIN, STUDY_TRAIN,
+                              VIEWS_TEST, VIEWS_TRAIN, StudyError, models, solver)
 
 
 # ----------------------------------------------------------------------------- data
-def prepare_data(runner, photo_repeat=PHOTO_REPEAT, per_class=PROBE_PER_CLASS):
+def prepare_data(runner, photo_repeat=PHOTO_REPEAT, per_class=PROBE_PER_CLASS, with_views=True):
     from ltc import embedded_photos, fashion, mixdata
     if not os.path.isfile(os.path.join(REPO, SCENES_TRAIN, "data.mdb")):
         runner.call("data_prep/fashion_scenes.py", [], fashion.build_testbed)
@@ -31,7 +32,29 @@ def prepare_data(runner, photo_repeat=PHOTO_REPEAT, per_class=PROBE_PER_CLASS):
             print(mixdata.subset_per_class(os.path.join(REPO, ITEMS_TRAIN), probe, per_class))
     if not runner.dry:
         check_disjoint(os.path.join(REPO, PHOTOS_TEST), study)
-    return dict(study_train=STUDY_TRAIN, probe_train=PROBE_TRAIN % per_class)
+    photos = prepare_photo_data(runner) if with_views else None
+    return dict(study_train=STUDY_TRAIN, probe_train=PROBE_TRAIN % per_class, photos_train=photos)
+
+
+def prepare_photo_data(runner, scene_repeat=SCENE_REPEAT):
+    """The photo run's training LMDB: the train scenes x ``scene_repeat`` plus every view of the train
+    photos (no view twice), after checking that no held-out view is among them."""
+    from ltc import mixdata
+    for path in (VIEWS_TRAIN, VIEWS_TEST):
+        if not os.path.isfile(os.path.join(REPO, path, "data.mdb")):
+            raise StudyError("%s is missing: build the photo views first with `make photos-all` (data_prep/photos.py "
+                             "--install --views 20000; installing the Debian packages needs root) or leave the "
+                             "photo run out (--runs main linear)" % path)
+    out = os.path.join(REPO, PHOTOS_STUDY_TRAIN)
+    if not os.path.isfile(os.path.join(out, "data.mdb")):
+        runner.note(["ltc.mixdata.mix_lmdbs", SCENES_TRAIN, "x%d" % scene_repeat, "+", VIEWS_TRAIN, "->",
+                     PHOTOS_STUDY_TRAIN])
+        if not runner.dry:
+            print(mixdata.mix_lmdbs([("scenes", os.path.join(REPO, SCENES_TRAIN), scene_repeat),
+                                     ("photos", os.path.join(REPO, VIEWS_TRAIN), 1)], out))
+    if not runner.dry:
+        check_disjoint(os.path.join(REPO, VIEWS_TEST), out)
+    return PHOTOS_STUDY_TRAIN
 
 
 def check_disjoint(test_lmdb, train_lmdb):
