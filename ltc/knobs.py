@@ -341,7 +341,8 @@ NET = LayerKnobs("nets", [], [
     _of(DATA, "batch_size", "test_batch", doc="test samples per batch"),
     _of(DATA, "source", "train_lmdb", default="data/imagenet/train_lmdb", doc="training LMDB"),
     _of(DATA, "source", "val_lmdb", default="data/imagenet/val_lmdb", doc="validation LMDB (TEST phase)"),
-    _of(DATA, "partner", "partner"),
+    _of(DATA, "partner", "partner", doc="where y comes from in the TRAIN phase: any other image of the batch (the "
+        "paper), or one of the same source (ltc/mixdata.py's keys); the TEST phase keeps the paper's"),
     _of(DATA, "workers", "workers"),
     _of(DATA, "seed", "seed", doc="data seed (TEST: seed + 1) and solver seed"),
     Knob("base_lr", 1e-4, float, "learning rate (paper: 1e-4)", above=0.0),

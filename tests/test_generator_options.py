@@ -73,7 +73,9 @@ def test_every_custom_option_is_in_the_generated_files(generated):
     test = json.loads(data[caffe_pb2.TEST].python_param.param_str)
     assert train == dict(source=generated["train_db"], batch_size=3, crop_size=224, interpolation="cubic",
                          gray_prob=1.0, seed=42, workers=0, prefetch=4, stack=True, partner="same_source")
-    assert test == dict(train, source=generated["val_db"], batch_size=2, seed=43, test_batches=2)
+    # the partner is a training choice: the TEST phase keeps the paper's (any other image of the batch)
+    assert test == dict({k: v for k, v in train.items() if k != "partner"}, source=generated["val_db"], batch_size=2,
+                        seed=43, test_batches=2)
     assert list(data[caffe_pb2.TRAIN].top) == ["data"]                       # --layout stacked: one top
     layers = {l.name: l for l in net.layer}
     loss = layers["loss"]

@@ -451,3 +451,14 @@ def test_update_results_keeps_the_other_runs(tmp_path):
     res = study.update_results(out, photos=dict(b=2))
     assert res == dict(main=dict(a=1), count_check=dict(spearman=0.9), photos=dict(b=2))
     assert json.load(open(os.path.join(out, "results.json"))) == res
+
+
+def test_reproduce_evaluates_the_photo_snapshot_it_is_told(tmp_path, capsys):
+    """--photo-iteration picks the photo run's snapshot; one that does not exist is refused by name."""
+    reproduce = load_script("tools/reproduce.py")
+    out = os.path.relpath(str(tmp_path / "res"), REPO)
+    rc = reproduce.main(["--stage", "evaluate", "--runs", "photos", "--photo-iteration", "7", "--no-domain-probe",
+                         "--out", out])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "no snapshot at iteration 7 for prototxt/study/photos/solver.prototxt" in err

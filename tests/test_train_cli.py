@@ -53,7 +53,7 @@ class Lmdbs(tuple):
 
 
 def test_all_committed_train_val_nets_are_listed():
-    assert len(TRAIN_VALS) == 12  # default, 7 variants, stacked, demo, study/main, study/linear
+    assert len(TRAIN_VALS) == 13  # default, 7 variants, stacked, demo, study/main, study/linear, study/photos
 
 
 def data_params(rel, phase=caffe_pb2.TRAIN):

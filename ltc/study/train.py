@@ -42,6 +42,9 @@ def prepare_photo_data(runner, scene_repeat=SCENE_REPEAT):
     from ltc import mixdata
     for path in (VIEWS_TRAIN, VIEWS_TEST):
         if not os.path.isfile(os.path.join(REPO, path, "data.mdb")):
+            if runner.dry:   # a dry run names the step (make photos-all) instead of refusing
+                runner.note(["python", "data_prep/photos.py", "--install", "--views", "20000", "# make photos-all"])
+                break
             raise StudyError("%s is missing: build the photo views first with `make photos-all` (data_prep/photos.py "
                              "--install --views 20000; installing the Debian packages needs root) or leave the "
                              "photo run out (--runs main linear)" % path)
