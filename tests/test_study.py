@@ -462,3 +462,13 @@ def test_reproduce_evaluates_the_photo_snapshot_it_is_told(tmp_path, capsys):
     assert rc == 1
     err = capsys.readouterr().err
     assert "no snapshot at iteration 7 for prototxt/study/photos/solver.prototxt" in err
+
+
+def test_runner_logs_each_step_with_its_wall_time(tmp_path):
+    runner = study.Runner(str(tmp_path / "o"))
+    assert runner.call("tools/analyze.py", ["log", "--log", "x.log"], lambda: 42) == 42
+    lines = (tmp_path / "o" / "commands.txt").read_text().splitlines()
+    assert lines[0].endswith("tools/analyze.py log --log x.log") and re.fullmatch(r"#   \d+ s", lines[1])
+    with pytest.raises(study.StudyError, match="analyze.py bad: ValueError: nope"):
+        runner.call("tools/analyze.py", ["bad"], lambda: (_ for _ in ()).throw(ValueError("nope")))
+    assert len((tmp_path / "o" / "commands.txt").read_text().splitlines()) == 3   # no time for a failed step

@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import time
 
 from ltc import REPO, nets, snapshots
 
@@ -106,10 +107,14 @@ class Runner:
         line = self.note(argv)
         if self.dry:
             return None
+        t0 = time.time()
         try:
-            return fn()
+            res = fn()
         except (ValueError, OSError, RuntimeError, subprocess.CalledProcessError) as e:
             raise StudyError("%s: %s: %s" % (line, type(e).__name__, e))
+        with open(self.log_path, "a") as f:   # the wall time of every number's step
+            f.write("#   %.0f s\n" % (time.time() - t0))
+        return res
 
 
 # ----------------------------------------------------------------------------- solvers and snapshots
