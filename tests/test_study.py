@@ -425,7 +425,12 @@ def photo_results(count_term=2.0, exact=0.85, gain=3.5, lo=0.5):
                 count_check_fixed=dict(spearman=0.99, n=500, count_map=dict(exact=exact, within1=0.95), item=36),
                 domain_probe=dict(per_class=[10, 1000], gains=g, models={"counting": "p", "random1": None},
                                   seeds=5, val_items=5000, train_pool=12000),
-                elpv_probe=None)
+                elpv_probe=None,
+                gap=dict(train_views=[dict(iteration=3000, count_term=1.5, contrast_term=1.0, hinge_active=0.25,
+                                           norm_dx=3.0, loss=2.5)],
+                         heldout_views=[dict(iteration=3000, count_term=count_term, contrast_term=1.0,
+                                             hinge_active=0.3, norm_dx=4.0, loss=count_term + 1)],
+                         val_scenes=[]))
 
 
 def test_photo_goals_and_report_without_the_main_run(tmp_path):
@@ -438,6 +443,7 @@ def test_photo_goals_and_report_without_the_main_run(tmp_path):
     path = study.write_report(res, str(tmp_path / "rep"))
     text = open(path).read()
     assert "| 3000 | 3.6 | 2.6 | 1 | 30 % | 4 |" in text
+    assert "| 3000 | 1.5 / 25 % / 3 | 2.6 / 30 % / 4 | - |" in text
     assert "| fixed size 36 px, gray | 0.990 | 79.0 % | 95.0 % |" in text
     assert "| 1000 | +3.50 [-0.10, +4.50]" in text and "skipped (its optional package is not installed)" in text
     assert "The main run" not in text
@@ -472,3 +478,62 @@ def test_runner_logs_each_step_with_its_wall_time(tmp_path):
     with pytest.raises(study.StudyError, match="analyze.py bad: ValueError: nope"):
         runner.call("tools/analyze.py", ["bad"], lambda: (_ for _ in ()).throw(ValueError("nope")))
     assert len((tmp_path / "o" / "commands.txt").read_text().splitlines()) == 3   # no time for a failed step
+
+
+def test_source_test_runs_caffe_test_on_the_source_it_is_given(tmp_path):
+    """source_test swaps only the TEST data layer's source, runs the real ``caffe test`` and reads its
+    means; they equal a pycaffe TEST forward of the written net (same seed, same views), differ between
+    two sources, and a second call reuses the log."""
+    import caffe
+    from conftest import write_test_lmdb
+    ev = study
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    write_test_lmdb(a, 4, seed=1)
+    write_test_lmdb(b, 4, seed=2)
+    s = study.solver(study.PHOTO_SOLVER)
+    text = open(os.path.join(REPO, s.net)).read()
+    for old, new in (('\\"batch_size\\": 50', '\\"batch_size\\": 2'), ('\\"test_batches\\": 20', '\\"test_batches\\": 2'),
+                     ('\\"workers\\": 1', '\\"workers\\": 0')):
+        assert old in text
+        text = text.replace(old, new)
+    tv = tmp_path / "tv.prototxt"
+    tv.write_text(text)
+    caffe.set_random_seed(3)
+    n = caffe.Net(str(tv), caffe.TEST)
+    try:
+        n.save(str(tmp_path / "w.caffemodel"))
+    finally:
+        for layer in n.layers:
+            if hasattr(layer, "close"):
+                layer.close()
+    runner = study.Runner(str(tmp_path / "o"), caffe=CAFFE_BIN)
+    got = {src: ev.source_test(runner, str(tv), str(tmp_path / "w.caffemodel"), src,
+                               str(tmp_path / "gap" / ("%s.prototxt" % os.path.basename(src))), 2) for src in (a, b)}
+    assert set(got[a]) == set(ev.TEST_OUTPUTS) and got[a]["count_term"] != got[b]["count_term"]
+    tests = [p for p in _data_params(str(tmp_path / "gap" / "b.prototxt"))[0] if "test_batches" in p]
+    assert len(tests) == 1
+    params = tests[0]
+    assert params["source"] == b and params["seed"] == 1702 and "partner" not in params
+    net = caffe.Net(str(tmp_path / "gap" / "b.prototxt"), str(tmp_path / "w.caffemodel"), caffe.TEST)
+    try:
+        outs = [{k: float(np.ravel(v)[0]) for k, v in net.forward().items()} for _ in range(2)]  # copies
+    finally:
+        for layer in net.layers:
+            if hasattr(layer, "close"):
+                layer.close()
+    for k in ev.TEST_OUTPUTS:       # caffe test prints each mean with 6 significant digits
+        mean = np.mean([o[k] for o in outs])
+        assert got[b][k] == pytest.approx(mean, rel=1e-5, abs=1e-6), k
+    assert ev.source_test(runner, str(tv), str(tmp_path / "w.caffemodel"), b,
+                          str(tmp_path / "gap" / "b.prototxt"), 2) == got[b]
+    assert "# reused" in (tmp_path / "o" / "commands.txt").read_text().splitlines()[-1]
+
+
+def test_parse_caffe_test_reads_the_final_means():
+    ev = study
+    text = ("I1205 13:16:31.2 27828 caffe.cpp:310] Loss: 246.365\n"
+            "I1205 13:16:31.2 27828 caffe.cpp:321] count_term = 244.933\n"
+            "I1205 13:16:31.2 27828 caffe.cpp:321] loss = 246.365 (* 1 = 246.365 loss)\n"
+            "I1205 13:16:31.2 27828 caffe.cpp:321] norm_dx = 5.28644\n"
+            "I1205 13:16:30.0 27828 caffe.cpp:280] Batch 19, count_term = 1\n")
+    assert ev.parse_caffe_test(text) == dict(count_term=244.933, loss=246.365, norm_dx=5.28644)

@@ -9,7 +9,8 @@ Stages (tools/reproduce.py runs them in order; each can be run alone):
             folder, with a progress line per run every ``poll`` seconds
   photos    (run "photos", issue 27) the Fashion scenes x SCENE_REPEAT plus the 20,000 views of the packaged
             photos (make photos-all), Adam and zero fc biases (the demo's start), tested on the views of the
-            held-out photos; evaluated on them (TEST passes, Fig. 3), on mixed and fixed-size gray scenes,
+            held-out photos; evaluated on them (TEST passes, Fig. 3; every snapshot's ``caffe test`` on
+            training views, held-out views and val scenes: seen against unseen), on mixed and fixed-size gray scenes,
             and by the in-domain probes (ltc.domain_probe: Fashion items, elpv when installed)
   evaluate  count-check (+ the least-squares count map), loss terms at the end, TEST loss on the
             held-out photos, mean-vector sparsity on them, linear probe against random init
@@ -31,5 +32,5 @@ from ltc.study.common import (BRANCHES, FIXED_ITEM, FIXED_SCENES, GOALS, ITEMS_T
 from ltc.study.train import (check_disjoint, latest_state, prepare_data, prepare_photo_data, progress_line,  # noqa: F401
                              save_random_init, train_command, train_runs)
 from ltc.study.report import demo_summary, goals, train_partner, write_report  # noqa: F401
-from ltc.study.evaluate import (evaluate, evaluate_photos, final_model, probe_summary, tail_means,  # noqa: F401
-                                update_results)
+from ltc.study.evaluate import (TEST_OUTPUTS, evaluate, evaluate_photos, final_model, parse_caffe_test,  # noqa: F401
+                                photo_gap, probe_summary, source_test, tail_means, update_results)

@@ -4,11 +4,13 @@ line that computes the same (tools/analyze.py, tools/port_weights.py, tools/line
 import argparse
 import json
 import os
+import subprocess
+import time
 
 from ltc import REPO
 from ltc.study.common import (FIXED_ITEM, FIXED_SCENES, ITEMS_VAL, PHOTO_SOLVER, PHOTOS_STUDY_TRAIN, PHOTOS_TEST,
                               PROBE_LAYERS, PROBE_PER_CLASS, PROBE_TRAIN, RUNS, SCENES_TRAIN, SCENES_VAL,
-                              TRAJECTORY_EVERY, VIEWS_TEST, StudyError, cli_args, models, random_seed, solver)
+                              TRAJECTORY_EVERY, VIEWS_TEST, VIEWS_TRAIN, StudyError, cli_args, models, random_seed, solver)
 from ltc.study.report import train_partner
 from ltc.study.train import save_random_init
 
@@ -271,11 +273,96 @@ def evaluate_photos(runner, out, solver_path=PHOTO_SOLVER, iteration=None, probe
                  fit_source=fit, max_images=500)
     res["count_check_fixed"] = dict(spearman=fx["spearman"], n=fx["n_images"], count_map=fx["count_map"],
                                     source=val, item=FIXED_ITEM)
+    res["gap"] = photo_gap(runner, solver_path, sub, iterations=[i for i in models(s.snapshot_prefix) if i <= it])
     if probe:
         res["domain_probe"] = domain_probe(runner, weights, os.path.join(sub, "domain_probe"))
         res["elpv_probe"] = domain_probe(runner, weights, os.path.join(sub, "domain_probe"), dataset="elpv",
                                          per_class=(10, 100, 500))
     return res
+
+
+TEST_OUTPUTS = ("count_term", "contrast_term", "hinge_active", "norm_dx", "loss")
+
+
+def parse_caffe_test(text):
+    """The final means of a ``caffe test`` run ({output name: value}) from its glog lines
+    ``caffe.cpp:...] name = value`` (the loss line carries ``(* 1 = ...)`` after the value)."""
+    out = {}
+    for line in text.splitlines():
+        if "caffe.cpp" not in line or "] " not in line or " = " not in line:
+            continue
+        name, _, rest = line.split("] ", 1)[1].partition(" = ")
+        name = name.strip()
+        if name in TEST_OUTPUTS:
+            out[name] = float(rest.split()[0])
+    return out
+
+
+def source_test(runner, train_val, weights, source, out_prototxt, iterations):
+    """``caffe test`` of ``train_val`` with its TEST data layer reading ``source`` instead: the TEST
+    phase's counting term, contrast term, hinge and |phi(Dx)| on any LMDB of the project format
+    (same seed, batch and views as the training log's TEST passes). Returns {output: mean}."""
+    from google.protobuf import text_format
+    from ltc.model_checks import ModelError, read_net_prototxt
+    try:
+        net = read_net_prototxt(os.path.join(REPO, train_val))
+    except ModelError as e:
+        raise StudyError(str(e))
+    tests = [l for l in net.layer if l.type == "Python" and any(r.phase == 1 for r in l.include)]  # 1 = TEST
+    if len(tests) != 1:
+        raise StudyError("%s: expected one TEST-phase Python data layer, found %d" % (train_val, len(tests)))
+    params = json.loads(tests[0].python_param.param_str)
+    params["source"] = source
+    tests[0].python_param.param_str = json.dumps(params, sort_keys=True)
+    text = ("# %s with its TEST data layer reading %s (ltc/study/evaluate.py source_test)\n"
+            % (train_val, source)) + text_format.MessageToString(net)
+    argv = [runner.caffe, "test", "-model", out_prototxt, "-weights", weights, "-iterations", str(iterations)]
+    log_path = os.path.splitext(out_prototxt)[0] + ".log"
+    if runner.reuse and not runner.dry and os.path.isfile(os.path.join(REPO, log_path)) and \
+            os.path.getmtime(os.path.join(REPO, log_path)) > os.path.getmtime(os.path.join(REPO, weights)):
+        with open(os.path.join(REPO, log_path)) as f:
+            res = parse_caffe_test(f.read())
+        if set(TEST_OUTPUTS) <= set(res):
+            runner.note(argv + ["# reused " + log_path])
+            return res
+    line = runner.note(argv)
+    if runner.dry:
+        return None
+    os.makedirs(os.path.dirname(os.path.join(REPO, out_prototxt)), exist_ok=True)
+    with open(os.path.join(REPO, out_prototxt), "w") as f:
+        f.write(text)
+    t0 = time.time()
+    env = dict(os.environ, GLOG_logtostderr="1", GLOG_minloglevel="0")  # the means are INFO lines
+    p = subprocess.run(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with open(os.path.join(REPO, log_path), "w") as f:
+        f.write(p.stdout)
+    res = parse_caffe_test(p.stdout)
+    if p.returncode != 0 or not set(TEST_OUTPUTS) <= set(res):
+        raise StudyError("%s: caffe test exited with %d or printed no outputs; see %s" % (line, p.returncode, log_path))
+    with open(runner.log_path, "a") as f:
+        f.write("#   %.0f s\n" % (time.time() - t0))
+    return res
+
+
+def photo_gap(runner, solver_path, sub, iterations=None):
+    """The photo run's TEST-phase outputs at every snapshot on the training views (the first 1,000 of
+    them), the held-out views and the val scenes: whether the held-out counting term is a gap between
+    seen and unseen photos (overfitting) or high on the seen views as well (underfitting).
+    Returns {source name: [{iteration, outputs...}]}."""
+    s = solver(solver_path)
+    snaps = models(s.snapshot_prefix)
+    its = sorted(snaps) if iterations is None else [i for i in sorted(snaps) if i in iterations]
+    batches = s.test_iter[0] if len(s.test_iter) else 20
+    rows = {}
+    for name, source in (("train_views", VIEWS_TRAIN), ("heldout_views", VIEWS_TEST), ("val_scenes", SCENES_VAL)):
+        rows[name] = []
+        for it in its:
+            weights = os.path.relpath(snaps[it], REPO)
+            res = source_test(runner, s.net, weights, source,
+                              os.path.join(sub, "gap", "%s_iter%d.prototxt" % (name, it)), batches)
+            if res is not None:
+                rows[name].append(dict(iteration=it, **res))
+    return rows
 
 
 def update_results(out, **parts):

@@ -221,6 +221,22 @@ def photo_lines(ph):
         L.append("\nTrain (mean of the last displayed rows): loss %s, counting term %s, hinge active %s, |phi(Dx)| %s."
                  % (_fmt(te["loss"]), _fmt(te["count_term"]), _fmt(100 * te["hinge_active"], "%.0f %%"),
                     _fmt(te["norm_dx"])))
+    gap = ph.get("gap") or {}
+    if any(gap.values()):
+        names = (("train_views", "training views (first 1,000)"), ("heldout_views", "held-out views"),
+                 ("val_scenes", "val scenes"))
+        its = sorted({r["iteration"] for rows in gap.values() for r in rows})
+        at = {(n, r["iteration"]): r for n, _ in names for r in gap.get(n, [])}
+        L.append("\nSeen against unseen: `caffe test` of every snapshot (the TEST phase's views and seed) with the "
+                 "TEST data reading each source. Counting term / hinge active / mean abs phi(Dx):\n")
+        L.append("| iteration | " + " | ".join(t for _, t in names) + " |\n|---|" + "---|" * len(names))
+        for it in its:
+            cells = []
+            for n, _ in names:
+                r = at.get((n, it))
+                cells.append("-" if r is None else "%s / %.0f %% / %s" % (_fmt(r["count_term"]), 100 * r["hinge_active"],
+                                                                         _fmt(r["norm_dx"])))
+            L.append("| %d | %s |" % (it, " | ".join(cells)))
     mv = ph["mean_vector"]
     L.append("\nMean counting vector over %d held-out views (Fig. 3): %d of %d entries non-zero, %d above %g; "
              "largest mean %.3g, mean |phi| %.3g." % (mv["n_images"], mv["n_nonzero"], mv["n_dims"],
