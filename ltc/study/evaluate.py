@@ -257,8 +257,9 @@ def evaluate_photos(runner, out, solver_path=PHOTO_SOLVER, iteration=None, probe
     log_path = os.path.join(os.path.dirname(s.snapshot_prefix), "train.log")
     lg = analyze(runner, "log", os.path.join(sub, "log"), reuse=False, log=log_path)
     names = ("loss", "count_term", "contrast_term", "hinge_active", "norm_dx")
-    res["test_views"] = [dict(iteration=r["iteration"], **{n: r.get("test_" + n) for n in names})
-                         for r in lg["test"] if r.get("net", 0) == 0 and r["iteration"] <= it]
+    # a resumed run tests again at the iteration it resumes from: one row per iteration (the last)
+    tests = {r["iteration"]: r for r in lg["test"] if r.get("net", 0) == 0 and r["iteration"] <= it}
+    res["test_views"] = [dict(iteration=i, **{n: tests[i].get("test_" + n) for n in names}) for i in sorted(tests)]
     res["train_end"] = tail_means([dict(r, train_loss=r["loss"]) for r in lg["train"] if r["iteration"] <= it],
                                   "train", names)
     mv = analyze(runner, "mean-vector", os.path.join(sub, "mean_vector"), weights=weights, source=VIEWS_TEST,
