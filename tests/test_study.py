@@ -487,13 +487,17 @@ def test_source_test_runs_caffe_test_on_the_source_it_is_given(tmp_path):
     import caffe
     from conftest import write_test_lmdb
     ev = study
-    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    a, b, c = str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "c")
     write_test_lmdb(a, 4, seed=1)
     write_test_lmdb(b, 4, seed=2)
+    write_test_lmdb(c, 4, seed=3)
     s = study.solver(study.PHOTO_SOLVER)
     text = open(os.path.join(REPO, s.net)).read()
+    # the net as written reads a third LMDB (c) at TEST: no data of the repository is needed, and
+    # source_test must swap it for a and for b
     for old, new in (('\\"batch_size\\": 50', '\\"batch_size\\": 2'), ('\\"test_batches\\": 20', '\\"test_batches\\": 2'),
-                     ('\\"workers\\": 1', '\\"workers\\": 0')):
+                     ('\\"workers\\": 1', '\\"workers\\": 0'),
+                     ('\\"source\\": \\"%s\\"' % study.VIEWS_TEST, '\\"source\\": \\"%s\\"' % c)):
         assert old in text
         text = text.replace(old, new)
     tv = tmp_path / "tv.prototxt"
@@ -514,6 +518,7 @@ def test_source_test_runs_caffe_test_on_the_source_it_is_given(tmp_path):
     assert len(tests) == 1
     params = tests[0]
     assert params["source"] == b and params["seed"] == 1702 and "partner" not in params
+    assert [p["source"] for p in _data_params(str(tmp_path / "gap" / "a.prototxt"))[0] if "test_batches" in p] == [a]
     net = caffe.Net(str(tmp_path / "gap" / "b.prototxt"), str(tmp_path / "w.caffemodel"), caffe.TEST)
     try:
         outs = [{k: float(np.ravel(v)[0]) for k, v in net.forward().items()} for _ in range(2)]  # copies
