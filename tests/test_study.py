@@ -442,8 +442,8 @@ def test_photo_goals_and_report_without_the_main_run(tmp_path):
     assert len(missed) == 5 and any("counting term" in g for g in missed) and any("fixed-size" in g for g in missed)
     path = study.write_report(res, str(tmp_path / "rep"))
     text = open(path).read()
-    assert "| 3000 | 3.6 | 2.6 | 1 | 30 % | 4 |" in text
-    assert "| 3000 | 1.5 / 25 % / 3 | 2.6 / 30 % / 4 | - |" in text
+    assert "| 3000 | 3.60 | 2.60 | 1.00 | 30 % | 4.00 |" in text
+    assert "| 3000 | 1.50 / 25 % / 3.00 | 2.60 / 30 % / 4.00 | - |" in text
     assert "| fixed size 36 px, gray | 0.990 | 79.0 % | 95.0 % |" in text
     assert "| 1000 | +3.50 [-0.10, +4.50]" in text and "skipped (its optional package is not installed)" in text
     assert "The main run" not in text

@@ -68,7 +68,8 @@ def main_goals(res):
     return g
 
 
-def _fmt(v, f="%.3g"):
+def _fmt(v, f="%#.3g"):
+    """Three significant digits, trailing zeros kept (6.00, not 6: a mean, not a count)."""
     return "-" if v is None else f % v
 
 
