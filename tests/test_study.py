@@ -542,3 +542,36 @@ def test_parse_caffe_test_reads_the_final_means():
             "I1205 13:16:31.2 27828 caffe.cpp:321] norm_dx = 5.28644\n"
             "I1205 13:16:30.0 27828 caffe.cpp:280] Batch 19, count_term = 1\n")
     assert ev.parse_caffe_test(text) == dict(count_term=244.933, loss=246.365, norm_dx=5.28644)
+
+
+def test_domain_probe_step_reruns_for_another_model(tmp_path, monkeypatch):
+    """The probe folder keeps the random inits' features for every model, so its gains.json may belong
+    to another snapshot: the study reuses it only for the model that wrote it (a later snapshot, or an
+    earlier one evaluated after a later one, runs the probe again)."""
+    from ltc import domain_probe as dp
+    calls = []
+
+    def fake_run(args, command=""):
+        model = [m.partition("=")[2] for m in args.model][0]
+        calls.append(model)
+        out = dict(models={"counting": model}, gains={}, per_class=list(args.per_class), table="t")
+        d = os.path.join(args.out_dir, args.dataset)
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "gains.json"), "w") as f:
+            json.dump(out, f)
+        return dict(out)
+
+    monkeypatch.setattr(dp, "run", fake_run)
+    w = {}
+    for name in ("it1000", "it2000", "it500"):      # written in this order: it500 is the oldest file last
+        w[name] = str(tmp_path / ("%s.caffemodel" % name))
+        with open(w[name], "w") as f:
+            f.write(name)
+    os.utime(w["it500"], (1, 1))
+    runner = study.Runner(str(tmp_path / "o"))
+    out = str(tmp_path / "probe")
+    for name in ("it1000", "it1000", "it2000", "it500", "it500"):
+        res = study.domain_probe(runner, w[name], out)
+        assert res["models"]["counting"] == w[name] and "table" not in res
+    assert calls == [w["it1000"], w["it2000"], w["it500"]]
+    assert sum("# reused" in l for l in (tmp_path / "o" / "commands.txt").read_text().splitlines()) == 2

@@ -32,5 +32,5 @@ from ltc.study.common import (BRANCHES, FIXED_ITEM, FIXED_SCENES, GOALS, ITEMS_T
 from ltc.study.train import (check_disjoint, latest_state, prepare_data, prepare_photo_data, progress_line,  # noqa: F401
                              save_random_init, train_command, train_runs)
 from ltc.study.report import demo_summary, goals, train_partner, write_report  # noqa: F401
-from ltc.study.evaluate import (TEST_OUTPUTS, evaluate, evaluate_photos, final_model, parse_caffe_test,  # noqa: F401
+from ltc.study.evaluate import (TEST_OUTPUTS, domain_probe, evaluate, evaluate_photos, final_model, parse_caffe_test,  # noqa: F401
                                 photo_gap, probe_summary, source_test, tail_means, update_results)

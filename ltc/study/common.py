@@ -94,13 +94,16 @@ class Runner:
         """Run ``fn()``, the library call that does what ``python script args`` does, logging that
         command line; returns fn's result (None in a dry run). With ``done`` (the file the step
         writes last), skip the step when that file is newer than every existing file among the
-        arguments (an earlier evaluation of the same inputs). A failure of the step (bad input,
+        arguments, NAME=PATH ones included (an earlier evaluation of the same inputs). A failure of the step (bad input,
         a failed build) is a StudyError naming the command."""
         argv = [self.python, os.path.join(REPO, script)] + [str(a) for a in args]
         if done and self.reuse and not self.dry:
             d = os.path.join(REPO, done)
-            inputs = [os.path.join(REPO, a) for a in argv[2:]
-                      if os.path.isfile(os.path.join(REPO, a)) and os.path.join(REPO, a) != d]
+            # an input is an argument that names a file, alone or as NAME=PATH (domain_probe's --model)
+            paths = [a.partition("=")[2] if "=" in a and not os.path.isfile(os.path.join(REPO, a)) else a
+                     for a in argv[2:]]
+            inputs = [os.path.join(REPO, a) for a in paths
+                      if a and os.path.isfile(os.path.join(REPO, a)) and os.path.join(REPO, a) != d]
             if os.path.isfile(d) and all(os.path.getmtime(d) > os.path.getmtime(i) for i in inputs):
                 self.note(argv + ["# reused " + done])
                 return None

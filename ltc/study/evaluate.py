@@ -234,9 +234,13 @@ def domain_probe(runner, weights, out_dir, dataset="fashion", per_class=(10, 100
     argv = ["--model", "counting=" + weights, "--dataset", dataset, "--per-class"] + [str(n) for n in per_class] \
         + ["--out-dir", out_dir]
     done = os.path.join(out_dir, dataset, "gains.json")
+    # the folder keeps the random inits' features for any model, so gains.json may be another model's:
+    # reuse it only when it is this model's (and newer than it: Runner.call)
+    prev = _json(os.path.join(REPO, done)) if os.path.isfile(os.path.join(REPO, done)) else None
+    same = prev is not None and (prev.get("models") or {}).get("counting") == weights
     res = runner.call("tools/domain_probe.py", argv,
                       lambda: dp.run(dp.arguments(argv), command="python tools/domain_probe.py " + " ".join(argv)),
-                      done=done)
+                      done=done if same else None)
     if res is None and os.path.isfile(os.path.join(REPO, done)):   # reused
         res = _json(os.path.join(REPO, done))
     if res is not None:
