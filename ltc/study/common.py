@@ -97,16 +97,12 @@ class Runner:
         arguments, NAME=PATH ones included (an earlier evaluation of the same inputs). A failure of the step (bad input,
         a failed build) is a StudyError naming the command."""
         argv = [self.python, os.path.join(REPO, script)] + [str(a) for a in args]
-        if done and self.reuse and not self.dry:
-            d = os.path.join(REPO, done)
-            # an input is an argument that names a file, alone or as NAME=PATH (domain_probe's --model)
-            paths = [a.partition("=")[2] if "=" in a and not os.path.isfile(os.path.join(REPO, a)) else a
-                     for a in argv[2:]]
-            inputs = [os.path.join(REPO, a) for a in paths
-                      if a and os.path.isfile(os.path.join(REPO, a)) and os.path.join(REPO, a) != d]
-            if os.path.isfile(d) and all(os.path.getmtime(d) > os.path.getmtime(i) for i in inputs):
-                self.note(argv + ["# reused " + done])
-                return None
+        # an input is an argument that names a file, alone or as NAME=PATH (domain_probe's --model)
+        paths = [a.partition("=")[2] if "=" in a and not os.path.isfile(os.path.join(REPO, a)) else a
+                 for a in argv[2:]]
+        if self.reusable(done, paths):
+            self.note(argv + ["# reused " + done])
+            return None
         line = self.note(argv)
         if self.dry:
             return None
@@ -115,9 +111,24 @@ class Runner:
             res = fn()
         except (ValueError, OSError, RuntimeError, subprocess.CalledProcessError) as e:
             raise StudyError("%s: %s: %s" % (line, type(e).__name__, e))
-        with open(self.log_path, "a") as f:   # the wall time of every number's step
-            f.write("#   %.0f s\n" % (time.time() - t0))
+        self.log_time(t0)
         return res
+
+    def reusable(self, done, inputs):
+        """True when ``done`` (the file a step writes last) exists and is newer than every existing file
+        among ``inputs`` (repository-relative paths; other strings are ignored): an earlier run of the
+        same step on the same inputs. Never in a dry run or with reuse off."""
+        if not done or not self.reuse or self.dry:
+            return False
+        d = os.path.join(REPO, done)
+        files = [os.path.join(REPO, a) for a in inputs
+                 if a and os.path.isfile(os.path.join(REPO, a)) and os.path.join(REPO, a) != d]
+        return os.path.isfile(d) and all(os.path.getmtime(d) > os.path.getmtime(f) for f in files)
+
+    def log_time(self, t0):
+        """Write the wall time since ``t0`` under the last logged command (every number's step)."""
+        with open(self.log_path, "a") as f:
+            f.write("#   %.0f s\n" % (time.time() - t0))
 
 
 # ----------------------------------------------------------------------------- solvers and snapshots

@@ -241,8 +241,8 @@ def domain_probe(runner, weights, out_dir, dataset="fashion", per_class=(10, 100
     res = runner.call("tools/domain_probe.py", argv,
                       lambda: dp.run(dp.arguments(argv), command="python tools/domain_probe.py " + " ".join(argv)),
                       done=done if same else None)
-    if res is None and os.path.isfile(os.path.join(REPO, done)):   # reused
-        res = _json(os.path.join(REPO, done))
+    if res is None and same:   # reused (or a dry run): this model's earlier result
+        res = prev
     if res is not None:
         res.pop("table", None)
     return res
@@ -278,7 +278,7 @@ def evaluate_photos(runner, out, solver_path=PHOTO_SOLVER, iteration=None, probe
                  fit_source=fit, max_images=500)
     res["count_check_fixed"] = dict(spearman=fx["spearman"], n=fx["n_images"], count_map=fx["count_map"],
                                     source=val, item=FIXED_ITEM)
-    res["gap"] = photo_gap(runner, solver_path, sub, iterations=[i for i in models(s.snapshot_prefix) if i <= it])
+    res["gap"] = photo_gap(runner, solver_path, sub, upto=it)
     if probe:
         res["domain_probe"] = domain_probe(runner, weights, os.path.join(sub, "domain_probe"))
         res["elpv_probe"] = domain_probe(runner, weights, os.path.join(sub, "domain_probe"), dataset="elpv",
@@ -323,8 +323,7 @@ def source_test(runner, train_val, weights, source, out_prototxt, iterations):
             % (train_val, source)) + text_format.MessageToString(net)
     argv = [runner.caffe, "test", "-model", out_prototxt, "-weights", weights, "-iterations", str(iterations)]
     log_path = os.path.splitext(out_prototxt)[0] + ".log"
-    if runner.reuse and not runner.dry and os.path.isfile(os.path.join(REPO, log_path)) and \
-            os.path.getmtime(os.path.join(REPO, log_path)) > os.path.getmtime(os.path.join(REPO, weights)):
+    if runner.reusable(log_path, [weights]):
         with open(os.path.join(REPO, log_path)) as f:
             res = parse_caffe_test(f.read())
         if set(TEST_OUTPUTS) <= set(res):
@@ -344,19 +343,18 @@ def source_test(runner, train_val, weights, source, out_prototxt, iterations):
     res = parse_caffe_test(p.stdout)
     if p.returncode != 0 or not set(TEST_OUTPUTS) <= set(res):
         raise StudyError("%s: caffe test exited with %d or printed no outputs; see %s" % (line, p.returncode, log_path))
-    with open(runner.log_path, "a") as f:
-        f.write("#   %.0f s\n" % (time.time() - t0))
+    runner.log_time(t0)
     return res
 
 
-def photo_gap(runner, solver_path, sub, iterations=None):
+def photo_gap(runner, solver_path, sub, upto=None):
     """The photo run's TEST-phase outputs at every snapshot on the training views (the first 1,000 of
     them), the held-out views and the val scenes: whether the held-out counting term is a gap between
     seen and unseen photos (overfitting) or high on the seen views as well (underfitting).
-    Returns {source name: [{iteration, outputs...}]}."""
+    Every snapshot up to iteration ``upto`` (all without it). Returns {source name: [{iteration, outputs...}]}."""
     s = solver(solver_path)
     snaps = models(s.snapshot_prefix)
-    its = sorted(snaps) if iterations is None else [i for i in sorted(snaps) if i in iterations]
+    its = [i for i in sorted(snaps) if upto is None or i <= upto]
     batches = s.test_iter[0] if len(s.test_iter) else 20
     rows = {}
     for name, source in (("train_views", VIEWS_TRAIN), ("heldout_views", VIEWS_TEST), ("val_scenes", SCENES_VAL)):
